@@ -22,8 +22,17 @@
 
 pub mod error;
 pub mod fs;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod image;
+pub mod lvm;
 pub mod source;
+pub mod table;
+pub mod volume;
+pub mod walk;
 
 pub use error::{DiskError, Result};
 pub use fs::{DirEntry, FileContent, FileKind, Filesystem, Metadata, NodeId, Timestamp};
 pub use source::BlockSource;
+pub use volume::{Disk, Volume, VolumeInfo, open_disk, open_filesystem};
+pub use walk::{WalkEntry, WalkLimits, walk};

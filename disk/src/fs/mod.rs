@@ -146,3 +146,9 @@ impl std::io::Read for ContentReader<'_> {
         Ok(n)
     }
 }
+
+pub mod btrfs;
+pub mod ext4;
+pub mod fat;
+pub mod ntfs;
+pub mod xfs;

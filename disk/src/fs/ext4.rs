@@ -1,0 +1,56 @@
+//! ext2/3/4 reader (not implemented yet).
+
+use std::sync::Arc;
+
+use crate::fs::{DirEntry, FileContent, Filesystem, Metadata, NodeId};
+use crate::source::BlockSource;
+use crate::{DiskError, Result};
+
+/// True when `head` (the first [`crate::volume::DETECT_LEN`] bytes of a volume, or fewer)
+/// holds a ext2/3/4 superblock.
+pub fn detect(head: &[u8]) -> bool {
+    let _ = head;
+    false
+}
+
+/// A ext2/3/4 filesystem, read-only.
+pub struct Ext4 {
+    _source: Arc<dyn BlockSource>,
+}
+
+impl Ext4 {
+    pub fn open(source: Arc<dyn BlockSource>) -> Result<Self> {
+        let _ = source;
+        Err(DiskError::unsupported("ext4", "reader not implemented yet"))
+    }
+}
+
+impl Filesystem for Ext4 {
+    fn kind(&self) -> &'static str {
+        "ext4"
+    }
+    fn label(&self) -> Option<String> {
+        None
+    }
+    fn root(&self) -> NodeId {
+        0
+    }
+    fn read_dir(&self, _dir: NodeId) -> Result<Vec<DirEntry>> {
+        Err(DiskError::unsupported("ext4", "reader not implemented yet"))
+    }
+    fn metadata(&self, _node: NodeId) -> Result<Metadata> {
+        Err(DiskError::unsupported("ext4", "reader not implemented yet"))
+    }
+    fn open(&self, _node: NodeId) -> Result<Box<dyn FileContent + '_>> {
+        Err(DiskError::unsupported("ext4", "reader not implemented yet"))
+    }
+    fn read_link(&self, _node: NodeId) -> Result<String> {
+        Err(DiskError::unsupported("ext4", "reader not implemented yet"))
+    }
+}
+
+/// Fuzz entry: open `data` as a ext2/3/4 volume and walk and read everything.
+#[doc(hidden)]
+pub fn fuzz(data: &[u8]) {
+    crate::fuzzing::exercise_volume(data, |s| Ext4::open(s).map(|fs| Arc::new(fs) as _));
+}

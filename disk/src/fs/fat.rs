@@ -1,0 +1,56 @@
+//! FAT12/16/32 reader (not implemented yet).
+
+use std::sync::Arc;
+
+use crate::fs::{DirEntry, FileContent, Filesystem, Metadata, NodeId};
+use crate::source::BlockSource;
+use crate::{DiskError, Result};
+
+/// True when `head` (the first [`crate::volume::DETECT_LEN`] bytes of a volume, or fewer)
+/// holds a FAT12/16/32 superblock.
+pub fn detect(head: &[u8]) -> bool {
+    let _ = head;
+    false
+}
+
+/// A FAT12/16/32 filesystem, read-only.
+pub struct Fat {
+    _source: Arc<dyn BlockSource>,
+}
+
+impl Fat {
+    pub fn open(source: Arc<dyn BlockSource>) -> Result<Self> {
+        let _ = source;
+        Err(DiskError::unsupported("fat", "reader not implemented yet"))
+    }
+}
+
+impl Filesystem for Fat {
+    fn kind(&self) -> &'static str {
+        "fat"
+    }
+    fn label(&self) -> Option<String> {
+        None
+    }
+    fn root(&self) -> NodeId {
+        0
+    }
+    fn read_dir(&self, _dir: NodeId) -> Result<Vec<DirEntry>> {
+        Err(DiskError::unsupported("fat", "reader not implemented yet"))
+    }
+    fn metadata(&self, _node: NodeId) -> Result<Metadata> {
+        Err(DiskError::unsupported("fat", "reader not implemented yet"))
+    }
+    fn open(&self, _node: NodeId) -> Result<Box<dyn FileContent + '_>> {
+        Err(DiskError::unsupported("fat", "reader not implemented yet"))
+    }
+    fn read_link(&self, _node: NodeId) -> Result<String> {
+        Err(DiskError::unsupported("fat", "reader not implemented yet"))
+    }
+}
+
+/// Fuzz entry: open `data` as a FAT12/16/32 volume and walk and read everything.
+#[doc(hidden)]
+pub fn fuzz(data: &[u8]) {
+    crate::fuzzing::exercise_volume(data, |s| Fat::open(s).map(|fs| Arc::new(fs) as _));
+}

@@ -1,0 +1,1 @@
+//! LVM2: physical volume labels, text metadata, linear logical volumes.
