@@ -1,0 +1,399 @@
+//! Shared by the filesystem tests: a reference file tree built on the host, tools to turn it into
+//! images with Debian's own mkfs tools, and a comparer that checks a [`Filesystem`] reader lists
+//! exactly that tree — paths, kinds, sizes, modes, owners, times, link targets and content digests.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+use snapsentry_disk::fs::{ContentReader, FileKind, Filesystem};
+use snapsentry_disk::walk::{WalkLimits, walk};
+
+/// What a filesystem can represent; the tree leaves out what it cannot.
+#[derive(Clone, Copy, Debug)]
+pub struct Features {
+    pub symlinks: bool,
+    pub hard_links: bool,
+    /// Modes, uid and gid (FAT and NTFS-without-ownership have none).
+    pub unix_meta: bool,
+    /// Names longer than 200 bytes.
+    pub long_names: bool,
+    /// Sparse files with many data islands (forces extent trees / long run lists).
+    pub sparse: bool,
+    /// Timestamps before 1980 (FAT cannot) and after 2038 (needs 64-bit or bigtime).
+    pub wide_times: bool,
+    /// Number of files in the big directory (forces htree / B+tree directories).
+    pub big_dir_files: usize,
+}
+
+impl Features {
+    /// Everything a POSIX filesystem keeps (ext4, XFS, btrfs).
+    pub const POSIX: Features = Features {
+        symlinks: true,
+        hard_links: true,
+        unix_meta: true,
+        long_names: true,
+        sparse: true,
+        wide_times: true,
+        big_dir_files: 3000,
+    };
+}
+
+/// One node of the reference tree, as the host sees it after building.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefNode {
+    pub kind: FileKind,
+    pub size: u64,
+    /// Permission bits only (`0o7777` mask).
+    pub perm: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    pub sha256: Option<String>,
+    pub link_target: Option<String>,
+}
+
+/// A tree on the host (in a temp dir) and what it holds, keyed by absolute in-image path.
+pub struct RefTree {
+    pub dir: tempfile::TempDir,
+    pub nodes: BTreeMap<String, RefNode>,
+}
+
+impl RefTree {
+    /// The host directory holding the tree.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so content is incompressible but reproducible.
+pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn set_mtime(path: &Path, secs: i64) {
+    let t = if secs >= 0 {
+        UNIX_EPOCH + Duration::from_secs(secs as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+    };
+    let f = fs::File::options()
+        .write(true)
+        .open(path)
+        .or_else(|_| fs::File::open(path))
+        .unwrap();
+    f.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t))
+        .unwrap();
+}
+
+/// Build the reference tree for a filesystem with `features`.
+///
+/// Contents model a small Linux server: configs, an SSH key, a shell history, deep nesting,
+/// long and non-ASCII names, empty, large and sparse files, hard links, symlinks, several modes
+/// and owners, and old and far-future timestamps.
+pub fn build_tree(features: Features) -> RefTree {
+    let dir = tempfile::Builder::new()
+        .prefix("snapsentry-tree-")
+        .tempdir()
+        .unwrap();
+    let root = dir.path();
+    // (path, content, perm, uid, gid, mtime)
+    let mut files: Vec<(String, Vec<u8>, u32, u32, u32, i64)> = vec![
+        ("/etc/hostname".into(), b"web-01\n".to_vec(), 0o644, 0, 0, 1_700_000_000),
+        ("/etc/ssh/sshd_config".into(), b"PermitRootLogin no\n".repeat(40), 0o644, 0, 0, 1_600_000_000),
+        ("/home/admin/.ssh/id_ed25519".into(), b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n-----END OPENSSH PRIVATE KEY-----\n".to_vec(), 0o600, 1000, 1000, 1_650_000_000),
+        ("/home/admin/.bash_history".into(), b"ls -la\nsudo systemctl restart nginx\n".to_vec(), 0o600, 1000, 1000, 1_690_000_000),
+        ("/srv/app/config/settings.yaml".into(), b"db:\n  host: db.internal\n".to_vec(), 0o640, 33, 33, 1_680_000_000),
+        ("/deep/a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/leaf.txt".into(), b"deep\n".to_vec(), 0o644, 0, 0, 1_500_000_000),
+        ("/var/empty.log".into(), Vec::new(), 0o644, 0, 0, 1_700_000_000),
+        ("/var/lib/blob.bin".into(), pseudo_random(1, 5 * 1024 * 1024 + 123), 0o644, 0, 0, 1_710_000_000),
+        ("/usr/local/bin/tool".into(), pseudo_random(2, 70_000), 0o4755, 0, 0, 1_400_000_000),
+        ("/opt/app/run.sh".into(), b"#!/bin/sh\nexec /opt/app/server\n".to_vec(), 0o755, 65534, 65534, 1_300_000_000),
+        ("/données/résumé-日本語.txt".into(), "héllo wörld\n".as_bytes().to_vec(), 0o644, 1000, 1000, 1_600_000_000),
+        // Small enough to be stored inline (ext4 inline_data, NTFS resident data, btrfs inline extents).
+        ("/etc/tiny.conf".into(), b"x=1\n".to_vec(), 0o644, 0, 0, 1_600_000_000),
+    ];
+    if features.wide_times {
+        files.push((
+            "/var/old/1975.txt".into(),
+            b"old\n".to_vec(),
+            0o644,
+            0,
+            0,
+            170_000_000,
+        ));
+        files.push((
+            "/var/old/2040.txt".into(),
+            b"future\n".to_vec(),
+            0o644,
+            0,
+            0,
+            2_210_000_000,
+        ));
+    }
+    if features.long_names {
+        let long = format!("/var/long/{}.txt", "n".repeat(200));
+        files.push((long, b"long name\n".to_vec(), 0o644, 0, 0, 1_600_000_000));
+    }
+    for i in 0..features.big_dir_files {
+        let name = format!("/var/spool/many/file-{i:05}.txt");
+        files.push((
+            name,
+            format!("{i}\n").into_bytes(),
+            0o644,
+            0,
+            0,
+            1_600_000_000,
+        ));
+    }
+    for (path, content, perm, uid, gid, mtime) in &files {
+        let host = root.join(path.trim_start_matches('/'));
+        fs::create_dir_all(host.parent().unwrap()).unwrap();
+        fs::write(&host, content).unwrap();
+        if features.unix_meta {
+            std::os::unix::fs::chown(&host, Some(*uid), Some(*gid)).unwrap();
+            fs::set_permissions(&host, fs::Permissions::from_mode(*perm)).unwrap();
+        }
+        set_mtime(&host, *mtime);
+    }
+    if features.sparse {
+        // 40 islands of 4 KiB, one every 256 KiB: more extents than an ext4 inode holds inline.
+        let host = root.join("var/lib/sparse.img");
+        let mut f = fs::File::create(&host).unwrap();
+        for i in 0..40u64 {
+            use std::io::{Seek, SeekFrom};
+            f.seek(SeekFrom::Start(i * 256 * 1024)).unwrap();
+            f.write_all(&pseudo_random(100 + i, 4096)).unwrap();
+        }
+        f.set_len(40 * 256 * 1024 + 1000).unwrap();
+        drop(f);
+        set_mtime(&host, 1_700_000_000);
+    }
+    if features.hard_links {
+        fs::hard_link(
+            root.join("usr/local/bin/tool"),
+            root.join("usr/local/bin/tool-hardlink"),
+        )
+        .unwrap();
+    }
+    if features.symlinks {
+        std::os::unix::fs::symlink("/usr/share/zoneinfo/UTC", root.join("etc/localtime")).unwrap();
+        std::os::unix::fs::symlink(".ssh/id_ed25519", root.join("home/admin/key-link")).unwrap();
+        let long_target = format!("/{}", "t".repeat(300));
+        std::os::unix::fs::symlink(long_target, root.join("etc/long-link")).unwrap();
+    }
+    // Directory times last: creating children updates them.
+    let nodes = scan_host(root, features);
+    RefTree { dir, nodes }
+}
+
+/// Read back what the host holds under `root` — the expected listing.
+fn scan_host(root: &Path, features: Features) -> BTreeMap<String, RefNode> {
+    let mut nodes = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let host = entry.path();
+            let meta = fs::symlink_metadata(&host).unwrap();
+            let rel = format!("/{}", host.strip_prefix(root).unwrap().to_str().unwrap());
+            let ft = meta.file_type();
+            let (kind, sha256, link_target) = if ft.is_symlink() {
+                (
+                    FileKind::Symlink,
+                    None,
+                    Some(fs::read_link(&host).unwrap().to_str().unwrap().to_string()),
+                )
+            } else if ft.is_dir() {
+                stack.push(host.clone());
+                (FileKind::Dir, None, None)
+            } else {
+                (
+                    FileKind::File,
+                    Some(hex(&Sha256::digest(fs::read(&host).unwrap()))),
+                    None,
+                )
+            };
+            let size = if kind == FileKind::Dir { 0 } else { meta.len() };
+            nodes.insert(
+                rel,
+                RefNode {
+                    kind,
+                    size,
+                    perm: if features.unix_meta {
+                        meta.mode() & 0o7777
+                    } else {
+                        0
+                    },
+                    uid: meta.uid(),
+                    gid: meta.gid(),
+                    mtime: meta.mtime(),
+                    sha256,
+                    link_target,
+                },
+            );
+        }
+    }
+    nodes
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What to compare beyond paths, kinds, sizes and content.
+#[derive(Clone, Copy, Debug)]
+pub struct Checks {
+    pub perm: bool,
+    pub owner: bool,
+    /// Compare file mtimes (seconds). Directory times are never compared: building the image
+    /// may touch them.
+    pub mtime: bool,
+    /// Allowed mtime difference in seconds (FAT keeps 2-second resolution).
+    pub mtime_slack: i64,
+}
+
+impl Checks {
+    pub const ALL: Checks = Checks {
+        perm: true,
+        owner: true,
+        mtime: true,
+        mtime_slack: 0,
+    };
+}
+
+/// Walk `fs` and check it lists exactly `tree` (ignoring the paths `ignore` accepts, such as
+/// `/lost+found` or NTFS metadata files). Panics with every mismatch listed.
+pub fn assert_matches(
+    fs: &dyn Filesystem,
+    tree: &RefTree,
+    checks: Checks,
+    ignore: impl Fn(&str) -> bool,
+) {
+    let mut seen = BTreeMap::new();
+    let summary = walk(fs, &WalkLimits::default(), |e| {
+        if !ignore(&e.path) {
+            seen.insert(e.path.clone(), e);
+        }
+        ControlFlow::Continue(())
+    })
+    .expect("walk from the root");
+    let mut problems = Vec::new();
+    for err in &summary.errors {
+        problems.push(format!("walk error at {}: {}", err.path, err.error));
+    }
+    for (path, want) in &tree.nodes {
+        let Some(got) = seen.get(path) else {
+            problems.push(format!("missing: {path}"));
+            continue;
+        };
+        let m = &got.metadata;
+        if m.kind != want.kind {
+            problems.push(format!("{path}: kind {:?}, want {:?}", m.kind, want.kind));
+            continue;
+        }
+        if want.kind != FileKind::Dir && m.size != want.size {
+            problems.push(format!("{path}: size {}, want {}", m.size, want.size));
+        }
+        if checks.perm && m.mode.map(|x| x & 0o7777) != Some(want.perm) {
+            problems.push(format!(
+                "{path}: mode {:?}, want {:o}",
+                m.mode.map(|x| format!("{x:o}")),
+                want.perm
+            ));
+        }
+        if checks.owner && (m.uid != Some(want.uid) || m.gid != Some(want.gid)) {
+            problems.push(format!(
+                "{path}: owner {:?}:{:?}, want {}:{}",
+                m.uid, m.gid, want.uid, want.gid
+            ));
+        }
+        if checks.mtime && want.kind == FileKind::File {
+            match m.modified {
+                Some(t) if (t.secs - want.mtime).abs() <= checks.mtime_slack => {}
+                other => problems.push(format!("{path}: mtime {other:?}, want {}", want.mtime)),
+            }
+        }
+        if want.kind == FileKind::Symlink && got.link_target != want.link_target {
+            problems.push(format!(
+                "{path}: link {:?}, want {:?}",
+                got.link_target, want.link_target
+            ));
+        }
+        if let Some(want_sha) = &want.sha256 {
+            match fs.open(got.node) {
+                Ok(content) => {
+                    let mut hasher = Sha256::new();
+                    match std::io::copy(&mut ContentReader::new(content), &mut hasher) {
+                        Ok(_) => {
+                            let got_sha = hex(&hasher.finalize());
+                            if &got_sha != want_sha {
+                                problems.push(format!("{path}: content sha256 differs"));
+                            }
+                        }
+                        Err(e) => problems.push(format!("{path}: read failed: {e}")),
+                    }
+                }
+                Err(e) => problems.push(format!("{path}: open failed: {e}")),
+            }
+        }
+    }
+    for path in seen.keys() {
+        if !tree.nodes.contains_key(path) {
+            problems.push(format!("unexpected: {path}"));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} mismatches:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+}
+
+/// Run a tool, panicking with its name and stderr when it is missing or fails.
+pub fn run(cmd: &mut Command) -> String {
+    let name = cmd.get_program().to_string_lossy().into_owned();
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("cannot run `{name}` ({e}); run scripts/toolchain.sh to install the test tools")
+    });
+    assert!(
+        out.status.success(),
+        "`{name}` failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A sparse image file of `size` bytes in `dir`.
+pub fn blank_image(dir: &Path, name: &str, size: u64) -> PathBuf {
+    let path = dir.join(name);
+    let f = fs::File::create(&path).unwrap();
+    f.set_len(size).unwrap();
+    path
+}
+
+/// `SystemTime` → seconds, for tests that set times themselves.
+pub fn secs(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    }
+}
