@@ -1,0 +1,90 @@
+//! `AttackPath`: entry machine → secret → target.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Cloud, Severity, TargetKind};
+
+/// A way in: a machine (exposed to the internet or not) holds a secret that opens another
+/// resource. Titled as Defender for Cloud titles the same path, e.g. "Exposed Vulnerable EC2
+/// instance has an insecure SSH private key that is used to authenticate to an EC2 instance".
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "snapsentry.io",
+    version = "v1alpha1",
+    kind = "AttackPath",
+    namespaced,
+    shortname = "ap",
+    category = "snapsentry",
+    derive = "PartialEq",
+    doc = "AttackPath is an entry machine holding a secret that opens another resource.",
+    printcolumn(name = "Entry", type_ = "string", json_path = ".spec.entry.machine"),
+    printcolumn(name = "Exposed", type_ = "boolean", json_path = ".spec.entry.exposed"),
+    printcolumn(
+        name = "Secret",
+        type_ = "string",
+        json_path = ".spec.secret.secretType"
+    ),
+    printcolumn(
+        name = "Target Kind",
+        type_ = "string",
+        json_path = ".spec.target.kind"
+    ),
+    printcolumn(name = "Target", type_ = "string", json_path = ".spec.target.name"),
+    printcolumn(name = "Risk", type_ = "string", json_path = ".spec.risk"),
+    printcolumn(
+        name = "Title",
+        type_ = "string",
+        json_path = ".spec.title",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AttackPathSpec {
+    pub policy: String,
+    pub cloud: Cloud,
+    pub title: String,
+    pub risk: Severity,
+    pub entry: PathEntry,
+    pub secret: PathSecret,
+    pub target: PathTarget,
+}
+
+/// Where the path starts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PathEntry {
+    /// ScannedMachine name.
+    pub machine: String,
+    pub exposed: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exposure_reasons: Vec<String>,
+}
+
+/// The secret the path goes through.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PathSecret {
+    /// SecretFinding name.
+    pub finding: String,
+    pub secret_type: String,
+    pub path: String,
+}
+
+/// Where the path leads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PathTarget {
+    pub kind: TargetKind,
+    /// ScannedMachine name for a VM, else the resource name.
+    pub name: String,
+    /// For SSH: the user whose `authorized_keys` holds the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}

@@ -1,0 +1,333 @@
+//! `ScanPolicy`: what to scan, when, and how.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Exposure, SeverityCounts};
+
+/// What to scan (providers and selectors), when (`schedule`, `suspend`) and how (rules,
+/// exclusions, verification, scanner resources, concurrency). Annotate with
+/// `snapsentry.io/scan-now=<any new value>` to start a scan at once.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "snapsentry.io",
+    version = "v1alpha1",
+    kind = "ScanPolicy",
+    namespaced,
+    shortname = "sp",
+    category = "snapsentry",
+    status = "ScanPolicyStatus",
+    derive = "PartialEq",
+    doc = "ScanPolicy selects virtual machines and scans their disks for plaintext secrets on a schedule.",
+    printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule"),
+    printcolumn(name = "Suspended", type_ = "boolean", json_path = ".spec.suspend"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Machines",
+        type_ = "integer",
+        json_path = ".status.machines.total"
+    ),
+    printcolumn(
+        name = "Findings",
+        type_ = "integer",
+        json_path = ".status.findings.total"
+    ),
+    printcolumn(
+        name = "Critical",
+        type_ = "integer",
+        json_path = ".status.findings.critical"
+    ),
+    printcolumn(name = "Last Scan", type_ = "date", json_path = ".status.lastScanTime"),
+    printcolumn(
+        name = "Next Scan",
+        type_ = "date",
+        json_path = ".status.nextScanTime",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanPolicySpec {
+    /// Where the machines come from. Each entry names exactly one provider.
+    #[schemars(length(min = 1, max = 16))]
+    pub providers: Vec<ProviderSpec>,
+    /// Cron schedule (5 fields, e.g. `0 3 * * *`). Without it the policy scans only when created,
+    /// changed or annotated with `snapsentry.io/scan-now`. A bad expression is reported in status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// IANA time zone of `schedule` (default UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// Stop starting scheduled scans; running scans finish.
+    #[serde(default)]
+    pub suspend: bool,
+    /// Most scanner Jobs running at once for this policy (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub concurrency: Option<u32>,
+    /// Detection rules: extra rules and disabled ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<RulesSpec>,
+    /// What not to report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclusions: Option<ExclusionsSpec>,
+    /// How findings are verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<VerificationSpec>,
+    /// The scanner Job's image, resources and placement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scanner: Option<ScannerSpec>,
+    /// How long resolved findings are kept before deletion, as a Go-style duration (default `720h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_retention: Option<String>,
+}
+
+/// One source of machines. Exactly one of the fields is set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.aws), has(self.azure), has(self.gcp), has(self.images)].filter(x, x).size() == 1").message("set exactly one of aws, azure, gcp, images"))]
+pub struct ProviderSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsProvider>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureProvider>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcp: Option<GcpProvider>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<ImagesProvider>,
+}
+
+/// Reference to a key of a Secret in the policy's namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    pub name: String,
+    pub key: String,
+}
+
+/// Which instances to select, and which to leave out.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceSelector {
+    /// Instances carrying all of these tags (value `*` matches any value).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// Only these instance ids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ids: Vec<String>,
+    /// Only instances in these states (default: running and stopped).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub states: Vec<String>,
+    /// Leave out instances carrying any of these tags.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub exclude_tags: BTreeMap<String, String>,
+}
+
+/// EC2 instances, read through EBS snapshots.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsProvider {
+    #[schemars(length(min = 1))]
+    pub regions: Vec<String>,
+    /// Static credentials from a Secret (keys `accessKeyId`, `secretAccessKey`, optional
+    /// `sessionToken`); without it the operator's environment or IRSA web identity is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+    /// Role to assume (cross-account scanning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assume_role_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// Endpoint override (VPC endpoints, emulators).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+    #[serde(default)]
+    pub selector: InstanceSelector,
+    /// `create` (default): snapshot every volume for the scan and delete the snapshots after.
+    /// `newestExisting`: scan the newest completed snapshot of each volume, create nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_strategy: Option<SnapshotStrategy>,
+}
+
+/// How snapshots for a scan are obtained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum SnapshotStrategy {
+    Create,
+    NewestExisting,
+}
+
+/// Azure virtual machines, read through snapshot SAS URLs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureProvider {
+    #[schemars(length(min = 1))]
+    pub subscriptions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_groups: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+    #[serde(default)]
+    pub selector: InstanceSelector,
+}
+
+/// Google Compute Engine instances.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GcpProvider {
+    #[schemars(length(min = 1))]
+    pub projects: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+    #[serde(default)]
+    pub selector: InstanceSelector,
+}
+
+/// Machines declared as disk image files.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagesProvider {
+    /// PersistentVolumeClaim holding the images, mounted read-only into each scanner Job. Without
+    /// it, `path`s must be readable by the Job as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<String>,
+    #[schemars(length(min = 1, max = 1000))]
+    pub machines: Vec<ImageMachine>,
+}
+
+/// One machine of the `images` provider.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageMachine {
+    /// Machine name; becomes part of object names, so a DNS label.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Disk image paths (raw, qcow2, VHD, VHDX, VMDK), relative to the claim's mount when a claim
+    /// is set.
+    #[schemars(length(min = 1, max = 16))]
+    pub disks: Vec<String>,
+    /// Declared internet exposure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposure: Option<Exposure>,
+    /// Platform, for reporting (`linux`, `windows`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+}
+
+/// Detection rule settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RulesSpec {
+    /// ConfigMap in the policy's namespace whose `rules.yaml` key holds extra rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_rules_config_map: Option<String>,
+    /// Rule ids to disable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disable: Vec<String>,
+    /// Also report secrets in test, example and fixture directories.
+    #[serde(default)]
+    pub include_tests: bool,
+    /// Files larger than this are not read (default 64 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_file_size_bytes: Option<u64>,
+}
+
+/// What not to report.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExclusionsSpec {
+    /// Path globs inside a machine's filesystems (`/var/lib/docker/**`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// Secret types not to report (the `snapsentry.io/secret-type` label values).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_types: Vec<String>,
+}
+
+/// How findings are verified.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerificationSpec {
+    /// Send secrets to their own issuer to check they are live. Off by default.
+    #[serde(default)]
+    pub live: bool,
+}
+
+/// The scanner Job's image, resources and placement.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScannerSpec {
+    /// Scanner image (default: the operator's configured scanner image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// A scan taking longer than this is stopped and reported failed (default 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 60))]
+    pub timeout_seconds: Option<i64>,
+}
+
+/// Observed state of a ScanPolicy.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanPolicyStatus {
+    /// `Ready` (the policy is valid and schedulable), `Scanning` (a scan runs), `Degraded` (the
+    /// last scan failed for some machines).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Id of the current or last scan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scan_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_scan_time: Option<Time>,
+    /// The last `snapsentry.io/scan-now` annotation value acted upon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scan_now: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machines: Option<MachineCounts>,
+    /// Open (not resolved, not triaged away) findings of this policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub findings: Option<SeverityCounts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attack_paths: Option<u32>,
+}
+
+/// Machines of a policy by scan state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineCounts {
+    pub total: u32,
+    pub scanned: u32,
+    pub scanning: u32,
+    pub failed: u32,
+    pub pending: u32,
+}
