@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Installs what the end-to-end tests run: Debian tools for disk images, a Python venv with moto, and a
+# Kubernetes control plane (kube-apiserver, kubectl, etcd, helm) built from the official Go modules at
+# the versions pinned in tests/controlplane/versions.env.
+#
+# Idempotent: anything present is skipped, so a second run takes seconds. Everything lands under
+# $SNAPSENTRY_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/snapsentry); Go's own caches stay at
+# their defaults. If KUBEBUILDER_ASSETS holds kube-apiserver, etcd and kubectl, those are used and only
+# helm is built. Prints one line per component to stderr; exits non-zero on any failure.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+controlplane_src="$repo/tests/controlplane"
+cache="${SNAPSENTRY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/snapsentry}"
+
+# shellcheck source-path=SCRIPTDIR source=../tests/controlplane/versions.env
+. "$controlplane_src/versions.env"
+
+apt_packages=(
+	e2fsprogs xfsprogs ntfs-3g dosfstools mtools gdisk fdisk lvm2 btrfs-progs qemu-utils putty-tools
+	openssh-client cryptsetup-bin debootstrap openssl
+	# setpriv (the harness ties server processes to the test process with it) and flock.
+	util-linux
+)
+
+die() {
+	echo "toolchain.sh: $*" >&2
+	exit 1
+}
+
+report() {
+	printf 'toolchain: %-16s %s\n' "$1" "$2" >&2
+}
+
+# Temporary build outputs, removed however the script ends so no half-written binary is left behind.
+scratch=()
+cleanup() {
+	if ((${#scratch[@]})); then
+		rm -rf "${scratch[@]}"
+	fi
+}
+trap cleanup EXIT
+
+install_apt_packages() {
+	local missing=() package status
+	for package in "${apt_packages[@]}"; do
+		status=$(dpkg-query -W -f='${db:Status-Status}' "$package" 2>/dev/null || true)
+		[[ $status == installed ]] || missing+=("$package")
+	done
+	if ((${#missing[@]} == 0)); then
+		report "apt packages" "ok (installed)"
+		return
+	fi
+	local sudo=()
+	if ((EUID != 0)); then
+		command -v sudo >/dev/null || die "missing Debian packages (${missing[*]}) and not root; install them as root"
+		sudo=(sudo)
+	fi
+	local started=$SECONDS
+	"${sudo[@]}" apt-get update -qq || die "apt-get update failed"
+	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+		|| die "apt-get install ${missing[*]} failed"
+	report "apt packages" "installed ${missing[*]} in $((SECONDS - started))s"
+}
+
+install_moto() {
+	local venv="$cache/venv"
+	local stamp="$venv/.moto-version"
+	if [[ -x $venv/bin/moto_server && -f $stamp && $(<"$stamp") == "$MOTO_VERSION" ]]; then
+		report "moto" "ok (cached)"
+		return
+	fi
+	local started=$SECONDS
+	python3 -m venv "$venv" || die "python3 -m venv $venv failed (on Debian: apt-get install python3-venv)"
+	"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" \
+		|| die "pip install moto[server]==$MOTO_VERSION failed"
+	"$venv/bin/moto_server" --help >/dev/null || die "$venv/bin/moto_server does not run"
+	echo "$MOTO_VERSION" >"$stamp"
+	report "moto" "installed $MOTO_VERSION in $((SECONDS - started))s"
+}
+
+require_go() {
+	command -v go >/dev/null || die "go is not on PATH; the control plane is built from source (Go >= 1.26)"
+	# GOTOOLCHAIN may fetch a newer Go through the module proxy if go.mod asks for one.
+}
+
+# The go.mod files pin the same versions as versions.env; refuse to build if they drift apart.
+check_pins() {
+	grep -Eq "^(require)?[[:space:]]+k8s\.io/kubernetes $KUBERNETES_VERSION( |\$)" "$controlplane_src/k8s/go.mod" \
+		|| die "tests/controlplane/k8s/go.mod does not require k8s.io/kubernetes $KUBERNETES_VERSION (versions.env)"
+	grep -Eq "^(require)?[[:space:]]+go\.etcd\.io/etcd/server/v3 $ETCD_VERSION( |\$)" "$controlplane_src/etcd/go.mod" \
+		|| die "tests/controlplane/etcd/go.mod does not require go.etcd.io/etcd/server/v3 $ETCD_VERSION (versions.env)"
+}
+
+# build NAME VERSION COMMAND...: runs COMMAND with $out set to a temporary path next to the final one,
+# then renames it into place. Skips when the binary exists and its stamp matches VERSION.
+build() {
+	local name=$1 version=$2
+	shift 2
+	local target="$bin/$name" stamp="$bin/.$name.version"
+	if [[ -x $target && -f $stamp && $(<"$stamp") == "$version" ]]; then
+		report "$name" "ok (cached)"
+		return
+	fi
+	require_go
+	local started=$SECONDS
+	out=$(mktemp -d "$bin/.build-$name.XXXXXX")
+	scratch+=("$out")
+	"$@" || die "building $name $version failed (see the Go output above)"
+	[[ -x $out/$name ]] || die "building $name $version produced no binary"
+	mv -f "$out/$name" "$target"
+	echo "$version" >"$stamp"
+	report "$name" "built in $((SECONDS - started))s"
+}
+
+go_build_flags=(-trimpath)
+export CGO_ENABLED=0
+
+build_kubernetes() {
+	local major minor
+	IFS=. read -r major minor _ <<<"${KUBERNETES_VERSION#v}"
+	# What Kubernetes's own build stamps in (hack/lib/version.sh); without it /version reports
+	# v0.0.0-master with an empty major and minor.
+	local ldflags="-s -w" package
+	for package in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+		ldflags+=" -X $package.gitVersion=$KUBERNETES_VERSION -X $package.gitMajor=$major"
+		ldflags+=" -X $package.gitMinor=$minor -X $package.gitTreeState=clean"
+	done
+	go -C "$controlplane_src/k8s" build "${go_build_flags[@]}" -ldflags="$ldflags" -o "$out/$1" "k8s.io/kubernetes/cmd/$1"
+}
+
+build_etcd() {
+	go -C "$controlplane_src/etcd" build "${go_build_flags[@]}" -ldflags="-s -w" -o "$out/etcd" .
+}
+
+build_helm() {
+	GOBIN="$out" go install "${go_build_flags[@]}" \
+		-ldflags="-s -w -X $HELM_MODULE/internal/version.version=$HELM_VERSION -X $HELM_MODULE/internal/version.gitTreeState=clean" \
+		"$HELM_MODULE/cmd/helm@$HELM_VERSION"
+}
+
+install_control_plane() {
+	bin="$cache/k8s-$KUBERNETES_VERSION"
+	mkdir -p "$bin"
+	# Left by an installer that was killed; under the lock no other installer is using them.
+	rm -rf "$bin"/.build-*
+	check_pins
+	local assets=${KUBEBUILDER_ASSETS:-}
+	if [[ -n $assets && -x $assets/kube-apiserver && -x $assets/etcd && -x $assets/kubectl ]]; then
+		report "control plane" "ok (KUBEBUILDER_ASSETS=$assets)"
+	else
+		[[ -z $assets ]] || echo "toolchain: KUBEBUILDER_ASSETS=$assets lacks kube-apiserver, etcd or kubectl; building them" >&2
+		build kube-apiserver "$KUBERNETES_VERSION" build_kubernetes kube-apiserver
+		build kubectl "$KUBERNETES_VERSION" build_kubernetes kubectl
+		build etcd "$ETCD_VERSION" build_etcd
+	fi
+	build helm "$HELM_VERSION" build_helm
+}
+
+mkdir -p "$cache"
+# Several checkouts (or `make test` runs) may share the cache; one installer at a time.
+exec 9>"$cache/.toolchain.lock"
+flock 9 || die "cannot lock $cache/.toolchain.lock"
+
+install_apt_packages
+# --apt-only: just the Debian tools (what `make demo` needs to build its disk image).
+if [[ ${1:-} == --apt-only ]]; then
+	exit 0
+fi
+install_moto
+install_control_plane
