@@ -43,4 +43,11 @@ corpus_tests! {
     ntfs => snapsentry_disk::fs::ntfs::fuzz,
     fat => snapsentry_disk::fs::fat::fuzz,
     btrfs => snapsentry_disk::fs::btrfs::fuzz,
+    qcow2 => snapsentry_disk::image::qcow2::fuzz,
+    vhd => snapsentry_disk::image::vhd::fuzz,
+    vhdx => snapsentry_disk::image::vhdx::fuzz,
+    vmdk => snapsentry_disk::image::vmdk::fuzz,
+    gpt => snapsentry_disk::table::gpt::fuzz,
+    mbr => snapsentry_disk::table::mbr::fuzz,
+    lvm => snapsentry_disk::lvm::fuzz,
 }

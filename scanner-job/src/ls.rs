@@ -1,14 +1,514 @@
 //! `snapsentry-scan ls`: volumes and files of an image, no detection.
+//!
+//! Prints every volume `open_disk` finds and every node of every scanned volume, as aligned
+//! columns for people or as the JSON document DESIGN.md fixes for tools:
+//! `{"volumes": [VolumeInfo…], "files": [{"volume","path","kind","size","mode","uid","gid",
+//! "modified","accessed","sha256"}]}`.
 
+use std::io::Write;
+use std::ops::ControlFlow;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::Context;
+use serde::Serialize;
+use sha2::Digest;
+use snapsentry_disk::fs::ContentReader;
+use snapsentry_disk::source::FileSource;
+use snapsentry_disk::{FileKind, Filesystem, NodeId, Timestamp, VolumeInfo, WalkLimits, walk};
+
+/// Output format of `ls`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LsFormat {
+    /// Aligned columns, for people.
+    #[default]
+    Table,
+    /// One JSON document (DESIGN.md "CLI").
+    Json,
+}
 
 /// Arguments of `ls`.
 #[derive(clap::Args)]
 pub struct LsArgs {
-    /// Disk image or block device.
+    /// Disk image (raw, qcow2, VHD, VHDX, VMDK) or block device.
     pub path: std::path::PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = LsFormat::Table)]
+    pub format: LsFormat,
+    /// Also print the SHA-256 of every regular file (reads every file).
+    #[arg(long)]
+    pub sha256: bool,
+}
+
+/// One node of a volume, as `ls --format json` prints it.
+#[derive(Debug, Serialize)]
+pub struct FileRow {
+    /// Volume id (`p2`, `disk`, `p3/vg/lv`).
+    pub volume: String,
+    /// Absolute path inside the volume's filesystem.
+    pub path: String,
+    pub kind: FileKind,
+    pub size: u64,
+    /// Permission bits (`mode & 0o7777`, so setuid/setgid/sticky included) as a 4-digit octal
+    /// string, like `"0644"`; `null` where the filesystem keeps no mode (FAT, NTFS).
+    pub mode: Option<String>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// RFC 3339 UTC, nanoseconds shown when non-zero (see [`rfc3339`]).
+    pub modified: Option<String>,
+    pub accessed: Option<String>,
+    /// Hex SHA-256 of the content: only with `--sha256`, only for regular files, `null` when the
+    /// file could not be read.
+    pub sha256: Option<String>,
+    /// Symlink target as stored (not part of the JSON contract; the table shows it).
+    #[serde(skip)]
+    link_target: Option<String>,
+    #[serde(skip)]
+    node: NodeId,
+    #[serde(skip)]
+    volume_index: usize,
+}
+
+#[derive(Serialize)]
+struct LsOutput<'a> {
+    volumes: Vec<&'a VolumeInfo>,
+    files: &'a [FileRow],
 }
 
 pub fn run(args: &LsArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("{}: ls is not implemented yet", args.path.display())
+    let listing = list(&args.path, args.sha256)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    render(&listing, args.format, args.sha256, &mut out)?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A disk opened down to its volumes, with every node of every scanned volume.
+pub struct Listing {
+    pub disk: snapsentry_disk::Disk,
+    pub files: Vec<FileRow>,
+}
+
+/// Open the image at `path` and walk every scanned volume, hashing regular files if `sha256`.
+/// Problems inside a volume are warnings on stderr; an unusable input is an error.
+pub fn list(path: &std::path::Path, sha256: bool) -> anyhow::Result<Listing> {
+    let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
+    anyhow::ensure!(
+        !meta.is_dir(),
+        "{}: is a directory (ls reads disk images and block devices)",
+        path.display()
+    );
+    let source = FileSource::open(path).with_context(|| format!("{}", path.display()))?;
+    let disk = snapsentry_disk::open_disk(Arc::new(source))
+        .with_context(|| format!("{}: unusable disk image", path.display()))?;
+
+    let mut rows = Vec::new();
+    let limits = WalkLimits::default();
+    for (volume_index, volume) in disk.volumes.iter().enumerate() {
+        let Some(fs) = &volume.fs else { continue };
+        let id = &volume.info.id;
+        let summary = walk(fs.as_ref(), &limits, |e| {
+            let m = &e.metadata;
+            rows.push(FileRow {
+                volume: id.clone(),
+                path: e.path,
+                kind: m.kind,
+                size: m.size,
+                mode: m.mode.map(|mode| format!("{:04o}", mode & 0o7777)),
+                uid: m.uid,
+                gid: m.gid,
+                modified: m.modified.and_then(rfc3339),
+                accessed: m.accessed.and_then(rfc3339),
+                sha256: None,
+                link_target: e.link_target,
+                node: e.node,
+                volume_index,
+            });
+            ControlFlow::Continue(())
+        });
+        match summary {
+            Ok(summary) => {
+                for err in &summary.errors {
+                    eprintln!("snapsentry-scan: warning: {id}:{}: {}", err.path, err.error);
+                }
+            }
+            Err(e) => eprintln!("snapsentry-scan: warning: {id}: root directory unreadable: {e}"),
+        }
+    }
+    if sha256 {
+        let filesystems: Vec<Option<&dyn Filesystem>> =
+            disk.volumes.iter().map(|v| v.fs.as_deref()).collect();
+        hash_files(&filesystems, &mut rows);
+    }
+    Ok(Listing { disk, files: rows })
+}
+
+/// Print `listing` in `format`; `sha` adds the hash column to the table.
+pub fn render(
+    listing: &Listing,
+    format: LsFormat,
+    sha: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    match format {
+        LsFormat::Json => {
+            let doc = LsOutput {
+                volumes: listing.disk.volumes.iter().map(|v| &v.info).collect(),
+                files: &listing.files,
+            };
+            serde_json::to_writer_pretty(&mut *out, &doc)?;
+            writeln!(out)?;
+        }
+        LsFormat::Table => print_table(out, &listing.disk, &listing.files, sha)?,
+    }
+    Ok(())
+}
+
+/// Hash every regular file in parallel: workers take the next file from a shared counter (the
+/// filesystems are `Sync`), so one huge file does not hold up the others.
+fn hash_files(filesystems: &[Option<&dyn Filesystem>], rows: &mut [FileRow]) {
+    let jobs: Vec<usize> = (0..rows.len())
+        .filter(|&i| rows[i].kind == FileKind::File)
+        .collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8);
+    let next = AtomicUsize::new(0);
+    let rows_ro: &[FileRow] = rows;
+    let results: Vec<(usize, Option<String>)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let Some(&row) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                            return done;
+                        };
+                        let r = &rows_ro[row];
+                        let Some(fs) = filesystems.get(r.volume_index).copied().flatten() else {
+                            continue;
+                        };
+                        match sha256(fs, r.node) {
+                            Ok(hex) => done.push((row, Some(hex))),
+                            Err(e) => {
+                                eprintln!("snapsentry-scan: warning: {}:{}: {e}", r.volume, r.path);
+                                done.push((row, None));
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_default())
+            .collect()
+    });
+    for (row, hex) in results {
+        rows[row].sha256 = hex;
+    }
+}
+
+fn sha256(fs: &dyn Filesystem, node: NodeId) -> anyhow::Result<String> {
+    let mut reader = ContentReader::new(fs.open(node)?);
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut reader, &mut hasher)?;
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Write `rows` as columns padded to their widest cell; the last column is not padded.
+fn write_columns(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> {
+    let columns = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == columns {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[c]));
+            }
+        }
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
+fn print_table(
+    out: &mut impl Write,
+    disk: &snapsentry_disk::Disk,
+    files: &[FileRow],
+    sha: bool,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "format {}, {} bytes, partition table {}",
+        disk.format, disk.size, disk.scheme
+    )?;
+    let dash = || "-".to_string();
+    let mut volumes = vec![
+        ["VOLUME", "FILESYSTEM", "LABEL", "SIZE", "SCANNED", "NOTE"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for v in &disk.volumes {
+        let v = &v.info;
+        volumes.push(vec![
+            v.id.clone(),
+            v.filesystem.clone().unwrap_or_else(dash),
+            v.label.clone().unwrap_or_else(dash),
+            v.size_bytes.to_string(),
+            if v.scanned { "yes" } else { "no" }.into(),
+            v.error.clone().unwrap_or_default(),
+        ]);
+    }
+    write_columns(out, &volumes)?;
+    if files.is_empty() {
+        return Ok(());
+    }
+    writeln!(out)?;
+    let mut header = ["VOLUME", "KIND", "MODE", "UID", "GID", "SIZE", "MODIFIED"]
+        .map(String::from)
+        .to_vec();
+    if sha {
+        header.push("SHA256".into());
+    }
+    header.push("PATH".into());
+    let mut table = vec![header];
+    for f in files {
+        let kind = match f.kind {
+            FileKind::File => "file",
+            FileKind::Dir => "dir",
+            FileKind::Symlink => "link",
+            FileKind::Other => "other",
+        };
+        let mut row = vec![
+            f.volume.clone(),
+            kind.into(),
+            f.mode.clone().unwrap_or_else(dash),
+            f.uid.map_or_else(dash, |u| u.to_string()),
+            f.gid.map_or_else(dash, |g| g.to_string()),
+            f.size.to_string(),
+            f.modified.clone().unwrap_or_else(dash),
+        ];
+        if sha {
+            row.push(f.sha256.clone().unwrap_or_else(dash));
+        }
+        row.push(match &f.link_target {
+            Some(target) => format!("{} -> {target}", f.path),
+            None => f.path.clone(),
+        });
+        table.push(row);
+    }
+    write_columns(out, &table)
+}
+
+/// RFC 3339 in UTC: `2024-05-01T12:34:56Z`, or `2024-05-01T12:34:56.000000001Z` when the
+/// nanoseconds are non-zero. `None` for years outside 0000–9999, which RFC 3339 cannot write.
+///
+/// Kept free of dependencies and of this command so it can move to a shared crate (the engine
+/// reports file times too).
+pub fn rfc3339(t: Timestamp) -> Option<String> {
+    let days = t.secs.div_euclid(86_400);
+    let rem = t.secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    if !(0..=9999).contains(&y) || t.nanos >= 1_000_000_000 {
+        return None;
+    }
+    let (hh, mm, ss) = (rem / 3600, rem / 60 % 60, rem % 60);
+    let frac = if t.nanos == 0 {
+        String::new()
+    } else {
+        format!(".{:09}", t.nanos)
+    };
+    Some(format!(
+        "{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}{frac}Z"
+    ))
+}
+
+/// Proleptic Gregorian date of `days` since 1970-01-01 (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_utc_with_optional_nanos() {
+        let f = |s, n| rfc3339(Timestamp::new(s, n));
+        assert_eq!(f(0, 0).unwrap(), "1970-01-01T00:00:00Z");
+        assert_eq!(f(951_782_400, 0).unwrap(), "2000-02-29T00:00:00Z");
+        assert_eq!(
+            f(1_700_000_000, 5).unwrap(),
+            "2023-11-14T22:13:20.000000005Z"
+        );
+        assert_eq!(f(-1, 0).unwrap(), "1969-12-31T23:59:59Z");
+        assert_eq!(f(-62_167_219_200, 0).unwrap(), "0000-01-01T00:00:00Z");
+        assert_eq!(
+            f(253_402_300_799, 999_999_999).unwrap(),
+            "9999-12-31T23:59:59.999999999Z"
+        );
+        assert_eq!(f(253_402_300_800, 0), None);
+        assert_eq!(f(i64::MIN, 0), None);
+        assert_eq!(f(i64::MAX, 0), None);
+        assert_eq!(f(0, 1_000_000_000), None);
+    }
+
+    #[test]
+    fn columns_align() {
+        let mut out = Vec::new();
+        let rows = vec![
+            vec!["A".to_string(), "BB".into(), "x".into()],
+            vec!["CCC".to_string(), "D".into(), "y z".into()],
+        ];
+        write_columns(&mut out, &rows).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "A    BB  x\nCCC  D   y z\n"
+        );
+    }
+
+    /// Run a tool, failing with its name when it is missing or fails.
+    fn tool(cmd: &str, args: &[&str]) {
+        let out = std::process::Command::new(cmd)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{cmd} is required for this test: {e}"));
+        assert!(
+            out.status.success(),
+            "{cmd} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A temporary directory removed on drop (this crate has no tempfile dependency).
+    struct TempDir(std::path::PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn lists_a_partitioned_qcow2_as_json() {
+        let dir = TempDir(std::env::temp_dir().join(format!("ss-ls-{}", std::process::id())));
+        let d = &dir.0;
+        let tree = d.join("tree");
+        std::fs::create_dir_all(tree.join("etc")).unwrap();
+        let secret = tree.join("etc/app.conf");
+        std::fs::write(&secret, b"password = hunter2\n").unwrap();
+        tool("chmod", &["0640", secret.to_str().unwrap()]);
+        tool("chown", &["1000:1001", secret.to_str().unwrap()]);
+        tool(
+            "touch",
+            &["-d", "2024-05-01T12:34:56Z", secret.to_str().unwrap()],
+        );
+        std::os::unix::fs::symlink("app.conf", tree.join("etc/link")).unwrap();
+        let (raw, part) = (d.join("disk.raw"), d.join("p1.img"));
+        std::fs::write(&raw, vec![0u8; 24 << 20]).unwrap();
+        std::fs::write(&part, vec![0u8; 16 << 20]).unwrap();
+        let mut sfdisk = std::process::Command::new("sfdisk")
+            .args(["-q", raw.to_str().unwrap()])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("sfdisk is required for this test");
+        sfdisk
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"label: gpt\nstart=2048, size=16M\n")
+            .unwrap();
+        assert!(sfdisk.wait().unwrap().success());
+        tool(
+            "mkfs.ext4",
+            &[
+                "-q",
+                "-I",
+                "256",
+                "-L",
+                "root",
+                "-d",
+                tree.to_str().unwrap(),
+                part.to_str().unwrap(),
+            ],
+        );
+        tool(
+            "dd",
+            &[
+                &format!("if={}", part.display()),
+                &format!("of={}", raw.display()),
+                "bs=1M",
+                "seek=1",
+                "conv=notrunc",
+                "status=none",
+            ],
+        );
+        let qcow2 = d.join("disk.qcow2");
+        tool(
+            "qemu-img",
+            &[
+                "convert",
+                "-O",
+                "qcow2",
+                raw.to_str().unwrap(),
+                qcow2.to_str().unwrap(),
+            ],
+        );
+
+        // (mkfs.ext4 -d keeps whole seconds only; nanoseconds are covered by the unit test above.)
+        let listing = list(&qcow2, true).unwrap();
+        let mut out = Vec::new();
+        render(&listing, LsFormat::Json, true, &mut out).unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(doc["volumes"][0]["id"], "p1");
+        assert_eq!(doc["volumes"][0]["filesystem"], "ext4");
+        assert_eq!(doc["volumes"][0]["label"], "root");
+        let files = doc["files"].as_array().unwrap();
+        let conf = files.iter().find(|f| f["path"] == "/etc/app.conf").unwrap();
+        assert_eq!(conf["volume"], "p1");
+        assert_eq!(conf["kind"], "file");
+        assert_eq!(conf["size"], 19);
+        assert_eq!(conf["mode"], "0640");
+        assert_eq!(
+            (conf["uid"].as_u64(), conf["gid"].as_u64()),
+            (Some(1000), Some(1001))
+        );
+        assert_eq!(conf["modified"], "2024-05-01T12:34:56Z");
+        assert_eq!(
+            conf["sha256"],
+            hex(&sha2::Sha256::digest(b"password = hunter2\n"))
+        );
+        let etc = files.iter().find(|f| f["path"] == "/etc").unwrap();
+        assert_eq!(etc["kind"], "dir");
+        assert!(etc["sha256"].is_null());
+        let mut table = Vec::new();
+        render(&listing, LsFormat::Table, false, &mut table).unwrap();
+        let table = String::from_utf8(table).unwrap();
+        assert!(table.contains("/etc/app.conf"), "{table}");
+        assert!(table.contains("/etc/link -> app.conf"), "{table}");
+        assert!(list(d, false).is_err(), "a directory is not a disk");
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|b| format!("{b:02x}")).collect()
+    }
 }
