@@ -55,7 +55,9 @@ impl Severity {
 }
 
 /// What kind of resource a secret opens (the `snapsentry.io/target-kind` label).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum TargetKind {
     /// Another virtual machine (SSH private key whose public key it authorizes).

@@ -22,6 +22,7 @@
 // as duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
 
+mod assignment;
 mod attack_path;
 mod common;
 mod recommendation;
@@ -29,6 +30,7 @@ mod scan_policy;
 mod scanned_machine;
 mod secret_finding;
 
+pub use assignment::*;
 pub use attack_path::*;
 pub use common::*;
 pub use recommendation::*;
@@ -82,6 +84,9 @@ pub mod labels {
     /// On every cloud resource and Kubernetes object the operator creates.
     pub const MANAGED_BY: &str = "snapsentry.io/managed-by";
     pub const SCAN_ID: &str = "snapsentry.io/scan-id";
+    /// Namespace of the ScanPolicy a scanner Job works for (Jobs run in the operator's namespace,
+    /// so an owner reference cannot link them to a policy elsewhere).
+    pub const POLICY_NAMESPACE: &str = "snapsentry.io/policy-namespace";
 }
 
 /// Bounds on object sizes (DESIGN.md "Scale").

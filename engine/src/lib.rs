@@ -5,3 +5,109 @@
 //! (checksums, placeholders), metadata extraction (expiry, target resource, SSH key facts) and
 //! redaction. It does no I/O: callers hand it bytes and a path, and get findings that never carry
 //! the secret value itself.
+//!
+//! ```
+//! use snapsentry_engine::{Engine, EngineConfig};
+//!
+//! let engine = Engine::new(EngineConfig::with_key(b"per-installation key".to_vec()))?;
+//! let file = b"[default]\naws_access_key_id = AKIAIOSFODNN7EXAMPLE\n";
+//! let scan = engine.scan("/home/ubuntu/.aws/credentials", file);
+//! assert!(scan.findings.is_empty()); // documentation example keys are never findings
+//! # Ok::<(), snapsentry_engine::RuleError>(())
+//! ```
+//!
+//! How a file is scanned (see [`Engine::scan`]): the encoding is detected (UTF-16 is transcoded
+//! to UTF-8, binary files only get keyword rules); one prefilter pass finds every keyword of
+//! every rule; each rule's regex then runs only in merged windows around its keyword hits; rules
+//! without keywords ("path rules") run over files whose path they name. Matches go through the
+//! placeholder check and the rule's validators, are deduplicated per (rule, fingerprint, line),
+//! and are reported as [`Finding`]s: a redacted prefix, the length and an HMAC — never the value.
+
+use serde::Serialize;
+
+pub mod codec;
+pub mod encoding;
+mod engine;
+pub mod paths;
+pub mod prefilter;
+pub mod redact;
+pub mod rules;
+pub mod ssh;
+pub mod time;
+pub mod validate;
+
+pub use engine::{Engine, EngineConfig, FileScan, PrivateKeyFound};
+pub use rules::{Confidence, Rule, RuleError, RuleSpec, Severity, TargetKind, slugify};
+pub use ssh::{AuthorizedKey, SshKeyInfo};
+
+/// The resource a secret opens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    pub kind: TargetKind,
+    /// Resource name (storage account, server, instance identifier), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Host name or endpoint, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+/// What the engine learnt about a secret without contacting anything.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FindingMetadata {
+    /// RFC 3339 expiry (JWT `exp`, SAS `se`, presigned URL date + expires).
+    pub expires_at: Option<String>,
+    /// AWS account id decoded from an access key id.
+    pub aws_account_id: Option<String>,
+    pub target: Option<Target>,
+    /// SSH private key facts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshKeyInfo>,
+}
+
+/// One secret found in one file. Never holds the secret itself.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Finding {
+    pub rule_id: String,
+    pub title: String,
+    pub secret_type: String,
+    pub severity: Severity,
+    pub confidence: Confidence,
+    /// 1-based line of the start of the match (in the UTF-8 text for transcoded files).
+    pub line: usize,
+    /// `hmac-sha256:<hex>` of the secret under the installation key.
+    pub fingerprint: String,
+    /// At most 4 leading characters and the length: `wJal…(40)`.
+    pub redacted: String,
+    pub metadata: FindingMetadata,
+}
+
+/// Fuzzing entry point: scans arbitrary bytes under a few paths that enable path rules and
+/// `authorized_keys` parsing, and runs the standalone decoders. Must never panic.
+#[doc(hidden)]
+pub fn fuzz(data: &[u8]) {
+    use std::sync::OnceLock;
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    let engine = ENGINE.get_or_init(|| {
+        Engine::new(EngineConfig::with_key(b"fuzz".to_vec())).expect("embedded rules load")
+    });
+    const PATHS: &[&str] = &[
+        "/home/u/notes.txt",
+        "/home/u/.ssh/authorized_keys",
+        "/home/u/.aws/credentials",
+        "/srv/app/.env",
+        "/root/.bash_history",
+        "/etc/shadow",
+        "/var/www/wp-config.php",
+        "/Users/u/AppData/Roaming/Microsoft/Windows/PowerShell/PSReadLine/ConsoleHost_history.txt",
+    ];
+    let path = PATHS[data.first().map_or(0, |b| usize::from(*b) % PATHS.len())];
+    let _ = engine.scan(path, data);
+    let _ = ssh::private_key_info(data);
+    let _ = codec::base64_decode(data);
+    let _ = std::str::from_utf8(data).map(time::parse_timestamp);
+    let _ = validate::is_placeholder(data);
+}

@@ -8,7 +8,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod key;
 mod ls;
+mod report;
 mod scan;
 
 #[derive(Parser)]

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tokgen import (  # noqa: E402
-    A62, B64, B64U, BECH32, DIGITS, HEX, HEXU, LETTERS, LO36, LOWER, UP36, UPPER,
+    A62, B64, B64U, BECH32, DIGITS, HEX, HEXU, LETTERS, LO36, UP36,
     b64_alignments, build, jwt as make_jwt, is_placeholder, k8s_bound_sa_token, k8s_legacy_sa_token, rand,
     rng_for, shannon_entropy, uuid4,
 )
@@ -37,8 +37,8 @@ RULES_DIR = REPO / "engine" / "rules"
 # Right boundary for values whose alphabet includes '-' (where `\b` would misfire).
 END = r"(?:[^0-9A-Za-z_-]|\z)"
 # Between a context word (e.g. `DD_API_KEY`) and its value: rest of the name, then `=`, `:`,
-# `: "`, `=>`, quotes or spaces.
-SEP = r"""[\w.-]{0,24}[\s"':=>]{1,6}"""
+# `: "`, `=>`, quotes or spaces, or `" value="` (.NET `<add key="…" value="…" />`).
+SEP = r"""[\w.-]{0,24}(?:"[ \t]+value=|[\s"':=>]{1,6})[\s"']{0,2}"""
 B64END = r"(?:[^0-9A-Za-z+/=_-]|\z)"
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 

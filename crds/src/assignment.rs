@@ -1,0 +1,126 @@
+//! `ScanAssignment`: what one scanner Job is asked to do.
+//!
+//! The operator serializes it as JSON into the Job's `SNAPSENTRY_ASSIGNMENT` environment variable;
+//! `snapsentry-scan job` parses it back. It lives here, not in the operator, because the scanner
+//! depends on this crate and not on the operator. It never carries a secret: cloud credentials
+//! come from the scanner's service account (workload identity) and the fingerprint key from the
+//! `SNAPSENTRY_FINGERPRINT_KEY` variable, which the Job fills from a Secret.
+//!
+//! ```
+//! use snapsentry_crds::{AssignedDisk, Cloud, DiskSource, ScanAssignment};
+//! let a = ScanAssignment {
+//!     version: ScanAssignment::VERSION,
+//!     policy: "lab".into(),
+//!     namespace: "snapsentry".into(),
+//!     machine: "lab-web-01".into(),
+//!     instance_id: "web-01".into(),
+//!     scan_id: "20261122-140000".into(),
+//!     cloud: Cloud::Image,
+//!     disks: vec![AssignedDisk {
+//!         id: "web-01.qcow2".into(),
+//!         source: DiskSource::Image { path: "/images/web-01.qcow2".into() },
+//!     }],
+//!     rules: Default::default(),
+//!     max_findings: 500,
+//! };
+//! let json = serde_json::to_string(&a).unwrap();
+//! assert!(json.contains(r#""source":{"kind":"image","path":"/images/web-01.qcow2"}"#));
+//! assert_eq!(serde_json::from_str::<ScanAssignment>(&json).unwrap(), a);
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::common::Cloud;
+
+/// Environment variable holding the JSON [`ScanAssignment`].
+pub const ASSIGNMENT_ENV: &str = "SNAPSENTRY_ASSIGNMENT";
+/// Environment variable holding the fingerprint HMAC key (filled from a Secret).
+pub const FINGERPRINT_KEY_ENV: &str = "SNAPSENTRY_FINGERPRINT_KEY";
+
+/// One machine to scan, as the operator hands it to a scanner Job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanAssignment {
+    /// Format version ([`ScanAssignment::VERSION`]); a scanner refuses versions it does not know.
+    pub version: u32,
+    /// ScanPolicy name.
+    pub policy: String,
+    /// Namespace of the ScanPolicy, where SecretFindings and the ScannedMachine are written.
+    pub namespace: String,
+    /// ScannedMachine name.
+    pub machine: String,
+    /// Cloud instance id or image machine name (for reports).
+    pub instance_id: String,
+    /// Id of this scan; written to every SecretFinding's `spec.scanId` and to
+    /// `ScannedMachine.status.lastScan.scanId`.
+    pub scan_id: String,
+    pub cloud: Cloud,
+    /// Disks in attachment order.
+    pub disks: Vec<AssignedDisk>,
+    #[serde(default)]
+    pub rules: AssignmentRules,
+    /// SecretFindings to write at most; beyond it the scan reports truncation.
+    pub max_findings: u32,
+}
+
+impl ScanAssignment {
+    /// The format version this crate writes and reads.
+    pub const VERSION: u32 = 1;
+}
+
+/// One disk and where to read it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignedDisk {
+    /// The machine's disk id (volume id, disk resource id, image path as declared).
+    pub id: String,
+    pub source: DiskSource,
+}
+
+/// Where a disk's blocks come from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "kind",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum DiskSource {
+    /// A disk image file or block device readable inside the Job's container.
+    Image { path: String },
+    /// An EBS snapshot, read through the EBS direct APIs.
+    EbsSnapshot {
+        snapshot_id: String,
+        region: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint_url: Option<String>,
+    },
+    /// An Azure managed-disk snapshot (resource id); the scanner requests its own SAS.
+    AzureSnapshot {
+        snapshot_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint_url: Option<String>,
+    },
+    /// A Compute Engine snapshot.
+    GcpSnapshot { project: String, snapshot: String },
+}
+
+/// Detection settings from the policy's `rules` and `exclusions`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignmentRules {
+    /// ConfigMap (in the policy's namespace) whose `rules.yaml` holds extra rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_rules_config_map: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disable: Vec<String>,
+    #[serde(default)]
+    pub include_tests: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_file_size_bytes: Option<u64>,
+    /// Path globs not to report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_paths: Vec<String>,
+    /// Secret types (label values) not to report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_secret_types: Vec<String>,
+}

@@ -1,0 +1,525 @@
+//! Validators: code that confirms a regex match is a real secret (checksums, structure) and
+//! extracts metadata from it (expiry, account, target). Rules name them in `validators:`.
+//!
+//! Every function here sees secret bytes, so none of them logs or formats its input.
+
+use crate::codec::base64_decode;
+use crate::rules::TargetKind;
+use crate::time::{parse_timestamp, rfc3339};
+use crate::{FindingMetadata, Target};
+
+/// A named validator, parsed from a rule's `validators:` entry.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Validator {
+    AwsKeyId,
+    GithubChecksum,
+    NpmChecksum,
+    Jwt,
+    NotPlaceholder,
+    /// Minimum Shannon entropy in bits per character.
+    Entropy(f64),
+    Base64,
+    SasToken,
+    S3Presigned,
+    GcsSigned,
+    AzureStorageKey,
+}
+
+impl Validator {
+    /// Parse a validator name (`entropy:3.5` carries its argument).
+    pub fn parse(name: &str) -> Result<Self, String> {
+        Ok(match name {
+            "aws-key-id" => Validator::AwsKeyId,
+            "github-checksum" => Validator::GithubChecksum,
+            "npm-checksum" => Validator::NpmChecksum,
+            "jwt" => Validator::Jwt,
+            "not-placeholder" => Validator::NotPlaceholder,
+            "base64" => Validator::Base64,
+            "sas-token" => Validator::SasToken,
+            "s3-presigned" => Validator::S3Presigned,
+            "gcs-signed" => Validator::GcsSigned,
+            "azure-storage-key" => Validator::AzureStorageKey,
+            other => match other.strip_prefix("entropy:").map(str::parse::<f64>) {
+                Some(Ok(min)) if (0.0..=8.0).contains(&min) => Validator::Entropy(min),
+                Some(_) => return Err(format!("validator {other:?}: entropy wants 0.0..=8.0")),
+                None => return Err(format!("unknown validator {other:?}")),
+            },
+        })
+    }
+
+    /// Check a candidate; on success may fill `meta`. `whole` is the full regex match (for
+    /// validators that read parameters around the secret, such as a SAS URL's host).
+    pub fn check(&self, secret: &[u8], whole: &[u8], meta: &mut FindingMetadata) -> bool {
+        match self {
+            Validator::AwsKeyId => aws_key_id_in(secret, whole, meta),
+            Validator::GithubChecksum => {
+                base62_crc_token(secret, &["ghp_", "gho_", "ghu_", "ghs_", "ghr_"])
+            }
+            Validator::NpmChecksum => base62_crc_token(secret, &["npm_"]),
+            Validator::Jwt => jwt(secret, meta),
+            Validator::NotPlaceholder => !is_placeholder(secret),
+            Validator::Entropy(min) => shannon_entropy(secret) >= *min,
+            Validator::Base64 => base64_decode(secret).is_some_and(|d| !d.is_empty()),
+            Validator::SasToken => sas_token(whole, meta),
+            Validator::S3Presigned => presigned(whole, "X-Amz-Date", "X-Amz-Expires", meta),
+            Validator::GcsSigned => presigned(whole, "X-Goog-Date", "X-Goog-Expires", meta),
+            Validator::AzureStorageKey => azure_storage_key(secret),
+        }
+    }
+}
+
+/// Shannon entropy of `data` in bits per byte.
+pub fn shannon_entropy(data: &[u8]) -> f64 {
+    if data.is_empty() {
+        return 0.0;
+    }
+    let mut counts = [0u32; 256];
+    for &b in data {
+        counts[usize::from(b)] += 1;
+    }
+    let n = data.len() as f64;
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / n;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// Values published in vendor documentation; never findings.
+const DOCUMENTATION_VALUES: &[&str] = &[
+    "AKIAIOSFODNN7EXAMPLE",
+    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY",
+    "AKIAI44QH8DHBEXAMPLE",
+    // The Cosmos DB emulator's well-known key.
+    "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw==",
+    // Azurite's well-known development storage key.
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==",
+];
+
+/// Whole values that are words, not secrets.
+const PLACEHOLDER_WORDS: &[&str] = &[
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "none",
+    "null",
+    "nil",
+    "true",
+    "false",
+    "undefined",
+    "pass",
+    "pwd",
+    "admin",
+    "root",
+    "user",
+    "username",
+    "string",
+    "value",
+    "key",
+    "apikey",
+    "api_key",
+    "required",
+    "optional",
+    "empty",
+    "default",
+    "prompt",
+    "ask",
+    "env",
+];
+
+/// Markers that make a value a placeholder, reference or test value wherever they appear.
+const PLACEHOLDER_MARKERS: &[&str] = &[
+    "example",
+    "changeme",
+    "change_me",
+    "change-me",
+    "dummy",
+    "placeholder",
+    "your_",
+    "your-",
+    "yourpass",
+    "yoursecret",
+    "yourtoken",
+    "yourkey",
+    "xxxx",
+    "****",
+    "....",
+    "####",
+    "redacted",
+    "sample",
+    "fake",
+    "test",
+    "os.environ",
+    "process.env",
+    "getenv",
+    "environ[",
+    "env[",
+    "env(",
+    "secretkeyref",
+    "valuefrom",
+    "vault:",
+    "keyvault",
+    "lorem",
+    "foobar",
+    "insert",
+    "replace",
+    "todo",
+    "fixme",
+    "<%",
+    "%>",
+    "<your",
+    "_here",
+    "-here",
+    "*sensitive*data*deleted*",
+];
+
+/// The built-in placeholder check: true when `secret` is a template, a reference to where the
+/// real value lives, a documentation example or an obviously made-up value.
+pub fn is_placeholder(secret: &[u8]) -> bool {
+    let Ok(s) = std::str::from_utf8(secret) else {
+        return false;
+    };
+    let t = s.trim_matches(|c: char| c.is_whitespace() || c == '"' || c == '\'');
+    if t.len() < 3 {
+        return true;
+    }
+    if DOCUMENTATION_VALUES.iter().any(|d| t.contains(d)) {
+        return true;
+    }
+    let lower = t.to_ascii_lowercase();
+    if PLACEHOLDER_WORDS.contains(&lower.as_str()) {
+        return true;
+    }
+    if PLACEHOLDER_MARKERS.iter().any(|m| lower.contains(m)) {
+        return true;
+    }
+    // Templates and references: ${VAR}, $VAR, $(cmd), {{ var }}, %VAR%, <your-key>, [secret].
+    let b = t.as_bytes();
+    if t.starts_with("${")
+        || t.starts_with("$(")
+        || t.starts_with("{{")
+        || t.starts_with("#{")
+        || t.contains("${")
+        || t.contains("{{")
+        || (b[0] == b'$'
+            && b[1..]
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || *c == b'_'))
+        || (b[0] == b'%' && b[b.len() - 1] == b'%')
+        || (b[0] == b'<' && b[b.len() - 1] == b'>')
+        || (b[0] == b'[' && b[b.len() - 1] == b']')
+        || (b[0] == b'{' && b[b.len() - 1] == b'}')
+    {
+        return true;
+    }
+    // One repeated character, or a short repeated unit ("abababab", "123123123").
+    let distinct = {
+        let mut seen = [false; 256];
+        b.iter()
+            .filter(|&&c| !std::mem::replace(&mut seen[usize::from(c)], true))
+            .count()
+    };
+    if distinct <= 2 && b.len() >= 4 {
+        return true;
+    }
+    if b.len() >= 8 && (1..=4).any(|p| b.len() % p == 0 && b.chunks(p).all(|c| c == &b[..p])) {
+        return true;
+    }
+    // Runs like "123456789" or "abcdefgh".
+    let sequential = b
+        .windows(2)
+        .filter(|w| w[1] == w[0].wrapping_add(1))
+        .count();
+    b.len() >= 6 && sequential + 1 == b.len()
+}
+
+/// The key id is the secret itself (an id-only rule) or, for a pair rule whose secret is the
+/// secret access key, the first `AKIA…`/`ASIA…` token of the whole match.
+fn aws_key_id_in(secret: &[u8], whole: &[u8], meta: &mut FindingMetadata) -> bool {
+    if aws_key_id(secret, meta) {
+        return true;
+    }
+    (0..whole.len().saturating_sub(19)).any(|i| {
+        (i == 0 || !whole[i - 1].is_ascii_alphanumeric())
+            && (whole.get(i + 20).is_none_or(|c| !c.is_ascii_alphanumeric()))
+            && aws_key_id(&whole[i..i + 20], meta)
+    })
+}
+
+/// AWS access key ids: prefix, base32 body, and the account id encoded in it.
+fn aws_key_id(secret: &[u8], meta: &mut FindingMetadata) -> bool {
+    if secret.len() != 20
+        || !secret
+            .iter()
+            .all(|c| c.is_ascii_uppercase() || (b'2'..=b'7').contains(c))
+    {
+        return false;
+    }
+    if !matches!(
+        &secret[..4],
+        b"AKIA"
+            | b"ASIA"
+            | b"AIDA"
+            | b"AROA"
+            | b"AGPA"
+            | b"ANPA"
+            | b"ANVA"
+            | b"APKA"
+            | b"ABIA"
+            | b"ACCA"
+    ) {
+        return false;
+    }
+    // Chars 4.. are RFC 4648 base32; the first 6 decoded bytes hold the account id in bits
+    // 7..=46 (mask 0x7fffffffff80), as documented by the published analyses of key ids.
+    let mut acc: u64 = 0;
+    for &c in &secret[4..14] {
+        let v = if c.is_ascii_uppercase() {
+            c - b'A'
+        } else {
+            c - b'2' + 26
+        };
+        acc = (acc << 5) | u64::from(v);
+    }
+    // 10 chars = 50 bits; we want the first 48 bits.
+    let first48 = acc >> 2;
+    let account = (first48 & 0x7fff_ffff_ff80) >> 7;
+    meta.aws_account_id = Some(format!("{account:012}"));
+    true
+}
+
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+fn base62_6(mut n: u32) -> [u8; 6] {
+    let mut out = [b'0'; 6];
+    for slot in out.iter_mut().rev() {
+        *slot = BASE62[(n % 62) as usize];
+        n /= 62;
+    }
+    out
+}
+
+/// GitHub and npm tokens: prefix, 30 base62 characters, then the base62 CRC32 of those 30.
+fn base62_crc_token(secret: &[u8], prefixes: &[&str]) -> bool {
+    let Some(body) = prefixes
+        .iter()
+        .find_map(|p| secret.strip_prefix(p.as_bytes()))
+    else {
+        return false;
+    };
+    if body.len() != 36 || !body.iter().all(u8::is_ascii_alphanumeric) {
+        return false;
+    }
+    let (random, check) = body.split_at(30);
+    base62_6(crc32fast::hash(random)) == check
+}
+
+/// Append the checksum GitHub/npm tokens carry: `prefix + random30 + crc`. For tests and
+/// example generation.
+pub fn with_base62_checksum(prefix: &str, random30: &str) -> String {
+    let crc = base62_6(crc32fast::hash(random30.as_bytes()));
+    format!("{prefix}{random30}{}", String::from_utf8_lossy(&crc))
+}
+
+/// Find a JSON number field `"name": 123` in decoded JWT payload text.
+fn json_number(json: &str, name: &str) -> Option<i64> {
+    let key = format!("\"{name}\"");
+    let at = json.find(&key)? + key.len();
+    let rest = json[at..].trim_start().strip_prefix(':')?.trim_start();
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// JWTs: three base64url parts, a JSON header with `alg`, a JSON payload; `exp` → expiresAt.
+fn jwt(secret: &[u8], meta: &mut FindingMetadata) -> bool {
+    let parts: Vec<&[u8]> = secret.split(|&c| c == b'.').collect();
+    if parts.len() != 3 || parts[0].len() < 10 || parts[1].len() < 4 {
+        return false;
+    }
+    let Some(header) = base64_decode(parts[0]) else {
+        return false;
+    };
+    let Some(payload) = base64_decode(parts[1]) else {
+        return false;
+    };
+    let (Ok(header), Ok(payload)) = (String::from_utf8(header), String::from_utf8(payload)) else {
+        return false;
+    };
+    if !header.trim_start().starts_with('{')
+        || !header.contains("\"alg\"")
+        || !payload.trim_start().starts_with('{')
+    {
+        return false;
+    }
+    if let Some(exp) = json_number(&payload, "exp") {
+        meta.expires_at = Some(rfc3339(exp));
+    }
+    true
+}
+
+/// Query parameter `name` (case-insensitive) in a URL or query string, not decoded.
+fn query_param<'a>(url: &'a str, name: &str) -> Option<&'a str> {
+    let query = url.split_once('?').map_or(url, |(_, q)| q);
+    query.split(['&', '?']).find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        k.eq_ignore_ascii_case(name).then_some(v)
+    })
+}
+
+/// Host of a URL in `text`, if there is one.
+fn url_host(text: &str) -> Option<&str> {
+    let after = &text[text.find("://")? + 3..];
+    let end = after
+        .find(['/', '?', ':', '"', '\'', ' ', '#'])
+        .unwrap_or(after.len());
+    let host = &after[..end];
+    (!host.is_empty()).then_some(host)
+}
+
+/// Azure SAS tokens: must carry `sig` and `se`; `se` → expiresAt, storage account from host.
+fn sas_token(whole: &[u8], meta: &mut FindingMetadata) -> bool {
+    let Ok(text) = std::str::from_utf8(whole) else {
+        return false;
+    };
+    let (Some(sig), Some(se)) = (query_param(text, "sig"), query_param(text, "se")) else {
+        return false;
+    };
+    if sig.len() < 16 {
+        return false;
+    }
+    if let Some(t) = parse_timestamp(se) {
+        meta.expires_at = Some(rfc3339(t));
+    }
+    if let Some(host) = url_host(text) {
+        let account = host.split('.').next().unwrap_or(host);
+        if host.contains(".core.windows.net")
+            || host.contains(".core.chinacloudapi.cn")
+            || host.contains(".core.usgovcloudapi.net")
+        {
+            meta.target = Some(Target {
+                kind: TargetKind::StorageAccount,
+                name: Some(account.to_string()),
+                host: Some(host.to_string()),
+            });
+        }
+    }
+    true
+}
+
+/// Presigned URLs (S3 SigV4 / GCS V4): date + expires seconds → expiresAt.
+fn presigned(whole: &[u8], date: &str, expires: &str, meta: &mut FindingMetadata) -> bool {
+    let Ok(text) = std::str::from_utf8(whole) else {
+        return false;
+    };
+    let Some(d) = query_param(text, date).and_then(parse_timestamp) else {
+        return false;
+    };
+    let Some(e) = query_param(text, expires).and_then(|e| e.parse::<i64>().ok()) else {
+        return false;
+    };
+    meta.expires_at = Some(rfc3339(d.saturating_add(e)));
+    true
+}
+
+/// Azure storage account keys: 88 base64 characters that decode to 64 bytes.
+fn azure_storage_key(secret: &[u8]) -> bool {
+    secret.len() == 88
+        && secret.ends_with(b"==")
+        && base64_decode(secret).is_some_and(|d| d.len() == 64)
+        && !DOCUMENTATION_VALUES.iter().any(|d| d.as_bytes() == secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders() {
+        for p in [
+            "${DB_PASSWORD}",
+            "<your-key>",
+            "changeme",
+            "xxxxxxxx",
+            "********",
+            "os.environ['X']",
+            "process.env.TOKEN",
+            "aaaaaaaa",
+            "abababab",
+            "EXAMPLE123",
+            "dummy",
+            "test1234",
+            "$PASSWORD",
+            "{{ .Values.password }}",
+            "%PASSWORD%",
+            "12345678",
+            "password",
+            "AKIAIOSFODNN7EXAMPLE",
+        ] {
+            assert!(is_placeholder(p.as_bytes()), "{p}");
+        }
+        for s in ["s3cr3tP4ss!", "Zq8wM2rX9vLk", "hunter2-prod"] {
+            assert!(!is_placeholder(s.as_bytes()), "{s}");
+        }
+    }
+
+    #[test]
+    fn github_checksum() {
+        let t = with_base62_checksum("ghp_", "Zq8wM2rX9vLkT4nB7cD1eF3gH5jK6m");
+        let mut m = FindingMetadata::default();
+        assert!(Validator::GithubChecksum.check(t.as_bytes(), t.as_bytes(), &mut m));
+        let mut bad = t.clone().into_bytes();
+        bad[10] = if bad[10] == b'a' { b'b' } else { b'a' };
+        assert!(!Validator::GithubChecksum.check(&bad, &bad, &mut m));
+    }
+
+    #[test]
+    fn aws_account_id_decodes() {
+        // Published example: ASIAY34FZKBOKMUTVV7A belongs to account 609629065308.
+        let mut m = FindingMetadata::default();
+        assert!(Validator::AwsKeyId.check(b"ASIAY34FZKBOKMUTVV7A", b"", &mut m));
+        assert_eq!(m.aws_account_id.as_deref(), Some("609629065308"));
+    }
+
+    #[test]
+    fn jwt_expiry() {
+        // {"alg":"HS256","typ":"JWT"} . {"sub":"1","exp":1735689600}
+        let t = b"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxIiwiZXhwIjoxNzM1Njg5NjAwfQ.c2lnbmF0dXJlLXNpZ25hdHVyZQ";
+        let mut m = FindingMetadata::default();
+        assert!(Validator::Jwt.check(t, t, &mut m));
+        assert_eq!(m.expires_at.as_deref(), Some("2025-01-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn sas_and_presigned() {
+        let url = b"https://acct01.blob.core.windows.net/c/b?sv=2022-11-02&se=2025-01-01T00%3A00%3A00Z&sp=r&sig=AbCdEfGhIjKlMnOpQrStUvWxYz0123456789%2B%2F%3D";
+        let mut m = FindingMetadata::default();
+        assert!(Validator::SasToken.check(b"", url, &mut m));
+        assert_eq!(m.expires_at.as_deref(), Some("2025-01-01T00:00:00Z"));
+        assert_eq!(
+            m.target.as_ref().and_then(|t| t.name.as_deref()),
+            Some("acct01")
+        );
+        let s3 = b"https://b.s3.amazonaws.com/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Date=20250101T000000Z&X-Amz-Expires=3600&X-Amz-Signature=ab";
+        let mut m = FindingMetadata::default();
+        assert!(Validator::S3Presigned.check(b"", s3, &mut m));
+        assert_eq!(m.expires_at.as_deref(), Some("2025-01-01T01:00:00Z"));
+    }
+
+    #[test]
+    fn entropy() {
+        assert!(shannon_entropy(b"aaaa") < 0.01);
+        assert!((shannon_entropy(b"abcd") - 2.0).abs() < 1e-9);
+        assert_eq!(
+            Validator::parse("entropy:3.5").unwrap(),
+            Validator::Entropy(3.5)
+        );
+        assert!(Validator::parse("entropy:x").is_err());
+    }
+}

@@ -1,0 +1,51 @@
+//! Runs the engine fuzz target's seed corpus (`fuzz/corpus/engine/`) through the same entry point
+//! the cargo-fuzz target uses, as a regression test: a crash once found stays fixed. Also feeds
+//! every seed truncated at every length up to 512 bytes, and a few adversarial shapes.
+
+use std::path::PathBuf;
+
+fn corpus() -> Vec<(PathBuf, Vec<u8>)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/engine");
+    let mut out: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let data = std::fs::read(&p).unwrap();
+            (p, data)
+        })
+        .collect();
+    out.sort();
+    assert!(!out.is_empty(), "no seed corpus in {}", dir.display());
+    out
+}
+
+#[test]
+fn engine_seed_corpus() {
+    for (path, data) in corpus() {
+        eprintln!("engine: {}", path.display());
+        snapsentry_engine::fuzz(&data);
+        for len in (0..data.len().min(512)).step_by(7) {
+            snapsentry_engine::fuzz(&data[..len]);
+        }
+    }
+}
+
+#[test]
+fn adversarial_shapes_finish_quickly() {
+    let started = std::time::Instant::now();
+    // A keyword every few bytes: windows merge, the regex work stays linear.
+    snapsentry_engine::fuzz(&b"\x00AKIA".repeat(200_000));
+    snapsentry_engine::fuzz(&b"password=x;".repeat(100_000));
+    snapsentry_engine::fuzz(&b"-----BEGIN OPENSSH PRIVATE KEY-----\n".repeat(20_000));
+    // Huge claimed DER lengths and deep nesting.
+    let mut der = b"-----BEGIN RSA PRIVATE KEY-----\n".to_vec();
+    der.extend_from_slice(&b"MIQ/////".repeat(100));
+    der.extend_from_slice(b"\n-----END RSA PRIVATE KEY-----\n");
+    snapsentry_engine::fuzz(&der);
+    assert!(
+        started.elapsed().as_secs() < 60,
+        "took {:?}",
+        started.elapsed()
+    );
+}

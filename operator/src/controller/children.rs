@@ -1,0 +1,239 @@
+//! "Apply children" planning, as pure functions: which owned objects to write or delete so the
+//! cluster matches what correlation wants, which findings need a status patch, and how a scanner
+//! Job ended.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::batch::v1::Job;
+use kube::ResourceExt;
+use snapsentry_crds::{MachinePhase, ScannedMachine, SecretFinding};
+
+use crate::correlate::FindingUpdate;
+
+/// Owned objects to write and to delete.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChildPlan {
+    /// Names of desired objects that are missing or differ (`same` said no).
+    pub apply: Vec<String>,
+    /// Names of existing objects that are no longer desired.
+    pub delete: Vec<String>,
+}
+
+/// Compare the objects a policy owns (`current`, listed by label) with the desired set.
+pub fn diff_owned<K: ResourceExt>(
+    current: &[K],
+    desired: &[K],
+    same: impl Fn(&K, &K) -> bool,
+) -> ChildPlan {
+    let wanted: BTreeSet<String> = desired.iter().map(|d| d.name_any()).collect();
+    let apply = desired
+        .iter()
+        .filter(|d| {
+            !current
+                .iter()
+                .any(|c| c.name_any() == d.name_any() && same(c, d))
+        })
+        .map(|d| d.name_any())
+        .collect();
+    let delete = current
+        .iter()
+        .map(|c| c.name_any())
+        .filter(|n| !wanted.contains(n))
+        .collect();
+    ChildPlan { apply, delete }
+}
+
+/// Updates whose status or `snapsentry.io/*` labels differ from the finding as it is.
+pub fn changed_findings<'a>(
+    findings: &[SecretFinding],
+    updates: &'a [FindingUpdate],
+) -> Vec<&'a FindingUpdate> {
+    updates
+        .iter()
+        .filter(|u| {
+            let Some(f) = findings
+                .iter()
+                .find(|f| f.metadata.name.as_deref() == Some(u.name.as_str()))
+            else {
+                return false;
+            };
+            let labels_differ = u
+                .labels
+                .iter()
+                .any(|(k, v)| f.metadata.labels.as_ref().and_then(|l| l.get(k)) != Some(v));
+            labels_differ || f.status.as_ref() != Some(&u.status)
+        })
+        .collect()
+}
+
+/// How a scanner Job ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobOutcome {
+    Succeeded,
+    /// Failed, with the Job's reason (`BackoffLimitExceeded`, `DeadlineExceeded`, …).
+    Failed(String),
+}
+
+/// The outcome of a finished Job, `None` while it runs.
+pub fn job_outcome(job: &Job) -> Option<JobOutcome> {
+    let status = job.status.as_ref()?;
+    for c in status.conditions.iter().flatten() {
+        if c.status != "True" {
+            continue;
+        }
+        match c.type_.as_str() {
+            "Complete" => return Some(JobOutcome::Succeeded),
+            "Failed" => {
+                return Some(JobOutcome::Failed(
+                    c.reason.clone().unwrap_or_else(|| "Failed".into()),
+                ));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Whether every machine of the scan has finished (scanned or failed).
+pub fn scan_complete(machines: &[ScannedMachine]) -> bool {
+    machines.iter().all(|m| {
+        matches!(
+            m.status.as_ref().and_then(|s| s.phase),
+            Some(MachinePhase::Scanned | MachinePhase::Failed)
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+    use snapsentry_crds::{
+        AttackPath, AttackPathSpec, Cloud, PathEntry, PathSecret, PathTarget, ScannedMachineStatus,
+        SecretFindingStatus, Severity, TargetKind,
+    };
+
+    use super::*;
+    use crate::correlate::testing::{machine, ssh_finding};
+
+    fn path(name: &str, title: &str) -> AttackPath {
+        AttackPath::new(
+            name,
+            AttackPathSpec {
+                policy: "prod".into(),
+                cloud: Cloud::Aws,
+                title: title.into(),
+                risk: Severity::High,
+                entry: PathEntry {
+                    machine: "a".into(),
+                    exposed: true,
+                    exposure_reasons: vec![],
+                },
+                secret: PathSecret {
+                    finding: "f".into(),
+                    secret_type: "SSH private key".into(),
+                    path: "/k".into(),
+                },
+                target: PathTarget {
+                    kind: TargetKind::Vm,
+                    name: "b".into(),
+                    user: None,
+                },
+            },
+        )
+    }
+
+    #[test]
+    fn owned_objects_diff() {
+        let current = [path("ap-1", "t"), path("ap-2", "t"), path("ap-3", "old")];
+        let desired = [path("ap-1", "t"), path("ap-3", "new"), path("ap-4", "t")];
+        let plan = diff_owned(&current, &desired, |a, b| a.spec == b.spec);
+        assert_eq!(plan.apply, ["ap-3", "ap-4"]);
+        assert_eq!(plan.delete, ["ap-2"]);
+        let none = diff_owned(&current, &current, |a, b| a.spec == b.spec);
+        assert_eq!(none, ChildPlan::default());
+    }
+
+    #[test]
+    fn only_changed_findings_are_patched() {
+        let mut f = ssh_finding("a", "SHA256:k", "s1");
+        let name = f.metadata.name.clone().unwrap();
+        let status = SecretFindingStatus {
+            severity: Some(Severity::High),
+            ..Default::default()
+        };
+        let labels = BTreeMap::from([("snapsentry.io/severity".to_owned(), "high".to_owned())]);
+        let update = FindingUpdate {
+            name: name.clone(),
+            status: status.clone(),
+            labels: labels.clone(),
+        };
+        let updates = [update];
+        assert_eq!(
+            changed_findings(std::slice::from_ref(&f), &updates).len(),
+            1
+        );
+        f.status = Some(status);
+        assert_eq!(
+            changed_findings(std::slice::from_ref(&f), &updates).len(),
+            1,
+            "labels still differ"
+        );
+        let mut with_more = labels;
+        with_more.insert("team".into(), "x".into());
+        f.metadata.labels = Some(with_more);
+        assert!(
+            changed_findings(std::slice::from_ref(&f), &updates).is_empty(),
+            "other labels are left alone"
+        );
+    }
+
+    #[test]
+    fn job_outcomes() {
+        let job = |type_: &str, status: &str, reason: Option<&str>| Job {
+            status: Some(JobStatus {
+                conditions: Some(vec![JobCondition {
+                    type_: type_.into(),
+                    status: status.into(),
+                    reason: reason.map(str::to_owned),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(job_outcome(&Job::default()), None);
+        assert_eq!(
+            job_outcome(&job("Complete", "True", None)),
+            Some(JobOutcome::Succeeded)
+        );
+        assert_eq!(
+            job_outcome(&job("Failed", "True", Some("DeadlineExceeded"))),
+            Some(JobOutcome::Failed("DeadlineExceeded".into()))
+        );
+        assert_eq!(job_outcome(&job("Failed", "False", None)), None);
+    }
+
+    #[test]
+    fn completion() {
+        let with = |p| {
+            let mut m = machine("a", false);
+            m.status = Some(ScannedMachineStatus {
+                phase: p,
+                ..Default::default()
+            });
+            m
+        };
+        assert!(scan_complete(&[
+            with(Some(MachinePhase::Scanned)),
+            with(Some(MachinePhase::Failed))
+        ]));
+        assert!(!scan_complete(&[
+            with(Some(MachinePhase::Scanned)),
+            with(Some(MachinePhase::Scanning))
+        ]));
+        assert!(!scan_complete(&[with(None)]));
+        assert!(scan_complete(&[]));
+    }
+}

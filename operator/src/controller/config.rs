@@ -1,0 +1,181 @@
+//! The operator's configuration, from the environment the Helm chart sets.
+
+use std::net::SocketAddr;
+
+use crate::error::{Error, Result};
+use crate::job::JobSettings;
+
+/// Log output format (`SNAPSENTRY_LOG_FORMAT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// Everything the operator reads from its environment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// `SNAPSENTRY_NAMESPACE` (required): where the operator and the scanner Jobs run.
+    pub namespace: String,
+    /// `SNAPSENTRY_SCANNER_IMAGE` (required).
+    pub scanner_image: String,
+    /// `SNAPSENTRY_SCANNER_SERVICE_ACCOUNT` (default `snapsentry-scanner`).
+    pub scanner_service_account: String,
+    /// `SNAPSENTRY_FINGERPRINT_SECRET` (default `snapsentry-fingerprint`), key `key`.
+    pub fingerprint_secret: String,
+    /// `SNAPSENTRY_WATCH_NAMESPACES`: comma-separated; empty means every namespace.
+    pub watch_namespaces: Vec<String>,
+    /// `SNAPSENTRY_LOG`: a tracing filter (`info`, `snapsentry_operator=debug,kube=info`).
+    pub log: String,
+    /// `SNAPSENTRY_LOG_FORMAT`: `json` (default) or `text`.
+    pub log_format: LogFormat,
+    /// `SNAPSENTRY_LISTEN` (default `0.0.0.0:8080`): `/healthz`, `/readyz`, `/metrics`.
+    pub listen: SocketAddr,
+    /// `SNAPSENTRY_JOB_TTL_SECONDS` (default 3600): `ttlSecondsAfterFinished` of scanner Jobs.
+    pub job_ttl_seconds: i32,
+}
+
+impl Config {
+    /// Read the process environment.
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Read configuration through `get` (the environment, or a map in tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let var = |k: &str| {
+            get(k)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let required = |k: &str| var(k).ok_or_else(|| Error::Config(format!("{k} is not set")));
+        let log_format = match var("SNAPSENTRY_LOG_FORMAT").as_deref() {
+            None | Some("json") => LogFormat::Json,
+            Some("text") => LogFormat::Text,
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "SNAPSENTRY_LOG_FORMAT must be json or text, not {other:?}"
+                )));
+            }
+        };
+        let listen = var("SNAPSENTRY_LISTEN")
+            .unwrap_or_else(|| "0.0.0.0:8080".to_owned())
+            .parse()
+            .map_err(|e| Error::Config(format!("SNAPSENTRY_LISTEN: {e}")))?;
+        let job_ttl_seconds = var("SNAPSENTRY_JOB_TTL_SECONDS")
+            .map(|v| {
+                v.parse()
+                    .map_err(|e| Error::Config(format!("SNAPSENTRY_JOB_TTL_SECONDS: {e}")))
+            })
+            .transpose()?
+            .unwrap_or(3600);
+        Ok(Self {
+            namespace: required("SNAPSENTRY_NAMESPACE")?,
+            scanner_image: required("SNAPSENTRY_SCANNER_IMAGE")?,
+            scanner_service_account: var("SNAPSENTRY_SCANNER_SERVICE_ACCOUNT")
+                .unwrap_or_else(|| "snapsentry-scanner".to_owned()),
+            fingerprint_secret: var("SNAPSENTRY_FINGERPRINT_SECRET")
+                .unwrap_or_else(|| "snapsentry-fingerprint".to_owned()),
+            watch_namespaces: var("SNAPSENTRY_WATCH_NAMESPACES")
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            log: var("SNAPSENTRY_LOG").unwrap_or_else(|| "info".to_owned()),
+            log_format,
+            listen,
+            job_ttl_seconds,
+        })
+    }
+
+    /// Settings for scanner Jobs.
+    pub fn job_settings(&self) -> JobSettings {
+        JobSettings {
+            namespace: self.namespace.clone(),
+            image: self.scanner_image.clone(),
+            service_account: self.scanner_service_account.clone(),
+            fingerprint_secret: self.fingerprint_secret.clone(),
+            fingerprint_secret_key: "key".to_owned(),
+            ttl_seconds_after_finished: self.job_ttl_seconds,
+            default_resources: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config> {
+        let map: BTreeMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    const BASE: [(&str, &str); 2] = [
+        ("SNAPSENTRY_NAMESPACE", "snapsentry"),
+        (
+            "SNAPSENTRY_SCANNER_IMAGE",
+            "ghcr.io/snapsentry/snapsentry-scan:0.1.0",
+        ),
+    ];
+
+    #[test]
+    fn defaults() {
+        let c = config(&BASE).unwrap();
+        assert_eq!(c.namespace, "snapsentry");
+        assert_eq!(c.scanner_service_account, "snapsentry-scanner");
+        assert_eq!(c.fingerprint_secret, "snapsentry-fingerprint");
+        assert!(c.watch_namespaces.is_empty());
+        assert_eq!((c.log.as_str(), c.log_format), ("info", LogFormat::Json));
+        assert_eq!(c.listen.port(), 8080);
+        assert_eq!(c.job_settings().ttl_seconds_after_finished, 3600);
+    }
+
+    #[test]
+    fn as_the_chart_sets_it() {
+        let mut vars = BASE.to_vec();
+        vars.extend([
+            ("SNAPSENTRY_WATCH_NAMESPACES", "team-a, team-b,"),
+            (
+                "SNAPSENTRY_SCANNER_SERVICE_ACCOUNT",
+                "rel-snapsentry-scanner",
+            ),
+            ("SNAPSENTRY_FINGERPRINT_SECRET", "rel-fp"),
+            ("SNAPSENTRY_LOG", "debug"),
+            ("SNAPSENTRY_LOG_FORMAT", "text"),
+        ]);
+        let c = config(&vars).unwrap();
+        assert_eq!(c.watch_namespaces, ["team-a", "team-b"]);
+        assert_eq!(c.log_format, LogFormat::Text);
+        let s = c.job_settings();
+        assert_eq!(
+            (s.service_account.as_str(), s.fingerprint_secret.as_str()),
+            ("rel-snapsentry-scanner", "rel-fp")
+        );
+        // The chart renders an empty list as "".
+        let mut vars = BASE.to_vec();
+        vars.push(("SNAPSENTRY_WATCH_NAMESPACES", ""));
+        assert!(config(&vars).unwrap().watch_namespaces.is_empty());
+    }
+
+    #[test]
+    fn errors() {
+        let e = config(&BASE[..1]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "configuration: SNAPSENTRY_SCANNER_IMAGE is not set"
+        );
+        let mut vars = BASE.to_vec();
+        vars.push(("SNAPSENTRY_LOG_FORMAT", "xml"));
+        assert!(config(&vars).is_err());
+    }
+}

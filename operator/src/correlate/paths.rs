@@ -1,0 +1,167 @@
+//! Attack paths: entry machine → secret → target, titled as Defender for Cloud titles them.
+
+use snapsentry_crds::{Cloud, TargetKind};
+
+/// The title of a path from a machine of `cloud` through a secret to a `target` of this kind.
+///
+/// The wording follows Microsoft Defender for Cloud's agentless machine secrets attack paths
+/// (its "attack path reference" and "machine secrets" pages), e.g. AWS: "Exposed Vulnerable EC2
+/// instance has an insecure SSH private key that is used to authenticate to an EC2 instance";
+/// Azure: "Vulnerable VM has insecure secrets that are used to authenticate to a storage
+/// account"; GCP: "… GCP VM instance …". Where Defender has no path for a combination (GCP →
+/// storage, image machines) the same sentence shape is used with neutral nouns, e.g. "Exposed
+/// machine has an insecure SSH private key that is used to authenticate to another machine".
+pub fn title(cloud: Cloud, exposed: bool, target: TargetKind) -> String {
+    let (machine, peer) = match cloud {
+        Cloud::Azure => ("VM", "a VM"),
+        Cloud::Aws => ("EC2 instance", "an EC2 instance"),
+        Cloud::Gcp => ("GCP VM instance", "a GCP VM instance"),
+        Cloud::Image => ("machine", "another machine"),
+    };
+    let entry = match (cloud, exposed) {
+        (Cloud::Image, true) => "Exposed machine".to_owned(),
+        (Cloud::Image, false) => "Machine".to_owned(),
+        (_, true) => format!("Exposed Vulnerable {machine}"),
+        (_, false) => format!("Vulnerable {machine}"),
+    };
+    // Defender words the AWS storage path in the singular; the others in the plural.
+    let secrets = match (cloud, target) {
+        (Cloud::Aws, TargetKind::StorageAccount) => "an insecure secret that is used",
+        _ => "insecure secrets that are used",
+    };
+    match target {
+        TargetKind::Vm => {
+            format!(
+                "{entry} has an insecure SSH private key that is used to authenticate to {peer}"
+            )
+        }
+        TargetKind::StorageAccount => {
+            format!("{entry} has {secrets} to authenticate to a storage account")
+        }
+        TargetKind::SqlDatabase => {
+            format!("{entry} has {secrets} to authenticate to an SQL server")
+        }
+        TargetKind::Rds => format!("{entry} has {secrets} to authenticate to an AWS RDS server"),
+        TargetKind::Cosmos => {
+            format!("{entry} has {secrets} to authenticate to a Cosmos DB account")
+        }
+        TargetKind::Registry => {
+            format!("{entry} has {secrets} to authenticate to a container registry")
+        }
+        TargetKind::Host | TargetKind::None => {
+            format!("{entry} has {secrets} to authenticate to a host")
+        }
+    }
+}
+
+/// Target kinds that make an attack path when the target exists (besides verified SSH keys).
+pub fn is_path_target(kind: TargetKind) -> bool {
+    matches!(
+        kind,
+        TargetKind::StorageAccount | TargetKind::SqlDatabase | TargetKind::Rds
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn titles_per_cloud() {
+        use Cloud::*;
+        use TargetKind::*;
+        let cases = [
+            (
+                Aws,
+                true,
+                Vm,
+                "Exposed Vulnerable EC2 instance has an insecure SSH private key that is used to authenticate to an EC2 instance",
+            ),
+            (
+                Aws,
+                false,
+                Vm,
+                "Vulnerable EC2 instance has an insecure SSH private key that is used to authenticate to an EC2 instance",
+            ),
+            (
+                Aws,
+                true,
+                Rds,
+                "Exposed Vulnerable EC2 instance has insecure secrets that are used to authenticate to an AWS RDS server",
+            ),
+            (
+                Aws,
+                false,
+                Rds,
+                "Vulnerable EC2 instance has insecure secrets that are used to authenticate to an AWS RDS server",
+            ),
+            (
+                Aws,
+                true,
+                StorageAccount,
+                "Exposed Vulnerable EC2 instance has an insecure secret that is used to authenticate to a storage account",
+            ),
+            (
+                Azure,
+                true,
+                Vm,
+                "Exposed Vulnerable VM has an insecure SSH private key that is used to authenticate to a VM",
+            ),
+            (
+                Azure,
+                false,
+                Vm,
+                "Vulnerable VM has an insecure SSH private key that is used to authenticate to a VM",
+            ),
+            (
+                Azure,
+                true,
+                StorageAccount,
+                "Exposed Vulnerable VM has insecure secrets that are used to authenticate to a storage account",
+            ),
+            (
+                Azure,
+                false,
+                StorageAccount,
+                "Vulnerable VM has insecure secrets that are used to authenticate to a storage account",
+            ),
+            (
+                Azure,
+                true,
+                SqlDatabase,
+                "Exposed Vulnerable VM has insecure secrets that are used to authenticate to an SQL server",
+            ),
+            (
+                Gcp,
+                true,
+                Vm,
+                "Exposed Vulnerable GCP VM instance has an insecure SSH private key that is used to authenticate to a GCP VM instance",
+            ),
+            (
+                Image,
+                true,
+                Vm,
+                "Exposed machine has an insecure SSH private key that is used to authenticate to another machine",
+            ),
+            (
+                Image,
+                false,
+                Vm,
+                "Machine has an insecure SSH private key that is used to authenticate to another machine",
+            ),
+            (
+                Image,
+                false,
+                SqlDatabase,
+                "Machine has insecure secrets that are used to authenticate to an SQL server",
+            ),
+        ];
+        for (cloud, exposed, kind, want) in cases {
+            assert_eq!(
+                title(cloud, exposed, kind),
+                want,
+                "{cloud:?} {exposed} {kind:?}"
+            );
+        }
+    }
+}

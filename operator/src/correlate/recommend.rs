@@ -1,0 +1,136 @@
+//! Recommendations: one per cloud, "… should have secrets findings resolved", with remediation
+//! steps per secret type.
+
+use snapsentry_crds::Cloud;
+
+use super::risk::SecretClass;
+
+/// Security control every recommendation sits under.
+pub const SECURITY_CONTROL: &str = "Remediate vulnerabilities";
+
+/// The recommendation title for a cloud, as Defender for Cloud words it (image machines get
+/// their own).
+pub fn title(cloud: Cloud) -> &'static str {
+    match cloud {
+        Cloud::Azure => "Machines should have secrets findings resolved",
+        Cloud::Aws => "EC2 instances should have secrets findings resolved",
+        Cloud::Gcp => "VM instances should have secrets findings resolved",
+        Cloud::Image => "Machines (disk images) should have secrets findings resolved",
+    }
+}
+
+/// Plural noun for the machines of a cloud, for descriptions.
+pub fn machines_noun(cloud: Cloud) -> &'static str {
+    match cloud {
+        Cloud::Azure => "virtual machines",
+        Cloud::Aws => "EC2 instances",
+        Cloud::Gcp => "VM instances",
+        Cloud::Image => "disk images",
+    }
+}
+
+/// Steps to remediate one secret type. The first matching entry of the table wins; the last one
+/// applies to everything.
+pub fn remediation_steps(rule_id: &str, secret_type: &str) -> Vec<String> {
+    let s = format!("{rule_id} {secret_type}").to_ascii_lowercase();
+    let has = |keys: &[&str]| keys.iter().any(|k| s.contains(k));
+    let steps: &[&str] = if has(&["ssh"]) && has(&["private key", "private-key"]) {
+        &[
+            "Remove the public key from every authorized_keys file that lists it (see status.authorizedOn).",
+            "Generate a new key pair where it is needed, protected by a passphrase or held in an agent or hardware token.",
+            "Delete the private key file from the machine and from the images it was built from.",
+            "Prefer short-lived SSH certificates or the cloud's session manager (SSM Session Manager, Azure Bastion, IAP) over long-lived keys.",
+        ]
+    } else if has(&["aws"]) {
+        &[
+            "Deactivate and delete the access key in IAM, after creating a replacement if one is needed.",
+            "Review CloudTrail for activity by the key since it was created.",
+            "Remove the credentials file or variable from the machine.",
+            "Use an instance profile (IAM role) instead of static keys on EC2.",
+        ]
+    } else if has(&["azure", "storage account", "sas"]) {
+        &[
+            "Rotate the storage account key or revoke the SAS (rotate the key that signed it).",
+            "Remove the secret from the machine.",
+            "Use a managed identity with Azure RBAC instead of account keys; keep any remaining secret in Key Vault.",
+        ]
+    } else if has(&["gcp", "google", "service account", "service-account"]) {
+        &[
+            "Delete the service account key in IAM and create a replacement only if needed.",
+            "Remove the key file from the machine.",
+            "Attach the service account to the VM (metadata server credentials) or use workload identity federation instead of key files.",
+        ]
+    } else if has(&[
+        "connection string",
+        "connection-string",
+        "database",
+        "postgres",
+        "mysql",
+        "sql",
+        "pgpass",
+        "mongodb",
+        "redis",
+    ]) {
+        &[
+            "Change the database user's password at the database server.",
+            "Remove the connection string from the file; read it at run time from a secret manager (AWS Secrets Manager, Azure Key Vault, Secret Manager).",
+            "Prefer IAM / Microsoft Entra authentication to the database over passwords.",
+        ]
+    } else if SecretClass::of(rule_id, secret_type) == SecretClass::Token {
+        &[
+            "Revoke the token or password at its issuer and issue a new one only if needed.",
+            "Remove it from the file and read it at run time from a secret manager.",
+        ]
+    } else {
+        &[
+            "Rotate the secret at its issuer.",
+            "Remove the file or the secret from it.",
+            "Keep secrets in a secret manager or use a managed identity instead of files on disk.",
+        ]
+    };
+    steps.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn titles() {
+        assert_eq!(
+            title(Cloud::Azure),
+            "Machines should have secrets findings resolved"
+        );
+        assert_eq!(
+            title(Cloud::Aws),
+            "EC2 instances should have secrets findings resolved"
+        );
+        assert_eq!(
+            title(Cloud::Gcp),
+            "VM instances should have secrets findings resolved"
+        );
+        assert_eq!(
+            title(Cloud::Image),
+            "Machines (disk images) should have secrets findings resolved"
+        );
+    }
+
+    #[test]
+    fn steps_per_secret_type() {
+        assert!(
+            remediation_steps("ssh-private-key", "SSH private key")[0].contains("authorized_keys")
+        );
+        assert!(remediation_steps("aws-access-key", "AWS access key")[0].contains("IAM"));
+        assert!(
+            remediation_steps("azure-storage-key", "Azure storage account key")[0]
+                .contains("storage account key")
+        );
+        assert!(
+            remediation_steps("gcp-sa", "GCP service account key")[0]
+                .contains("service account key")
+        );
+        assert!(remediation_steps("pg", "PostgreSQL connection string")[0].contains("database"));
+        assert!(remediation_steps("github-pat", "GitHub token")[0].contains("Revoke"));
+        assert!(remediation_steps("x", "Certificate")[0].contains("Rotate"));
+    }
+}

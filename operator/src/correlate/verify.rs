@@ -1,0 +1,255 @@
+//! Verification without touching any provider: an SSH private key is `Verified` when another
+//! machine of the policy authorizes its public key; a secret naming a resource is checked against
+//! the inventory.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use snapsentry_crds::{
+    AssessedTarget, AuthorizedOn, ScannedMachine, SecretFindingSpec, TargetKind, Verification,
+};
+
+use super::{MAX_RELATED, TargetInventory};
+
+/// Public key fingerprint → machines (and users) whose `authorized_keys` hold it.
+#[derive(Clone, Debug, Default)]
+pub struct AuthorizedIndex {
+    by_fingerprint: BTreeMap<String, BTreeSet<(String, String)>>,
+}
+
+impl AuthorizedIndex {
+    /// Index the `status.authorizedKeys` of every machine.
+    pub fn new(machines: &[ScannedMachine]) -> Self {
+        let mut by_fingerprint: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
+        for m in machines {
+            let Some(name) = m.metadata.name.as_deref() else {
+                continue;
+            };
+            for k in m.status.iter().flat_map(|s| &s.authorized_keys) {
+                by_fingerprint
+                    .entry(k.fingerprint.clone())
+                    .or_default()
+                    .insert((name.to_owned(), k.user.clone()));
+            }
+        }
+        Self { by_fingerprint }
+    }
+
+    /// Machines other than `source` that authorize `fingerprint`, sorted, at most
+    /// [`MAX_RELATED`].
+    pub fn authorized_on(&self, fingerprint: &str, source: &str) -> Vec<AuthorizedOn> {
+        self.by_fingerprint
+            .get(fingerprint)
+            .into_iter()
+            .flatten()
+            .filter(|(machine, _)| machine != source)
+            .take(MAX_RELATED)
+            .map(|(machine, user)| AuthorizedOn {
+                machine: machine.clone(),
+                user: user.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Identity of a private key across machines: its public key fingerprint when the scanner could
+/// derive it, else the keyed fingerprint of the private key itself (equal for equal keys).
+pub fn ssh_key_identity(spec: &SecretFindingSpec) -> Option<&str> {
+    let ssh = spec.metadata.ssh.as_ref()?;
+    Some(
+        ssh.public_key_fingerprint
+            .as_deref()
+            .unwrap_or(&spec.fingerprint),
+    )
+}
+
+/// What verification concluded for one finding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub verification: Verification,
+    pub target: Option<AssessedTarget>,
+    pub authorized_on: Vec<AuthorizedOn>,
+    pub same_key_on: Vec<String>,
+}
+
+/// Verify an SSH private key finding.
+///
+/// `holders` maps [`ssh_key_identity`] to the machines where an active finding holds that key.
+/// The target of a verified key is the first machine authorizing it (all of them are in
+/// `authorized_on`); an unverified key has no target.
+pub fn verify_ssh(
+    spec: &SecretFindingSpec,
+    index: &AuthorizedIndex,
+    holders: &BTreeMap<String, BTreeSet<String>>,
+) -> Verdict {
+    let public = spec
+        .metadata
+        .ssh
+        .as_ref()
+        .and_then(|s| s.public_key_fingerprint.as_deref());
+    let authorized_on = public
+        .map(|fp| index.authorized_on(fp, &spec.machine))
+        .unwrap_or_default();
+    let same_key_on = ssh_key_identity(spec)
+        .and_then(|id| holders.get(id))
+        .into_iter()
+        .flatten()
+        .filter(|m| **m != spec.machine)
+        .take(MAX_RELATED)
+        .cloned()
+        .collect();
+    let target = authorized_on.first().map(|a| AssessedTarget {
+        kind: TargetKind::Vm,
+        name: a.machine.clone(),
+        exists: Some(true),
+    });
+    Verdict {
+        verification: if authorized_on.is_empty() {
+            Verification::Unverified
+        } else {
+            Verification::Verified
+        },
+        target,
+        authorized_on,
+        same_key_on,
+    }
+}
+
+/// Check the resource a non-SSH secret names against the inventory.
+///
+/// Existence of the resource does not prove the secret works, so the verdict is `Unverified`
+/// whenever the inventory can say something about the target's kind, and `NotApplicable` when
+/// there is nothing to check against (no target, or a kind no provider lists).
+pub fn verify_target(spec: &SecretFindingSpec, inventory: &TargetInventory) -> Verdict {
+    let target = spec
+        .metadata
+        .target
+        .as_ref()
+        .filter(|t| t.kind != TargetKind::None);
+    let verification = match target {
+        Some(t) if inventory.covers(t.kind) => Verification::Unverified,
+        _ => Verification::NotApplicable,
+    };
+    Verdict {
+        verification,
+        target: target.map(|t| AssessedTarget {
+            kind: t.kind,
+            name: t.name.clone(),
+            exists: inventory.exists(t.kind, &t.name),
+        }),
+        authorized_on: Vec::new(),
+        same_key_on: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::correlate::testing::*;
+    use snapsentry_crds::SecretTarget;
+
+    #[test]
+    fn a_key_authorized_on_another_machine_is_verified() {
+        let machines = [
+            machine("a", false),
+            with_authorized(machine("b", false), "deploy", "SHA256:k1"),
+        ];
+        let f = ssh_finding("a", "SHA256:k1", "s1");
+        let v = verify_ssh(&f.spec, &AuthorizedIndex::new(&machines), &BTreeMap::new());
+        assert_eq!(v.verification, Verification::Verified);
+        assert_eq!(
+            v.authorized_on,
+            [AuthorizedOn {
+                machine: "b".into(),
+                user: "deploy".into()
+            }]
+        );
+        assert_eq!(
+            v.target,
+            Some(AssessedTarget {
+                kind: TargetKind::Vm,
+                name: "b".into(),
+                exists: Some(true)
+            })
+        );
+    }
+
+    #[test]
+    fn a_key_authorized_only_on_its_own_machine_or_nowhere_is_unverified() {
+        let machines = [
+            with_authorized(machine("a", false), "root", "SHA256:k1"),
+            machine("b", false),
+        ];
+        let index = AuthorizedIndex::new(&machines);
+        for fp in ["SHA256:k1", "SHA256:other"] {
+            let v = verify_ssh(&ssh_finding("a", fp, "s1").spec, &index, &BTreeMap::new());
+            assert_eq!(v.verification, Verification::Unverified);
+            assert!(v.authorized_on.is_empty() && v.target.is_none());
+        }
+    }
+
+    #[test]
+    fn the_same_key_on_several_machines() {
+        let holders = BTreeMap::from([(
+            "SHA256:k1".to_owned(),
+            BTreeSet::from(["a".to_owned(), "c".to_owned(), "d".to_owned()]),
+        )]);
+        let v = verify_ssh(
+            &ssh_finding("a", "SHA256:k1", "s1").spec,
+            &AuthorizedIndex::default(),
+            &holders,
+        );
+        assert_eq!(v.same_key_on, ["c", "d"]);
+        assert_eq!(v.verification, Verification::Unverified);
+    }
+
+    #[test]
+    fn related_lists_are_bounded() {
+        let machines: Vec<_> = (0..50)
+            .map(|i| with_authorized(machine(&format!("m{i:02}"), false), "u", "SHA256:k1"))
+            .collect();
+        let v = verify_ssh(
+            &ssh_finding("x", "SHA256:k1", "s1").spec,
+            &AuthorizedIndex::new(&machines),
+            &BTreeMap::new(),
+        );
+        assert_eq!(v.authorized_on.len(), MAX_RELATED);
+    }
+
+    #[test]
+    fn targets_are_checked_against_the_inventory() {
+        let mut inv = TargetInventory::default();
+        inv.insert(TargetKind::Rds, "db.x.rds.amazonaws.com");
+        inv.complete_for.insert(TargetKind::Rds);
+        let mut f = finding_of_type("a", "Database connection string", "s1");
+        let v = verify_target(&f.spec, &inv);
+        assert_eq!(
+            (v.verification, v.target),
+            (Verification::NotApplicable, None)
+        );
+
+        f.spec.metadata.target = Some(SecretTarget {
+            kind: TargetKind::Rds,
+            name: "db.x.rds.amazonaws.com".into(),
+        });
+        let v = verify_target(&f.spec, &inv);
+        assert_eq!(v.verification, Verification::Unverified);
+        assert_eq!(v.target.unwrap().exists, Some(true));
+
+        f.spec.metadata.target = Some(SecretTarget {
+            kind: TargetKind::Rds,
+            name: "gone.x.rds.amazonaws.com".into(),
+        });
+        assert_eq!(
+            verify_target(&f.spec, &inv).target.unwrap().exists,
+            Some(false)
+        );
+
+        f.spec.metadata.target = Some(SecretTarget {
+            kind: TargetKind::StorageAccount,
+            name: "acct".into(),
+        });
+        let v = verify_target(&f.spec, &inv);
+        assert_eq!(v.verification, Verification::NotApplicable);
+        assert_eq!(v.target.unwrap().exists, None);
+    }
+}

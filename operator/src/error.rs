@@ -1,0 +1,41 @@
+//! The operator's one error type.
+
+/// Everything that can go wrong in the operator. `Display` texts go into logs, events and
+/// status conditions, so they never contain a secret value.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `spec.schedule` is not a 5-field cron expression.
+    #[error("invalid schedule {expr:?}: {reason}")]
+    InvalidSchedule { expr: String, reason: String },
+    /// `spec.timeZone` is not an IANA time zone.
+    #[error("unknown time zone {zone:?}: {reason}")]
+    InvalidTimeZone { zone: String, reason: String },
+    /// A Go-style duration (`720h`, `30m`) that does not parse.
+    #[error("invalid duration {value:?}: {reason}")]
+    InvalidDuration { value: String, reason: String },
+    /// The operator's environment configuration is incomplete or wrong.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A cloud provider failed (inventory, snapshots, sweep).
+    #[error("provider {provider}: {message}")]
+    Provider {
+        provider: &'static str,
+        message: String,
+    },
+    /// An object lacks something the operator needs (name, namespace, uid).
+    #[error("{kind} object is missing {field}")]
+    MissingField {
+        kind: &'static str,
+        field: &'static str,
+    },
+    /// The Kubernetes API refused or failed a request.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// `Result` with the operator's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

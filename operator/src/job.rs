@@ -1,0 +1,592 @@
+//! The scanner Job for one machine of one scan.
+//!
+//! The Job runs `snapsentry-scan job` with the whole assignment in one JSON environment variable,
+//! `SNAPSENTRY_ASSIGNMENT` (a [`ScanAssignment`], defined in `snapsentry-crds` so the scanner
+//! parses exactly what the operator writes), and the fingerprint key in
+//! `SNAPSENTRY_FINGERPRINT_KEY` from the installation's Secret. The pod runs with no privilege:
+//! non-root, read-only root filesystem, no capabilities, `RuntimeDefault` seccomp, an `emptyDir`
+//! for `/tmp`. Its service account token is mounted only because the scanner writes its
+//! SecretFindings and its ScannedMachine status itself.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Resource;
+use snapsentry_crds::{
+    ASSIGNMENT_ENV, AssignedDisk, AssignmentRules, Cloud, FINGERPRINT_KEY_ENV, ScanAssignment,
+    ScanPolicy, labels, limits,
+};
+
+use crate::correlate::{MANAGER, short_hash, slugify};
+use crate::error::{Error, Result};
+use crate::provider::IMAGES_MOUNT;
+
+/// Default scan timeout (`spec.scanner.timeoutSeconds`).
+pub const DEFAULT_TIMEOUT_SECONDS: i64 = 3600;
+/// User and group the scanner runs as (the distroless `nonroot` user).
+pub const SCANNER_UID: i64 = 65532;
+
+/// Installation-wide settings for scanner Jobs (from the operator's environment).
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobSettings {
+    /// Namespace the Jobs run in (the operator's, where the scanner service account lives).
+    pub namespace: String,
+    pub image: String,
+    pub service_account: String,
+    /// Secret holding the fingerprint key, and its key.
+    pub fingerprint_secret: String,
+    pub fingerprint_secret_key: String,
+    pub ttl_seconds_after_finished: i32,
+    /// Resources when the policy sets none.
+    pub default_resources: Option<ResourceRequirements>,
+}
+
+/// One machine to scan, as the controller knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobRequest<'a> {
+    /// ScannedMachine name.
+    pub machine: &'a str,
+    pub instance_id: &'a str,
+    pub cloud: Cloud,
+    pub scan_id: &'a str,
+    pub disks: Vec<AssignedDisk>,
+    /// PersistentVolumeClaim (in the Job's namespace) holding disk images, mounted read-only.
+    pub images_claim: Option<&'a str>,
+}
+
+/// Job name for (policy, machine, scan id): `scan-<policy>-<machine>-<hash>`, each part cut so
+/// the whole stays a 63-character DNS label (Job names end up in pod labels), the hash of all three
+/// keeping it unique.
+pub fn job_name(policy: &str, machine: &str, scan_id: &str) -> String {
+    let hash = &short_hash(&[policy, machine, scan_id])[..10];
+    let part = |s: &str, n: usize| {
+        let s = slugify(s).replace(['.', '_'], "-");
+        s.chars()
+            .take(n)
+            .collect::<String>()
+            .trim_end_matches('-')
+            .to_owned()
+    };
+    format!("scan-{}-{}-{hash}", part(policy, 20), part(machine, 26))
+}
+
+/// The assignment for one machine from the policy's rules and exclusions.
+pub fn assignment(policy: &ScanPolicy, req: &JobRequest<'_>) -> Result<ScanAssignment> {
+    let rules = policy.spec.rules.clone().unwrap_or_default();
+    let exclusions = policy.spec.exclusions.clone().unwrap_or_default();
+    Ok(ScanAssignment {
+        version: ScanAssignment::VERSION,
+        policy: name_of(policy)?.to_owned(),
+        namespace: namespace_of(policy)?.to_owned(),
+        machine: req.machine.to_owned(),
+        instance_id: req.instance_id.to_owned(),
+        scan_id: req.scan_id.to_owned(),
+        cloud: req.cloud,
+        disks: req.disks.clone(),
+        rules: AssignmentRules {
+            extra_rules_config_map: rules.extra_rules_config_map,
+            disable: rules.disable,
+            include_tests: rules.include_tests,
+            max_file_size_bytes: rules.max_file_size_bytes,
+            exclude_paths: exclusions.paths,
+            exclude_secret_types: exclusions.secret_types,
+        },
+        max_findings: limits::MAX_FINDINGS_PER_MACHINE as u32,
+    })
+}
+
+fn name_of(policy: &ScanPolicy) -> Result<&str> {
+    policy.metadata.name.as_deref().ok_or(Error::MissingField {
+        kind: "ScanPolicy",
+        field: "metadata.name",
+    })
+}
+
+fn namespace_of(policy: &ScanPolicy) -> Result<&str> {
+    policy
+        .metadata
+        .namespace
+        .as_deref()
+        .ok_or(Error::MissingField {
+            kind: "ScanPolicy",
+            field: "metadata.namespace",
+        })
+}
+
+/// The scanner Job for one machine.
+///
+/// The Job is owned by the ScanPolicy when both are in the same namespace. Kubernetes forbids
+/// owner references across namespaces (the garbage collector would treat the owner as gone and
+/// delete the Job at once), so a Job for a policy elsewhere carries the
+/// `snapsentry.io/policy-namespace` label instead and the controller deletes it with the policy.
+pub fn scanner_job(
+    policy: &ScanPolicy,
+    req: &JobRequest<'_>,
+    settings: &JobSettings,
+) -> Result<Job> {
+    let policy_name = name_of(policy)?;
+    let policy_ns = namespace_of(policy)?;
+    let assignment = assignment(policy, req)?;
+    let scanner = policy.spec.scanner.clone().unwrap_or_default();
+
+    let labels = BTreeMap::from([
+        (labels::POLICY.to_owned(), slugify(policy_name)),
+        (labels::POLICY_NAMESPACE.to_owned(), slugify(policy_ns)),
+        (labels::MACHINE.to_owned(), slugify(req.machine)),
+        (labels::SCAN_ID.to_owned(), slugify(req.scan_id)),
+        (labels::MANAGED_BY.to_owned(), MANAGER.to_owned()),
+        (
+            "app.kubernetes.io/name".to_owned(),
+            "snapsentry-scanner".to_owned(),
+        ),
+    ]);
+    let owner_references = (policy_ns == settings.namespace)
+        .then(|| {
+            policy.controller_owner_ref(&()).map(|o| {
+                vec![OwnerReference {
+                    block_owner_deletion: Some(true),
+                    ..o
+                }]
+            })
+        })
+        .flatten();
+
+    let mut volumes = vec![Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity("1Gi".into())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    let mut mounts = vec![VolumeMount {
+        name: "tmp".into(),
+        mount_path: "/tmp".into(),
+        ..Default::default()
+    }];
+    if let Some(claim) = req.images_claim {
+        volumes.push(Volume {
+            name: "images".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.to_owned(),
+                read_only: Some(true),
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "images".into(),
+            mount_path: IMAGES_MOUNT.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+
+    let env = vec![
+        EnvVar {
+            name: ASSIGNMENT_ENV.into(),
+            value: Some(serde_json::to_string(&assignment)?),
+            ..Default::default()
+        },
+        EnvVar {
+            name: FINGERPRINT_KEY_ENV.into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: settings.fingerprint_secret.clone(),
+                    key: settings.fingerprint_secret_key.clone(),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        EnvVar {
+            name: "SNAPSENTRY_LOG_FORMAT".into(),
+            value: Some("json".into()),
+            ..Default::default()
+        },
+        EnvVar {
+            name: "TMPDIR".into(),
+            value: Some("/tmp".into()),
+            ..Default::default()
+        },
+    ];
+
+    let container = Container {
+        name: "scanner".into(),
+        image: Some(
+            scanner
+                .image
+                .clone()
+                .unwrap_or_else(|| settings.image.clone()),
+        ),
+        command: Some(vec![
+            "snapsentry-scan".into(),
+            "job".into(),
+            "--no-progress".into(),
+        ]),
+        env: Some(env),
+        resources: scanner
+            .resources
+            .clone()
+            .or_else(|| settings.default_resources.clone()),
+        volume_mounts: Some(mounts),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            privileged: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                localhost_profile: None,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+
+    let pod = PodSpec {
+        restart_policy: Some("Never".into()),
+        service_account_name: Some(settings.service_account.clone()),
+        // The scanner writes SecretFindings and its ScannedMachine's status with this token.
+        automount_service_account_token: Some(true),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(SCANNER_UID),
+            run_as_group: Some(SCANNER_UID),
+            fs_group: Some(SCANNER_UID),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                localhost_profile: None,
+            }),
+            ..Default::default()
+        }),
+        containers: vec![container],
+        volumes: Some(volumes),
+        node_selector: (!scanner.node_selector.is_empty()).then(|| scanner.node_selector.clone()),
+        tolerations: (!scanner.tolerations.is_empty()).then(|| scanner.tolerations.clone()),
+        ..Default::default()
+    };
+
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(job_name(policy_name, req.machine, req.scan_id)),
+            namespace: Some(settings.namespace.clone()),
+            labels: Some(labels.clone()),
+            owner_references,
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(
+                scanner.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS),
+            ),
+            ttl_seconds_after_finished: Some(settings.ttl_seconds_after_finished),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: Some(pod),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::Toleration;
+    use snapsentry_crds::{
+        DiskSource, ExclusionsSpec, ImagesProvider, ProviderSpec, RulesSpec, ScanPolicySpec,
+        ScannerSpec,
+    };
+
+    use super::*;
+    use crate::correlate::is_valid_label_value;
+
+    fn policy(ns: &str) -> ScanPolicy {
+        let mut p = ScanPolicy::new(
+            "lab-images",
+            ScanPolicySpec {
+                providers: vec![ProviderSpec {
+                    aws: None,
+                    azure: None,
+                    gcp: None,
+                    images: Some(ImagesProvider {
+                        persistent_volume_claim: Some("vm-images".into()),
+                        machines: vec![],
+                    }),
+                }],
+                schedule: None,
+                time_zone: None,
+                suspend: false,
+                concurrency: None,
+                rules: Some(RulesSpec {
+                    extra_rules_config_map: None,
+                    disable: vec!["generic-password".into()],
+                    include_tests: true,
+                    max_file_size_bytes: Some(1 << 20),
+                }),
+                exclusions: Some(ExclusionsSpec {
+                    paths: vec!["/var/lib/docker/**".into()],
+                    secret_types: vec![],
+                }),
+                verification: None,
+                scanner: Some(ScannerSpec {
+                    image: None,
+                    resources: None,
+                    node_selector: BTreeMap::from([("pool".into(), "scanners".into())]),
+                    tolerations: vec![Toleration {
+                        key: Some("scanners".into()),
+                        operator: Some("Exists".into()),
+                        ..Default::default()
+                    }],
+                    timeout_seconds: Some(900),
+                }),
+                resolved_retention: None,
+            },
+        );
+        p.metadata.namespace = Some(ns.into());
+        p.metadata.uid = Some("0d5c-uid".into());
+        p
+    }
+
+    fn settings() -> JobSettings {
+        JobSettings {
+            namespace: "snapsentry".into(),
+            image: "ghcr.io/snapsentry/snapsentry-scan:0.1.0".into(),
+            service_account: "snapsentry-scanner".into(),
+            fingerprint_secret: "snapsentry-fingerprint".into(),
+            fingerprint_secret_key: "key".into(),
+            ttl_seconds_after_finished: 3600,
+            default_resources: None,
+        }
+    }
+
+    fn request() -> JobRequest<'static> {
+        JobRequest {
+            machine: "lab-images-web-01",
+            instance_id: "web-01",
+            cloud: Cloud::Image,
+            scan_id: "20261122-140000",
+            disks: vec![AssignedDisk {
+                id: "web-01.qcow2".into(),
+                source: DiskSource::Image {
+                    path: "/images/web-01.qcow2".into(),
+                },
+            }],
+            images_claim: Some("vm-images"),
+        }
+    }
+
+    #[test]
+    fn names_are_deterministic_bounded_dns_labels() {
+        let a = job_name("lab-images", "lab-images-web-01", "20261122-140000");
+        assert_eq!(
+            a,
+            job_name("lab-images", "lab-images-web-01", "20261122-140000")
+        );
+        assert_ne!(
+            a,
+            job_name("lab-images", "lab-images-web-01", "20261123-030000")
+        );
+        assert!(a.starts_with("scan-lab-images-lab-images-web-01-"), "{a}");
+        let long = job_name(&"p".repeat(253), &"m.a_c".repeat(50), "20261122-140000");
+        for n in [&a, &long] {
+            assert!(n.len() <= 63, "{n}");
+            assert!(
+                n.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+                "{n}"
+            );
+            assert!(!n.ends_with('-') && !n.contains("--"), "{n}");
+        }
+    }
+
+    #[test]
+    fn the_job() {
+        let job = scanner_job(&policy("snapsentry"), &request(), &settings()).unwrap();
+        let meta = &job.metadata;
+        assert_eq!(meta.namespace.as_deref(), Some("snapsentry"));
+        let labels = meta.labels.as_ref().unwrap();
+        assert_eq!(labels["snapsentry.io/policy"], "lab-images");
+        assert_eq!(labels["snapsentry.io/machine"], "lab-images-web-01");
+        assert_eq!(labels["snapsentry.io/scan-id"], "20261122-140000");
+        assert_eq!(labels["snapsentry.io/managed-by"], "snapsentry-operator");
+        assert!(labels.values().all(|v| is_valid_label_value(v)));
+        let owner = &meta.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+            ("ScanPolicy", "lab-images", "0d5c-uid")
+        );
+        assert_eq!(owner.api_version, "snapsentry.io/v1alpha1");
+        assert_eq!(owner.controller, Some(true));
+
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.backoff_limit, Some(0));
+        assert_eq!(spec.active_deadline_seconds, Some(900));
+        assert_eq!(spec.ttl_seconds_after_finished, Some(3600));
+        assert_eq!(
+            spec.template.metadata.as_ref().unwrap().labels.as_ref(),
+            Some(labels)
+        );
+
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(
+            pod.service_account_name.as_deref(),
+            Some("snapsentry-scanner")
+        );
+        assert_eq!(pod.automount_service_account_token, Some(true));
+        let psc = pod.security_context.as_ref().unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(
+            psc.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
+        assert_eq!(pod.node_selector.as_ref().unwrap()["pool"], "scanners");
+        assert_eq!(
+            pod.tolerations.as_ref().unwrap()[0].key.as_deref(),
+            Some("scanners")
+        );
+
+        let c = &pod.containers[0];
+        assert_eq!(
+            c.image.as_deref(),
+            Some("ghcr.io/snapsentry/snapsentry-scan:0.1.0")
+        );
+        assert_eq!(
+            c.command.as_ref().unwrap()[..2],
+            ["snapsentry-scan".to_owned(), "job".to_owned()]
+        );
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_owned()][..])
+        );
+        assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+
+        let volumes = pod.volumes.as_ref().unwrap();
+        assert!(
+            volumes
+                .iter()
+                .any(|v| v.name == "tmp" && v.empty_dir.is_some())
+        );
+        let images = volumes.iter().find(|v| v.name == "images").unwrap();
+        let pvc = images.persistent_volume_claim.as_ref().unwrap();
+        assert_eq!(
+            (pvc.claim_name.as_str(), pvc.read_only),
+            ("vm-images", Some(true))
+        );
+        let mounts = c.volume_mounts.as_ref().unwrap();
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.mount_path == "/tmp" && m.read_only.is_none())
+        );
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.mount_path == "/images" && m.read_only == Some(true))
+        );
+
+        let env = c.env.as_ref().unwrap();
+        let key = env
+            .iter()
+            .find(|e| e.name == "SNAPSENTRY_FINGERPRINT_KEY")
+            .unwrap();
+        assert!(
+            key.value.is_none(),
+            "the key comes from the Secret, never inline"
+        );
+        let sel = key
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (sel.name.as_str(), sel.key.as_str()),
+            ("snapsentry-fingerprint", "key")
+        );
+        let raw = env
+            .iter()
+            .find(|e| e.name == "SNAPSENTRY_ASSIGNMENT")
+            .unwrap()
+            .value
+            .as_ref()
+            .unwrap();
+        let a: ScanAssignment = serde_json::from_str(raw).unwrap();
+        assert_eq!(a.version, 1);
+        assert_eq!(
+            (a.policy.as_str(), a.namespace.as_str()),
+            ("lab-images", "snapsentry")
+        );
+        assert_eq!(
+            (a.machine.as_str(), a.scan_id.as_str(), a.cloud),
+            ("lab-images-web-01", "20261122-140000", Cloud::Image)
+        );
+        assert_eq!(a.disks, request().disks);
+        assert_eq!(a.rules.disable, ["generic-password"]);
+        assert!(a.rules.include_tests);
+        assert_eq!(a.rules.max_file_size_bytes, Some(1 << 20));
+        assert_eq!(a.rules.exclude_paths, ["/var/lib/docker/**"]);
+        assert_eq!(a.max_findings, 500);
+    }
+
+    #[test]
+    fn a_policy_in_another_namespace_is_linked_by_label_not_owner() {
+        let job = scanner_job(&policy("team-a"), &request(), &settings()).unwrap();
+        assert!(job.metadata.owner_references.is_none());
+        assert_eq!(
+            job.metadata.labels.as_ref().unwrap()["snapsentry.io/policy-namespace"],
+            "team-a"
+        );
+    }
+
+    #[test]
+    fn defaults_without_scanner_spec_or_claim() {
+        let mut p = policy("snapsentry");
+        p.spec.scanner = None;
+        let mut req = request();
+        req.images_claim = None;
+        let mut s = settings();
+        s.default_resources = Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([("cpu".into(), Quantity("500m".into()))])),
+            ..Default::default()
+        });
+        let job = scanner_job(&p, &req, &s).unwrap();
+        let spec = job.spec.unwrap();
+        assert_eq!(spec.active_deadline_seconds, Some(DEFAULT_TIMEOUT_SECONDS));
+        let pod = spec.template.spec.unwrap();
+        assert!(pod.node_selector.is_none() && pod.tolerations.is_none());
+        assert!(pod.volumes.unwrap().iter().all(|v| v.name != "images"));
+        assert_eq!(pod.containers[0].resources, s.default_resources);
+    }
+
+    #[test]
+    fn a_policy_without_namespace_is_an_error() {
+        let mut p = policy("x");
+        p.metadata.namespace = None;
+        assert!(matches!(
+            scanner_job(&p, &request(), &settings()),
+            Err(Error::MissingField { .. })
+        ));
+    }
+}

@@ -1,0 +1,165 @@
+//! Cloud providers: where machines come from and how their disks become readable.
+//!
+//! Every provider (AWS, Azure, GCP, disk images) implements [`Provider`]. Control-plane work —
+//! listing instances and the resources secrets may open, creating and deleting snapshots — lives
+//! here; reading the snapshots' blocks is the scanner's job, told how by the [`AssignedDisk`]s
+//! that [`Provider::reader_config`] returns.
+//!
+//! The methods return boxed futures so providers can sit behind `dyn Provider` in one list.
+
+mod images;
+
+pub use images::{IMAGES_MOUNT, ImagesSource};
+
+use futures::future::BoxFuture;
+use jiff::Timestamp;
+use snapsentry_crds::{AssignedDisk, Cloud, Exposure, MachineDisk, ProviderSpec};
+
+pub use crate::correlate::TargetInventory;
+use crate::error::{Error, Result};
+
+/// What a provider call may need besides the provider's own configuration.
+#[derive(Clone, Debug)]
+pub struct ProviderContext {
+    /// ScanPolicy name (tags on created snapshots).
+    pub policy: String,
+    /// Namespace of the policy (credential Secrets are read there).
+    pub namespace: String,
+}
+
+/// One machine in a provider's inventory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InventoryMachine {
+    /// Cloud instance id (`i-0abc…`, an Azure resource id, a GCE id) or image machine name.
+    pub id: String,
+    /// Display name (a DNS label for image machines).
+    pub name: String,
+    pub region: Option<String>,
+    /// `linux` or `windows` where known.
+    pub platform: Option<String>,
+    /// `running`, `stopped`, …
+    pub state: Option<String>,
+    pub exposure: Exposure,
+    /// Disks in attachment order.
+    pub disks: Vec<MachineDisk>,
+}
+
+/// Everything a provider lists for a policy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Inventory {
+    pub machines: Vec<InventoryMachine>,
+    /// Resources secrets may open (databases, storage accounts).
+    pub targets: TargetInventory,
+}
+
+/// A snapshot taken (or chosen) for one disk of a scan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotRef {
+    /// The machine's disk it copies.
+    pub disk_id: String,
+    pub snapshot_id: String,
+    pub region: Option<String>,
+    /// Created for this scan (and so to be deleted after it), as opposed to an existing one
+    /// chosen by the `newestExisting` strategy.
+    pub created: bool,
+}
+
+/// A source of machines.
+pub trait Provider: Send + Sync {
+    /// Which cloud the machines are in.
+    fn cloud(&self) -> Cloud;
+
+    /// List the machines the policy selects and the target resources the provider can see.
+    fn inventory<'a>(&'a self, ctx: &'a ProviderContext) -> BoxFuture<'a, Result<Inventory>>;
+
+    /// Make every disk of `machine` readable for scan `scan_id`: snapshot it (tagged
+    /// `snapsentry.io/*`) or choose an existing snapshot. Waits until the snapshots are usable.
+    fn prepare_snapshots<'a>(
+        &'a self,
+        ctx: &'a ProviderContext,
+        machine: &'a InventoryMachine,
+        scan_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<SnapshotRef>>>;
+
+    /// Delete the snapshots this scan created (those with `created`); others are left alone.
+    fn delete_snapshots<'a>(
+        &'a self,
+        ctx: &'a ProviderContext,
+        snapshots: &'a [SnapshotRef],
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// Delete leftover snapshots tagged by snapsentry for this policy and created before
+    /// `older_than`; returns how many were deleted.
+    fn sweep<'a>(
+        &'a self,
+        ctx: &'a ProviderContext,
+        older_than: Timestamp,
+    ) -> BoxFuture<'a, Result<u32>>;
+
+    /// How the scanner reads each disk of `machine` from `snapshots`.
+    fn reader_config(
+        &self,
+        machine: &InventoryMachine,
+        snapshots: &[SnapshotRef],
+    ) -> Vec<AssignedDisk>;
+}
+
+/// The provider for one `spec.providers[]` entry.
+pub fn from_spec(spec: &ProviderSpec) -> Result<Box<dyn Provider>> {
+    if let Some(images) = &spec.images {
+        return Ok(Box::new(ImagesSource::new(images.clone())));
+    }
+    let provider = match (&spec.aws, &spec.azure, &spec.gcp) {
+        (Some(_), _, _) => "aws",
+        (_, Some(_), _) => "azure",
+        (_, _, Some(_)) => "gcp",
+        _ => "none",
+    };
+    let message = if provider == "none" {
+        "set exactly one of aws, azure, gcp, images".to_owned()
+    } else {
+        "not available in this build yet".to_owned()
+    };
+    Err(Error::Provider { provider, message })
+}
+
+#[cfg(test)]
+mod tests {
+    use snapsentry_crds::{GcpProvider, ImagesProvider};
+
+    use super::*;
+
+    #[test]
+    fn providers_from_spec() {
+        let images = ProviderSpec {
+            aws: None,
+            azure: None,
+            gcp: None,
+            images: Some(ImagesProvider {
+                persistent_volume_claim: None,
+                machines: vec![],
+            }),
+        };
+        assert_eq!(from_spec(&images).unwrap().cloud(), Cloud::Image);
+        let gcp = ProviderSpec {
+            images: None,
+            gcp: Some(GcpProvider {
+                projects: vec!["p".into()],
+                zones: vec![],
+                credentials_secret: None,
+                selector: Default::default(),
+            }),
+            ..images.clone()
+        };
+        let err = from_spec(&gcp).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "provider gcp: not available in this build yet"
+        );
+        let none = ProviderSpec {
+            images: None,
+            ..images
+        };
+        assert!(from_spec(&none).is_err());
+    }
+}
