@@ -39,14 +39,21 @@ chmod 600 "$root/root/.aws/credentials" "$root/root/.pgpass" "$root/home/deploy/
 say "Building a 96 MiB GPT disk with an ext4 root partition, as qcow2"
 raw="$work/web-01.raw"
 truncate -s 96M "$raw"
-sgdisk -q -n 1:2048:0 -t 1:8300 -c 1:cloudimg-rootfs "$raw"
+# -o: a fresh GPT. nodiscard: mke2fs would otherwise punch holes over the file, GPT included.
+sgdisk -o -n 1:2048:0 -t 1:8300 -c 1:cloudimg-rootfs "$raw" >/dev/null
 start=$((2048 * 512))
 size_kib=$((($(stat -c %s "$raw") - start - 34 * 512) / 1024))
-mke2fs -q -F -t ext4 -L cloudimg-rootfs -E offset=$start -d "$root" "$raw" "${size_kib}k"
+mke2fs -q -F -t ext4 -L cloudimg-rootfs -E offset=$start,nodiscard -d "$root" "$raw" "${size_kib}k"
 qemu-img convert -O qcow2 "$raw" "$work/web-01.qcow2"
 
 say "Scanning web-01.qcow2 (no mount, no privileges)"
-"$scan" image --no-progress "$work/web-01.qcow2"
+# --exit-code 3: exit 3 when anything is found, so a demo that finds nothing fails loudly.
+status=0
+"$scan" image --no-progress --exit-code 3 "$work/web-01.qcow2" || status=$?
+if ((status != 3)); then
+	echo "demo: expected findings in the planted image, scanner exited $status" >&2
+	exit 1
+fi
 say "Same scan as JSON (the stable contract other tools parse): $scan image --format json web-01.qcow2"
 "$scan" image --no-progress --format json "$work/web-01.qcow2" | head -c 1500
 echo
