@@ -4,6 +4,7 @@
     scripts/score.py --labels OUT/labels.json --report web-01=web.json --report db-01=db.json ...
     scripts/score.py --labels OUT/labels.json --report all.json          # one scan of OUT itself
     scripts/score.py ... --min-precision 0.95 --min-recall 0.95           # exit 1 below either
+    scripts/score.py ... --min-family-recall 0.8                          # ... or any family below
 
 A report is snapsentry's `--format json` (findings[].path, .line, .ruleId, .secretType). With
 `TREE=FILE` the report is of `snapsentry-scan dir OUT/TREE` (paths like `/etc/shadow`); a bare
@@ -126,6 +127,9 @@ def main() -> int:
     ap.add_argument("--line-tolerance", type=int, default=1)
     ap.add_argument("--min-precision", type=float, default=0.0)
     ap.add_argument("--min-recall", type=float, default=0.0)
+    ap.add_argument("--min-family-recall", type=float, default=0.0,
+                    help="also exit 1 when any one family's recall is below this (catches a whole "
+                         "rule file going missing, which the overall recall can absorb)")
     ap.add_argument("--by", choices=["type", "family"], default="family", help="breakdown table")
     ap.add_argument("--json", action="store_true", help="print the summary as JSON")
     ap.add_argument("-v", "--verbose", action="store_true", help="list misses and false positives")
@@ -159,7 +163,10 @@ def main() -> int:
     if not ok:
         print(f"FAIL: precision {s['precision']:.3f} (min {a.min_precision}), recall {s['recall']:.3f} "
               f"(min {a.min_recall})", file=sys.stderr)
-    return 0 if ok else 1
+    low = sorted((k, f / t) for k, (f, t) in s["per_family"].items() if t and f / t < a.min_family_recall)
+    for family, recall in low:
+        print(f"FAIL: family {family} recall {recall:.3f} (min {a.min_family_recall})", file=sys.stderr)
+    return 0 if ok and not low else 1
 
 
 if __name__ == "__main__":

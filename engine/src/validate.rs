@@ -148,7 +148,8 @@ const PLACEHOLDER_MARKERS: &[&str] = &[
     "yourkey",
     "xxxx",
     "****",
-    "....",
+    "...",
+    "\u{2026}",
     "####",
     "redacted",
     "sample",
@@ -461,6 +462,8 @@ mod tests {
             "12345678",
             "password",
             "AKIAIOSFODNN7EXAMPLE",
+            "sk-...",
+            "ghp_\u{2026}",
         ] {
             assert!(is_placeholder(p.as_bytes()), "{p}");
         }

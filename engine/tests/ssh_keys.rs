@@ -1,7 +1,7 @@
 //! SSH private key metadata against the reference tools: keys made by `ssh-keygen` (every type,
 //! OpenSSH / PEM / PKCS#8, with and without passphrase) and `puttygen` (PPK v2 and v3); the
 //! fingerprint the engine derives from the *private* key must equal `ssh-keygen -lf` on the
-//! public key. Skipped, with a message, when the tools are not installed.
+//! public key. Fails, naming `scripts/toolchain.sh`, when the tools are not installed.
 
 use std::path::Path;
 use std::process::Command;
@@ -10,6 +10,14 @@ use snapsentry_engine::{Engine, EngineConfig};
 
 fn have(tool: &str) -> bool {
     Command::new(tool).arg("--help").output().is_ok()
+}
+
+/// Panics when `tool` is not on PATH: these tests must not pass quietly without it.
+fn require(tool: &str, package: &str) {
+    assert!(
+        have(tool),
+        "{tool} is not installed: run scripts/toolchain.sh (or apt-get install {package})"
+    );
 }
 
 fn run(cmd: &mut Command) -> bool {
@@ -45,10 +53,7 @@ struct Case {
 
 #[test]
 fn fingerprints_match_ssh_keygen() {
-    if !have("ssh-keygen") {
-        eprintln!("SKIPPED: ssh-keygen not installed (apt-get install openssh-client)");
-        return;
-    }
+    require("ssh-keygen", "openssh-client");
     let dir = tempfile::tempdir().unwrap();
     let engine = engine();
     let mut cases = Vec::new();
@@ -165,12 +170,8 @@ fn fingerprints_match_ssh_keygen() {
 
 #[test]
 fn putty_keys_match_ssh_keygen() {
-    if !have("puttygen") || !have("ssh-keygen") {
-        eprintln!(
-            "SKIPPED: puttygen/ssh-keygen not installed (apt-get install putty-tools openssh-client)"
-        );
-        return;
-    }
+    require("puttygen", "putty-tools");
+    require("ssh-keygen", "openssh-client");
     let dir = tempfile::tempdir().unwrap();
     let engine = engine();
     let mut checked = 0;

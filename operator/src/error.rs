@@ -31,6 +31,12 @@ pub enum Error {
     /// The Kubernetes API refused or failed a request.
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    /// Adding or removing the ScanPolicy finalizer failed.
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+    /// Another replica took the leader Lease, or it could not be renewed in time.
+    #[error("lost the leader lease {0}")]
+    LeaseLost(String),
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),
     #[error("I/O: {0}")]

@@ -46,6 +46,8 @@ pub struct JobSettings {
     pub ttl_seconds_after_finished: i32,
     /// Resources when the policy sets none.
     pub default_resources: Option<ResourceRequirements>,
+    /// `activeDeadlineSeconds` when the policy sets no `scanner.timeoutSeconds`.
+    pub default_timeout_seconds: i64,
 }
 
 /// One machine to scan, as the controller knows it.
@@ -289,7 +291,9 @@ pub fn scanner_job(
         spec: Some(JobSpec {
             backoff_limit: Some(0),
             active_deadline_seconds: Some(
-                scanner.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS),
+                scanner
+                    .timeout_seconds
+                    .unwrap_or(settings.default_timeout_seconds),
             ),
             ttl_seconds_after_finished: Some(settings.ttl_seconds_after_finished),
             template: PodTemplateSpec {
@@ -372,6 +376,7 @@ mod tests {
             fingerprint_secret_key: "key".into(),
             ttl_seconds_after_finished: 3600,
             default_resources: None,
+            default_timeout_seconds: DEFAULT_TIMEOUT_SECONDS,
         }
     }
 

@@ -8,7 +8,11 @@
 //! - [`correlate`] — findings → lifecycle, verification, risk, labels, AttackPaths and
 //!   Recommendations, as pure functions;
 //! - [`metrics`] — Prometheus metrics;
-//! - [`controller`] — configuration, the HTTP endpoints and the ScanPolicy reconciler.
+//! - [`controller`] — configuration, the HTTP endpoints, leader election and the ScanPolicy
+//!   reconciler (scan orchestration: ScannedMachines → Jobs under the policy's concurrency →
+//!   snapshot cleanup → correlation → status, Events, a finalizer);
+//! - [`run`] — the controllers behind the leader Lease, the entry point of the binary and of the
+//!   end-to-end tests.
 //!
 //! ```
 //! use snapsentry_operator::schedule::Schedule;
@@ -26,3 +30,29 @@ pub mod provider;
 pub mod schedule;
 
 pub use error::{Error, Result};
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+/// Run the operator's controllers until `shutdown` turns `true`: behind the leader Lease when
+/// `config.leader_election` is set, at once otherwise. The binary adds the HTTP endpoints
+/// (sharing `http`); tests call this with a client of their own API server.
+pub async fn run(
+    config: controller::config::Config,
+    client: kube::Client,
+    http: Arc<controller::http::HttpState>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let ctx = Arc::new(controller::Context::new(client.clone(), config, http));
+    if !ctx.config.leader_election {
+        controller::run(ctx, shutdown).await;
+        return Ok(());
+    }
+    let settings =
+        controller::leader::LeaseSettings::new(&ctx.config.namespace, &ctx.config.pod_name);
+    controller::leader::lead(client, settings, shutdown, move |stop| {
+        controller::run(ctx, stop)
+    })
+    .await
+}

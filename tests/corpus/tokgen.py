@@ -30,7 +30,7 @@ BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l".upper()
 # engine/src/validate.rs::PLACEHOLDER_MARKERS): random values must avoid them.
 PLACEHOLDER_MARKERS = [
     "example", "changeme", "change_me", "change-me", "dummy", "placeholder", "your_", "your-",
-    "yourpass", "yoursecret", "yourtoken", "yourkey", "xxxx", "****", "....", "####", "redacted",
+    "yourpass", "yoursecret", "yourtoken", "yourkey", "xxxx", "****", "...", "\u2026", "####", "redacted",
     "sample", "fake", "test", "os.environ", "process.env", "getenv", "environ[", "env[", "env(",
     "secretkeyref", "valuefrom", "vault:", "keyvault", "lorem", "foobar", "insert",
     "replace", "todo", "fixme", "<%", "%>",

@@ -16,5 +16,6 @@
 //! ```
 
 pub mod controlplane;
+pub mod jobrunner;
 
 pub use controlplane::ControlPlane;

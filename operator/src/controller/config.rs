@@ -3,7 +3,9 @@
 use std::net::SocketAddr;
 
 use crate::error::{Error, Result};
-use crate::job::JobSettings;
+use k8s_openapi::api::core::v1::ResourceRequirements;
+
+use crate::job::{DEFAULT_TIMEOUT_SECONDS, JobSettings};
 
 /// Log output format (`SNAPSENTRY_LOG_FORMAT`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +35,19 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `SNAPSENTRY_JOB_TTL_SECONDS` (default 3600): `ttlSecondsAfterFinished` of scanner Jobs.
     pub job_ttl_seconds: i32,
+    /// `SNAPSENTRY_POD_NAME` (the chart sets it from `metadata.name`; default the host name):
+    /// the leader Lease holder and the Events' reporting instance.
+    pub pod_name: String,
+    /// `SNAPSENTRY_LEADER_ELECTION` (default `true`): only the holder of the
+    /// `snapsentry-operator` Lease in [`Self::namespace`] runs the controllers.
+    pub leader_election: bool,
+    /// `SNAPSENTRY_FINGERPRINT_SECRET_KEY` (default `key`): the key in the fingerprint Secret.
+    pub fingerprint_secret_key: String,
+    /// `SNAPSENTRY_SCANNER_RESOURCES`: scanner Job resources as JSON
+    /// (`{"requests":{"cpu":"500m"}}`), used when a policy sets none.
+    pub scanner_resources: Option<ResourceRequirements>,
+    /// `SNAPSENTRY_SCANNER_TIMEOUT_SECONDS` (default 3600): scan timeout when a policy sets none.
+    pub scanner_timeout_seconds: i64,
 }
 
 impl Config {
@@ -69,7 +84,38 @@ impl Config {
             })
             .transpose()?
             .unwrap_or(3600);
+        let leader_election = match var("SNAPSENTRY_LEADER_ELECTION").as_deref() {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "SNAPSENTRY_LEADER_ELECTION must be true or false, not {other:?}"
+                )));
+            }
+        };
+        let scanner_resources = var("SNAPSENTRY_SCANNER_RESOURCES")
+            .map(|v| {
+                serde_json::from_str(&v)
+                    .map_err(|e| Error::Config(format!("SNAPSENTRY_SCANNER_RESOURCES: {e}")))
+            })
+            .transpose()?;
+        let scanner_timeout_seconds = var("SNAPSENTRY_SCANNER_TIMEOUT_SECONDS")
+            .map(|v| {
+                v.parse()
+                    .map_err(|e| Error::Config(format!("SNAPSENTRY_SCANNER_TIMEOUT_SECONDS: {e}")))
+            })
+            .transpose()?
+            .unwrap_or(DEFAULT_TIMEOUT_SECONDS);
+        let pod_name = var("SNAPSENTRY_POD_NAME")
+            .or_else(|| var("HOSTNAME"))
+            .unwrap_or_else(|| format!("snapsentry-operator-{}", std::process::id()));
         Ok(Self {
+            fingerprint_secret_key: var("SNAPSENTRY_FINGERPRINT_SECRET_KEY")
+                .unwrap_or_else(|| "key".to_owned()),
+            scanner_resources,
+            scanner_timeout_seconds,
+            pod_name,
+            leader_election,
             namespace: required("SNAPSENTRY_NAMESPACE")?,
             scanner_image: required("SNAPSENTRY_SCANNER_IMAGE")?,
             scanner_service_account: var("SNAPSENTRY_SCANNER_SERVICE_ACCOUNT")
@@ -99,9 +145,10 @@ impl Config {
             image: self.scanner_image.clone(),
             service_account: self.scanner_service_account.clone(),
             fingerprint_secret: self.fingerprint_secret.clone(),
-            fingerprint_secret_key: "key".to_owned(),
+            fingerprint_secret_key: self.fingerprint_secret_key.clone(),
             ttl_seconds_after_finished: self.job_ttl_seconds,
-            default_resources: None,
+            default_resources: self.scanner_resources.clone(),
+            default_timeout_seconds: self.scanner_timeout_seconds,
         }
     }
 }
@@ -152,6 +199,13 @@ mod tests {
             ("SNAPSENTRY_FINGERPRINT_SECRET", "rel-fp"),
             ("SNAPSENTRY_LOG", "debug"),
             ("SNAPSENTRY_LOG_FORMAT", "text"),
+            ("SNAPSENTRY_FINGERPRINT_SECRET_KEY", "hmac"),
+            (
+                "SNAPSENTRY_SCANNER_RESOURCES",
+                r#"{"requests":{"cpu":"500m","memory":"256Mi"},"limits":{"memory":"1Gi"}}"#,
+            ),
+            ("SNAPSENTRY_SCANNER_TIMEOUT_SECONDS", "600"),
+            ("SNAPSENTRY_JOB_TTL_SECONDS", "60"),
         ]);
         let c = config(&vars).unwrap();
         assert_eq!(c.watch_namespaces, ["team-a", "team-b"]);
@@ -161,6 +215,14 @@ mod tests {
             (s.service_account.as_str(), s.fingerprint_secret.as_str()),
             ("rel-snapsentry-scanner", "rel-fp")
         );
+        assert_eq!(s.fingerprint_secret_key, "hmac");
+        assert_eq!(
+            (s.default_timeout_seconds, s.ttl_seconds_after_finished),
+            (600, 60)
+        );
+        let r = s.default_resources.unwrap();
+        assert_eq!(r.limits.unwrap()["memory"].0, "1Gi");
+        assert!(c.leader_election);
         // The chart renders an empty list as "".
         let mut vars = BASE.to_vec();
         vars.push(("SNAPSENTRY_WATCH_NAMESPACES", ""));

@@ -1,15 +1,12 @@
-//! Runtime wiring: configuration from the environment, the HTTP endpoints, and the ScanPolicy
-//! reconciler.
-//!
-//! The reconciler is split as "read desired state → apply children → write status". What runs
-//! today: it validates the schedule and writes the `Ready` condition and `nextScanTime`, and
-//! requeues itself for the next scheduled scan. Starting a scan (inventory → ScannedMachines →
-//! snapshots → Jobs → correlation) is built from [`crate::provider`], [`crate::job`] and
-//! [`crate::correlate`] and is wired next, with its end-to-end test against the real API server.
+//! Runtime wiring: configuration from the environment, the HTTP endpoints, leader election, and
+//! the ScanPolicy reconciler ([`reconcile`]: read desired state → apply children → write
+//! status), which also watches the scanner Jobs of each policy.
 
 pub mod children;
 pub mod config;
 pub mod http;
+pub mod leader;
+pub mod reconcile;
 pub mod scan;
 pub mod status;
 
@@ -17,9 +14,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use futures::StreamExt;
-use jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::finalizer::{Error as FinalizerError, Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use snapsentry_crds::ScanPolicy;
@@ -31,42 +31,63 @@ use http::HttpState;
 /// Field manager of everything the operator writes.
 pub const FIELD_MANAGER: &str = "snapsentry-operator";
 
+/// How long running reconciles may take to finish after a shutdown request.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What reconcilers share.
 pub struct Context {
     pub client: Client,
     pub config: config::Config,
     pub http: Arc<HttpState>,
+    /// Kubernetes Events on scan start, machine failure and scan finish.
+    pub recorder: Recorder,
+}
+
+impl Context {
+    pub fn new(client: Client, config: config::Config, http: Arc<HttpState>) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.to_owned(),
+            instance: Some(config.pod_name.clone()),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            config,
+            http,
+        }
+    }
 }
 
 async fn reconcile(policy: Arc<ScanPolicy>, ctx: Arc<Context>) -> Result<Action> {
-    let name = policy.name_any();
     let namespace = policy.namespace().ok_or(Error::MissingField {
         kind: "ScanPolicy",
         field: "metadata.namespace",
     })?;
-    // Read desired state.
-    let plan = status::plan(&policy, Timestamp::now());
-    if let Some(trigger) = &plan.start {
-        tracing::info!(policy = %name, %namespace, ?trigger, "scan due (scan start is not wired yet)");
-    }
-    // Write status.
-    if policy.status.as_ref() != Some(&plan.status) {
-        let api: Api<ScanPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
-        let patch = serde_json::json!({ "status": plan.status });
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER),
-            &Patch::Merge(&patch),
-        )
-        .await?;
-        tracing::debug!(policy = %name, %namespace, "status updated");
-    }
-    Ok(Action::requeue(plan.requeue))
+    let api: Api<ScanPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&api, reconcile::FINALIZER, policy, |event| async {
+        match event {
+            FinalizerEvent::Apply(p) => reconcile::apply(&p, &ctx).await,
+            FinalizerEvent::Cleanup(p) => reconcile::cleanup(&p, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    })
 }
 
 fn error_policy(policy: Arc<ScanPolicy>, error: &Error, _ctx: Arc<Context>) -> Action {
     tracing::warn!(policy = %policy.name_any(), %error, "reconcile failed");
-    Action::requeue(std::time::Duration::from_secs(30))
+    Action::requeue(std::time::Duration::from_secs(5))
+}
+
+/// The policy a scanner Job works for, from its labels.
+fn policy_of_job(job: Job) -> Option<ObjectRef<ScanPolicy>> {
+    let labels = job.metadata.labels.as_ref()?;
+    let name = labels.get(snapsentry_crds::labels::POLICY)?;
+    let namespace = labels.get(snapsentry_crds::labels::POLICY_NAMESPACE)?;
+    Some(ObjectRef::new(name).within(namespace))
 }
 
 /// Run the ScanPolicy controllers (one per watched namespace, or one for all) until `shutdown`.
@@ -82,7 +103,18 @@ pub async fn run(ctx: Arc<Context>, shutdown: watch::Receiver<bool>) {
     };
     let controllers = apis.into_iter().map(|api| {
         let mut stop = shutdown.clone();
+        let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.config.namespace);
+        let managed = format!(
+            "{}={}",
+            snapsentry_crds::labels::MANAGED_BY,
+            crate::correlate::MANAGER
+        );
         Controller::new(api, watcher::Config::default())
+            .watches(
+                jobs,
+                watcher::Config::default().labels(&managed),
+                policy_of_job,
+            )
             .graceful_shutdown_on(async move {
                 let _ = stop.wait_for(|s| *s).await;
             })
@@ -94,6 +126,18 @@ pub async fn run(ctx: Arc<Context>, shutdown: watch::Receiver<bool>) {
             })
     });
     ctx.http.ready.store(true, Ordering::Relaxed);
-    futures::future::join_all(controllers).await;
+    // Graceful shutdown lets running reconciles finish. kube-runtime holds a Controller that has
+    // not seen its first list yet until its store is ready, which never happens once the
+    // watches stop, so a shutdown that early would hang: give up waiting after a grace period.
+    let all = std::pin::pin!(futures::future::join_all(controllers));
+    let mut stop = shutdown.clone();
+    let grace = async move {
+        let _ = stop.wait_for(|s| *s).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        _ = all => {}
+        _ = grace => tracing::warn!("controllers did not stop within {SHUTDOWN_GRACE:?}; stopping anyway"),
+    }
     ctx.http.ready.store(false, Ordering::Relaxed);
 }
