@@ -2,82 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use snapsentry_crds::{
-    Cloud, FindingState, SecretFindingSpec, Severity, TargetKind, Verification, labels,
+use snapsentry_crds::{Cloud, SecretFindingSpec, Severity, TargetKind, Verification, labels};
+
+// The value helpers are shared with the scanner, which writes the same labels first.
+pub use snapsentry_crds::label_value::{
+    bounded, is_valid_label_value, slugify, state_value, verification_value,
 };
-
-use super::short_hash;
-
-/// Longest label value Kubernetes accepts.
-pub const MAX_LABEL_VALUE: usize = 63;
-
-/// `s` as a label value: lowercase, every run of characters outside `[a-z0-9._-]` becomes one
-/// `-`, starting and ending with an alphanumeric, at most 63 characters. "AWS access key" →
-/// `aws-access-key`. A value that must be cut keeps a hash of the whole so distinct long inputs
-/// stay distinct. Empty input gives `unknown`.
-pub fn slugify(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        let c = c.to_ascii_lowercase();
-        if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
-            out.push(c);
-        } else if !out.ends_with('-') {
-            out.push('-');
-        }
-    }
-    let trimmed = out.trim_matches(|c: char| !c.is_ascii_alphanumeric());
-    if trimmed.is_empty() {
-        return "unknown".to_owned();
-    }
-    bounded(trimmed, MAX_LABEL_VALUE, s)
-}
-
-/// `value` cut to `max` characters with a hash of `whole` at the end when it is longer.
-/// `value` must be ASCII.
-pub(crate) fn bounded(value: &str, max: usize, whole: &str) -> String {
-    if value.len() <= max {
-        return value.to_owned();
-    }
-    let hash = short_hash(&[whole]);
-    let keep = max - hash.len() - 1;
-    let head = value[..keep].trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
-    format!("{head}-{hash}")
-}
-
-/// Whether `v` is a valid label value.
-pub fn is_valid_label_value(v: &str) -> bool {
-    v.is_empty()
-        || (v.len() <= MAX_LABEL_VALUE
-            && v.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-            && v.as_bytes()[0].is_ascii_alphanumeric()
-            && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric())
-}
-
-/// The `snapsentry.io/state` value: `active`, `resolved`, or — for an active finding people
-/// triaged away — `accepted` / `false-positive`, so `-l snapsentry.io/state=active` lists exactly
-/// the open findings.
-pub fn state_value(
-    state: FindingState,
-    triage: Option<snapsentry_crds::TriageState>,
-) -> &'static str {
-    use snapsentry_crds::TriageState;
-    match (state, triage) {
-        (FindingState::Resolved, _) => "resolved",
-        (FindingState::Active, Some(TriageState::Accepted)) => "accepted",
-        (FindingState::Active, Some(TriageState::FalsePositive)) => "false-positive",
-        (FindingState::Active, _) => "active",
-    }
-}
-
-/// The `snapsentry.io/verified` value.
-pub fn verification_value(v: Verification) -> &'static str {
-    match v {
-        Verification::Verified => "verified",
-        Verification::Unverified => "unverified",
-        Verification::NotApplicable => "not-applicable",
-    }
-}
 
 /// What the labels of one finding are made of.
 #[derive(Clone, Debug)]

@@ -27,7 +27,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use sha2::{Digest, Sha256};
 use snapsentry_crds::{
     AffectedResource, AttackPath, AttackPathSpec, Cloud, FindingState, PathEntry, PathSecret,
     PathTarget, Recommendation, RecommendationSpec, RemediationSteps, ScannedMachine,
@@ -50,20 +49,7 @@ pub const MAX_RELATED: usize = 20;
 /// Value of `snapsentry.io/managed-by` on everything the operator writes.
 pub const MANAGER: &str = "snapsentry-operator";
 
-/// First 16 hex digits of SHA-256 over the parts, each followed by a NUL (so `("ab","c")` and
-/// `("a","bc")` differ).
-pub fn short_hash(parts: &[&str]) -> String {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update(p.as_bytes());
-        h.update([0]);
-    }
-    h.finalize()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use snapsentry_crds::label_value::short_hash;
 
 /// What correlation reads.
 #[derive(Clone, Debug)]
