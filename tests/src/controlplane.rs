@@ -126,6 +126,14 @@ pub enum Error {
     /// helm is not in the toolchain cache.
     #[error("helm missing at {}; run scripts/toolchain.sh to build it", .0.display())]
     MissingHelm(PathBuf),
+    /// A kubectl call the harness made failed.
+    #[error("kubectl {args} failed: {stderr}")]
+    Kubectl {
+        /// The arguments, space-separated.
+        args: String,
+        /// What kubectl said.
+        stderr: String,
+    },
 }
 
 impl Error {
@@ -483,6 +491,31 @@ impl ControlPlane {
             )))
     }
 
+    /// Installs snapsentry's CRDs (the committed `crds/snapsentry.io_crds.yaml`) with server-side
+    /// apply and waits until they are Established. Idempotent.
+    pub fn install_crds(&self) -> Result<(), Error> {
+        let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/snapsentry.io_crds.yaml");
+        let crds = crds.display().to_string();
+        let apply = ["apply", "--server-side", "-f", crds.as_str()];
+        let wait = [
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd",
+            "--all",
+        ];
+        for args in [&apply[..], &wait[..]] {
+            let out = self.kubectl(args)?;
+            if !out.status.success() {
+                return Err(Error::Kubectl {
+                    args: args.join(" "),
+                    stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The helm binary built by `scripts/toolchain.sh`; use it with `--kubeconfig` [`Self::kubeconfig`].
     pub fn helm(&self) -> Result<&Path, Error> {
         let helm = &self.binaries.helm;
@@ -492,6 +525,14 @@ impl ControlPlane {
             Err(Error::MissingHelm(helm.clone()))
         }
     }
+}
+
+/// Creates the namespace `name`.
+pub async fn create_namespace(client: &kube::Client, name: &str) -> Result<(), kube::Error> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
+    let mut ns = k8s_openapi::api::core::v1::Namespace::default();
+    ns.metadata.name = Some(name.into());
+    api.create(&Default::default(), &ns).await.map(drop)
 }
 
 /// `--name=path`.

@@ -8,14 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail, ensure};
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use snapsentry_crds::{
     AssessedTarget, Cloud, FindingLocation, FindingMetadata, FindingState, SecretFinding,
     SecretFindingSpec, SecretFindingStatus, Severity, TargetKind, Verification, labels,
 };
-use snapsentry_tests::controlplane::ControlPlane;
+use snapsentry_tests::controlplane::{ControlPlane, create_namespace};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -45,39 +44,12 @@ fn kubectl_stdin(cp: &ControlPlane, args: &[&str], stdin: &[u8]) -> Result<std::
     Ok(cp.kubectl(args)?)
 }
 
-async fn install_crds(cp: &ControlPlane) -> Result<()> {
-    let crds = repo().join("crds/snapsentry.io_crds.yaml");
-    ok(
-        cp.kubectl(["apply", "--server-side", "-f", crds.to_str().unwrap()])?,
-        "apply CRDs",
-    )?;
-    ok(
-        cp.kubectl([
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd",
-            "--all",
-        ])?,
-        "wait for CRDs",
-    )?;
-    Ok(())
-}
-
-async fn namespace(client: &kube::Client, name: &str) -> Result<()> {
-    let ns: Api<Namespace> = Api::all(client.clone());
-    let mut n = Namespace::default();
-    n.metadata.name = Some(name.into());
-    ns.create(&PostParams::default(), &n).await?;
-    Ok(())
-}
-
 #[tokio::test]
 async fn crds_install_and_answer_kubectl_queries() -> Result<()> {
     let cp = ControlPlane::start().await?;
     let client = cp.client().await?;
-    install_crds(&cp).await?;
-    namespace(&client, "snapsentry").await?;
+    cp.install_crds()?;
+    create_namespace(&client, "snapsentry").await?;
 
     // Short names and the category work.
     for short in ["sp", "sf", "sm", "ap", "rec"] {
@@ -214,8 +186,8 @@ async fn crds_install_and_answer_kubectl_queries() -> Result<()> {
 async fn cel_rejects_a_provider_entry_naming_two_clouds() -> Result<()> {
     let cp = ControlPlane::start().await?;
     let client = cp.client().await?;
-    install_crds(&cp).await?;
-    namespace(&client, "snapsentry").await?;
+    cp.install_crds()?;
+    create_namespace(&client, "snapsentry").await?;
     let bad = br#"
 apiVersion: snapsentry.io/v1alpha1
 kind: ScanPolicy
@@ -248,8 +220,8 @@ spec:
 async fn chart_and_examples_pass_server_side_dry_run() -> Result<()> {
     let cp = ControlPlane::start().await?;
     let client = cp.client().await?;
-    install_crds(&cp).await?;
-    namespace(&client, "snapsentry").await?;
+    cp.install_crds()?;
+    create_namespace(&client, "snapsentry").await?;
     let helm = cp.helm()?;
     let chart = repo().join("charts/snapsentry");
 

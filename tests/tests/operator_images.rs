@@ -84,31 +84,9 @@ fn bin_dir() -> Result<PathBuf> {
         .to_owned())
 }
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn install_crds(cp: &ControlPlane) -> Result<()> {
     static DONE: OnceLock<std::result::Result<(), String>> = OnceLock::new();
-    let result = DONE.get_or_init(|| {
-        let crds = repo().join("crds/snapsentry.io_crds.yaml");
-        let run = |args: &[&str]| -> std::result::Result<(), String> {
-            let out = cp.kubectl(args).map_err(|e| e.to_string())?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(String::from_utf8_lossy(&out.stderr).into_owned())
-            }
-        };
-        run(&["apply", "--server-side", "-f", crds.to_str().unwrap()])?;
-        run(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd",
-            "--all",
-        ])
-    });
+    let result = DONE.get_or_init(|| cp.install_crds().map_err(|e| e.to_string()));
     result.clone().map_err(anyhow::Error::msg)
 }
 

@@ -15,14 +15,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use snapsentry_crds::{
     AssignedDisk, AssignmentRules, Cloud, DiskSource, Exposure, MachinePhase, ScanAssignment,
     ScannedMachine, ScannedMachineSpec, SecretFinding, TriageState, labels,
 };
 use snapsentry_scanner::job::{self, Options};
-use snapsentry_tests::controlplane::ControlPlane;
+use snapsentry_tests::controlplane::{ControlPlane, create_namespace};
 
 const KEY: &[u8] = b"scanner-job-test-fingerprint-key-0123456789";
 const AWS_KEY_ID: &str = "AKIAQYLPMN5HHHFPZAM2";
@@ -75,33 +74,6 @@ impl Write for LogWriter {
     }
 }
 
-async fn install_crds(cp: &ControlPlane) -> Result<()> {
-    let crds = repo().join("crds/snapsentry.io_crds.yaml");
-    ok(
-        cp.kubectl(["apply", "--server-side", "-f", crds.to_str().unwrap()])?,
-        "apply CRDs",
-    )?;
-    ok(
-        cp.kubectl([
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd",
-            "--all",
-        ])?,
-        "wait for CRDs",
-    )?;
-    Ok(())
-}
-
-async fn namespace(client: &kube::Client, name: &str) -> Result<()> {
-    let ns: Api<Namespace> = Api::all(client.clone());
-    let mut n = Namespace::default();
-    n.metadata.name = Some(name.into());
-    ns.create(&PostParams::default(), &n).await?;
-    Ok(())
-}
-
 /// kubectl reading a manifest (through a temp file: the harness's kubectl has no stdin).
 fn kubectl_apply(cp: &ControlPlane, manifest: &str) -> Result<String> {
     let mut file = tempfile::NamedTempFile::new()?;
@@ -113,11 +85,8 @@ fn kubectl_apply(cp: &ControlPlane, manifest: &str) -> Result<String> {
 /// The chart's RBAC installed in namespace `snapsentry`, and a client acting as the scanner's
 /// service account, so the Job is proven to work with exactly the chart's permissions.
 async fn scanner_client(cp: &ControlPlane, admin: &kube::Client) -> Result<kube::Client> {
-    if let Err(e) = namespace(admin, "snapsentry").await {
-        let exists = matches!(
-            e.downcast_ref::<kube::Error>(),
-            Some(kube::Error::Api(s)) if s.code == 409
-        );
+    if let Err(e) = create_namespace(admin, "snapsentry").await {
+        let exists = matches!(&e, kube::Error::Api(s) if s.code == 409);
         ensure!(exists, "namespace snapsentry: {e}");
     }
     let rendered = ok(
@@ -290,9 +259,9 @@ async fn job_writes_grouped_findings_and_machine_status_and_keeps_triage() -> Re
     let planted = plant()?;
     let cp = ControlPlane::shared().await?;
     let client = cp.client().await?;
-    install_crds(cp).await?;
+    cp.install_crds()?;
     let ns = "scan-job";
-    namespace(&client, ns).await?;
+    create_namespace(&client, ns).await?;
     machine(&client, ns, "lab-images-web-01", true).await?;
 
     let disks = vec![AssignedDisk {
@@ -532,9 +501,9 @@ async fn unusable_disks_are_recorded_and_a_missing_machine_is_an_error() -> Resu
     let _ = logs();
     let cp = ControlPlane::shared().await?;
     let client = cp.client().await?;
-    install_crds(cp).await?;
+    cp.install_crds()?;
     let ns = "scan-job-failures";
-    namespace(&client, ns).await?;
+    create_namespace(&client, ns).await?;
     machine(&client, ns, "lab-images-broken", false).await?;
 
     let a = assignment(
