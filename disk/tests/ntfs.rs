@@ -349,35 +349,8 @@ fn compressed_and_encrypted_files_are_unreadable() {
     );
 }
 
-/// A cheap stand-in for cargo-fuzz that runs on every `cargo test`: the seed corpus with
-/// deterministic random byte mutations must never panic or hang.
+/// The seed corpus with deterministic random byte mutations must never panic or hang.
 #[test]
 fn mutated_seeds_never_panic() {
-    // MUTATION_ROUNDS=100000 for a longer local run.
-    let rounds: usize = std::env::var("MUTATION_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(300);
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/ntfs");
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let seed = std::fs::read(entry.unwrap().path()).unwrap();
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        for _ in 0..rounds {
-            let mut data = seed.clone();
-            for _ in 0..1 + (x % 24) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                // Mostly the metadata at the start, sometimes anywhere.
-                let span = if x.is_multiple_of(4) {
-                    data.len()
-                } else {
-                    data.len().min(96 * 1024)
-                };
-                let at = (x >> 8) as usize % span;
-                data[at] = (x >> 40) as u8;
-            }
-            snapsentry_disk::fs::ntfs::fuzz(&data);
-        }
-    }
+    common::run_mutated_seeds("ntfs", snapsentry_disk::fs::ntfs::fuzz);
 }
