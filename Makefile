@@ -8,11 +8,15 @@ SHELL := bash
 export SNAPSENTRY_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/snapsentry
 export CARGO_TARGET_DIR ?= $(SNAPSENTRY_CACHE)/target
 
-.PHONY: demo test toolchain lint check crds build
+.PHONY: demo demo-image test toolchain lint check crds build
 
-## demo: build a sample VM disk image with planted secrets and scan it.
+## demo: the whole product locally: control plane + moto (AWS) + operator scanning a 3-machine fleet.
 demo:
 	scripts/demo.sh
+
+## demo-image: the scanner alone: build a sample VM disk image with planted secrets and scan it.
+demo-image:
+	scripts/demo-image.sh
 
 ## test: install the test toolchain (idempotent), then format check, clippy, and every test.
 test: toolchain lint

@@ -91,8 +91,15 @@ pub enum DiskSource {
     EbsSnapshot {
         snapshot_id: String,
         region: String,
+        /// EBS endpoint override (VPC endpoint, emulator).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         endpoint_url: Option<String>,
+        /// Role the scanner assumes before reading (cross-account scanning); credentials to
+        /// assume it come from the scanner's environment or service account.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        assume_role_arn: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        external_id: Option<String>,
     },
     /// An Azure managed-disk snapshot (resource id); the scanner requests its own SAS.
     AzureSnapshot {

@@ -65,6 +65,8 @@ pub enum TargetKind {
     StorageAccount,
     SqlDatabase,
     Rds,
+    /// An Amazon S3 bucket (a presigned URL names it; the AWS inventory lists buckets).
+    S3Bucket,
     Cosmos,
     Registry,
     /// A host named by the secret that is none of the above.
@@ -80,6 +82,7 @@ impl TargetKind {
             TargetKind::StorageAccount => "storage-account",
             TargetKind::SqlDatabase => "sql-database",
             TargetKind::Rds => "rds",
+            TargetKind::S3Bucket => "s3-bucket",
             TargetKind::Cosmos => "cosmos",
             TargetKind::Registry => "registry",
             TargetKind::Host => "host",

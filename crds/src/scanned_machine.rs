@@ -164,6 +164,27 @@ pub struct ScanSummary {
     pub errors: Vec<String>,
     /// Findings the scan reported.
     pub findings: u32,
+    /// Cloud snapshot reads (EBS direct), when a disk was read from a snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_reads: Option<SnapshotReadStats>,
+}
+
+/// What reading cloud snapshots over the network took, summed over the disks of a scan.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotReadStats {
+    /// Written blocks the snapshots list.
+    #[serde(default)]
+    pub blocks_listed: u64,
+    /// Blocks fetched (unwritten and unread blocks are never fetched).
+    #[serde(default)]
+    pub blocks_fetched: u64,
+    /// Bytes fetched.
+    #[serde(default)]
+    pub bytes_fetched: u64,
+    /// Requests retried after throttling, server errors, network errors or a checksum mismatch.
+    #[serde(default)]
+    pub retries: u64,
 }
 
 /// One volume's outcome.

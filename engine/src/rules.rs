@@ -71,6 +71,7 @@ pub enum TargetKind {
     StorageAccount,
     SqlDatabase,
     Rds,
+    S3Bucket,
     Cosmos,
     Registry,
     Host,

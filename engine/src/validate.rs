@@ -61,7 +61,13 @@ impl Validator {
             Validator::Entropy(min) => shannon_entropy(secret) >= *min,
             Validator::Base64 => base64_decode(secret).is_some_and(|d| !d.is_empty()),
             Validator::SasToken => sas_token(whole, meta),
-            Validator::S3Presigned => presigned(whole, "X-Amz-Date", "X-Amz-Expires", meta),
+            Validator::S3Presigned => {
+                let ok = presigned(whole, "X-Amz-Date", "X-Amz-Expires", meta);
+                if ok {
+                    meta.target = s3_bucket_target(whole).or(meta.target.take());
+                }
+                ok
+            }
             Validator::GcsSigned => presigned(whole, "X-Goog-Date", "X-Goog-Expires", meta),
             Validator::AzureStorageKey => azure_storage_key(secret),
         }
@@ -429,6 +435,29 @@ fn presigned(whole: &[u8], date: &str, expires: &str, meta: &mut FindingMetadata
     true
 }
 
+/// The bucket an S3 URL addresses: virtual-hosted (`bucket.s3.region.amazonaws.com`) or
+/// path-style (`s3.region.amazonaws.com/bucket/key`).
+fn s3_bucket_target(whole: &[u8]) -> Option<Target> {
+    let text = std::str::from_utf8(whole).ok()?;
+    let host = url_host(text)?.to_ascii_lowercase();
+    if !host.ends_with(".amazonaws.com") && !host.ends_with(".amazonaws.com.cn") {
+        return None;
+    }
+    let bucket = if host.starts_with("s3.") || host.starts_with("s3-") {
+        let after = &text[text.find("://")? + 3..];
+        let path = after.split_once('/')?.1;
+        path.split(['/', '?', '#']).next()?.to_owned()
+    } else {
+        let end = [".s3.", ".s3-"].iter().filter_map(|m| host.find(m)).min()?;
+        host[..end].to_owned()
+    };
+    (!bucket.is_empty()).then(|| Target {
+        kind: TargetKind::S3Bucket,
+        name: Some(bucket),
+        host: Some(host.clone()),
+    })
+}
+
 /// Azure storage account keys: 88 base64 characters that decode to 64 bytes.
 fn azure_storage_key(secret: &[u8]) -> bool {
     secret.len() == 88
@@ -513,6 +542,26 @@ mod tests {
         let mut m = FindingMetadata::default();
         assert!(Validator::S3Presigned.check(b"", s3, &mut m));
         assert_eq!(m.expires_at.as_deref(), Some("2025-01-01T01:00:00Z"));
+        let target = m.target.unwrap();
+        assert_eq!(
+            (target.kind, target.name.as_deref()),
+            (TargetKind::S3Bucket, Some("b"))
+        );
+        let path_style = b"https://s3.eu-west-1.amazonaws.com/media-bucket/a.png?X-Amz-Date=20250101T000000Z&X-Amz-Expires=60&X-Amz-Signature=ab";
+        let mut m = FindingMetadata::default();
+        assert!(Validator::S3Presigned.check(b"", path_style, &mut m));
+        let target = m.target.unwrap();
+        assert_eq!(target.name.as_deref(), Some("media-bucket"));
+        assert_eq!(target.host.as_deref(), Some("s3.eu-west-1.amazonaws.com"));
+        let dotted = b"https://backups.prod.s3.us-east-1.amazonaws.com/k?X-Amz-Date=20250101T000000Z&X-Amz-Expires=60&X-Amz-Signature=ab";
+        let mut m = FindingMetadata::default();
+        assert!(Validator::S3Presigned.check(b"", dotted, &mut m));
+        assert_eq!(m.target.unwrap().name.as_deref(), Some("backups.prod"));
+        // Not an AWS host (MinIO, a proxy): no bucket is claimed.
+        let other = b"https://minio.internal:9000/b/k?X-Amz-Date=20250101T000000Z&X-Amz-Expires=60&X-Amz-Signature=ab";
+        let mut m = FindingMetadata::default();
+        assert!(Validator::S3Presigned.check(b"", other, &mut m));
+        assert_eq!(m.target, None);
     }
 
     #[test]

@@ -22,6 +22,18 @@ pub enum Error {
         provider: &'static str,
         message: String,
     },
+    /// An AWS API call failed; `message` is the SDK's error with its code (never credentials).
+    #[error("AWS {operation} in {region}: {message}")]
+    Aws {
+        operation: String,
+        region: String,
+        code: Option<String>,
+        message: String,
+    },
+    /// The `credentialsSecret` of an AWS provider is missing or incomplete (the reason names
+    /// keys, never values).
+    #[error("AWS credentials Secret {secret}: {reason}")]
+    AwsCredentials { secret: String, reason: String },
     /// An object lacks something the operator needs (name, namespace, uid).
     #[error("{kind} object is missing {field}")]
     MissingField {
@@ -41,6 +53,17 @@ pub enum Error {
     Json(#[from] serde_json::Error),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// A failure of a cloud provider (its API, its credentials, its configuration): reported on
+    /// the policy and retried later, rather than failing the reconcile.
+    pub fn is_provider(&self) -> bool {
+        matches!(
+            self,
+            Error::Provider { .. } | Error::Aws { .. } | Error::AwsCredentials { .. }
+        )
+    }
 }
 
 /// `Result` with the operator's [`Error`].

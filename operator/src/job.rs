@@ -48,7 +48,18 @@ pub struct JobSettings {
     pub default_resources: Option<ResourceRequirements>,
     /// `activeDeadlineSeconds` when the policy sets no `scanner.timeoutSeconds`.
     pub default_timeout_seconds: i64,
+    /// Secret (in the Jobs' namespace) with `accessKeyId`, `secretAccessKey` and optional
+    /// `sessionToken` for scanners reading EBS snapshots; without it they use their service
+    /// account's identity (IRSA) or the node's.
+    pub aws_credentials_secret: Option<String>,
 }
+
+/// Environment variables the AWS SDK reads, filled from the keys of a credentials Secret.
+const AWS_SECRET_KEYS: [(&str, &str, bool); 3] = [
+    ("AWS_ACCESS_KEY_ID", "accessKeyId", false),
+    ("AWS_SECRET_ACCESS_KEY", "secretAccessKey", false),
+    ("AWS_SESSION_TOKEN", "sessionToken", true),
+];
 
 /// One machine to scan, as the controller knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -219,6 +230,21 @@ pub fn scanner_job(
             ..Default::default()
         },
     ];
+    let mut env = env;
+    if let (Cloud::Aws, Some(secret)) = (req.cloud, &settings.aws_credentials_secret) {
+        env.extend(AWS_SECRET_KEYS.iter().map(|(var, key, optional)| EnvVar {
+            name: (*var).into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret.clone(),
+                    key: (*key).into(),
+                    optional: Some(*optional),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }));
+    }
 
     let container = Container {
         name: "scanner".into(),
@@ -377,6 +403,7 @@ mod tests {
             ttl_seconds_after_finished: 3600,
             default_resources: None,
             default_timeout_seconds: DEFAULT_TIMEOUT_SECONDS,
+            aws_credentials_secret: None,
         }
     }
 
@@ -417,6 +444,64 @@ mod tests {
                 "{n}"
             );
             assert!(!n.ends_with('-') && !n.contains("--"), "{n}");
+        }
+    }
+
+    #[test]
+    fn aws_jobs_get_the_scanner_credentials_secret() {
+        let env_names = |job: &Job| -> Vec<(String, Option<String>)> {
+            job.spec
+                .as_ref()
+                .unwrap()
+                .template
+                .spec
+                .as_ref()
+                .unwrap()
+                .containers[0]
+                .env
+                .iter()
+                .flatten()
+                .map(|e| {
+                    let key = e
+                        .value_from
+                        .as_ref()
+                        .and_then(|v| v.secret_key_ref.as_ref())
+                        .map(|r| format!("{}/{}", r.name, r.key));
+                    (e.name.clone(), key)
+                })
+                .collect()
+        };
+        let with_secret = JobSettings {
+            aws_credentials_secret: Some("aws-scanner".into()),
+            ..settings()
+        };
+        let aws = JobRequest {
+            cloud: Cloud::Aws,
+            images_claim: None,
+            disks: vec![AssignedDisk {
+                id: "vol-1".into(),
+                source: DiskSource::EbsSnapshot {
+                    snapshot_id: "snap-1".into(),
+                    region: "eu-west-1".into(),
+                    endpoint_url: None,
+                    assume_role_arn: None,
+                    external_id: None,
+                },
+            }],
+            ..request()
+        };
+        let env = env_names(&scanner_job(&policy("snapsentry"), &aws, &with_secret).unwrap());
+        for (var, key) in [
+            ("AWS_ACCESS_KEY_ID", "aws-scanner/accessKeyId"),
+            ("AWS_SECRET_ACCESS_KEY", "aws-scanner/secretAccessKey"),
+            ("AWS_SESSION_TOKEN", "aws-scanner/sessionToken"),
+        ] {
+            assert!(env.contains(&(var.into(), Some(key.into()))), "{env:?}");
+        }
+        // Image machines never see AWS credentials, nor do AWS ones without the setting.
+        for (req, settings) in [(request(), &with_secret), (aws.clone(), &settings())] {
+            let env = env_names(&scanner_job(&policy("snapsentry"), &req, settings).unwrap());
+            assert!(env.iter().all(|(n, _)| !n.starts_with("AWS_")), "{env:?}");
         }
     }
 

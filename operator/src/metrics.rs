@@ -58,6 +58,8 @@ pub struct Metrics {
     scan_duration: Histogram,
     bytes_read: Counter<u64, AtomicU64>,
     active_snapshots: Gauge,
+    /// Active snapshots per policy (`namespace/name`); the gauge is their sum.
+    policy_snapshots: Mutex<BTreeMap<String, i64>>,
 }
 
 impl Default for Metrics {
@@ -106,6 +108,7 @@ impl Metrics {
             scan_duration,
             bytes_read,
             active_snapshots,
+            policy_snapshots: Mutex::default(),
         }
     }
 
@@ -142,6 +145,21 @@ impl Metrics {
     /// Set the number of snapshots existing for running scans.
     pub fn set_active_snapshots(&self, n: i64) {
         self.active_snapshots.set(n);
+    }
+
+    /// Set the number of snapshots existing for one policy's running scan; the gauge shows the
+    /// sum over policies.
+    pub fn set_policy_snapshots(&self, policy: &str, n: i64) {
+        let mut per = self
+            .policy_snapshots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if n == 0 {
+            per.remove(policy);
+        } else {
+            per.insert(policy.to_owned(), n);
+        }
+        self.active_snapshots.set(per.values().sum());
     }
 
     /// The text exposition.
@@ -196,6 +214,16 @@ mod tests {
         has("snapsentry_bytes_read_bytes_total 1024");
         has("snapsentry_active_snapshots 4");
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn active_snapshots_sum_over_policies() {
+        let m = Metrics::new();
+        m.set_policy_snapshots("a/prod", 3);
+        m.set_policy_snapshots("b/dev", 2);
+        assert!(m.encode().contains("snapsentry_active_snapshots 5\n"));
+        m.set_policy_snapshots("a/prod", 0);
+        assert!(m.encode().contains("snapsentry_active_snapshots 2\n"));
     }
 
     #[test]

@@ -7,12 +7,14 @@
 //! 1. applies `phase: Scanning` and `progress` to the ScannedMachine's status (at most one
 //!    progress update per [`Options::progress_interval`]);
 //! 2. scans every assigned disk with the CLI's pipeline (open_disk → walk → engine, on all
-//!    cores), volume ids prefixed with the disk index (`disk0/p2`);
+//!    cores), volume ids prefixed with the disk index (`disk0/p2`); an image path is read as a
+//!    file, an EBS snapshot through the EBS direct APIs ([`crate::ebs`]);
 //! 3. writes one SecretFinding per (rule, fingerprint) — at most [`limits::MAX_LOCATIONS`]
 //!    locations and the assignment's `maxFindings` objects — by server-side apply as
 //!    [`FIELD_MANAGER`], keeping `spec.firstSeen` of an existing finding and never sending
 //!    `spec.triage` (people's triage, applied by another field manager, survives a rescan);
-//! 4. applies the scan summary (`lastScan`), the authorized SSH keys and `phase: Scanned` (or
+//! 4. applies the scan summary (`lastScan`, with the snapshot read counters: blocks fetched,
+//!    retries), the authorized SSH keys and `phase: Scanned` (or
 //!    `Failed` when no volume could be scanned) and clears `progress`.
 //!
 //! Everything written comes from the engine's redacted findings (a prefix of at most four
@@ -38,13 +40,14 @@ use snapsentry_crds::label_value::{short_hash, slugify};
 use snapsentry_crds::{
     ASSIGNMENT_ENV, AuthorizedKey, DiskSource, FINGERPRINT_KEY_ENV, FindingLocation,
     FindingMetadata, MachinePhase, ScanAssignment, ScanProgress, ScanSummary, ScannedMachine,
-    SecretFinding, SecretFindingSpec, SecretTarget, Severity, SshKeyFacts, TargetKind,
-    VolumeResult, labels, limits,
+    SecretFinding, SecretFindingSpec, SecretTarget, Severity, SnapshotReadStats, SshKeyFacts,
+    TargetKind, VolumeResult, labels, limits,
 };
-use snapsentry_disk::Filesystem;
 use snapsentry_disk::source::FileSource;
+use snapsentry_disk::{BlockSource, Filesystem};
 use snapsentry_engine::{Engine, EngineConfig, Finding, paths};
 
+use crate::ebs::{EbsOptions, EbsSnapshotSource, EbsSnapshotSpec, EbsStats};
 use crate::report::{FileInfo, Format, Skipped};
 use crate::scan::{self, Counters, ScanArgs};
 
@@ -108,6 +111,8 @@ impl Error {
 pub struct Options {
     pub threads: Option<usize>,
     pub progress_interval: Duration,
+    /// How EBS snapshots are read (concurrency, cache, retries, credentials).
+    pub ebs: EbsOptions,
 }
 
 impl Default for Options {
@@ -115,6 +120,7 @@ impl Default for Options {
         Options {
             threads: None,
             progress_interval: PROGRESS_INTERVAL,
+            ebs: EbsOptions::default(),
         }
     }
 }
@@ -282,7 +288,8 @@ pub async fn run(
         let counters = counters.clone();
         let a = a.clone();
         let threads = options.threads;
-        move || scan_disks(&a, &engine, threads, &counters)
+        let ebs = options.ebs.clone();
+        move || scan_disks_counted(&a, &engine, threads, &ebs, &counters)
     });
     let mut ticker = tokio::time::interval(options.progress_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -358,6 +365,7 @@ pub async fn run(
         volumes,
         errors,
         findings: names.len() as u32,
+        snapshot_reads: scanned.snapshot_reads.clone(),
     };
     let phase = if succeeded {
         MachinePhase::Scanned
@@ -387,9 +395,12 @@ pub async fn run(
             &Patch::Merge(serde_json::json!({ "status": { "progress": null } })),
         )
         .await?;
+    let reads = scanned.snapshot_reads.unwrap_or_default();
     tracing::info!(
         machine = %a.machine, scan_id = %a.scan_id, ?phase, files, bytes,
-        findings = names.len(), duration_ms = summary.duration_ms, "scan finished"
+        findings = names.len(), duration_ms = summary.duration_ms,
+        snapshot_blocks_fetched = reads.blocks_fetched, snapshot_retries = reads.retries,
+        "scan finished"
     );
     Ok(Outcome {
         summary,
@@ -417,29 +428,77 @@ async fn apply_machine_status(
     Ok(())
 }
 
-/// What the disks yielded.
+/// What the disks of an assignment yielded.
 #[derive(Debug, Default)]
-struct DiskScan {
-    volumes: Vec<VolumeResult>,
-    errors: Vec<String>,
-    findings: Vec<Located>,
-    authorized_keys: Vec<AuthorizedKey>,
+pub struct DiskScan {
+    /// Every volume of every disk (ids prefixed `disk<N>/`), or the disk itself when it could
+    /// not be opened.
+    pub volumes: Vec<VolumeResult>,
+    /// Errors met, one line each, never a secret value.
+    pub errors: Vec<String>,
+    /// Every engine finding, ungrouped.
+    pub findings: Vec<Located>,
+    /// Authorized SSH keys, deduplicated, at most [`limits::MAX_AUTHORIZED_KEYS`].
+    pub authorized_keys: Vec<AuthorizedKey>,
+    /// EBS direct read counters summed over the snapshot disks; `None` when there were none.
+    pub snapshot_reads: Option<SnapshotReadStats>,
 }
 
 /// One engine finding with where it was found.
 #[derive(Debug)]
-struct Located {
-    finding: Finding,
-    volume: String,
-    path: String,
-    file: FileInfo,
+pub struct Located {
+    pub finding: Finding,
+    /// Volume id, `disk<N>/<volume>`.
+    pub volume: String,
+    /// Path inside the volume's filesystem.
+    pub path: String,
+    pub file: FileInfo,
 }
 
-/// Open every disk, list its volumes' files and scan them all (blocking).
-fn scan_disks(
+/// Open every disk of `a`, list its volumes' files and scan them all, writing nothing: what a
+/// Job does between reading its assignment and writing objects. Blocking; EBS snapshots are
+/// read with `ebs`.
+pub fn scan_disks(
     a: &ScanAssignment,
     engine: &Engine,
     threads: Option<usize>,
+    ebs: &EbsOptions,
+) -> DiskScan {
+    scan_disks_counted(a, engine, threads, ebs, &Counters::default())
+}
+
+/// Open one disk's block source: an image file, or an EBS snapshot (kept in `snapshots` for
+/// its counters).
+fn open_source(
+    source: &DiskSource,
+    ebs: &EbsOptions,
+    snapshots: &mut Vec<Arc<EbsSnapshotSource>>,
+) -> Result<Arc<dyn BlockSource>, String> {
+    if let DiskSource::Image { path } = source {
+        return FileSource::open(std::path::Path::new(path))
+            .map(|s| Arc::new(s) as Arc<dyn BlockSource>)
+            .map_err(|e| e.to_string());
+    }
+    if let Some(spec) = EbsSnapshotSpec::from_disk_source(source) {
+        let snapshot =
+            Arc::new(EbsSnapshotSource::open(&spec, ebs.clone()).map_err(|e| e.to_string())?);
+        snapshots.push(snapshot.clone());
+        return Ok(snapshot);
+    }
+    let kind = match source {
+        DiskSource::AzureSnapshot { .. } => "Azure snapshots",
+        DiskSource::GcpSnapshot { .. } => "GCP snapshots",
+        _ => "these disk sources",
+    };
+    Err(format!("{kind} are not supported in this build"))
+}
+
+/// [`scan_disks`], counting files and bytes into `counters` as it goes (the Job's progress).
+fn scan_disks_counted(
+    a: &ScanAssignment,
+    engine: &Engine,
+    threads: Option<usize>,
+    ebs: &EbsOptions,
     counters: &Counters,
 ) -> DiskScan {
     let args = ScanArgs {
@@ -458,32 +517,11 @@ fn scan_disks(
     let mut skipped = Skipped::default();
     let mut jobs = Vec::new();
     let mut filesystems: Vec<Arc<dyn Filesystem>> = Vec::new();
+    let mut snapshots = Vec::new();
     for (i, disk) in a.disks.iter().enumerate() {
         let prefix = format!("disk{i}");
-        let path = match &disk.source {
-            DiskSource::Image { path } => path,
-            other => {
-                let kind = match other {
-                    DiskSource::EbsSnapshot { .. } => "EBS snapshots",
-                    DiskSource::AzureSnapshot { .. } => "Azure snapshots",
-                    DiskSource::GcpSnapshot { .. } => "GCP snapshots",
-                    DiskSource::Image { .. } => "images",
-                };
-                let e = format!("{kind} are not supported in this build");
-                tracing::warn!(disk = %disk.id, volume = %prefix, "{e}");
-                out.errors.push(format!("{prefix} ({}): {e}", disk.id));
-                out.volumes.push(VolumeResult {
-                    id: prefix,
-                    filesystem: None,
-                    scanned: false,
-                    error: Some(e),
-                });
-                continue;
-            }
-        };
-        let opened = FileSource::open(std::path::Path::new(path))
-            .map_err(|e| e.to_string())
-            .and_then(|src| snapsentry_disk::open_disk(Arc::new(src)).map_err(|e| e.to_string()));
+        let opened = open_source(&disk.source, ebs, &mut snapshots)
+            .and_then(|src| snapsentry_disk::open_disk(src).map_err(|e| e.to_string()));
         let disk_image = match opened {
             Ok(d) => d,
             Err(e) => {
@@ -532,6 +570,25 @@ fn scan_disks(
     );
 
     let results = scan::scan_all(engine, &jobs, &filesystems, &args, counters);
+    if !snapshots.is_empty() {
+        let mut total = EbsStats::default();
+        for s in &snapshots {
+            let st = s.stats();
+            tracing::info!(
+                snapshot = %s.snapshot_id(), blocks_listed = st.blocks_listed,
+                blocks_fetched = st.blocks_fetched, bytes_fetched = st.bytes_fetched,
+                retries = st.retries, checksum_mismatches = st.checksum_mismatches,
+                "EBS snapshot read"
+            );
+            total += st;
+        }
+        out.snapshot_reads = Some(SnapshotReadStats {
+            blocks_listed: total.blocks_listed,
+            blocks_fetched: total.blocks_fetched,
+            bytes_fetched: total.bytes_fetched,
+            retries: total.retries,
+        });
+    }
     let mut keys = BTreeSet::new();
     for (job, scanned) in jobs.iter().zip(results) {
         let Some(scanned) = scanned else { continue };
@@ -563,11 +620,11 @@ fn scan_disks(
 
 /// All locations of one (rule, fingerprint).
 #[derive(Debug)]
-struct Group {
-    rule_id: String,
+pub(crate) struct Group {
+    pub(crate) rule_id: String,
     secret_type: String,
     severity: Severity,
-    fingerprint: String,
+    pub(crate) fingerprint: String,
     redacted: String,
     metadata: FindingMetadata,
     locations: Vec<FindingLocation>,
@@ -575,7 +632,7 @@ struct Group {
 }
 
 /// Group findings per (rule, fingerprint), most severe first, locations sorted and capped.
-fn group_findings(findings: Vec<Located>, exclude_types: &[String]) -> Vec<Group> {
+pub(crate) fn group_findings(findings: Vec<Located>, exclude_types: &[String]) -> Vec<Group> {
     let excluded: BTreeSet<String> = exclude_types.iter().map(|t| slugify(t)).collect();
     let mut groups: BTreeMap<(String, String), (Group, BTreeSet<LocKey>)> = BTreeMap::new();
     for l in findings {
@@ -631,7 +688,7 @@ fn group_findings(findings: Vec<Located>, exclude_types: &[String]) -> Vec<Group
 
 /// Keep at most `max_findings` groups (0: [`limits::MAX_FINDINGS_PER_MACHINE`], never more than
 /// it), the most severe; the error to record when some were dropped.
-fn cap_findings(groups: &mut Vec<Group>, max_findings: u32) -> Option<String> {
+pub(crate) fn cap_findings(groups: &mut Vec<Group>, max_findings: u32) -> Option<String> {
     let max = match max_findings as usize {
         0 => limits::MAX_FINDINGS_PER_MACHINE,
         n => n.min(limits::MAX_FINDINGS_PER_MACHINE),
@@ -700,12 +757,17 @@ fn merge_metadata(m: &mut FindingMetadata, f: &Finding) {
     }
     if m.target.is_none()
         && let Some(t) = &src.target
-        && let Some(name) = t.name.clone().or_else(|| t.host.clone())
     {
-        m.target = Some(SecretTarget {
-            kind: convert(&t.kind).unwrap_or(TargetKind::Host),
-            name,
-        });
+        let kind = convert(&t.kind).unwrap_or(TargetKind::Host);
+        // An RDS database is listed (and reached) by its endpoint host; the identifier alone
+        // (`db1` of `db1.abc.<region>.rds.amazonaws.com`) is not unique across accounts.
+        let name = match kind {
+            TargetKind::Rds => t.host.clone().or_else(|| t.name.clone()),
+            _ => t.name.clone().or_else(|| t.host.clone()),
+        };
+        if let Some(name) = name {
+            m.target = Some(SecretTarget { kind, name });
+        }
     }
     if m.ssh.is_none()
         && let Some(s) = &src.ssh
@@ -782,7 +844,7 @@ pub fn finding_name(machine: &str, rule_id: &str, fingerprint: &str) -> String {
 /// The server-side apply body of one SecretFinding: spec (never `triage`) and the nine query
 /// labels. Labels the operator refines after correlation (severity, state, verified, target-kind)
 /// keep an existing finding's value, so a rescan does not undo the operator's assessment.
-fn finding_object(
+pub(crate) fn finding_object(
     a: &ScanAssignment,
     g: &Group,
     name: &str,

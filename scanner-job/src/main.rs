@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use snapsentry_scanner::{job, ls, scan};
+use snapsentry_scanner::{job, ls, report, scan};
 
 #[derive(Parser)]
 #[command(
@@ -23,14 +23,23 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Scan a disk image (raw, qcow2, VHD, VHDX, VMDK) or a block device.
-    Image(scan::ScanArgs),
+    Image(ScanCommand),
     /// Scan a directory tree.
-    Dir(scan::ScanArgs),
+    Dir(ScanCommand),
     /// List the volumes and files of an image, without detection.
     Ls(ls::LsArgs),
     /// Scan one machine as a Kubernetes Job: read $SNAPSENTRY_ASSIGNMENT, write SecretFindings
     /// and the ScannedMachine's status.
     Job(job::JobArgs),
+}
+
+/// `image` and `dir`: what to scan and how, and whose findings `--format yaml` writes.
+#[derive(clap::Args)]
+struct ScanCommand {
+    #[command(flatten)]
+    scan: scan::ScanArgs,
+    #[command(flatten)]
+    manifest: report::ManifestArgs,
 }
 
 fn main() -> ExitCode {
@@ -52,8 +61,8 @@ fn main() -> ExitCode {
         logs.init();
     }
     let result = match cli.command {
-        Command::Image(args) => scan::run(scan::Target::Image, &args),
-        Command::Dir(args) => scan::run(scan::Target::Dir, &args),
+        Command::Image(c) => scan::run(scan::Target::Image, &c.scan, &c.manifest),
+        Command::Dir(c) => scan::run(scan::Target::Dir, &c.scan, &c.manifest),
         Command::Ls(args) => ls::run(&args),
         Command::Job(args) => return job::main(&args),
     };

@@ -1,6 +1,7 @@
 //! The scan report and its renderings: `table` for people, `json` (the stable contract in
 //! DESIGN.md "CLI"), `jsonl` (one finding per line), `sarif` (SARIF 2.1.0 for code-scanning
-//! tools) and `yaml` (the findings list; the CRD work turns it into SecretFinding manifests).
+//! tools) and `yaml` (a multi-document stream of SecretFinding manifests for `kubectl apply`,
+//! built by the same code as the Job's objects).
 //!
 //! Every value here was already redacted by the engine: findings hold a prefix of at most four
 //! characters, the length and a keyed fingerprint, never the secret.
@@ -8,9 +9,15 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
+use snapsentry_crds::label_value::slugify;
+use snapsentry_crds::{Cloud, ScanAssignment};
 use snapsentry_disk::{Metadata, VolumeInfo};
 use snapsentry_engine::{Finding, FindingMetadata, Rule, Severity, time};
+
+use crate::job::{self, Located};
 
 /// Output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -20,6 +27,59 @@ pub enum Format {
     Jsonl,
     Sarif,
     Yaml,
+}
+
+/// `spec.policy` of the manifests `--format yaml` prints when `--policy` is not given.
+pub const DEFAULT_MANIFEST_POLICY: &str = "snapsentry-scan";
+
+/// Whose findings the SecretFinding manifests of `--format yaml` are.
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
+pub struct ManifestArgs {
+    /// With `--format yaml`: the machine (ScannedMachine name) the findings belong to; default:
+    /// the image's or directory's name without its extension, as a DNS name.
+    #[arg(long, value_name = "NAME", value_parser = parse_object_name)]
+    pub machine: Option<String>,
+    /// With `--format yaml`: the ScanPolicy the findings are filed under (`spec.policy` and the
+    /// `snapsentry.io/policy` label).
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_MANIFEST_POLICY, value_parser = parse_object_name)]
+    pub policy: String,
+}
+
+impl Default for ManifestArgs {
+    fn default() -> Self {
+        ManifestArgs {
+            machine: None,
+            policy: DEFAULT_MANIFEST_POLICY.to_owned(),
+        }
+    }
+}
+
+/// A Kubernetes object name (DNS subdomain: at most 253 of `[a-z0-9.-]`, alphanumeric at both
+/// ends).
+fn parse_object_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not a Kubernetes object name (lowercase letters, digits, '-' and '.')"
+        ))
+    }
+}
+
+/// The default machine name for a scanned path: its file name without extension, made a DNS
+/// name (`/images/Web_01.qcow2` → `web-01`).
+pub fn default_machine_name(path: &str) -> String {
+    let stem = std::path::Path::new(path.trim_end_matches('/'))
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    slugify(&stem.replace('_', "-"))
 }
 
 /// What was scanned.
@@ -204,8 +264,14 @@ impl Report {
         }
     }
 
-    /// Render in `format`. `rules` describes the rules for SARIF's `tool.driver.rules`.
-    pub fn render(&self, format: Format, rules: &[Rule]) -> anyhow::Result<Vec<u8>> {
+    /// Render in `format`. `rules` describes the rules for SARIF's `tool.driver.rules`;
+    /// `manifest` names the machine and policy of `yaml`'s SecretFindings.
+    pub fn render(
+        &self,
+        format: Format,
+        rules: &[Rule],
+        manifest: &ManifestArgs,
+    ) -> anyhow::Result<Vec<u8>> {
         let mut out = Vec::new();
         match format {
             Format::Json => {
@@ -218,12 +284,76 @@ impl Report {
                     out.push(b'\n');
                 }
             }
-            Format::Yaml => out = serde_yaml::to_string(&self.findings)?.into_bytes(),
+            Format::Yaml => out = self.manifests(manifest, Timestamp::now())?.into_bytes(),
             Format::Sarif => {
                 serde_json::to_writer_pretty(&mut out, &self.sarif(rules))?;
                 out.push(b'\n');
             }
             Format::Table => self.table(&mut out)?,
+        }
+        Ok(out)
+    }
+
+    /// The findings as a multi-document YAML stream of SecretFinding manifests, one per (rule,
+    /// fingerprint) with at most [`snapsentry_crds::limits::MAX_LOCATIONS`] locations, named and
+    /// labelled exactly as a scanner Job names and labels them (the Job's own builder makes
+    /// them). No namespace: `kubectl apply -n NS` decides. `spec.scanId` is `now` as a scan id.
+    pub fn manifests(&self, manifest: &ManifestArgs, now: Timestamp) -> anyhow::Result<String> {
+        let machine = manifest
+            .machine
+            .clone()
+            .unwrap_or_else(|| default_machine_name(&self.source.path));
+        let assignment = ScanAssignment {
+            version: ScanAssignment::VERSION,
+            policy: manifest.policy.clone(),
+            namespace: String::new(),
+            machine: machine.clone(),
+            instance_id: machine.clone(),
+            scan_id: now.strftime("%Y%m%d-%H%M%S").to_string(),
+            cloud: Cloud::Image,
+            disks: Vec::new(),
+            rules: Default::default(),
+            max_findings: 0,
+        };
+        let located: Vec<Located> = self
+            .findings
+            .iter()
+            .map(|f| Located {
+                finding: Finding {
+                    rule_id: f.rule_id.clone(),
+                    title: f.title.clone(),
+                    secret_type: f.secret_type.clone(),
+                    severity: f.severity,
+                    confidence: f.confidence,
+                    line: f.line,
+                    fingerprint: f.fingerprint.clone(),
+                    redacted: f.redacted.clone(),
+                    metadata: f.metadata.clone(),
+                },
+                // A directory has no volumes.
+                volume: f.volume.clone().unwrap_or_default(),
+                path: f.path.clone(),
+                file: f.file.clone(),
+            })
+            .collect();
+        let mut groups = job::group_findings(located, &[]);
+        if let Some(e) = job::cap_findings(&mut groups, 0) {
+            tracing::warn!(machine = %machine, "{e}");
+        }
+        let now = Time(now);
+        let mut out = String::new();
+        for g in &groups {
+            let name = job::finding_name(&machine, &g.rule_id, &g.fingerprint);
+            // Not exposed: a local scan knows nothing of the machine's network.
+            let mut object = job::finding_object(&assignment, g, &name, None, false, &now)?;
+            if let Some(meta) = object
+                .get_mut("metadata")
+                .and_then(serde_json::Value::as_object_mut)
+            {
+                meta.remove("namespace");
+            }
+            out.push_str("---\n");
+            out.push_str(&serde_yaml::to_string(&object)?);
         }
         Ok(out)
     }
@@ -419,6 +549,18 @@ fn uri_path(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_machine_names_are_dns_names() {
+        assert_eq!(default_machine_name("/images/Web_01.qcow2"), "web-01");
+        assert_eq!(default_machine_name("vm.raw"), "vm");
+        assert_eq!(default_machine_name("/srv/trees/app server/"), "app-server");
+        assert_eq!(default_machine_name("/"), "unknown");
+        assert!(parse_object_name("web-01.lab").is_ok());
+        for bad in ["Web-01", "web_01", "-web", "web-", ""] {
+            assert!(parse_object_name(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn uris_are_encoded() {

@@ -20,8 +20,8 @@ use snapsentry_engine::{Engine, EngineConfig, paths};
 
 use crate::key;
 use crate::report::{
-    AuthorizedKeyRow, FileInfo, Format, PrivateKeyRow, Report, ReportFinding, Skipped, Source,
-    Stats,
+    AuthorizedKeyRow, FileInfo, Format, ManifestArgs, PrivateKeyRow, Report, ReportFinding,
+    Skipped, Source, Stats,
 };
 
 /// What is scanned.
@@ -103,7 +103,9 @@ pub(crate) struct Counters {
     pub(crate) errors: AtomicU64,
 }
 
-pub fn run(target: Target, args: &ScanArgs) -> anyhow::Result<ExitCode> {
+/// Scan, render in `args.format` (`manifest` names the machine of `yaml` manifests) and write
+/// the report; the exit code follows `--exit-code`.
+pub fn run(target: Target, args: &ScanArgs, manifest: &ManifestArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let engine = build_engine(args)?;
     let mut skipped = Skipped::default();
@@ -208,7 +210,7 @@ pub fn run(target: Target, args: &ScanArgs) -> anyhow::Result<ExitCode> {
         private_keys,
         authorized_keys,
     );
-    let rendered = report.render(args.format, engine.rules())?;
+    let rendered = report.render(args.format, engine.rules(), manifest)?;
     match &args.output {
         Some(path) => {
             std::fs::write(path, rendered).with_context(|| format!("{}", path.display()))?

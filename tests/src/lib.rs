@@ -1,5 +1,5 @@
 //! The end-to-end test harness: a real etcd + kube-apiserver on loopback, cloud emulators, and disk
-//! image builders, started by the tests themselves.
+//! image builders, started by the tests themselves. AWS is a patched moto server ([`moto`]).
 //!
 //! Nothing here is mocked. The control plane is built from the official Kubernetes Go modules at the
 //! versions pinned in `tests/controlplane/versions.env`; `scripts/toolchain.sh` builds it (and the
@@ -17,5 +17,7 @@
 
 pub mod controlplane;
 pub mod jobrunner;
+pub mod moto;
 
 pub use controlplane::ControlPlane;
+pub use moto::Moto;

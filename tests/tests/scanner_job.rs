@@ -273,6 +273,7 @@ async fn job_writes_grouped_findings_and_machine_status_and_keeps_triage() -> Re
     let options = Options {
         threads: Some(2),
         progress_interval: Duration::from_millis(20),
+        ..Options::default()
     };
     // The Job runs as the scanner's service account with the chart's RBAC; it may not even list
     // findings.
@@ -519,10 +520,9 @@ async fn unusable_disks_are_recorded_and_a_missing_machine_is_an_error() -> Resu
             },
             AssignedDisk {
                 id: "vol-0abc".into(),
-                source: DiskSource::EbsSnapshot {
-                    snapshot_id: "snap-0abc".into(),
-                    region: "us-east-1".into(),
-                    endpoint_url: None,
+                source: DiskSource::GcpSnapshot {
+                    project: "p".into(),
+                    snapshot: "snap-0abc".into(),
                 },
             },
         ],

@@ -3,9 +3,13 @@
 use std::net::SocketAddr;
 
 use crate::error::{Error, Result};
+use jiff::SignedDuration;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 
 use crate::job::{DEFAULT_TIMEOUT_SECONDS, JobSettings};
+
+/// Default of [`Config::snapshot_ttl`].
+pub const DEFAULT_SNAPSHOT_TTL: SignedDuration = SignedDuration::from_hours(24);
 
 /// Log output format (`SNAPSENTRY_LOG_FORMAT`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +52,13 @@ pub struct Config {
     pub scanner_resources: Option<ResourceRequirements>,
     /// `SNAPSENTRY_SCANNER_TIMEOUT_SECONDS` (default 3600): scan timeout when a policy sets none.
     pub scanner_timeout_seconds: i64,
+    /// `SNAPSENTRY_SNAPSHOT_TTL` (Go-style duration, default `24h`): snapshots a policy's scans
+    /// left behind are deleted by the sweep at the next scan once they are this old.
+    pub snapshot_ttl: SignedDuration,
+    /// `SNAPSENTRY_SCANNER_AWS_CREDENTIALS_SECRET`: Secret in [`Self::namespace`] (keys
+    /// `accessKeyId`, `secretAccessKey`, optional `sessionToken`) whose credentials scanner Jobs
+    /// of AWS machines get; unset, they use their service account's identity (IRSA).
+    pub scanner_aws_credentials_secret: Option<String>,
 }
 
 impl Config {
@@ -106,6 +117,13 @@ impl Config {
             })
             .transpose()?
             .unwrap_or(DEFAULT_TIMEOUT_SECONDS);
+        let snapshot_ttl = var("SNAPSENTRY_SNAPSHOT_TTL")
+            .map(|v| {
+                crate::correlate::parse_go_duration(&v)
+                    .map_err(|e| Error::Config(format!("SNAPSENTRY_SNAPSHOT_TTL: {e}")))
+            })
+            .transpose()?
+            .unwrap_or(DEFAULT_SNAPSHOT_TTL);
         let pod_name = var("SNAPSENTRY_POD_NAME")
             .or_else(|| var("HOSTNAME"))
             .unwrap_or_else(|| format!("snapsentry-operator-{}", std::process::id()));
@@ -114,6 +132,9 @@ impl Config {
                 .unwrap_or_else(|| "key".to_owned()),
             scanner_resources,
             scanner_timeout_seconds,
+            snapshot_ttl,
+            scanner_aws_credentials_secret: var("SNAPSENTRY_SCANNER_AWS_CREDENTIALS_SECRET")
+                .filter(|s| !s.is_empty()),
             pod_name,
             leader_election,
             namespace: required("SNAPSENTRY_NAMESPACE")?,
@@ -149,6 +170,7 @@ impl Config {
             ttl_seconds_after_finished: self.job_ttl_seconds,
             default_resources: self.scanner_resources.clone(),
             default_timeout_seconds: self.scanner_timeout_seconds,
+            aws_credentials_secret: self.scanner_aws_credentials_secret.clone(),
         }
     }
 }
@@ -185,6 +207,7 @@ mod tests {
         assert_eq!((c.log.as_str(), c.log_format), ("info", LogFormat::Json));
         assert_eq!(c.listen.port(), 8080);
         assert_eq!(c.job_settings().ttl_seconds_after_finished, 3600);
+        assert_eq!(c.snapshot_ttl, SignedDuration::from_hours(24));
     }
 
     #[test]
@@ -206,6 +229,7 @@ mod tests {
             ),
             ("SNAPSENTRY_SCANNER_TIMEOUT_SECONDS", "600"),
             ("SNAPSENTRY_JOB_TTL_SECONDS", "60"),
+            ("SNAPSENTRY_SNAPSHOT_TTL", "90m"),
         ]);
         let c = config(&vars).unwrap();
         assert_eq!(c.watch_namespaces, ["team-a", "team-b"]);
@@ -223,6 +247,7 @@ mod tests {
         let r = s.default_resources.unwrap();
         assert_eq!(r.limits.unwrap()["memory"].0, "1Gi");
         assert!(c.leader_election);
+        assert_eq!(c.snapshot_ttl, SignedDuration::from_mins(90));
         // The chart renders an empty list as "".
         let mut vars = BASE.to_vec();
         vars.push(("SNAPSENTRY_WATCH_NAMESPACES", ""));

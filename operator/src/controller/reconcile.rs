@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -112,10 +112,16 @@ impl<'a> Scope<'a> {
         s
     }
 
+    /// `namespace/name`, the policy's key in per-policy metrics.
+    fn policy_key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
     fn provider_ctx(&self) -> ProviderContext {
         ProviderContext {
             policy: self.name.clone(),
             namespace: self.namespace.clone(),
+            client: Some(self.ctx.client.clone()),
         }
     }
 
@@ -178,7 +184,7 @@ pub async fn apply(cached: &ScanPolicy, ctx: &Context) -> Result<Action> {
                 write_status(&scope, &status).await?;
                 current = Some(id);
             }
-            Err(e @ Error::Provider { .. }) => {
+            Err(e) if e.is_provider() => {
                 set_condition(
                     &mut status.conditions,
                     "Degraded",
@@ -252,6 +258,7 @@ async fn start_scan(
     for (index, spec) in policy.spec.providers.iter().enumerate() {
         let provider = provider::from_spec(spec)?;
         let inventory = provider.inventory(&pctx).await?;
+        sweep(scope, provider.as_ref(), now, scope.ctx.config.snapshot_ttl).await;
         for machine in &inventory.machines {
             let mut m = desired_machine(policy, provider.cloud(), machine)?;
             m.metadata
@@ -301,6 +308,22 @@ async fn start_scan(
         )
         .await;
     Ok(scan_id)
+}
+
+/// Delete the policy's snapshots older than `ttl` that earlier scans left behind (an operator
+/// that died between creating and recording them, a deletion that failed). A failure is logged
+/// and retried at the next scan.
+async fn sweep(scope: &Scope<'_>, provider: &dyn Provider, now: Timestamp, ttl: SignedDuration) {
+    let older_than = now.checked_sub(ttl).unwrap_or(Timestamp::MIN);
+    match provider.sweep(&scope.provider_ctx(), older_than).await {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(policy = %scope.name, namespace = %scope.namespace, swept = n, %older_than, "leftover snapshots deleted")
+        }
+        Err(e) => {
+            tracing::warn!(policy = %scope.name, namespace = %scope.namespace, error = %e, "snapshot sweep failed")
+        }
+    }
 }
 
 /// Scan ids are per second; a scan started within the second of the previous one gets a suffix
@@ -403,6 +426,12 @@ async fn advance_scan(
         }
     }
 
+    let active: usize = view.iter().map(|m| recorded_snapshots(m).len()).sum();
+    scope
+        .ctx
+        .http
+        .metrics
+        .set_policy_snapshots(&scope.policy_key(), active as i64);
     let counts = machine_counts(&view);
     status.machines = Some(counts.clone());
     if scan_complete(&view) {
@@ -651,6 +680,10 @@ async fn start_machine(
         .collect();
     if !created.is_empty() {
         annotate_snapshots(scope, &name, Some(created.join(","))).await?;
+        m.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(SNAPSHOTS_ANNOTATION.to_owned(), created.join(","));
     }
     st.phase = Some(MachinePhase::Scanning);
     st.progress = Some(ScanProgress {
@@ -729,6 +762,11 @@ async fn finish_scan(
     let policy = scope.policy;
     let machines = scope.machines().await?;
     delete_snapshots(scope, &machines).await?;
+    scope
+        .ctx
+        .http
+        .metrics
+        .set_policy_snapshots(&scope.policy_key(), 0);
 
     let targets = target_inventory(scope).await;
     let findings: Vec<SecretFinding> = scope
@@ -951,6 +989,24 @@ pub async fn cleanup(policy: &ScanPolicy, ctx: &Context) -> Result<Action> {
     let scope = Scope::new(policy, ctx)?;
     let machines = scope.machines().await?;
     delete_snapshots(&scope, &machines).await?;
+    // Everything the policy's scans ever created, recorded or not. A failure keeps the
+    // finalizer (and retries): snapshots are copies of disks full of secrets.
+    let pctx = scope.provider_ctx();
+    for spec in &policy.spec.providers {
+        // A provider this build cannot run never created anything.
+        let Ok(p) = provider::from_spec(spec) else {
+            continue;
+        };
+        let swept = p.sweep(&pctx, Timestamp::now()).await?;
+        if swept > 0 {
+            tracing::info!(policy = %scope.name, namespace = %scope.namespace, swept, "snapshots of the deleted policy deleted");
+        }
+    }
+    scope
+        .ctx
+        .http
+        .metrics
+        .set_policy_snapshots(&scope.policy_key(), 0);
     let jobs = scope.jobs();
     for job in scope.list(&jobs, &scope.job_selector(None)).await? {
         delete_if_present(&jobs, &job.name_any()).await?;

@@ -26,7 +26,9 @@ pub fn title(cloud: Cloud, exposed: bool, target: TargetKind) -> String {
     };
     // Defender words the AWS storage path in the singular; the others in the plural.
     let secrets = match (cloud, target) {
-        (Cloud::Aws, TargetKind::StorageAccount) => "an insecure secret that is used",
+        (Cloud::Aws, TargetKind::StorageAccount | TargetKind::S3Bucket) => {
+            "an insecure secret that is used"
+        }
         _ => "insecure secrets that are used",
     };
     match target {
@@ -35,7 +37,7 @@ pub fn title(cloud: Cloud, exposed: bool, target: TargetKind) -> String {
                 "{entry} has an insecure SSH private key that is used to authenticate to {peer}"
             )
         }
-        TargetKind::StorageAccount => {
+        TargetKind::StorageAccount | TargetKind::S3Bucket => {
             format!("{entry} has {secrets} to authenticate to a storage account")
         }
         TargetKind::SqlDatabase => {
@@ -58,7 +60,10 @@ pub fn title(cloud: Cloud, exposed: bool, target: TargetKind) -> String {
 pub fn is_path_target(kind: TargetKind) -> bool {
     matches!(
         kind,
-        TargetKind::StorageAccount | TargetKind::SqlDatabase | TargetKind::Rds
+        TargetKind::StorageAccount
+            | TargetKind::S3Bucket
+            | TargetKind::SqlDatabase
+            | TargetKind::Rds
     )
 }
 

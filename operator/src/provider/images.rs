@@ -164,6 +164,7 @@ mod tests {
         ProviderContext {
             policy: "lab".into(),
             namespace: "snapsentry".into(),
+            client: None,
         }
     }
 

@@ -7,8 +7,10 @@
 //!
 //! The methods return boxed futures so providers can sit behind `dyn Provider` in one list.
 
+pub mod aws;
 mod images;
 
+pub use aws::AwsProvider;
 pub use images::{IMAGES_MOUNT, ImagesSource};
 
 use futures::future::BoxFuture;
@@ -19,12 +21,24 @@ pub use crate::correlate::TargetInventory;
 use crate::error::{Error, Result};
 
 /// What a provider call may need besides the provider's own configuration.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ProviderContext {
     /// ScanPolicy name (tags on created snapshots).
     pub policy: String,
     /// Namespace of the policy (credential Secrets are read there).
     pub namespace: String,
+    /// Client to read credential Secrets with; `None` where no provider of the policy needs one.
+    pub client: Option<kube::Client>,
+}
+
+impl std::fmt::Debug for ProviderContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderContext")
+            .field("policy", &self.policy)
+            .field("namespace", &self.namespace)
+            .field("client", &self.client.is_some())
+            .finish()
+    }
 }
 
 /// One machine in a provider's inventory.
@@ -109,10 +123,12 @@ pub fn from_spec(spec: &ProviderSpec) -> Result<Box<dyn Provider>> {
     if let Some(images) = &spec.images {
         return Ok(Box::new(ImagesSource::new(images.clone())));
     }
-    let provider = match (&spec.aws, &spec.azure, &spec.gcp) {
-        (Some(_), _, _) => "aws",
-        (_, Some(_), _) => "azure",
-        (_, _, Some(_)) => "gcp",
+    if let Some(aws) = &spec.aws {
+        return Ok(Box::new(AwsProvider::new(aws.clone())));
+    }
+    let provider = match (&spec.azure, &spec.gcp) {
+        (Some(_), _) => "azure",
+        (_, Some(_)) => "gcp",
         _ => "none",
     };
     let message = if provider == "none" {
@@ -156,6 +172,20 @@ mod tests {
             err.to_string(),
             "provider gcp: not available in this build yet"
         );
+        let aws = ProviderSpec {
+            images: None,
+            aws: Some(snapsentry_crds::AwsProvider {
+                regions: vec!["eu-west-1".into()],
+                credentials_secret: None,
+                assume_role_arn: None,
+                external_id: None,
+                endpoint_url: None,
+                selector: Default::default(),
+                snapshot_strategy: None,
+            }),
+            ..images.clone()
+        };
+        assert_eq!(from_spec(&aws).unwrap().cloud(), Cloud::Aws);
         let none = ProviderSpec {
             images: None,
             ..images

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Build the demo fleet's disk images, with secrets planted where real servers keep them:
+#
+#   web-01   Linux web server (GPT, ext4 "cloudimg-rootfs"): a deploy user's SSH private key, an AWS
+#            access key, and the app's PostgreSQL connection string to the RDS instance
+#   db-01    Linux database server (GPT, XFS): the web server's public key in admin's
+#            authorized_keys, a .pgpass and a shell history with a password
+#   win-01   Windows server (MBR, NTFS): an unattend.xml with the administrator password and an IIS
+#            web.config with a SQL Server connection string
+#
+# Usage: fleet-images.sh OUT_DIR RDS_ENDPOINT
+# Writes OUT_DIR/{web-01,db-01,win-01}.raw and OUT_DIR/planted.txt (every planted secret value, one
+# per line, so tests can prove none of them leaks). Every secret is generated fresh; none is real.
+# Needs root for the NTFS image (populated through an ntfs-3g mount).
+set -euo pipefail
+
+out=${1:?usage: fleet-images.sh OUT_DIR RDS_ENDPOINT}
+rds=${2:?usage: fleet-images.sh OUT_DIR RDS_ENDPOINT}
+mkdir -p "$out"
+work=$(mktemp -d -t snapsentry-fleet.XXXXXX)
+mnt=""
+cleanup() {
+	if [[ -n $mnt ]]; then umount "$mnt" 2>/dev/null || true; fi
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+rand() { tr -dc "$1" </dev/urandom | head -c "$2" || true; }
+planted="$out/planted.txt"
+: >"$planted"
+plant() { printf '%s\n' "$1" >>"$planted"; printf '%s' "$1"; }
+
+# A GPT disk of SIZE with one partition (type, name) holding the filesystem made by the rest of the
+# command line, which gets the partition's offset and size as $start and $bytes.
+gpt_disk() {
+	local raw=$1 size=$2 type=$3 name=$4
+	truncate -s "$size" "$raw"
+	sgdisk -o -n 1:2048:0 -t "1:$type" -c "1:$name" "$raw" >/dev/null
+	start=$((2048 * 512))
+	bytes=$(($(stat -c %s "$raw") - start - 34 * 512))
+}
+
+# --- web-01 ---------------------------------------------------------------------------------
+web="$work/web-01"
+mkdir -p "$web"/{etc,home/deploy/.ssh,root/.aws,var/www/app}
+ssh-keygen -q -t ed25519 -N '' -C deploy@web-01 -f "$web/home/deploy/.ssh/id_ed25519"
+plant "$(sed -n 2p "$web/home/deploy/.ssh/id_ed25519")" >/dev/null
+printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' \
+	"$(plant "AKIA$(rand 'A-Z2-7' 16)")" "$(plant "$(rand 'A-Za-z0-9/+' 40)")" >"$web/root/.aws/credentials"
+printf 'NODE_ENV=production\nDATABASE_URL=postgres://app:%s@%s:5432/app\n' \
+	"$(plant "$(rand 'A-Za-z0-9' 24)")" "$rds" >"$web/var/www/app/.env"
+printf 'web-01\n' >"$web/etc/hostname"
+chmod 600 "$web/root/.aws/credentials" "$web/home/deploy/.ssh/id_ed25519"
+gpt_disk "$out/web-01.raw" 96M 8300 cloudimg-rootfs
+# nodiscard: mke2fs would otherwise punch holes over the whole file, GPT included.
+mke2fs -q -F -t ext4 -L cloudimg-rootfs -E "offset=$start,nodiscard" -d "$web" "$out/web-01.raw" "$((bytes / 1024))k"
+
+# --- db-01 ----------------------------------------------------------------------------------
+db="$work/db-01"
+mkdir -p "$db"/{etc,home/admin/.ssh,root}
+cp "$web/home/deploy/.ssh/id_ed25519.pub" "$db/home/admin/.ssh/authorized_keys"
+printf '%s:5432:app:app:%s\n' "$rds" "$(plant "$(rand 'A-Za-z0-9' 20)")" >"$db/root/.pgpass"
+printf 'systemctl status postgresql\nmysql -u root -p%s -h localhost\nexit\n' \
+	"$(plant "$(rand 'A-Za-z0-9' 16)")" >"$db/root/.bash_history"
+printf 'db-01\n' >"$db/etc/hostname"
+chmod 600 "$db/root/.pgpass"
+gpt_disk "$work/db-01.gpt" 400M 8300 root
+# mkfs.xfs fills a filesystem from a prototype file (it cannot take a directory, nor write at an
+# offset): describe the tree, build the filesystem alone, then place it in the partition.
+proto() { # DIR INDENT
+	local entry name mode
+	for entry in "$1"/* "$1"/.[!.]*; do
+		[[ -e $entry ]] || continue
+		name=${entry##*/}
+		mode=$(stat -c %a "$entry")
+		if [[ -d $entry ]]; then
+			printf '%s%s d--%s 0 0\n' "$2" "$name" "$mode"
+			proto "$entry" "$2 "
+			printf '%s$\n' "$2"
+		else
+			printf '%s%s ---%s 0 0 %s\n' "$2" "$name" "$mode" "$entry"
+		fi
+	done
+}
+{ printf '/dev/null\n0 0\nd--755 0 0\n'; proto "$db" " "; printf '$\n'; } >"$work/db-01.proto"
+truncate -s "$bytes" "$work/db-01.xfs"
+mkfs.xfs -q -f -L root -p "$work/db-01.proto" "$work/db-01.xfs"
+dd if="$work/db-01.xfs" of="$work/db-01.gpt" bs=1M seek=$((start / 1048576)) conv=notrunc,sparse status=none
+mv "$work/db-01.gpt" "$out/db-01.raw"
+
+# --- win-01 ---------------------------------------------------------------------------------
+win="$work/win-01"
+mkdir -p "$win/Windows/Panther" "$win/inetpub/wwwroot"
+admin=$(plant "$(rand 'A-Za-z0-9' 18)")
+cat >"$win/Windows/Panther/unattend.xml" <<XML
+<?xml version="1.0" encoding="utf-8"?>
+<unattend xmlns="urn:schemas-microsoft-com:unattend">
+  <settings pass="oobeSystem">
+    <component name="Microsoft-Windows-Shell-Setup" processorArchitecture="amd64">
+      <UserAccounts>
+        <AdministratorPassword>
+          <Value>$admin</Value>
+          <PlainText>true</PlainText>
+        </AdministratorPassword>
+      </UserAccounts>
+    </component>
+  </settings>
+</unattend>
+XML
+cat >"$win/inetpub/wwwroot/web.config" <<XML
+<?xml version="1.0" encoding="utf-8"?>
+<configuration>
+  <connectionStrings>
+    <add name="Orders" connectionString="Server=tcp:orders-sql.database.windows.net,1433;Initial Catalog=orders;User ID=orders;Password=$(plant "$(rand 'A-Za-z0-9' 22)");Encrypt=True;" />
+  </connectionStrings>
+</configuration>
+XML
+raw="$out/win-01.raw"
+truncate -s 64M "$raw"
+printf 'label: dos\nstart=2048, type=7\n' | sfdisk -q "$raw"
+truncate -s "$(((64 << 20) - 2048 * 512))" "$work/win-01.ntfs"
+mkntfs -F -Q -q -s 512 -p 2048 -H 255 -S 63 -L Windows "$work/win-01.ntfs"
+mnt="$work/mnt"
+mkdir -p "$mnt"
+ntfs-3g "$work/win-01.ntfs" "$mnt"
+cp -R "$win"/. "$mnt"/
+umount "$mnt"
+mnt=""
+dd if="$work/win-01.ntfs" of="$raw" bs=1M seek=1 conv=notrunc,sparse status=none
+
+echo "fleet images in $out: web-01.raw db-01.raw win-01.raw ($(wc -l <"$planted") planted secrets)" >&2

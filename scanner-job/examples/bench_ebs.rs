@@ -1,0 +1,113 @@
+//! EBS direct-read benchmark (driven by `scripts/bench-ebs.sh`): scan one snapshot through
+//! [`EbsSnapshotSource`] and the Job's disk pipeline, then the same image as a local file, and
+//! print throughput and the block counters as one JSON object on standard output.
+//!
+//! ```text
+//! bench_ebs --snapshot snap-… --region us-east-1 [--endpoint http://127.0.0.1:PORT] --image disk.img
+//! ```
+//! AWS credentials come from the environment (the default chain), as in a scanner pod.
+
+use std::time::Instant;
+
+use snapsentry_crds::ScanAssignment;
+use snapsentry_engine::{Engine, EngineConfig};
+use snapsentry_scanner::ebs::{EBS_BLOCK_SIZE, EbsOptions};
+use snapsentry_scanner::job;
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn assignment(disk: serde_json::Value) -> ScanAssignment {
+    job::parse_assignment(
+        &serde_json::json!({
+            "version": 1, "policy": "bench", "namespace": "bench", "machine": "bench",
+            "instanceId": "bench", "scanId": "bench", "cloud": "aws",
+            "disks": [disk], "maxFindings": 100000,
+        })
+        .to_string(),
+    )
+    .expect("assignment")
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SNAPSENTRY_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let snapshot = arg("--snapshot").expect("--snapshot ID");
+    let region = arg("--region").unwrap_or_else(|| "us-east-1".into());
+    let endpoint = arg("--endpoint");
+    let image = arg("--image");
+    let threads = arg("--threads").and_then(|t| t.parse().ok());
+    let engine =
+        Engine::new(EngineConfig::with_key(b"bench-ebs".to_vec())).expect("built-in rules");
+
+    let mut source =
+        serde_json::json!({"kind": "ebsSnapshot", "snapshotId": snapshot, "region": region});
+    if let Some(e) = &endpoint {
+        source["endpointUrl"] = e.clone().into();
+    }
+    let started = Instant::now();
+    let remote = job::scan_disks(
+        &assignment(serde_json::json!({"id": snapshot, "source": source})),
+        &engine,
+        threads,
+        &EbsOptions::default(),
+    );
+    let remote_secs = started.elapsed().as_secs_f64();
+    let reads = remote.snapshot_reads.clone().unwrap_or_default();
+
+    let mut out = serde_json::json!({
+        "ebs": {
+            "seconds": remote_secs,
+            "blocksListed": reads.blocks_listed,
+            "blocksFetched": reads.blocks_fetched,
+            "bytesFetched": reads.bytes_fetched,
+            "retries": reads.retries,
+            "fetchedMBps": reads.bytes_fetched as f64 / 1e6 / remote_secs,
+            "findings": remote.findings.len(),
+            "errors": remote.errors,
+            "blockSize": EBS_BLOCK_SIZE,
+        },
+    });
+    if let Some(image) = image {
+        let started = Instant::now();
+        let local = job::scan_disks(
+            &assignment(
+                serde_json::json!({"id": "image", "source": {"kind": "image", "path": image}}),
+            ),
+            &engine,
+            threads,
+            &EbsOptions::default(),
+        );
+        let secs = started.elapsed().as_secs_f64();
+        let key = |s: &job::DiskScan| {
+            let mut v: Vec<_> = s
+                .findings
+                .iter()
+                .map(|l| {
+                    (
+                        l.path.clone(),
+                        l.finding.rule_id.clone(),
+                        l.finding.fingerprint.clone(),
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        out["image"] = serde_json::json!({
+            "seconds": secs,
+            "findings": local.findings.len(),
+            "sameFindings": key(&local) == key(&remote),
+        });
+    }
+    println!("{out}");
+}

@@ -1,0 +1,110 @@
+//! A local stand-in for a Kubernetes cluster and an AWS account, for `make demo`: etcd +
+//! kube-apiserver (built by `scripts/toolchain.sh`), moto with the wrapper of `tests/moto/`, and
+//! the local Job runner playing kubelet + Job controller for one namespace, running each scanner
+//! Job's own command (`snapsentry-scan job`, found on `PATH`) as a local process.
+//!
+//! It installs snapsentry's CRDs, creates the namespace and the fingerprint-key Secret, writes
+//! `kubeconfig` and `env` (shell `export` lines: `KUBECONFIG`, `MOTO_ENDPOINT`, the moto
+//! credentials) into the directory given as its argument, prints `ready`, and runs until its
+//! standard input closes or it is interrupted; then everything it started stops.
+//!
+//! ```text
+//! cargo run -p snapsentry-tests --example local-aws -- DIR [NAMESPACE]
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, Write as _};
+use std::path::PathBuf;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+use snapsentry_tests::controlplane::{ControlPlane, Options, create_namespace};
+use snapsentry_tests::jobrunner::{JobRunner, JobRunnerOptions};
+use snapsentry_tests::moto::Moto;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let dir = PathBuf::from(
+        args.next()
+            .ok_or_else(|| anyhow::anyhow!("usage: local-aws DIR [NAMESPACE]"))?,
+    );
+    let ns = args.next().unwrap_or_else(|| "snapsentry".to_owned());
+    std::fs::create_dir_all(&dir)?;
+
+    let cp = ControlPlane::start().await?;
+    let moto = Moto::start()?;
+    let client = cp.client().await?;
+    cp.install_crds()?;
+    create_namespace(&client, &ns).await?;
+    let mut key = Secret::default();
+    key.metadata.name = Some("snapsentry-fingerprint".into());
+    key.data = Some(BTreeMap::from([(
+        "key".to_owned(),
+        ByteString(random_key()?),
+    )]));
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &key)
+        .await?;
+
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::copy(cp.kubeconfig(), &kubeconfig)?;
+    let mut env = moto.env();
+    env.push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
+    env.push((
+        "PATH".into(),
+        format!(
+            "{}:{}",
+            Options::default().assets.display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    ));
+    let mut exports = String::new();
+    for (k, v) in env.iter().filter(|(k, _)| k != "PATH") {
+        exports.push_str(&format!("export {k}='{v}'\n"));
+    }
+    exports.push_str(&format!("export MOTO_ENDPOINT='{}'\n", moto.endpoint()));
+    // kubectl, built with the control plane.
+    exports.push_str(&format!(
+        "export PATH='{}':\"$PATH\"\n",
+        Options::default().assets.display()
+    ));
+    std::fs::write(dir.join("env"), exports)?;
+
+    let jobs_dir = dir.join("jobs");
+    std::fs::create_dir_all(&jobs_dir)?;
+    let _runner = JobRunner::start(
+        client,
+        JobRunnerOptions {
+            namespace: ns,
+            claims: BTreeMap::new(),
+            command: None,
+            env,
+            log_dir: Some(jobs_dir),
+        },
+    )?;
+    println!("ready");
+    std::io::stdout().flush()?;
+
+    // Run until standard input closes (the demo script holds it open) or Ctrl-C.
+    let stdin_closed = tokio::task::spawn_blocking(|| {
+        for line in std::io::stdin().lock().lines() {
+            if line.is_err() {
+                break;
+            }
+        }
+    });
+    tokio::select! {
+        _ = stdin_closed => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(())
+}
+
+/// 32 random bytes for the fingerprint key.
+fn random_key() -> std::io::Result<Vec<u8>> {
+    let mut key = vec![0u8; 32];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut key)?;
+    Ok(key)
+}
