@@ -102,9 +102,14 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// 32 random bytes for the fingerprint key.
+/// A fingerprint key: 32 random bytes, hex-encoded (the Job runner passes Secret values to the
+/// scanner as environment text).
 fn random_key() -> std::io::Result<Vec<u8>> {
-    let mut key = vec![0u8; 32];
+    let mut key = [0u8; 32];
     std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut key)?;
-    Ok(key)
+    Ok(key
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        .into_bytes())
 }
