@@ -119,7 +119,9 @@ raw="$out/win-01.raw"
 truncate -s 64M "$raw"
 printf 'label: dos\nstart=2048, type=7\n' | sfdisk -q "$raw"
 truncate -s "$(((64 << 20) - 2048 * 512))" "$work/win-01.ntfs"
-mkntfs -F -Q -q -s 512 -p 2048 -H 255 -S 63 -L Windows "$work/win-01.ntfs"
+# -F: it is a file, not a device (mkntfs says so on stderr even with -q; shown only on failure).
+mkntfs -F -Q -q -s 512 -p 2048 -H 255 -S 63 -L Windows "$work/win-01.ntfs" 2>"$work/mkntfs.err" ||
+	{ cat "$work/mkntfs.err" >&2; exit 1; }
 mnt="$work/mnt"
 mkdir -p "$mnt"
 ntfs-3g "$work/win-01.ntfs" "$mnt"
