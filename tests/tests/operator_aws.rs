@@ -428,6 +428,46 @@ impl World {
     }
 }
 
+impl World {
+    /// A ResourceQuota that refuses every Job in the namespace: the operator gets as far as the
+    /// snapshots and stops there.
+    async fn forbid_jobs(&self) -> Result<()> {
+        let mut quota = ResourceQuota::default();
+        quota.metadata.name = Some("no-jobs".into());
+        quota.spec = Some(serde_json::from_value(serde_json::json!({
+            "hard": { "count/jobs.batch": "0" }
+        }))?);
+        self.api::<ResourceQuota>()
+            .create(&PostParams::default(), &quota)
+            .await?;
+        // The quota controller is not running: set the quota's usage so admission enforces it.
+        self.api::<ResourceQuota>()
+            .patch_status(
+                "no-jobs",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "status": {
+                    "hard": { "count/jobs.batch": "0" }, "used": { "count/jobs.batch": "0" }
+                }})),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Wait until moto holds at least one snapsentry snapshot.
+    async fn wait_for_a_snapshot(&self) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while self.snapsentry_snapshots().await?.is_empty() {
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "no snapshots taken; operator log: {}",
+                log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        Ok(())
+    }
+}
+
 fn label<'a>(o: &'a impl ResourceExt, key: &str) -> Option<&'a str> {
     o.labels().get(key).map(String::as_str)
 }
@@ -623,38 +663,13 @@ async fn a_killed_scanner_leaves_no_snapshot() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_restarted_before_its_jobs_takes_no_second_snapshot() -> Result<()> {
     let mut w = World::new("aws-restart", None).await?;
-    let mut quota = ResourceQuota::default();
-    quota.metadata.name = Some("no-jobs".into());
-    quota.spec = Some(serde_json::from_value(serde_json::json!({
-        "hard": { "count/jobs.batch": "0" }
-    }))?);
-    w.api::<ResourceQuota>()
-        .create(&PostParams::default(), &quota)
-        .await?;
-    // The quota controller is not running: set the quota's usage so admission enforces it.
-    w.api::<ResourceQuota>()
-        .patch_status(
-            "no-jobs",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({ "status": {
-                "hard": { "count/jobs.batch": "0" }, "used": { "count/jobs.batch": "0" }
-            }})),
-        )
-        .await?;
+    w.forbid_jobs().await?;
     w.start_operator()?;
     w.apply_policy("aws-restart").await?;
 
     // Wait for the first machine's snapshot; its Job is refused, so the operator retries (every
     // 5 s) from the top: each retry must find and reuse the snapshot, never take another.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while w.snapsentry_snapshots().await?.is_empty() {
-        ensure!(
-            tokio::time::Instant::now() < deadline,
-            "no snapshots taken; operator log: {}",
-            log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    w.wait_for_a_snapshot().await?;
     tokio::time::sleep(Duration::from_secs(12)).await;
     let taken = w.snapsentry_snapshots().await?;
     assert_eq!(
@@ -682,6 +697,33 @@ async fn an_operator_restarted_before_its_jobs_takes_no_second_snapshot() -> Res
     let p = w.wait_scan_finished("aws-restart", 240).await?;
     let counts = p.status.and_then(|s| s.machines).context("counts")?;
     assert_eq!((counts.scanned, counts.failed), (3, 0), "{counts:?}");
+    let left = w.snapsentry_snapshots().await?;
+    assert!(left.is_empty(), "snapshots left behind: {left:?}");
+    w.stop_operator().await?;
+    Ok(())
+}
+
+/// A policy deleted in the middle of a scan: its finalizer deletes the snapshots the scan took
+/// before the policy goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_policy_mid_scan_deletes_its_snapshots() -> Result<()> {
+    let mut w = World::new("aws-delete", None).await?;
+    w.forbid_jobs().await?;
+    w.start_operator()?;
+    w.apply_policy("aws-delete").await?;
+    w.wait_for_a_snapshot().await?;
+    w.api::<ScanPolicy>()
+        .delete("aws-delete", &DeleteParams::default())
+        .await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while w.api::<ScanPolicy>().get_opt("aws-delete").await?.is_some() {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the policy was not deleted; operator log: {}",
+            log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     let left = w.snapsentry_snapshots().await?;
     assert!(left.is_empty(), "snapshots left behind: {left:?}");
     w.stop_operator().await?;
