@@ -390,12 +390,7 @@ fn bin_dir() -> Result<PathBuf> {
     if let Some(d) = std::env::var_os("SCALE_BIN_DIR").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(d));
     }
-    let exe = std::env::current_exe()?;
-    Ok(exe
-        .parent()
-        .and_then(Path::parent)
-        .context("the example's profile directory")?
-        .to_owned())
+    Ok(snapsentry_tests::bin_dir()?)
 }
 
 /// The fleet's policy: `machines` image machines (every tenth declared internet-facing), all

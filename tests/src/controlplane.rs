@@ -298,6 +298,8 @@ pub struct ControlPlane {
     kubeconfig: PathBuf,
     server_url: String,
     binaries: Binaries,
+    /// Set once [`Self::install_crds`] has succeeded on this control plane.
+    crds_installed: OnceLock<()>,
 }
 
 impl ControlPlane {
@@ -407,6 +409,7 @@ impl ControlPlane {
             kubeconfig,
             server_url,
             binaries: binaries.clone(),
+            crds_installed: OnceLock::new(),
         };
         let client = control_plane.client().await?;
         control_plane
@@ -492,8 +495,12 @@ impl ControlPlane {
     }
 
     /// Installs snapsentry's CRDs (the committed `crds/snapsentry.io_crds.yaml`) with server-side
-    /// apply and waits until they are Established. Idempotent.
+    /// apply and waits until they are Established. Idempotent; after the first success on this
+    /// control plane it returns at once, so every test can call it.
     pub fn install_crds(&self) -> Result<(), Error> {
+        if self.crds_installed.get().is_some() {
+            return Ok(());
+        }
         let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/snapsentry.io_crds.yaml");
         let crds = crds.display().to_string();
         let apply = ["apply", "--server-side", "-f", crds.as_str()];
@@ -513,6 +520,7 @@ impl ControlPlane {
                 });
             }
         }
+        let _ = self.crds_installed.set(());
         Ok(())
     }
 

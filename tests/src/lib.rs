@@ -21,3 +21,16 @@ pub mod moto;
 
 pub use controlplane::ControlPlane;
 pub use moto::Moto;
+
+use std::path::PathBuf;
+
+/// The cargo profile directory (`<target>/debug`) holding this workspace's binaries
+/// (`snapsentry-scan`, `snapsentry-operator`): tests run from `<profile>/deps`, examples from
+/// `<profile>/examples`.
+pub fn bin_dir() -> std::io::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    exe.parent()
+        .and_then(std::path::Path::parent)
+        .map(PathBuf::from)
+        .ok_or_else(|| std::io::Error::other("no profile directory above the executable"))
+}

@@ -69,27 +69,11 @@ fn init_logs() {
         .try_init();
 }
 
-/// Where cargo put this workspace's binaries (`snapsentry-scan`).
-fn bin_dir() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let deps = exe.parent().context("test executable directory")?;
-    Ok(deps
-        .parent()
-        .context("target profile directory")?
-        .to_owned())
-}
-
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root")
         .to_owned()
-}
-
-fn install_crds(cp: &ControlPlane) -> Result<()> {
-    static DONE: OnceLock<std::result::Result<(), String>> = OnceLock::new();
-    let result = DONE.get_or_init(|| cp.install_crds().map_err(|e| e.to_string()));
-    result.clone().map_err(anyhow::Error::msg)
 }
 
 /// One test's world: moto holding the fleet, a namespace, the Job runner, an operator.
@@ -114,7 +98,7 @@ impl World {
     /// scanner found on `PATH`). No operator yet.
     async fn new(ns: &str, command: Option<Vec<String>>) -> Result<Self> {
         init_logs();
-        let scanner = bin_dir()?.join("snapsentry-scan");
+        let scanner = snapsentry_tests::bin_dir()?.join("snapsentry-scan");
         ensure!(
             scanner.is_file(),
             "{} is missing: run `cargo build -p snapsentry-scanner` (or `cargo test --workspace`)",
@@ -159,7 +143,7 @@ impl World {
 
         let cp = ControlPlane::shared().await?;
         let client = cp.client().await?;
-        install_crds(cp)?;
+        cp.install_crds()?;
         snapsentry_tests::controlplane::create_namespace(&client, ns).await?;
         let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
         for (name, data) in [
@@ -185,7 +169,7 @@ impl World {
         let path = format!(
             "{}:{}:{}",
             Options::default().assets.display(),
-            bin_dir()?.display(),
+            snapsentry_tests::bin_dir()?.display(),
             std::env::var("PATH").unwrap_or_default()
         );
         // The scanner's AWS credentials come from its environment, as from IRSA in a cluster.

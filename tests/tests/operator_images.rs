@@ -17,8 +17,8 @@
 //! holds a planted value.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
@@ -79,23 +79,6 @@ kubectl patch scannedmachine "$m" -n "$ns" --subresource=status --type=merge \
   -p "{\"status\":{\"lastScan\":{\"scanId\":\"$s\",\"succeeded\":true,\"startedAt\":\"$now\",\"finishedAt\":\"$now\",\"durationMs\":500,\"files\":10,\"bytesScanned\":4096,\"findings\":1}}}"
 "#;
 
-/// Where cargo put this workspace's binaries (`snapsentry-scan`): the test executable lives in
-/// `<target>/<profile>/deps`.
-fn bin_dir() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let deps = exe.parent().context("test executable directory")?;
-    Ok(deps
-        .parent()
-        .context("target profile directory")?
-        .to_owned())
-}
-
-fn install_crds(cp: &ControlPlane) -> Result<()> {
-    static DONE: OnceLock<std::result::Result<(), String>> = OnceLock::new();
-    let result = DONE.get_or_init(|| cp.install_crds().map_err(|e| e.to_string()));
-    result.clone().map_err(anyhow::Error::msg)
-}
-
 /// One test's world: a namespace with the fingerprint Secret and images, the Job runner, and an
 /// operator that can be stopped and started again.
 struct World {
@@ -141,7 +124,7 @@ impl World {
         init_tracing();
         let cp = ControlPlane::shared().await?;
         let client = cp.client().await?;
-        install_crds(cp)?;
+        cp.install_crds()?;
         let namespaces: Api<Namespace> = Api::all(client.clone());
         let mut n = Namespace::default();
         n.metadata.name = Some(ns.into());
@@ -166,7 +149,7 @@ impl World {
         let path = format!(
             "{}:{}:{}",
             kubectl_dir.display(),
-            bin_dir()?.display(),
+            snapsentry_tests::bin_dir()?.display(),
             std::env::var("PATH").unwrap_or_default()
         );
         let runner = JobRunner::start(
@@ -1153,7 +1136,7 @@ impl World {
 /// Events, Jobs, ConfigMaps, operator logs, scanner output, metrics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_scanner_verifies_resolves_and_never_leaks() -> Result<()> {
-    let scanner = bin_dir()?.join("snapsentry-scan");
+    let scanner = snapsentry_tests::bin_dir()?.join("snapsentry-scan");
     ensure!(
         scanner.is_file(),
         "{} is missing: run `cargo build -p snapsentry-scanner` (or `cargo test --workspace`)",
