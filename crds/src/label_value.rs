@@ -98,6 +98,10 @@ mod tests {
             slugify("SSH private key (OpenSSH)"),
             "ssh-private-key-openssh"
         );
+        assert_eq!(
+            slugify("  --Azure Storage   connection string!! "),
+            "azure-storage-connection-string"
+        );
         assert_eq!(slugify("PostgreSQL .pgpass"), "postgresql-.pgpass");
         assert_eq!(slugify("é"), "unknown");
         assert_eq!(slugify(""), "unknown");
@@ -109,8 +113,27 @@ mod tests {
         let a = slugify(&long);
         assert!(a.len() <= 63 && is_valid_label_value(&a), "{a}");
         assert_ne!(a, slugify(&(long.clone() + "c")));
+        assert_eq!(slugify(&"x".repeat(63)), "x".repeat(63));
         assert_eq!(short_hash(&["ab", "c"]).len(), 16);
         assert_ne!(short_hash(&["ab", "c"]), short_hash(&["a", "bc"]));
+    }
+
+    #[test]
+    fn every_slug_is_a_valid_label_value() {
+        for s in [
+            "AWS access key",
+            "-x-",
+            "a.b_c",
+            "Ünïcödé key",
+            "GCP service-account JSON",
+            "x",
+        ] {
+            let v = slugify(s);
+            assert!(is_valid_label_value(&v), "{s:?} -> {v:?}");
+        }
+        assert!(!is_valid_label_value("-a"));
+        assert!(!is_valid_label_value("a b"));
+        assert!(!is_valid_label_value(&"a".repeat(64)));
     }
 
     #[test]

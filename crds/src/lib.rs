@@ -9,8 +9,10 @@
 //! | [`AttackPath`] | `ap` | operator | entry machine → secret → target |
 //! | [`Recommendation`] | `rec` | operator | per-cloud "resolve secrets findings" with affected resources |
 //!
-//! The labels in [`labels`] make `kubectl get sf -l …` the query language. Every list in a status
-//! is bounded (see [`limits`]): storing findings as objects must not grow etcd without bound.
+//! [`contract`] holds what the operator, the scanner and users agree on — label keys and who
+//! owns them, annotations, field managers, object names; the labels make `kubectl get sf -l …`
+//! the query language. Every list in a status is bounded (see [`limits`]): storing findings as
+//! objects must not grow etcd without bound.
 //!
 //! ```
 //! use kube::CustomResourceExt;
@@ -25,6 +27,7 @@
 mod assignment;
 mod attack_path;
 mod common;
+pub mod contract;
 pub mod label_value;
 mod recommendation;
 mod scan_policy;
@@ -34,6 +37,7 @@ mod secret_finding;
 pub use assignment::*;
 pub use attack_path::*;
 pub use common::*;
+pub use contract::labels;
 pub use recommendation::*;
 pub use scan_policy::*;
 pub use scanned_machine::*;
@@ -71,26 +75,7 @@ pub fn crds_yaml() -> String {
     out
 }
 
-/// Stable label keys on SecretFinding (and, where they apply, other kinds).
-pub mod labels {
-    pub const POLICY: &str = "snapsentry.io/policy";
-    pub const MACHINE: &str = "snapsentry.io/machine";
-    pub const CLOUD: &str = "snapsentry.io/cloud";
-    pub const SECRET_TYPE: &str = "snapsentry.io/secret-type";
-    pub const SEVERITY: &str = "snapsentry.io/severity";
-    pub const STATE: &str = "snapsentry.io/state";
-    pub const VERIFIED: &str = "snapsentry.io/verified";
-    pub const EXPOSED: &str = "snapsentry.io/exposed";
-    pub const TARGET_KIND: &str = "snapsentry.io/target-kind";
-    /// On every cloud resource and Kubernetes object the operator creates.
-    pub const MANAGED_BY: &str = "snapsentry.io/managed-by";
-    pub const SCAN_ID: &str = "snapsentry.io/scan-id";
-    /// Namespace of the ScanPolicy a scanner Job works for (Jobs run in the operator's namespace,
-    /// so an owner reference cannot link them to a policy elsewhere).
-    pub const POLICY_NAMESPACE: &str = "snapsentry.io/policy-namespace";
-}
-
-/// Bounds on object sizes (DESIGN.md "Scale").
+/// Bounds on object sizes: storing findings as objects must not grow etcd without bound.
 pub mod limits {
     /// Locations kept per SecretFinding; `locationCount` keeps the total.
     pub const MAX_LOCATIONS: usize = 20;

@@ -24,9 +24,10 @@ use snapsentry_crds::{
     ScanPolicy, labels, limits,
 };
 
-use crate::correlate::{MANAGER, short_hash, slugify};
 use crate::error::{Error, Result};
 use crate::provider::IMAGES_MOUNT;
+use snapsentry_crds::contract::{self, job_name};
+use snapsentry_crds::label_value::slugify;
 
 /// Default scan timeout (`spec.scanner.timeoutSeconds`).
 pub const DEFAULT_TIMEOUT_SECONDS: i64 = 3600;
@@ -72,22 +73,6 @@ pub struct JobRequest<'a> {
     pub disks: Vec<AssignedDisk>,
     /// PersistentVolumeClaim (in the Job's namespace) holding disk images, mounted read-only.
     pub images_claim: Option<&'a str>,
-}
-
-/// Job name for (policy, machine, scan id): `scan-<policy>-<machine>-<hash>`, each part cut so
-/// the whole stays a 63-character DNS label (Job names end up in pod labels), the hash of all three
-/// keeping it unique.
-pub fn job_name(policy: &str, machine: &str, scan_id: &str) -> String {
-    let hash = &short_hash(&[policy, machine, scan_id])[..10];
-    let part = |s: &str, n: usize| {
-        let s = slugify(s).replace(['.', '_'], "-");
-        s.chars()
-            .take(n)
-            .collect::<String>()
-            .trim_end_matches('-')
-            .to_owned()
-    };
-    format!("scan-{}-{}-{hash}", part(policy, 20), part(machine, 26))
 }
 
 /// The assignment for one machine from the policy's rules and exclusions.
@@ -154,7 +139,7 @@ pub fn scanner_job(
         (labels::POLICY_NAMESPACE.to_owned(), slugify(policy_ns)),
         (labels::MACHINE.to_owned(), slugify(req.machine)),
         (labels::SCAN_ID.to_owned(), slugify(req.scan_id)),
-        (labels::MANAGED_BY.to_owned(), MANAGER.to_owned()),
+        (labels::MANAGED_BY.to_owned(), contract::OPERATOR.to_owned()),
         (
             "app.kubernetes.io/name".to_owned(),
             "snapsentry-scanner".to_owned(),
@@ -420,30 +405,6 @@ mod tests {
                 },
             }],
             images_claim: Some("vm-images"),
-        }
-    }
-
-    #[test]
-    fn names_are_deterministic_bounded_dns_labels() {
-        let a = job_name("lab-images", "lab-images-web-01", "20261122-140000");
-        assert_eq!(
-            a,
-            job_name("lab-images", "lab-images-web-01", "20261122-140000")
-        );
-        assert_ne!(
-            a,
-            job_name("lab-images", "lab-images-web-01", "20261123-030000")
-        );
-        assert!(a.starts_with("scan-lab-images-lab-images-web-01-"), "{a}");
-        let long = job_name(&"p".repeat(253), &"m.a_c".repeat(50), "20261122-140000");
-        for n in [&a, &long] {
-            assert!(n.len() <= 63, "{n}");
-            assert!(
-                n.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
-                "{n}"
-            );
-            assert!(!n.ends_with('-') && !n.contains("--"), "{n}");
         }
     }
 

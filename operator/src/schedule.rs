@@ -13,11 +13,9 @@ use croner::parser::{CronParser, Seconds, Year};
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, Zoned};
 use snapsentry_crds::ScanPolicy;
+use snapsentry_crds::contract::annotations;
 
 use crate::error::{Error, Result};
-
-/// Annotation that starts a scan whenever its value changes.
-pub const SCAN_NOW_ANNOTATION: &str = "snapsentry.io/scan-now";
 
 /// A parsed `schedule` + `timeZone`.
 #[derive(Clone, Debug)]
@@ -106,7 +104,7 @@ pub fn decide(policy: &ScanPolicy, now: Timestamp) -> Result<ScheduleDecision> {
         .metadata
         .annotations
         .as_ref()
-        .and_then(|a| a.get(SCAN_NOW_ANNOTATION))
+        .and_then(|a| a.get(annotations::SCAN_NOW))
         .filter(|v| status.and_then(|s| s.last_scan_now.as_ref()) != Some(*v))
         .map(|v| Trigger::ScanNow(v.clone()));
     let schedule = policy
@@ -331,7 +329,7 @@ mod tests {
             }
         );
         p.metadata.annotations = Some(BTreeMap::from([(
-            SCAN_NOW_ANNOTATION.to_owned(),
+            annotations::SCAN_NOW.to_owned(),
             "1".to_owned(),
         )]));
         assert_eq!(
@@ -344,7 +342,7 @@ mod tests {
     fn scan_now_starts_once_per_value() {
         let mut p = scanned(policy(Some("0 3 * * *")), "2026-11-22T03:00:00Z");
         p.metadata.annotations = Some(BTreeMap::from([(
-            SCAN_NOW_ANNOTATION.to_owned(),
+            annotations::SCAN_NOW.to_owned(),
             "2026-11-22T14:00".to_owned(),
         )]));
         let now = t("2026-11-22T14:00:00Z");
@@ -358,7 +356,7 @@ mod tests {
             .annotations
             .as_mut()
             .unwrap()
-            .insert(SCAN_NOW_ANNOTATION.into(), "again".into());
+            .insert(annotations::SCAN_NOW.into(), "again".into());
         assert_eq!(
             decide(&p, now).unwrap().start,
             Some(Trigger::ScanNow("again".into()))

@@ -11,7 +11,7 @@
 //!    file, an EBS snapshot through the EBS direct APIs ([`crate::ebs`]);
 //! 3. writes one SecretFinding per (rule, fingerprint) — at most [`limits::MAX_LOCATIONS`]
 //!    locations and the assignment's `maxFindings` objects — by server-side apply as
-//!    [`FIELD_MANAGER`], keeping `spec.firstSeen` of an existing finding and never sending
+//!    [`contract::SCANNER`], keeping `spec.firstSeen` of an existing finding and never sending
 //!    `spec.triage` (people's triage, applied by another field manager, survives a rescan);
 //! 4. applies the scan summary (`lastScan`, with the snapshot read counters: blocks fetched,
 //!    retries), the authorized SSH keys and `phase: Scanned` (or
@@ -36,12 +36,13 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use snapsentry_crds::label_value::{short_hash, slugify};
+use snapsentry_crds::contract::{self, Assessment, finding_name};
+use snapsentry_crds::label_value::slugify;
 use snapsentry_crds::{
     ASSIGNMENT_ENV, AuthorizedKey, DiskSource, FINGERPRINT_KEY_ENV, FindingLocation,
     FindingMetadata, MachinePhase, ScanAssignment, ScanProgress, ScanSummary, ScannedMachine,
     SecretFinding, SecretFindingSpec, SecretTarget, Severity, SnapshotReadStats, SshKeyFacts,
-    TargetKind, VolumeResult, labels, limits,
+    TargetKind, VolumeResult, limits,
 };
 use snapsentry_disk::source::FileSource;
 use snapsentry_disk::{BlockSource, Filesystem};
@@ -51,15 +52,10 @@ use crate::ebs::{EbsOptions, EbsSnapshotSource, EbsSnapshotSpec, EbsStats};
 use crate::report::{FileInfo, Format, Skipped};
 use crate::scan::{self, Counters, ScanArgs};
 
-/// Field manager of everything the scanner writes (SecretFinding spec and labels, the scanner's
-/// fields of ScannedMachine status).
-pub const FIELD_MANAGER: &str = "snapsentry-scanner";
 /// Default time between two progress updates.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 /// Default `--max-file-size` of a Job when the policy sets none.
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 64 << 20;
-/// Longest Kubernetes object name (DNS subdomain).
-const MAX_NAME: usize = 253;
 
 /// `snapsentry-scan job` flags (everything else comes from the assignment).
 #[derive(clap::Args, Debug)]
@@ -334,7 +330,7 @@ pub async fn run(
         findings_api
             .patch(
                 &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
+                &PatchParams::apply(contract::SCANNER).force(),
                 &Patch::Apply(&object),
             )
             .await?;
@@ -389,7 +385,7 @@ pub async fn run(
         .patch_status(
             &a.machine,
             &PatchParams {
-                field_manager: Some(FIELD_MANAGER.into()),
+                field_manager: Some(contract::SCANNER.into()),
                 ..PatchParams::default()
             },
             &Patch::Merge(serde_json::json!({ "status": { "progress": null } })),
@@ -421,7 +417,7 @@ async fn apply_machine_status(
     });
     api.patch_status(
         name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
+        &PatchParams::apply(contract::SCANNER).force(),
         &Patch::Apply(&body),
     )
     .await?;
@@ -795,52 +791,6 @@ fn convert<T: Serialize, U: DeserializeOwned>(t: &T) -> Option<U> {
     serde_json::from_value(serde_json::to_value(t).ok()?).ok()
 }
 
-/// `[a-z0-9-]` form of `s` (runs of anything else become one `-`), at most `max` characters.
-fn dns_part(s: &str, max: usize) -> String {
-    let mut out = String::with_capacity(s.len().min(max));
-    for c in s.chars() {
-        let c = c.to_ascii_lowercase();
-        if c.is_ascii_lowercase() || c.is_ascii_digit() {
-            out.push(c);
-        } else if !out.is_empty() && !out.ends_with('-') {
-            out.push('-');
-        }
-    }
-    out.truncate(max);
-    while out.ends_with('-') {
-        out.pop();
-    }
-    out
-}
-
-/// SecretFinding name: `<machine>-<rule id>-<first 10 hex digits of the fingerprint HMAC>`,
-/// a DNS subdomain of at most 253 characters, the same on every scan of the same secret.
-pub fn finding_name(machine: &str, rule_id: &str, fingerprint: &str) -> String {
-    let hex: String = fingerprint
-        .rsplit(':')
-        .next()
-        .unwrap_or_default()
-        .chars()
-        .filter(char::is_ascii_hexdigit)
-        .map(|c| c.to_ascii_lowercase())
-        .take(10)
-        .collect();
-    let hex = if hex.len() == 10 {
-        hex
-    } else {
-        short_hash(&[fingerprint])[..10].to_owned()
-    };
-    let mut rule = dns_part(rule_id, 48);
-    if rule.is_empty() {
-        rule = "rule".into();
-    }
-    let mut machine = dns_part(machine, MAX_NAME - rule.len() - hex.len() - 2);
-    if machine.is_empty() {
-        machine = "machine".into();
-    }
-    format!("{machine}-{rule}-{hex}")
-}
-
 /// The server-side apply body of one SecretFinding: spec (never `triage`) and the nine query
 /// labels. Labels the operator refines after correlation (severity, state, verified, target-kind)
 /// keep an existing finding's value, so a rescan does not undo the operator's assessment.
@@ -869,37 +819,12 @@ pub(crate) fn finding_object(
         last_seen: now.clone(),
         triage: None,
     };
-    let old = existing.map(|f| f.metadata.labels.clone().unwrap_or_default());
-    let old = |key: &str| old.as_ref().and_then(|l| l.get(key)).cloned();
-    let state = match old(labels::STATE).as_deref() {
-        Some(s @ ("accepted" | "false-positive")) => s.to_owned(),
-        _ => "active".to_owned(),
-    };
-    let target_kind = g
-        .metadata
-        .target
-        .as_ref()
-        .map_or(TargetKind::None, |t| t.kind);
-    let labels = BTreeMap::from([
-        (labels::POLICY, slugify(&a.policy)),
-        (labels::MACHINE, slugify(&a.machine)),
-        (labels::CLOUD, a.cloud.as_str().to_owned()),
-        (labels::SECRET_TYPE, slugify(&g.secret_type)),
-        (
-            labels::SEVERITY,
-            old(labels::SEVERITY).unwrap_or_else(|| g.severity.as_str().to_owned()),
-        ),
-        (labels::STATE, state),
-        (
-            labels::VERIFIED,
-            old(labels::VERIFIED).unwrap_or_else(|| "unverified".to_owned()),
-        ),
-        (labels::EXPOSED, exposed.to_string()),
-        (
-            labels::TARGET_KIND,
-            old(labels::TARGET_KIND).unwrap_or_else(|| target_kind.as_str().to_owned()),
-        ),
-    ]);
+    let assessment = Assessment::scanned(
+        &spec,
+        exposed,
+        existing.and_then(|f| f.metadata.labels.as_ref()),
+    );
+    let labels = contract::finding_labels(&spec, &assessment);
     let mut spec = serde_json::to_value(&spec)?;
     if let Some(obj) = spec.as_object_mut() {
         obj.remove("triage");
@@ -967,31 +892,6 @@ fn glob_match(p: &[char], t: &[char]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finding_names_are_stable_bounded_dns_names() {
-        let fp = "hmac-sha256:0123456789abcdef0123";
-        let a = finding_name("lab-images-web-01", "aws-access-key", fp);
-        assert_eq!(a, "lab-images-web-01-aws-access-key-0123456789");
-        assert_eq!(a, finding_name("lab-images-web-01", "aws-access-key", fp));
-        assert_ne!(
-            a,
-            finding_name("lab-images-web-01", "aws-access-key", "hmac-sha256:ff")
-        );
-        let long = finding_name(&"m.A_".repeat(100), &"R_".repeat(60), "x");
-        for n in [&a, &long] {
-            assert!(n.len() <= 253, "{n}");
-            assert!(
-                n.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
-                "{n}"
-            );
-            assert!(
-                !n.starts_with('-') && !n.ends_with('-') && !n.contains("--"),
-                "{n}"
-            );
-        }
-    }
 
     #[test]
     fn assignments_are_checked() {

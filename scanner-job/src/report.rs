@@ -343,7 +343,8 @@ impl Report {
         let now = Time(now);
         let mut out = String::new();
         for g in &groups {
-            let name = job::finding_name(&machine, &g.rule_id, &g.fingerprint);
+            let name =
+                snapsentry_crds::contract::finding_name(&machine, &g.rule_id, &g.fingerprint);
             // Not exposed: a local scan knows nothing of the machine's network.
             let mut object = job::finding_object(&assignment, g, &name, None, false, &now)?;
             if let Some(meta) = object

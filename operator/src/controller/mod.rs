@@ -28,9 +28,6 @@ use tokio::sync::watch;
 use crate::error::{Error, Result};
 use http::HttpState;
 
-/// Field manager of everything the operator writes.
-pub const FIELD_MANAGER: &str = "snapsentry-operator";
-
 /// How long running reconciles may take to finish after a shutdown request.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -46,7 +43,7 @@ pub struct Context {
 impl Context {
     pub fn new(client: Client, config: config::Config, http: Arc<HttpState>) -> Self {
         let reporter = Reporter {
-            controller: FIELD_MANAGER.to_owned(),
+            controller: snapsentry_crds::contract::OPERATOR.to_owned(),
             instance: Some(config.pod_name.clone()),
         };
         Self {
@@ -64,12 +61,17 @@ async fn reconcile(policy: Arc<ScanPolicy>, ctx: Arc<Context>) -> Result<Action>
         field: "metadata.namespace",
     })?;
     let api: Api<ScanPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
-    finalizer(&api, reconcile::FINALIZER, policy, |event| async {
-        match event {
-            FinalizerEvent::Apply(p) => reconcile::apply(&p, &ctx).await,
-            FinalizerEvent::Cleanup(p) => reconcile::cleanup(&p, &ctx).await,
-        }
-    })
+    finalizer(
+        &api,
+        snapsentry_crds::contract::FINALIZER,
+        policy,
+        |event| async {
+            match event {
+                FinalizerEvent::Apply(p) => reconcile::apply(&p, &ctx).await,
+                FinalizerEvent::Cleanup(p) => reconcile::cleanup(&p, &ctx).await,
+            }
+        },
+    )
     .await
     .map_err(|e| match e {
         FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e) => e,
@@ -107,7 +109,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: watch::Receiver<bool>) {
         let managed = format!(
             "{}={}",
             snapsentry_crds::labels::MANAGED_BY,
-            crate::correlate::MANAGER
+            snapsentry_crds::contract::OPERATOR
         );
         Controller::new(api, watcher::Config::default())
             .watches(

@@ -31,36 +31,22 @@ use snapsentry_crds::{
     ScannedMachine, SecretFinding, labels,
 };
 
+use super::Context;
 use super::children::{JobOutcome, changed_findings, diff_owned, job_outcome, scan_complete};
 use super::scan::{desired_machine, machine_counts, next_to_start};
 use super::status::{plan, set_condition};
-use super::{Context, FIELD_MANAGER};
 use crate::correlate::{self, CorrelationInput, TargetInventory, slugify};
 use crate::error::{Error, Result};
 use crate::job::{JobRequest, scanner_job};
 use crate::metrics::ScanResult;
 use crate::provider::{self, InventoryMachine, Provider, ProviderContext, SnapshotRef};
 use crate::schedule::{Trigger, scan_id as new_scan_id};
+use snapsentry_crds::contract::{self, OPERATOR_FINDING_LABELS, annotations};
 
-/// Annotation on a ScannedMachine: index of the `spec.providers[]` entry it came from.
-pub const PROVIDER_ANNOTATION: &str = "snapsentry.io/provider-index";
-/// Annotation on a ScannedMachine: comma-separated ids of the snapshots the running scan created
-/// for it, until they are deleted.
-pub const SNAPSHOTS_ANNOTATION: &str = "snapsentry.io/snapshots";
-/// Finalizer on ScanPolicies: deletes the snapshots and Jobs of a scan in progress.
-pub const FINALIZER: &str = "snapsentry.io/cleanup";
 /// How often a running scan is looked at even when no Job changes.
 pub const SCAN_POLL: Duration = Duration::from_secs(5);
 /// Retry after a provider failure.
 const PROVIDER_RETRY: Duration = Duration::from_secs(60);
-/// Labels on SecretFindings that the operator owns (the scanner owns the others).
-const OPERATOR_FINDING_LABELS: [&str; 5] = [
-    labels::STATE,
-    labels::VERIFIED,
-    labels::EXPOSED,
-    labels::SEVERITY,
-    labels::TARGET_KIND,
-];
 
 /// A policy's name, namespace and APIs.
 struct Scope<'a> {
@@ -237,7 +223,7 @@ async fn write_status(scope: &Scope<'_>, status: &ScanPolicyStatus) -> Result<()
         .api::<ScanPolicy>()
         .patch_status(
             &scope.name,
-            &PatchParams::apply(FIELD_MANAGER),
+            &PatchParams::apply(contract::OPERATOR),
             &Patch::Merge(&patch),
         )
         .await?;
@@ -264,7 +250,7 @@ async fn start_scan(
             m.metadata
                 .annotations
                 .get_or_insert_with(Default::default)
-                .insert(PROVIDER_ANNOTATION.to_owned(), index.to_string());
+                .insert(annotations::PROVIDER_INDEX.to_owned(), index.to_string());
             desired.push(m);
         }
     }
@@ -572,7 +558,7 @@ async fn patch_machine_status(
         .api::<ScannedMachine>()
         .patch_status(
             name,
-            &PatchParams::apply(FIELD_MANAGER),
+            &PatchParams::apply(contract::OPERATOR),
             &Patch::Merge(&patch),
         )
         .await?;
@@ -583,7 +569,7 @@ async fn patch_machine_status(
 fn provider_of(scope: &Scope<'_>, m: &ScannedMachine) -> Result<(usize, Box<dyn Provider>)> {
     let index: usize = m
         .annotations()
-        .get(PROVIDER_ANNOTATION)
+        .get(annotations::PROVIDER_INDEX)
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let spec = scope
@@ -683,7 +669,7 @@ async fn start_machine(
         m.metadata
             .annotations
             .get_or_insert_with(Default::default)
-            .insert(SNAPSHOTS_ANNOTATION.to_owned(), created.join(","));
+            .insert(annotations::SNAPSHOTS.to_owned(), created.join(","));
     }
     st.phase = Some(MachinePhase::Scanning);
     st.progress = Some(ScanProgress {
@@ -708,23 +694,23 @@ async fn start_machine(
 
 async fn annotate_snapshots(scope: &Scope<'_>, name: &str, value: Option<String>) -> Result<()> {
     let patch = serde_json::json!({ "metadata": { "annotations": {
-        SNAPSHOTS_ANNOTATION: value,
+        annotations::SNAPSHOTS: value,
     }}});
     scope
         .api::<ScannedMachine>()
         .patch(
             name,
-            &PatchParams::apply(FIELD_MANAGER),
+            &PatchParams::apply(contract::OPERATOR),
             &Patch::Merge(&patch),
         )
         .await?;
     Ok(())
 }
 
-/// Snapshots the running scan created for `m` (its [`SNAPSHOTS_ANNOTATION`]).
+/// Snapshots the running scan created for `m` (its [`annotations::SNAPSHOTS`]).
 fn recorded_snapshots(m: &ScannedMachine) -> Vec<SnapshotRef> {
     m.annotations()
-        .get(SNAPSHOTS_ANNOTATION)
+        .get(annotations::SNAPSHOTS)
         .into_iter()
         .flat_map(|v| v.split(','))
         .filter(|id| !id.is_empty())
@@ -802,7 +788,7 @@ async fn finish_scan(
                 .api::<ScannedMachine>()
                 .patch_status(
                     &m.name_any(),
-                    &PatchParams::apply(FIELD_MANAGER),
+                    &PatchParams::apply(contract::OPERATOR),
                     &Patch::Merge(&patch),
                 )
                 .await?;
@@ -901,7 +887,7 @@ async fn write_findings(
     correlation: &correlate::Correlation,
 ) -> Result<()> {
     let api = scope.api::<SecretFinding>();
-    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let params = PatchParams::apply(contract::OPERATOR).force();
     for update in changed_findings(findings, &correlation.findings) {
         let labels: BTreeMap<&str, &String> = OPERATOR_FINDING_LABELS
             .iter()
@@ -963,7 +949,7 @@ where
 {
     api.patch(
         &obj.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
+        &PatchParams::apply(contract::OPERATOR).force(),
         &Patch::Apply(obj),
     )
     .await?;

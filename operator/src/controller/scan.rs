@@ -9,32 +9,13 @@ use snapsentry_crds::{
     Cloud, MachineCounts, MachinePhase, ScanPolicy, ScannedMachine, ScannedMachineSpec, labels,
 };
 
-use crate::correlate::{MANAGER, short_hash, slugify};
 use crate::error::{Error, Result};
 use crate::provider::InventoryMachine;
+use snapsentry_crds::contract;
+use snapsentry_crds::label_value::slugify;
 
 /// Scanner Jobs running at once per policy when `spec.concurrency` is unset.
 pub const DEFAULT_CONCURRENCY: u32 = 5;
-
-/// ScannedMachine name for a machine of a policy: `<policy>-<machine>` as a DNS label (63
-/// characters at most, a hash keeping cut names unique). Image machines are named by their
-/// declared name, cloud machines by their instance id (display names are neither unique nor
-/// stable).
-pub fn machine_object_name(policy: &str, cloud: Cloud, machine: &InventoryMachine) -> String {
-    let key = if cloud == Cloud::Image {
-        &machine.name
-    } else {
-        &machine.id
-    };
-    let dns = |s: &str| slugify(s).replace(['.', '_'], "-");
-    let full = format!("{}-{}", dns(policy), dns(key));
-    if full.len() <= 63 {
-        return full;
-    }
-    let hash = short_hash(&[policy, cloud.as_str(), key]);
-    let head: String = full.chars().take(63 - hash.len() - 1).collect();
-    format!("{}-{hash}", head.trim_end_matches('-'))
-}
 
 /// The ScannedMachine (spec and metadata; status is the scan's) for one inventory machine.
 pub fn desired_machine(
@@ -46,7 +27,7 @@ pub fn desired_machine(
         kind: "ScanPolicy",
         field: "metadata.name",
     })?;
-    let name = machine_object_name(policy_name, cloud, machine);
+    let name = contract::machine_name(policy_name, cloud, &machine.id, &machine.name);
     let labels = BTreeMap::from([
         (labels::POLICY.to_owned(), slugify(policy_name)),
         (labels::MACHINE.to_owned(), name.clone()),
@@ -55,7 +36,7 @@ pub fn desired_machine(
             labels::EXPOSED.to_owned(),
             machine.exposure.internet_facing.to_string(),
         ),
-        (labels::MANAGED_BY.to_owned(), MANAGER.to_owned()),
+        (labels::MANAGED_BY.to_owned(), contract::OPERATOR.to_owned()),
     ]);
     Ok(ScannedMachine {
         metadata: ObjectMeta {
@@ -173,22 +154,6 @@ mod tests {
             ..Default::default()
         });
         m
-    }
-
-    #[test]
-    fn names() {
-        assert_eq!(
-            machine_object_name("lab-images", Cloud::Image, &inv("web-01", "web-01")),
-            "lab-images-web-01"
-        );
-        assert_eq!(
-            machine_object_name("prod", Cloud::Aws, &inv("i-0abc123", "Web Server")),
-            "prod-i-0abc123"
-        );
-        let long = machine_object_name(&"p".repeat(60), Cloud::Aws, &inv("i-0abc123", "x"));
-        let long2 = machine_object_name(&"p".repeat(60), Cloud::Aws, &inv("i-0abc124", "x"));
-        assert!(long.len() <= 63 && long2.len() <= 63);
-        assert_ne!(long, long2);
     }
 
     #[test]

@@ -10,7 +10,6 @@
 //! Findings that are resolved, or triaged `accepted` / `falsePositive`, stay out of counts, attack
 //! paths and recommendations; a triaged finding's `riskScore` is 0.
 
-mod labels;
 mod lifecycle;
 mod paths;
 mod recommend;
@@ -34,7 +33,6 @@ use snapsentry_crds::{
     Verification, labels as label_keys, limits,
 };
 
-pub use labels::{finding_labels, is_valid_label_value, slugify};
 pub use lifecycle::{
     DEFAULT_RETENTION, finding_state, parse_go_duration, parse_retention, past_retention,
 };
@@ -46,10 +44,10 @@ pub use verify::{AuthorizedIndex, Verdict, ssh_key_identity, verify_ssh, verify_
 
 /// Most entries in `authorizedOn` and `sameKeyOn`.
 pub const MAX_RELATED: usize = 20;
-/// Value of `snapsentry.io/managed-by` on everything the operator writes.
-pub const MANAGER: &str = "snapsentry-operator";
-
-pub use snapsentry_crds::label_value::short_hash;
+use snapsentry_crds::contract::{self, Assessment};
+pub use snapsentry_crds::label_value::{
+    bounded, is_valid_label_value, short_hash, slugify, state_value,
+};
 
 /// What correlation reads.
 #[derive(Clone, Debug)]
@@ -229,24 +227,25 @@ pub fn correlate(input: &CorrelationInput<'_>) -> Correlation {
                 .or_default()
                 .add(severity);
         }
-        let state = labels::state_value(
+        let state = state_value(
             a.status.state.unwrap_or(FindingState::Active),
             a.finding.spec.triage.as_ref().map(|t| t.state),
         );
         out.findings.push(FindingUpdate {
             name: a.name.clone(),
-            labels: finding_labels(&labels::FindingLabelFacts {
-                spec: &a.finding.spec,
-                severity,
-                state,
-                verification: a.status.verification.unwrap_or(Verification::NotApplicable),
-                exposed: a.status.exposed,
-                target_kind: a
-                    .status
-                    .target
-                    .as_ref()
-                    .map_or(TargetKind::None, |t| t.kind),
-            }),
+            labels: contract::finding_labels(
+                &a.finding.spec,
+                &Assessment::new(
+                    severity,
+                    state,
+                    a.status.verification.unwrap_or(Verification::NotApplicable),
+                    a.status.exposed,
+                    a.status
+                        .target
+                        .as_ref()
+                        .map_or(TargetKind::None, |t| t.kind),
+                ),
+            ),
             status: a.status.clone(),
         });
     }
@@ -311,7 +310,10 @@ fn attack_paths(
                     label_keys::EXPOSED.to_owned(),
                     exposure.internet_facing.to_string(),
                 ),
-                (label_keys::MANAGED_BY.to_owned(), MANAGER.to_owned()),
+                (
+                    label_keys::MANAGED_BY.to_owned(),
+                    contract::OPERATOR.to_owned(),
+                ),
             ]);
             let spec = AttackPathSpec {
                 policy: input.policy.to_owned(),
@@ -407,7 +409,7 @@ fn recommendations(
                 steps: remediation_steps(rule_id, secret_type),
             })
             .collect();
-        let name = labels::bounded(
+        let name = bounded(
             &format!("{}-secrets-{}", input.policy, cloud.as_str()),
             253,
             &format!("{}/{}", input.policy, cloud.as_str()),
@@ -415,7 +417,10 @@ fn recommendations(
         let labels = BTreeMap::from([
             (label_keys::POLICY.to_owned(), slugify(input.policy)),
             (label_keys::CLOUD.to_owned(), cloud.as_str().to_owned()),
-            (label_keys::MANAGED_BY.to_owned(), MANAGER.to_owned()),
+            (
+                label_keys::MANAGED_BY.to_owned(),
+                contract::OPERATOR.to_owned(),
+            ),
         ]);
         let spec = RecommendationSpec {
             cloud,

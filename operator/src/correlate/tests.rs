@@ -462,7 +462,10 @@ fn owner_and_namespace_are_set_on_what_correlation_creates() {
     {
         assert_eq!(meta.namespace.as_deref(), Some("security"));
         assert_eq!(meta.owner_references.as_ref().unwrap()[0].uid, "uid-1");
-        assert_eq!(meta.labels.as_ref().unwrap()[keys::MANAGED_BY], MANAGER);
+        assert_eq!(
+            meta.labels.as_ref().unwrap()[keys::MANAGED_BY],
+            contract::OPERATOR
+        );
         assert!(
             meta.labels
                 .as_ref()

@@ -1,0 +1,345 @@
+//! The contract between the operator, the scanner and the people who query them — in one file,
+//! so both binaries call the same functions and a newcomer learns it from one place.
+//!
+//! - [`labels`]: the `snapsentry.io/*` label keys; [`finding_labels`] builds the nine query
+//!   labels of a SecretFinding, and [`SCANNER_FINDING_LABELS`] / [`OPERATOR_FINDING_LABELS`] say
+//!   which process owns which of them.
+//! - [`annotations`] and [`FINALIZER`]: the operator's bookkeeping on objects.
+//! - [`OPERATOR`] and [`SCANNER`]: field managers (and the `managed-by` value).
+//! - [`finding_name`], [`machine_name`], [`job_name`]: object names, stable across scans.
+//!
+//! Label *values* (slugs, states) come from [`crate::label_value`].
+
+use std::collections::BTreeMap;
+
+use crate::label_value::{short_hash, slugify, verification_value};
+use crate::{Cloud, SecretFindingSpec, Severity, TargetKind, Verification};
+
+/// Field manager of everything the operator writes, and the value of
+/// [`labels::MANAGED_BY`] on every object and cloud resource it creates.
+pub const OPERATOR: &str = "snapsentry-operator";
+/// Field manager of what the scanner writes (SecretFinding spec and labels, its part of a
+/// ScannedMachine's status).
+pub const SCANNER: &str = "snapsentry-scanner";
+
+/// Finalizer on ScanPolicies: the operator deletes the snapshots and Jobs of a scan in progress
+/// before the policy goes.
+pub const FINALIZER: &str = "snapsentry.io/cleanup";
+
+/// Label keys. The SecretFinding labels make `kubectl get sf -l …` the query language.
+pub mod labels {
+    /// Name of the ScanPolicy (slugified).
+    pub const POLICY: &str = "snapsentry.io/policy";
+    /// Name of the ScannedMachine (slugified).
+    pub const MACHINE: &str = "snapsentry.io/machine";
+    /// `aws`, `azure`, `gcp` or `image`.
+    pub const CLOUD: &str = "snapsentry.io/cloud";
+    /// The secret type, slugified (`aws-access-key`).
+    pub const SECRET_TYPE: &str = "snapsentry.io/secret-type";
+    /// `critical`, `high`, `medium`, `low` or `info`.
+    pub const SEVERITY: &str = "snapsentry.io/severity";
+    /// `active`, `resolved`, `accepted` or `false-positive`.
+    pub const STATE: &str = "snapsentry.io/state";
+    /// `verified`, `unverified` or `not-applicable`.
+    pub const VERIFIED: &str = "snapsentry.io/verified";
+    /// `true` when the machine is reachable from the internet.
+    pub const EXPOSED: &str = "snapsentry.io/exposed";
+    /// What the secret opens: `vm`, `storage-account`, `sql-database`, `rds`, `s3-bucket`, `none`.
+    pub const TARGET_KIND: &str = "snapsentry.io/target-kind";
+    /// On every cloud resource and Kubernetes object the operator creates; value
+    /// [`super::OPERATOR`].
+    pub const MANAGED_BY: &str = "snapsentry.io/managed-by";
+    /// The scan that created a Job or snapshot.
+    pub const SCAN_ID: &str = "snapsentry.io/scan-id";
+    /// Namespace of the ScanPolicy a scanner Job works for (Jobs run in the operator's namespace,
+    /// so an owner reference cannot link them to a policy elsewhere).
+    pub const POLICY_NAMESPACE: &str = "snapsentry.io/policy-namespace";
+}
+
+/// Annotations the operator reads or writes.
+pub mod annotations {
+    /// On a ScanPolicy: a new value starts a scan now (`kubectl annotate sp NAME
+    /// snapsentry.io/scan-now=$(date +%s) --overwrite`).
+    pub const SCAN_NOW: &str = "snapsentry.io/scan-now";
+    /// On a ScannedMachine: index of the `spec.providers[]` entry it came from.
+    pub const PROVIDER_INDEX: &str = "snapsentry.io/provider-index";
+    /// On a ScannedMachine: comma-separated ids of the snapshots the running scan created for it,
+    /// until they are deleted.
+    pub const SNAPSHOTS: &str = "snapsentry.io/snapshots";
+}
+
+/// SecretFinding labels the scanner owns: facts of the evidence, fixed for the finding's life.
+pub const SCANNER_FINDING_LABELS: [&str; 4] = [
+    labels::POLICY,
+    labels::MACHINE,
+    labels::CLOUD,
+    labels::SECRET_TYPE,
+];
+
+/// SecretFinding labels the operator owns: its assessment after correlating the fleet. The
+/// scanner sets them only as the starting point of a finding it writes (see
+/// [`Assessment::scanned`]); the operator's apply after each scan has the last word.
+pub const OPERATOR_FINDING_LABELS: [&str; 5] = [
+    labels::STATE,
+    labels::VERIFIED,
+    labels::EXPOSED,
+    labels::SEVERITY,
+    labels::TARGET_KIND,
+];
+
+/// The operator-owned part of a finding's labels, as label values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assessment {
+    /// [`labels::SEVERITY`].
+    pub severity: String,
+    /// [`labels::STATE`] (see [`crate::label_value::state_value`]).
+    pub state: String,
+    /// [`labels::VERIFIED`].
+    pub verified: String,
+    /// [`labels::EXPOSED`].
+    pub exposed: bool,
+    /// [`labels::TARGET_KIND`].
+    pub target_kind: String,
+}
+
+impl Assessment {
+    /// The operator's assessment of a finding.
+    pub fn new(
+        severity: Severity,
+        state: &str,
+        verification: Verification,
+        exposed: bool,
+        target_kind: TargetKind,
+    ) -> Self {
+        Self {
+            severity: severity.as_str().to_owned(),
+            state: state.to_owned(),
+            verified: verification_value(verification).to_owned(),
+            exposed,
+            target_kind: target_kind.as_str().to_owned(),
+        }
+    }
+
+    /// What the scanner writes for a finding it has just seen on a machine that is `exposed`
+    /// now: the operator's values the finding already carries (`existing` labels), so a rescan
+    /// does not undo the assessment, or before any assessment the rule's severity, `unverified`
+    /// and the target the scanner recognised. A finding seen again is `active` again unless
+    /// people triaged it (`accepted`, `false-positive`).
+    pub fn scanned(
+        spec: &SecretFindingSpec,
+        exposed: bool,
+        existing: Option<&BTreeMap<String, String>>,
+    ) -> Self {
+        let old = |key: &str| existing.and_then(|l| l.get(key)).cloned();
+        let state = match old(labels::STATE).as_deref() {
+            Some(s @ ("accepted" | "false-positive")) => s.to_owned(),
+            _ => "active".to_owned(),
+        };
+        let target_kind = spec
+            .metadata
+            .target
+            .as_ref()
+            .map_or(TargetKind::None, |t| t.kind);
+        Self {
+            severity: old(labels::SEVERITY)
+                .unwrap_or_else(|| spec.rule_severity.as_str().to_owned()),
+            state,
+            verified: old(labels::VERIFIED)
+                .unwrap_or_else(|| verification_value(Verification::Unverified).to_owned()),
+            exposed,
+            target_kind: old(labels::TARGET_KIND)
+                .unwrap_or_else(|| target_kind.as_str().to_owned()),
+        }
+    }
+}
+
+/// All nine `snapsentry.io/*` labels of a SecretFinding: the scanner's from its spec, the
+/// operator's from `assessment`.
+pub fn finding_labels(
+    spec: &SecretFindingSpec,
+    assessment: &Assessment,
+) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (labels::POLICY.to_owned(), slugify(&spec.policy)),
+        (labels::MACHINE.to_owned(), slugify(&spec.machine)),
+        (labels::CLOUD.to_owned(), spec.cloud.as_str().to_owned()),
+        (labels::SECRET_TYPE.to_owned(), slugify(&spec.secret_type)),
+        (labels::SEVERITY.to_owned(), assessment.severity.clone()),
+        (labels::STATE.to_owned(), assessment.state.clone()),
+        (labels::VERIFIED.to_owned(), assessment.verified.clone()),
+        (labels::EXPOSED.to_owned(), assessment.exposed.to_string()),
+        (
+            labels::TARGET_KIND.to_owned(),
+            assessment.target_kind.clone(),
+        ),
+    ])
+}
+
+/// Longest object name Kubernetes accepts (a DNS subdomain).
+const MAX_NAME: usize = 253;
+/// Longest DNS label (names that end up in other labels, such as Job names in pod labels).
+const MAX_DNS_LABEL: usize = 63;
+
+/// SecretFinding name: `<machine>-<rule id>-<first 10 hex digits of the fingerprint HMAC>`,
+/// a DNS subdomain of at most 253 characters, the same on every scan of the same secret.
+pub fn finding_name(machine: &str, rule_id: &str, fingerprint: &str) -> String {
+    let hex: String = fingerprint
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .map(|c| c.to_ascii_lowercase())
+        .take(10)
+        .collect();
+    let hex = if hex.len() == 10 {
+        hex
+    } else {
+        short_hash(&[fingerprint])[..10].to_owned()
+    };
+    let mut rule = dns_part(rule_id, 48);
+    if rule.is_empty() {
+        rule = "rule".into();
+    }
+    let mut machine = dns_part(machine, MAX_NAME - rule.len() - hex.len() - 2);
+    if machine.is_empty() {
+        machine = "machine".into();
+    }
+    format!("{machine}-{rule}-{hex}")
+}
+
+/// ScannedMachine name for a machine of a policy: `<policy>-<machine>` as a DNS label (63
+/// characters at most, a hash keeping cut names unique). Image machines are named by their
+/// declared `name`, cloud machines by their `instance_id` (display names are neither unique nor
+/// stable).
+pub fn machine_name(policy: &str, cloud: Cloud, instance_id: &str, name: &str) -> String {
+    let key = if cloud == Cloud::Image {
+        name
+    } else {
+        instance_id
+    };
+    let dns = |s: &str| slugify(s).replace(['.', '_'], "-");
+    let full = format!("{}-{}", dns(policy), dns(key));
+    if full.len() <= MAX_DNS_LABEL {
+        return full;
+    }
+    let hash = short_hash(&[policy, cloud.as_str(), key]);
+    let head: String = full.chars().take(MAX_DNS_LABEL - hash.len() - 1).collect();
+    format!("{}-{hash}", head.trim_end_matches('-'))
+}
+
+/// Scanner Job name for (policy, machine, scan id): `scan-<policy>-<machine>-<hash>`, each part
+/// cut so the whole stays a 63-character DNS label (Job names end up in pod labels), the hash of
+/// all three keeping it unique.
+pub fn job_name(policy: &str, machine: &str, scan_id: &str) -> String {
+    let hash = &short_hash(&[policy, machine, scan_id])[..10];
+    let part = |s: &str, n: usize| {
+        let s = slugify(s).replace(['.', '_'], "-");
+        s.chars()
+            .take(n)
+            .collect::<String>()
+            .trim_end_matches('-')
+            .to_owned()
+    };
+    format!("scan-{}-{}-{hash}", part(policy, 20), part(machine, 26))
+}
+
+/// `[a-z0-9-]` form of `s` (runs of anything else become one `-`), at most `max` characters.
+fn dns_part(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max));
+    for c in s.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            out.push(c);
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.truncate(max);
+    while out.ends_with('-') {
+        out.pop();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_finding_label_has_one_owner() {
+        let mut all: Vec<&str> = SCANNER_FINDING_LABELS
+            .iter()
+            .chain(&OPERATOR_FINDING_LABELS)
+            .copied()
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 9);
+    }
+
+    #[test]
+    fn finding_names_are_stable_bounded_dns_names() {
+        let fp = "hmac-sha256:0123456789abcdef0123";
+        let a = finding_name("lab-images-web-01", "aws-access-key", fp);
+        assert_eq!(a, "lab-images-web-01-aws-access-key-0123456789");
+        assert_eq!(a, finding_name("lab-images-web-01", "aws-access-key", fp));
+        assert_ne!(
+            a,
+            finding_name("lab-images-web-01", "aws-access-key", "hmac-sha256:ff")
+        );
+        let long = finding_name(&"m.A_".repeat(100), &"R_".repeat(60), "x");
+        for n in [&a, &long] {
+            assert!(n.len() <= 253, "{n}");
+            assert!(
+                n.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+                "{n}"
+            );
+            assert!(
+                !n.starts_with('-') && !n.ends_with('-') && !n.contains("--"),
+                "{n}"
+            );
+        }
+    }
+
+    #[test]
+    fn job_names_are_deterministic_bounded_dns_labels() {
+        let a = job_name("lab-images", "lab-images-web-01", "20261122-140000");
+        assert_eq!(
+            a,
+            job_name("lab-images", "lab-images-web-01", "20261122-140000")
+        );
+        assert_ne!(
+            a,
+            job_name("lab-images", "lab-images-web-01", "20261123-030000")
+        );
+        assert!(a.starts_with("scan-lab-images-lab-images-web-01-"), "{a}");
+        let long = job_name(&"p".repeat(253), &"m.a_c".repeat(50), "20261122-140000");
+        for n in [&a, &long] {
+            assert!(n.len() <= 63, "{n}");
+            assert!(
+                n.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+                "{n}"
+            );
+            assert!(!n.ends_with('-') && !n.contains("--"), "{n}");
+        }
+    }
+
+    #[test]
+    fn machine_names() {
+        assert_eq!(
+            machine_name("lab-images", Cloud::Image, "web-01", "web-01"),
+            "lab-images-web-01"
+        );
+        assert_eq!(
+            machine_name("prod", Cloud::Aws, "i-0abc123", "Web Server"),
+            "prod-i-0abc123"
+        );
+        let long = machine_name(&"p".repeat(60), Cloud::Aws, "i-0abc123", "x");
+        let long2 = machine_name(&"p".repeat(60), Cloud::Aws, "i-0abc124", "x");
+        assert!(long.len() <= 63 && long2.len() <= 63);
+        assert_ne!(long, long2);
+    }
+}
