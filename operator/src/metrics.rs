@@ -7,6 +7,7 @@
 //! | `snapsentry_scan_duration_seconds` | histogram: one machine's scan | — |
 //! | `snapsentry_bytes_read_total` | counter: disk bytes the scanners read | — |
 //! | `snapsentry_active_snapshots` | gauge: cloud snapshots existing for running scans | — |
+//! | `snapsentry_reconcile_errors_total` | counter: failed ScanPolicy reconciles (retried) | `policy` (`namespace/name`) |
 //!
 //! Built on `prometheus-client` (the Prometheus project's Rust client); the exposition is the
 //! OpenMetrics text format, which Prometheus scrapes natively. Labels carry rule names and
@@ -47,6 +48,11 @@ struct ResultLabels {
     result: ScanResult,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    policy: String,
+}
+
 /// The operator's metrics and their registry.
 #[derive(Debug)]
 pub struct Metrics {
@@ -60,6 +66,7 @@ pub struct Metrics {
     active_snapshots: Gauge,
     /// Active snapshots per policy (`namespace/name`); the gauge is their sum.
     policy_snapshots: Mutex<BTreeMap<String, i64>>,
+    reconcile_errors: Family<PolicyLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -100,6 +107,12 @@ impl Metrics {
             "Cloud snapshots existing for running scans",
             active_snapshots.clone(),
         );
+        let reconcile_errors = Family::<PolicyLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Failed ScanPolicy reconciles (each is retried), by policy namespace/name",
+            reconcile_errors.clone(),
+        );
         Self {
             registry,
             findings,
@@ -109,6 +122,7 @@ impl Metrics {
             bytes_read,
             active_snapshots,
             policy_snapshots: Mutex::default(),
+            reconcile_errors,
         }
     }
 
@@ -160,6 +174,15 @@ impl Metrics {
             per.insert(policy.to_owned(), n);
         }
         self.active_snapshots.set(per.values().sum());
+    }
+
+    /// Count a failed reconcile of `policy` (`namespace/name`).
+    pub fn reconcile_failed(&self, policy: &str) {
+        self.reconcile_errors
+            .get_or_create(&PolicyLabels {
+                policy: policy.to_owned(),
+            })
+            .inc();
     }
 
     /// The text exposition.
@@ -224,6 +247,27 @@ mod tests {
         assert!(m.encode().contains("snapsentry_active_snapshots 5\n"));
         m.set_policy_snapshots("a/prod", 0);
         assert!(m.encode().contains("snapsentry_active_snapshots 2\n"));
+    }
+
+    #[test]
+    fn reconcile_errors_count_per_policy() {
+        let m = Metrics::new();
+        m.reconcile_failed("a/prod");
+        m.reconcile_failed("a/prod");
+        m.reconcile_failed("b/dev");
+        let text = m.encode();
+        assert!(
+            text.contains("# TYPE snapsentry_reconcile_errors counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("snapsentry_reconcile_errors_total{policy=\"a/prod\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("snapsentry_reconcile_errors_total{policy=\"b/dev\"} 1\n"),
+            "{text}"
+        );
     }
 
     #[test]

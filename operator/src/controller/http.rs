@@ -18,7 +18,8 @@ use crate::metrics::{self, Metrics};
 /// What the endpoints report.
 #[derive(Debug, Default)]
 pub struct HttpState {
-    pub metrics: Metrics,
+    /// Shared with the controller [`Context`](super::Context), which records into them.
+    pub metrics: Arc<Metrics>,
     /// Set once the controllers run (their watches have started); cleared on shutdown.
     pub ready: AtomicBool,
 }

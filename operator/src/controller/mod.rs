@@ -1,13 +1,24 @@
 //! Runtime wiring: configuration from the environment, the HTTP endpoints, leader election, and
 //! the ScanPolicy reconciler ([`reconcile`]: read desired state → apply children → write
 //! status), which also watches the scanner Jobs of each policy.
+//!
+//! The reconciler's steps, one per module: [`inventory`] (inventory ↔ ScannedMachines),
+//! [`jobs`] (machines and their scanner Jobs), `snapshots` (snapshot bookkeeping), `finish`
+//! (correlation and its objects); `scope` is a policy's APIs and helpers, [`providers`] its
+//! providers, cached across reconciles in the [`Context`].
 
 pub mod children;
 pub mod config;
+mod finish;
 pub mod http;
+pub mod inventory;
+pub mod jobs;
 pub mod leader;
+pub mod providers;
 pub mod reconcile;
 pub mod scan;
+mod scope;
+mod snapshots;
 pub mod status;
 
 use std::sync::Arc;
@@ -26,7 +37,10 @@ use snapsentry_crds::ScanPolicy;
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use http::HttpState;
+use providers::ProviderCache;
+use scope::namespace_of;
 
 /// How long running reconciles may take to finish after a shutdown request.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -36,8 +50,13 @@ pub struct Context {
     pub client: Client,
     pub config: config::Config,
     pub http: Arc<HttpState>,
+    /// The operator's metrics (the ones `/metrics` serves, shared with [`HttpState`]): every
+    /// reconcile step and `error_policy` record into these.
+    pub metrics: Arc<Metrics>,
     /// Kubernetes Events on scan start, machine failure and scan finish.
     pub recorder: Recorder,
+    /// Each policy's providers, across reconciles.
+    pub providers: ProviderCache,
 }
 
 impl Context {
@@ -50,16 +69,15 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             config,
+            metrics: http.metrics.clone(),
             http,
+            providers: ProviderCache::default(),
         }
     }
 }
 
 async fn reconcile(policy: Arc<ScanPolicy>, ctx: Arc<Context>) -> Result<Action> {
-    let namespace = policy.namespace().ok_or(Error::MissingField {
-        kind: "ScanPolicy",
-        field: "metadata.namespace",
-    })?;
+    let namespace = namespace_of(&policy)?;
     let api: Api<ScanPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
     finalizer(
         &api,
@@ -79,8 +97,16 @@ async fn reconcile(policy: Arc<ScanPolicy>, ctx: Arc<Context>) -> Result<Action>
     })
 }
 
-fn error_policy(policy: Arc<ScanPolicy>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(policy = %policy.name_any(), %error, "reconcile failed");
+/// A failed reconcile: logged, counted in `snapsentry_reconcile_errors_total`, retried; after a
+/// provider failure the policy's providers are built again.
+fn error_policy(policy: Arc<ScanPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
+    let name = policy.name_any();
+    let namespace = policy.namespace().unwrap_or_default();
+    tracing::warn!(policy = %name, %error, "reconcile failed");
+    ctx.metrics.reconcile_failed(&format!("{namespace}/{name}"));
+    if error.is_provider() {
+        ctx.providers.forget(&namespace, &name);
+    }
     Action::requeue(std::time::Duration::from_secs(5))
 }
 

@@ -1,65 +1,11 @@
-//! Planning a scan, as pure functions: the ScannedMachines a policy's inventory makes, which
-//! machines get a Job next under the policy's concurrency, and the counts for the policy status.
+//! Planning a scan, as pure functions: which machines get a Job next under the policy's
+//! concurrency, and the counts for the policy status. (The ScannedMachines a policy's inventory
+//! makes are [`super::inventory`]'s.)
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::Resource;
-use snapsentry_crds::{
-    Cloud, MachineCounts, MachinePhase, ScanPolicy, ScannedMachine, ScannedMachineSpec, labels,
-};
-
-use crate::error::{Error, Result};
-use crate::provider::InventoryMachine;
-use snapsentry_crds::contract;
-use snapsentry_crds::label_value::slugify;
+use snapsentry_crds::{MachineCounts, MachinePhase, ScanPolicy, ScannedMachine};
 
 /// Scanner Jobs running at once per policy when `spec.concurrency` is unset.
 pub const DEFAULT_CONCURRENCY: u32 = 5;
-
-/// The ScannedMachine (spec and metadata; status is the scan's) for one inventory machine.
-pub fn desired_machine(
-    policy: &ScanPolicy,
-    cloud: Cloud,
-    machine: &InventoryMachine,
-) -> Result<ScannedMachine> {
-    let policy_name = policy.metadata.name.as_deref().ok_or(Error::MissingField {
-        kind: "ScanPolicy",
-        field: "metadata.name",
-    })?;
-    let name = contract::machine_name(policy_name, cloud, &machine.id, &machine.name);
-    let labels = BTreeMap::from([
-        (labels::POLICY.to_owned(), slugify(policy_name)),
-        (labels::MACHINE.to_owned(), name.clone()),
-        (labels::CLOUD.to_owned(), cloud.as_str().to_owned()),
-        (
-            labels::EXPOSED.to_owned(),
-            machine.exposure.internet_facing.to_string(),
-        ),
-        (labels::MANAGED_BY.to_owned(), contract::OPERATOR.to_owned()),
-    ]);
-    Ok(ScannedMachine {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: policy.metadata.namespace.clone(),
-            labels: Some(labels),
-            owner_references: policy.controller_owner_ref(&()).map(|o| vec![o]),
-            ..Default::default()
-        },
-        spec: ScannedMachineSpec {
-            policy: policy_name.to_owned(),
-            cloud,
-            instance_id: machine.id.clone(),
-            display_name: (machine.name != machine.id).then(|| machine.name.clone()),
-            region: machine.region.clone(),
-            platform: machine.platform.clone(),
-            state: machine.state.clone(),
-            exposure: machine.exposure.clone(),
-            disks: machine.disks.iter().take(32).cloned().collect(),
-        },
-        status: None,
-    })
-}
 
 /// Which of the machines still waiting (`Pending`, in order) get a Job now, given how many of
 /// the policy's Jobs run.
@@ -104,49 +50,11 @@ pub fn machine_counts(machines: &[ScannedMachine]) -> MachineCounts {
 
 #[cfg(test)]
 mod tests {
-    use snapsentry_crds::{Exposure, MachineDisk, ScanPolicySpec, ScannedMachineStatus};
+    use snapsentry_crds::{Cloud, ScannedMachineStatus};
 
     use super::*;
-
-    fn policy(concurrency: Option<u32>) -> ScanPolicy {
-        let mut p = ScanPolicy::new(
-            "lab-images",
-            ScanPolicySpec {
-                providers: vec![],
-                schedule: None,
-                time_zone: None,
-                suspend: false,
-                concurrency,
-                rules: None,
-                exclusions: None,
-                verification: None,
-                scanner: None,
-                resolved_retention: None,
-            },
-        );
-        p.metadata.namespace = Some("snapsentry".into());
-        p.metadata.uid = Some("uid-1".into());
-        p
-    }
-
-    fn inv(id: &str, name: &str) -> InventoryMachine {
-        InventoryMachine {
-            id: id.into(),
-            name: name.into(),
-            region: Some("eu-west-1".into()),
-            platform: Some("linux".into()),
-            state: Some("running".into()),
-            exposure: Exposure {
-                internet_facing: true,
-                reasons: vec!["public IP".into()],
-            },
-            disks: vec![MachineDisk {
-                id: "vol-1".into(),
-                device: Some("/dev/xvda".into()),
-                size_bytes: Some(8 << 30),
-            }],
-        }
-    }
+    use crate::controller::inventory::desired_machine;
+    use crate::controller::inventory::tests::{inv, policy};
 
     fn with_phase(mut m: ScannedMachine, phase: Option<MachinePhase>) -> ScannedMachine {
         m.status = phase.map(|p| ScannedMachineStatus {
@@ -154,29 +62,6 @@ mod tests {
             ..Default::default()
         });
         m
-    }
-
-    #[test]
-    fn desired_machine_from_inventory() {
-        let m = desired_machine(&policy(None), Cloud::Aws, &inv("i-0abc123", "web")).unwrap();
-        assert_eq!(m.metadata.name.as_deref(), Some("lab-images-i-0abc123"));
-        assert_eq!(m.metadata.namespace.as_deref(), Some("snapsentry"));
-        assert_eq!(
-            m.metadata.owner_references.as_ref().unwrap()[0].uid,
-            "uid-1"
-        );
-        let l = m.metadata.labels.as_ref().unwrap();
-        assert_eq!(
-            (
-                l["snapsentry.io/cloud"].as_str(),
-                l["snapsentry.io/exposed"].as_str()
-            ),
-            ("aws", "true")
-        );
-        assert_eq!(m.spec.instance_id, "i-0abc123");
-        assert_eq!(m.spec.display_name.as_deref(), Some("web"));
-        assert!(m.spec.exposure.internet_facing);
-        assert_eq!(m.spec.disks.len(), 1);
     }
 
     #[test]

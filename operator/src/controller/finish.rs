@@ -1,0 +1,201 @@
+//! Finishing a scan once every machine is done: delete its snapshots, correlate the policy's
+//! findings, write finding statuses and labels, AttackPaths, Recommendations and per-machine
+//! counts, and the policy's status. Correlation is idempotent, so finishing twice writes the
+//! same objects.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use snapsentry_crds::contract::{self, OPERATOR_FINDING_LABELS};
+use snapsentry_crds::{
+    AttackPath, MachinePhase, Recommendation, ScanPolicyStatus, ScannedMachine, SecretFinding,
+};
+
+use super::children::{changed_findings, diff_owned};
+use super::inventory::target_inventory;
+use super::scan::machine_counts;
+use super::scope::{Scope, delete_if_present, server_side_apply};
+use super::snapshots;
+use super::status::set_condition;
+use crate::correlate::{self, CorrelationInput};
+use crate::error::Result;
+
+/// Every machine is done: delete snapshots, correlate, write the policy's children and status.
+pub(super) async fn finish_scan(
+    scope: &Scope<'_>,
+    scan_id: &str,
+    status: &mut ScanPolicyStatus,
+    now: Timestamp,
+) -> Result<()> {
+    let policy = scope.policy;
+    let machines = scope.machines().await?;
+    snapshots::delete_recorded(scope, &machines).await?;
+
+    let targets = target_inventory(scope).await;
+    let findings: Vec<SecretFinding> = scope
+        .list(&scope.api::<SecretFinding>(), &scope.policy_selector())
+        .await?;
+    let retention = correlate::parse_retention(policy.spec.resolved_retention.as_deref())
+        .unwrap_or(correlate::DEFAULT_RETENTION);
+    let correlation = correlate::correlate(&CorrelationInput {
+        policy: &scope.name,
+        namespace: &scope.namespace,
+        owner: policy.controller_owner_ref(&()),
+        machines: &machines,
+        findings: &findings,
+        targets: &targets,
+        now,
+        retention,
+    });
+
+    write_findings(scope, &findings, &correlation).await?;
+    let paths = sync_owned::<AttackPath>(scope, &correlation.attack_paths, |a, b| {
+        a.spec == b.spec && a.metadata.labels == b.metadata.labels
+    })
+    .await?;
+    sync_owned::<Recommendation>(scope, &correlation.recommendations, |a, b| {
+        a.spec == b.spec && a.metadata.labels == b.metadata.labels
+    })
+    .await?;
+    for m in &machines {
+        let counts = correlation.machine_findings.get(&m.name_any());
+        if m.status.as_ref().and_then(|s| s.findings.as_ref()) != counts {
+            let status = serde_json::json!({ "findings": counts });
+            scope
+                .merge_status::<ScannedMachine>(&m.name_any(), &status)
+                .await?;
+        }
+    }
+    scope
+        .ctx
+        .metrics
+        .set_findings(&scope.name, &correlation.open_by_severity_and_type());
+
+    let counts = machine_counts(&machines);
+    let generation = policy.metadata.generation;
+    status.machines = Some(counts.clone());
+    status.findings = Some(correlation.open.clone());
+    status.attack_paths = Some(paths as u32);
+    let summary = format!(
+        "scan {scan_id}: {} of {} machines scanned, {} failed; {} open findings, {} attack paths",
+        counts.scanned, counts.total, counts.failed, correlation.open.total, paths
+    );
+    set_condition(
+        &mut status.conditions,
+        "Scanning",
+        "False",
+        "ScanFinished",
+        &summary,
+        generation,
+        now,
+    );
+    if counts.failed > 0 {
+        let failed: Vec<String> = machines
+            .iter()
+            .filter(|m| m.status.as_ref().and_then(|s| s.phase) == Some(MachinePhase::Failed))
+            .map(|m| m.name_any())
+            .take(10)
+            .collect();
+        set_condition(
+            &mut status.conditions,
+            "Degraded",
+            "True",
+            "MachinesFailed",
+            &format!(
+                "{} of {} machines failed in scan {scan_id}: {}",
+                counts.failed,
+                counts.total,
+                failed.join(", ")
+            ),
+            generation,
+            now,
+        );
+    } else {
+        set_condition(
+            &mut status.conditions,
+            "Degraded",
+            "False",
+            "AllMachinesScanned",
+            &format!("every machine was scanned in scan {scan_id}"),
+            generation,
+            now,
+        );
+    }
+    tracing::info!(policy = %scope.name, %scan_id, scanned = counts.scanned, failed = counts.failed, "scan finished");
+    let type_ = if counts.failed > 0 {
+        EventType::Warning
+    } else {
+        EventType::Normal
+    };
+    scope.event(type_, "ScanFinished", "Scan", summary).await;
+    Ok(())
+}
+
+/// Patch finding statuses and the operator's labels; delete findings past retention.
+async fn write_findings(
+    scope: &Scope<'_>,
+    findings: &[SecretFinding],
+    correlation: &correlate::Correlation,
+) -> Result<()> {
+    let api = scope.api::<SecretFinding>();
+    let params = PatchParams::apply(contract::OPERATOR).force();
+    for update in changed_findings(findings, &correlation.findings) {
+        let labels: BTreeMap<&str, &String> = OPERATOR_FINDING_LABELS
+            .iter()
+            .filter_map(|k| Some((*k, update.labels.get(*k)?)))
+            .collect();
+        let meta = serde_json::json!({
+            "apiVersion": SecretFinding::api_version(&()),
+            "kind": SecretFinding::kind(&()),
+            "metadata": { "name": update.name, "labels": labels },
+        });
+        api.patch(&update.name, &params, &Patch::Apply(&meta))
+            .await?;
+        let status = serde_json::json!({
+            "apiVersion": SecretFinding::api_version(&()),
+            "kind": SecretFinding::kind(&()),
+            "metadata": { "name": update.name },
+            "status": update.status,
+        });
+        api.patch_status(&update.name, &params, &Patch::Apply(&status))
+            .await?;
+    }
+    for name in &correlation.to_delete {
+        delete_if_present(&api, name).await?;
+    }
+    Ok(())
+}
+
+/// Apply the desired objects of a kind and delete the policy's others; returns how many are
+/// desired.
+async fn sync_owned<K>(
+    scope: &Scope<'_>,
+    desired: &[K],
+    same: impl Fn(&K, &K) -> bool,
+) -> Result<usize>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+{
+    let api = scope.api::<K>();
+    let current = scope.list(&api, &scope.policy_selector()).await?;
+    let plan = diff_owned(&current, desired, same);
+    for name in &plan.apply {
+        if let Some(obj) = desired.iter().find(|d| &d.name_any() == name) {
+            server_side_apply(&api, obj).await?;
+        }
+    }
+    for name in &plan.delete {
+        delete_if_present(&api, name).await?;
+    }
+    Ok(desired.len())
+}

@@ -1,0 +1,412 @@
+//! Machines and their scanner Jobs in a running scan: each machine's phase from its Job (or,
+//! once the Job is gone, from what the scanner recorded) synchronised into its status, and the
+//! next machines snapshotted and given a Job under the policy's concurrency.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::api::PostParams;
+use kube::runtime::events::EventType;
+use snapsentry_crds::{MachinePhase, ScanProgress, ScannedMachine, ScannedMachineStatus, labels};
+
+use super::children::{JobOutcome, job_outcome};
+use super::inventory::inventory_machine;
+use super::scan::next_to_start;
+use super::scope::{Scope, delete_if_present};
+use super::snapshots;
+use super::status::set_condition;
+use crate::correlate::slugify;
+use crate::error::Result;
+use crate::job::{JobRequest, scanner_job};
+use crate::metrics::ScanResult;
+
+/// A machine's phase in scan `scan_id`, from its Job (`job`) and what it recorded.
+pub fn phase_in_scan(
+    machine: &ScannedMachine,
+    job: Option<&Job>,
+    scan_id: &str,
+) -> (MachinePhase, Option<JobOutcome>) {
+    let status = machine.status.as_ref();
+    if let Some(job) = job {
+        return match job_outcome(job) {
+            None => (MachinePhase::Scanning, None),
+            Some(JobOutcome::Succeeded) => (MachinePhase::Scanned, Some(JobOutcome::Succeeded)),
+            Some(o @ JobOutcome::Failed(_)) => (MachinePhase::Failed, Some(o)),
+        };
+    }
+    // The Job finished and its TTL removed it; the scanner recorded this scan.
+    if let Some(last) = status
+        .and_then(|s| s.last_scan.as_ref())
+        .filter(|l| l.scan_id == scan_id)
+    {
+        let phase = if last.succeeded {
+            MachinePhase::Scanned
+        } else {
+            MachinePhase::Failed
+        };
+        return (phase, None);
+    }
+    let in_scan = status
+        .and_then(|s| s.progress.as_ref())
+        .is_some_and(|p| p.scan_id == scan_id);
+    match status.and_then(|s| s.phase) {
+        // Failed before a Job existed (snapshots).
+        Some(MachinePhase::Failed) if in_scan => (MachinePhase::Failed, None),
+        // Not started, or snapshotted but the Job was never created: start it (again).
+        _ => (MachinePhase::Pending, None),
+    }
+}
+
+/// Each of the policy's machines with its phase in scan `scan_id` (from the scan's Jobs),
+/// synchronised into its status.
+pub(super) async fn sync_machines(
+    scope: &Scope<'_>,
+    scan_id: &str,
+    now: Timestamp,
+) -> Result<Vec<ScannedMachine>> {
+    let jobs_api = scope.jobs();
+    let jobs: BTreeMap<String, Job> = scope
+        .list(&jobs_api, &scope.job_selector(Some(scan_id)))
+        .await?
+        .into_iter()
+        .filter_map(|j| Some((j.labels().get(labels::MACHINE)?.clone(), j)))
+        .collect();
+    let machines = scope.machines().await?;
+
+    // Each machine's phase in this scan, synchronised into its status.
+    let mut view = Vec::with_capacity(machines.len());
+    for m in machines {
+        let job = jobs.get(&slugify(&m.name_any()));
+        let (phase, outcome) = phase_in_scan(&m, job, scan_id);
+        let job_name = job.map(|j| j.name_any());
+        let m = sync_machine(scope, m, phase, outcome, job_name, scan_id, now).await?;
+        view.push(m);
+    }
+    Ok(view)
+}
+
+/// Start the next machines under the policy's concurrency limit.
+pub(super) async fn start_next(
+    scope: &Scope<'_>,
+    view: &mut [ScannedMachine],
+    scan_id: &str,
+    now: Timestamp,
+) -> Result<()> {
+    let next: Vec<String> = next_to_start(scope.policy, view)
+        .iter()
+        .map(|m| m.name_any())
+        .collect();
+    for name in next {
+        if let Some(m) = view.iter_mut().find(|m| m.name_any() == name) {
+            start_machine(scope, m, scan_id, now).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Write `phase` (and, for a finished Job, the `Scanned` condition) into the machine's status
+/// when it differs; returns the machine as it now is.
+async fn sync_machine(
+    scope: &Scope<'_>,
+    mut m: ScannedMachine,
+    phase: MachinePhase,
+    outcome: Option<JobOutcome>,
+    job_name: Option<String>,
+    scan_id: &str,
+    now: Timestamp,
+) -> Result<ScannedMachine> {
+    let mut st = m.status.clone().unwrap_or_default();
+    let before = st.clone();
+    st.phase = Some(phase);
+    let generation = scope.policy.metadata.generation;
+    match &outcome {
+        Some(JobOutcome::Succeeded) => set_condition(
+            &mut st.conditions,
+            "Scanned",
+            "True",
+            "Succeeded",
+            &format!("scan {scan_id} succeeded"),
+            generation,
+            now,
+        ),
+        Some(JobOutcome::Failed(reason)) => set_condition(
+            &mut st.conditions,
+            "Scanned",
+            "False",
+            reason,
+            &format!(
+                "scanner Job {} of scan {scan_id} failed: {reason}; findings of earlier scans are kept",
+                job_name.as_deref().unwrap_or("?")
+            ),
+            generation,
+            now,
+        ),
+        None => {}
+    }
+    // A running Job whose machine does not show this scan (a restart between creating the Job
+    // and recording it): record it. Once the Job ends, progress is the scanner's to clear.
+    let record_progress = job_name.is_some()
+        && outcome.is_none()
+        && st.progress.as_ref().is_none_or(|p| p.scan_id != scan_id);
+    if record_progress {
+        st.progress = Some(ScanProgress {
+            scan_id: scan_id.to_owned(),
+            started_at: Some(Time(now)),
+            job: job_name.clone(),
+            ..Default::default()
+        });
+    }
+    if st == before {
+        return Ok(m);
+    }
+    let scanned_condition = |s: &ScannedMachineStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == "Scanned")
+            .map(|c| c.message.clone())
+    };
+    if outcome.is_some() && scanned_condition(&st) != scanned_condition(&before) {
+        // First time this scan's end is recorded: count it once.
+        let last = st.last_scan.as_ref().filter(|l| l.scan_id == scan_id);
+        let result = match outcome {
+            Some(JobOutcome::Succeeded) => ScanResult::succeeded,
+            _ => ScanResult::failed,
+        };
+        scope.ctx.metrics.scan_finished(
+            result,
+            last.map_or(0.0, |l| l.duration_ms as f64 / 1000.0),
+            last.map_or(0, |l| l.bytes_scanned),
+        );
+    }
+    if phase == MachinePhase::Failed && before.phase != Some(MachinePhase::Failed) {
+        let reason = match &outcome {
+            Some(JobOutcome::Failed(r)) => r.clone(),
+            _ => "Failed".to_owned(),
+        };
+        tracing::warn!(policy = %scope.name, machine = %m.name_any(), %reason, "machine scan failed");
+        scope
+            .event(
+                EventType::Warning,
+                "MachineScanFailed",
+                "Scan",
+                format!(
+                    "machine {} failed in scan {scan_id}: {reason}",
+                    m.name_any()
+                ),
+            )
+            .await;
+    }
+    patch_machine_status(scope, &m.name_any(), &st, record_progress).await?;
+    m.status = Some(st);
+    Ok(m)
+}
+
+/// Merge-patch the operator's fields of a machine's status: phase, conditions and, when
+/// `with_progress`, progress (which the scanner updates while it runs).
+async fn patch_machine_status(
+    scope: &Scope<'_>,
+    name: &str,
+    st: &ScannedMachineStatus,
+    with_progress: bool,
+) -> Result<()> {
+    let mut status = serde_json::json!({
+        "phase": st.phase,
+        "conditions": st.conditions,
+    });
+    if with_progress {
+        status["progress"] = serde_json::to_value(&st.progress)?;
+    }
+    scope.merge_status::<ScannedMachine>(name, &status).await
+}
+
+/// Snapshot a machine, record it as `Scanning` in this scan, and create its Job if absent.
+async fn start_machine(
+    scope: &Scope<'_>,
+    m: &mut ScannedMachine,
+    scan_id: &str,
+    now: Timestamp,
+) -> Result<()> {
+    let name = m.name_any();
+    let (index, provider) = scope.provider_of(m)?;
+    let inv = inventory_machine(m);
+    let pctx = scope.provider_ctx();
+    let mut st = m.status.clone().unwrap_or_default();
+    let snapshots = match provider.prepare_snapshots(&pctx, &inv, scan_id).await {
+        Ok(s) => s,
+        Err(e) => {
+            if e.is_provider() {
+                // Rebuild its clients (and read its credentials again) next time.
+                scope.forget_providers();
+            }
+            st.phase = Some(MachinePhase::Failed);
+            st.progress = Some(ScanProgress {
+                scan_id: scan_id.to_owned(),
+                started_at: Some(Time(now)),
+                ..Default::default()
+            });
+            set_condition(
+                &mut st.conditions,
+                "Scanned",
+                "False",
+                "SnapshotFailed",
+                &e.to_string(),
+                scope.policy.metadata.generation,
+                now,
+            );
+            patch_machine_status(scope, &name, &st, true).await?;
+            scope
+                .event(
+                    EventType::Warning,
+                    "MachineScanFailed",
+                    "Snapshot",
+                    format!("machine {name} failed in scan {scan_id}: {e}"),
+                )
+                .await;
+            m.status = Some(st);
+            return Ok(());
+        }
+    };
+    let images_claim = scope.policy.spec.providers[index]
+        .images
+        .as_ref()
+        .and_then(|i| i.persistent_volume_claim.as_deref());
+    let request = JobRequest {
+        machine: &name,
+        instance_id: &m.spec.instance_id,
+        cloud: m.spec.cloud,
+        scan_id,
+        disks: provider.reader_config(&inv, &snapshots),
+        images_claim,
+    };
+    let job = scanner_job(scope.policy, &request, &scope.ctx.config.job_settings())?;
+    let job_name = job.name_any();
+    // Recorded before the Job exists: a restart in between finds the snapshots to delete.
+    let created: Vec<String> = snapshots
+        .iter()
+        .filter(|s| s.created)
+        .map(|s| s.snapshot_id.clone())
+        .collect();
+    snapshots::record(scope, m, &created).await?;
+    st.phase = Some(MachinePhase::Scanning);
+    st.progress = Some(ScanProgress {
+        scan_id: scan_id.to_owned(),
+        started_at: Some(Time(now)),
+        files_scanned: 0,
+        bytes_scanned: 0,
+        snapshots: (!created.is_empty()).then_some(created),
+        job: Some(job_name.clone()),
+    });
+    patch_machine_status(scope, &name, &st, true).await?;
+    match scope.jobs().create(&PostParams::default(), &job).await {
+        Ok(_) => {
+            tracing::info!(policy = %scope.name, machine = %name, job = %job_name, "scanner Job created")
+        }
+        Err(kube::Error::Api(s)) if s.is_already_exists() => {}
+        Err(e) => return Err(e.into()),
+    }
+    m.status = Some(st);
+    Ok(())
+}
+
+/// Delete all of the policy's Jobs, of every scan (Jobs in another namespace than the policy
+/// carry no owner reference, so nothing else would).
+pub(super) async fn delete_all(scope: &Scope<'_>) -> Result<()> {
+    let jobs = scope.jobs();
+    for job in scope.list(&jobs, &scope.job_selector(None)).await? {
+        delete_if_present(&jobs, &job.name_any()).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+    use snapsentry_crds::ScanSummary;
+
+    use super::*;
+    use crate::correlate::testing::machine;
+
+    fn job(type_: Option<&str>) -> Job {
+        Job {
+            status: Some(JobStatus {
+                conditions: type_.map(|t| {
+                    vec![JobCondition {
+                        type_: t.into(),
+                        status: "True".into(),
+                        reason: Some("DeadlineExceeded".into()),
+                        ..Default::default()
+                    }]
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn with(phase: MachinePhase, progress: Option<&str>, last: Option<&str>) -> ScannedMachine {
+        let mut m = machine("a", false);
+        m.status = Some(ScannedMachineStatus {
+            phase: Some(phase),
+            progress: progress.map(|id| ScanProgress {
+                scan_id: id.into(),
+                ..Default::default()
+            }),
+            last_scan: last.map(|id| ScanSummary {
+                scan_id: id.into(),
+                succeeded: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        m
+    }
+
+    #[test]
+    fn phase_comes_from_the_job() {
+        let m = with(MachinePhase::Scanned, Some("old"), Some("old"));
+        assert_eq!(phase_in_scan(&m, None, "new").0, MachinePhase::Pending);
+        assert_eq!(
+            phase_in_scan(&m, Some(&job(None)), "new").0,
+            MachinePhase::Scanning
+        );
+        assert_eq!(
+            phase_in_scan(&m, Some(&job(Some("Complete"))), "new"),
+            (MachinePhase::Scanned, Some(JobOutcome::Succeeded))
+        );
+        assert_eq!(
+            phase_in_scan(&m, Some(&job(Some("Failed"))), "new"),
+            (
+                MachinePhase::Failed,
+                Some(JobOutcome::Failed("DeadlineExceeded".into()))
+            )
+        );
+    }
+
+    #[test]
+    fn without_a_job_the_recorded_state_decides() {
+        // Job gone after its TTL, the scanner recorded this scan (and cleared progress).
+        let m = with(MachinePhase::Scanned, None, Some("s"));
+        assert_eq!(phase_in_scan(&m, None, "s").0, MachinePhase::Scanned);
+        let mut failed = with(MachinePhase::Failed, None, Some("s"));
+        failed
+            .status
+            .as_mut()
+            .unwrap()
+            .last_scan
+            .as_mut()
+            .unwrap()
+            .succeeded = false;
+        assert_eq!(phase_in_scan(&failed, None, "s").0, MachinePhase::Failed);
+        // A failure of an earlier scan does not count in this one.
+        let m = with(MachinePhase::Failed, Some("old"), Some("old"));
+        assert_eq!(phase_in_scan(&m, None, "s").0, MachinePhase::Pending);
+        // Recorded as scanning but no Job and no result: start again.
+        let m = with(MachinePhase::Scanning, Some("s"), Some("old"));
+        assert_eq!(phase_in_scan(&m, None, "s").0, MachinePhase::Pending);
+        let m = with(MachinePhase::Failed, Some("s"), None);
+        assert_eq!(phase_in_scan(&m, None, "s").0, MachinePhase::Failed);
+    }
+}
