@@ -158,6 +158,7 @@ mod tests {
     use snapsentry_crds::{ScanPolicySpec, ScanPolicyStatus};
 
     use super::*;
+    use crate::correlate::testing::policy_spec;
 
     fn t(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -263,16 +264,8 @@ mod tests {
         let mut p = ScanPolicy::new(
             "prod",
             ScanPolicySpec {
-                providers: vec![],
                 schedule: schedule.map(str::to_owned),
-                time_zone: None,
-                suspend: false,
-                concurrency: None,
-                rules: None,
-                exclusions: None,
-                verification: None,
-                scanner: None,
-                resolved_retention: None,
+                ..policy_spec()
             },
         );
         p.metadata.generation = Some(1);

@@ -149,22 +149,15 @@ pub(crate) mod tests {
     use snapsentry_crds::{Exposure, MachineDisk, ScanPolicySpec};
 
     use super::*;
+    use crate::correlate::testing::policy_spec;
 
     /// A policy `snapsentry/lab-images` without providers.
     pub(crate) fn policy(concurrency: Option<u32>) -> ScanPolicy {
         let mut p = ScanPolicy::new(
             "lab-images",
             ScanPolicySpec {
-                providers: vec![],
-                schedule: None,
-                time_zone: None,
-                suspend: false,
                 concurrency,
-                rules: None,
-                exclusions: None,
-                verification: None,
-                scanner: None,
-                resolved_retention: None,
+                ..policy_spec()
             },
         );
         p.metadata.namespace = Some("snapsentry".into());

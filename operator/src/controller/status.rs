@@ -121,6 +121,7 @@ mod tests {
     use snapsentry_crds::ScanPolicySpec;
 
     use super::*;
+    use crate::correlate::testing::policy_spec;
 
     fn t(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -130,16 +131,9 @@ mod tests {
         let mut p = ScanPolicy::new(
             "prod",
             ScanPolicySpec {
-                providers: vec![],
                 schedule: schedule.map(str::to_owned),
                 time_zone: zone.map(str::to_owned),
-                suspend: false,
-                concurrency: None,
-                rules: None,
-                exclusions: None,
-                verification: None,
-                scanner: None,
-                resolved_retention: None,
+                ..policy_spec()
             },
         );
         p.metadata.generation = Some(3);

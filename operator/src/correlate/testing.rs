@@ -3,10 +3,26 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use snapsentry_crds::{
-    AuthorizedKey, Cloud, Exposure, FindingLocation, FindingMetadata, ScanSummary, ScannedMachine,
-    ScannedMachineSpec, ScannedMachineStatus, SecretFinding, SecretFindingSpec, Severity,
-    SshKeyFacts,
+    AuthorizedKey, Cloud, Exposure, FindingLocation, FindingMetadata, ScanPolicySpec, ScanSummary,
+    ScannedMachine, ScannedMachineSpec, ScannedMachineStatus, SecretFinding, SecretFindingSpec,
+    Severity, SshKeyFacts,
 };
+
+/// A ScanPolicy spec with nothing set (no providers, no schedule); tests set what they need.
+pub fn policy_spec() -> ScanPolicySpec {
+    ScanPolicySpec {
+        providers: vec![],
+        schedule: None,
+        time_zone: None,
+        suspend: false,
+        concurrency: None,
+        rules: None,
+        exclusions: None,
+        verification: None,
+        scanner: None,
+        resolved_retention: None,
+    }
+}
 
 pub fn ts(secs: i64) -> Timestamp {
     Timestamp::from_second(1_790_000_000 + secs).unwrap()
