@@ -18,6 +18,7 @@
 //! assert_eq!(crd.spec.names.short_names.unwrap(), ["sf"]);
 //! ```
 
+#![warn(missing_docs)]
 // kube's `printcolumn(...)` arguments repeat `type_ = "string"` on purpose; clippy reads them
 // as duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
@@ -72,6 +73,7 @@ pub fn crds_yaml() -> String {
 }
 
 /// Stable label keys on SecretFinding (and, where they apply, other kinds).
+#[allow(missing_docs)] // the keys and their values are documented in docs/api.md
 pub mod labels {
     pub const POLICY: &str = "snapsentry.io/policy";
     pub const MACHINE: &str = "snapsentry.io/machine";
