@@ -54,9 +54,11 @@ pub struct ScanAssignment {
     /// Id of this scan; written to every SecretFinding's `spec.scanId` and to
     /// `ScannedMachine.status.lastScan.scanId`.
     pub scan_id: String,
+    /// Cloud the machine lives in.
     pub cloud: Cloud,
     /// Disks in attachment order.
     pub disks: Vec<AssignedDisk>,
+    /// Detection settings from the policy.
     #[serde(default)]
     pub rules: AssignmentRules,
     /// SecretFindings to write at most; beyond it the scan reports truncation.
@@ -74,6 +76,7 @@ impl ScanAssignment {
 pub struct AssignedDisk {
     /// The machine's disk id (volume id, disk resource id, image path as declared).
     pub id: String,
+    /// Where to read the disk.
     pub source: DiskSource,
 }
 
@@ -86,10 +89,15 @@ pub struct AssignedDisk {
 )]
 pub enum DiskSource {
     /// A disk image file or block device readable inside the Job's container.
-    Image { path: String },
+    Image {
+        /// Path of the image file or block device.
+        path: String,
+    },
     /// An EBS snapshot, read through the EBS direct APIs.
     EbsSnapshot {
+        /// Snapshot id (`snap-…`).
         snapshot_id: String,
+        /// Region of the snapshot.
         region: String,
         /// EBS endpoint override (VPC endpoint, emulator).
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -98,17 +106,25 @@ pub enum DiskSource {
         /// assume it come from the scanner's environment or service account.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         assume_role_arn: Option<String>,
+        /// External id for assuming `assume_role_arn`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         external_id: Option<String>,
     },
     /// An Azure managed-disk snapshot (resource id); the scanner requests its own SAS.
     AzureSnapshot {
+        /// Resource id of the snapshot.
         snapshot_id: String,
+        /// Azure endpoint override (emulators).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         endpoint_url: Option<String>,
     },
     /// A Compute Engine snapshot.
-    GcpSnapshot { project: String, snapshot: String },
+    GcpSnapshot {
+        /// Project of the snapshot.
+        project: String,
+        /// Snapshot name.
+        snapshot: String,
+    },
 }
 
 /// Detection settings from the policy's `rules` and `exclusions`.
@@ -118,10 +134,13 @@ pub struct AssignmentRules {
     /// ConfigMap (in the policy's namespace) whose `rules.yaml` holds extra rules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extra_rules_config_map: Option<String>,
+    /// Rule ids to disable.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disable: Vec<String>,
+    /// Also report secrets in test, example and fixture directories.
     #[serde(default)]
     pub include_tests: bool,
+    /// Files larger than this are not read (scanner default when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_file_size_bytes: Option<u64>,
     /// Path globs not to report.

@@ -47,12 +47,19 @@ use crate::common::{Cloud, Severity, TargetKind};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AttackPathSpec {
+    /// The ScanPolicy whose scan found the path.
     pub policy: String,
+    /// Cloud of the entry machine.
     pub cloud: Cloud,
+    /// The path in words, as Defender for Cloud titles the same path.
     pub title: String,
+    /// How bad the path is.
     pub risk: Severity,
+    /// The machine the path starts on.
     pub entry: PathEntry,
+    /// The secret that leads on.
     pub secret: PathSecret,
+    /// The resource the secret opens.
     pub target: PathTarget,
 }
 
@@ -62,7 +69,9 @@ pub struct AttackPathSpec {
 pub struct PathEntry {
     /// ScannedMachine name.
     pub machine: String,
+    /// The entry machine is reachable from the internet.
     pub exposed: bool,
+    /// Why it is reachable (public IP, open security group rule).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exposure_reasons: Vec<String>,
 }
@@ -73,7 +82,9 @@ pub struct PathEntry {
 pub struct PathSecret {
     /// SecretFinding name.
     pub finding: String,
+    /// Kind of secret in words ("SSH private key").
     pub secret_type: String,
+    /// Path of the secret's first location on the entry machine.
     pub path: String,
 }
 
@@ -81,6 +92,7 @@ pub struct PathSecret {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PathTarget {
+    /// What kind of resource the secret opens.
     pub kind: TargetKind,
     /// ScannedMachine name for a VM, else the resource name.
     pub name: String,

@@ -1,16 +1,44 @@
 //! Types shared by several kinds.
 
-use schemars::JsonSchema;
+use schemars::{JsonSchema, Schema};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Schema transform for the API's string enums (`#[schemars(transform = plain_enum)]`): one
+/// `enum` of the values, as for variants without doc comments. Documented variants would make
+/// schemars emit a `oneOf` of `const`s, which kube's structural rewrite flattens in a way that
+/// drops `null` from an optional field's values and the field's own description.
+pub(crate) fn plain_enum(schema: &mut Schema) {
+    let Some(object) = schema.as_object_mut() else {
+        return;
+    };
+    let Some(Value::Array(variants)) = object.remove("oneOf") else {
+        return;
+    };
+    let mut values = Vec::new();
+    for variant in variants {
+        if let Some(value) = variant.get("const") {
+            values.push(value.clone());
+        } else if let Some(Value::Array(more)) = variant.get("enum") {
+            values.extend(more.iter().cloned());
+        }
+    }
+    object.insert("type".into(), "string".into());
+    object.insert("enum".into(), Value::Array(values));
+}
 
 /// Which cloud (or none) a machine lives in.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
 )]
 #[serde(rename_all = "lowercase")]
+#[schemars(transform = plain_enum)]
 pub enum Cloud {
+    /// Amazon Web Services (EC2).
     Aws,
+    /// Microsoft Azure.
     Azure,
+    /// Google Cloud (Compute Engine).
     Gcp,
     /// Machines declared as disk image files (the `images` provider).
     Image,
@@ -33,11 +61,17 @@ impl Cloud {
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
 )]
 #[serde(rename_all = "lowercase")]
+#[schemars(transform = plain_enum)]
 pub enum Severity {
+    /// Worth knowing; grants no access by itself.
     Info,
+    /// Least impact of a usable secret.
     Low,
+    /// Moderate impact.
     Medium,
+    /// High impact.
     High,
+    /// Highest impact; act first.
     Critical,
 }
 
@@ -59,18 +93,25 @@ impl Severity {
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
 )]
 #[serde(rename_all = "kebab-case")]
+#[schemars(transform = plain_enum)]
 pub enum TargetKind {
     /// Another virtual machine (SSH private key whose public key it authorizes).
     Vm,
+    /// An Azure storage account.
     StorageAccount,
+    /// An Azure SQL (or other SQL) database server.
     SqlDatabase,
+    /// An Amazon RDS instance, named by its endpoint host.
     Rds,
     /// An Amazon S3 bucket (a presigned URL names it; the AWS inventory lists buckets).
     S3Bucket,
+    /// An Azure Cosmos DB account.
     Cosmos,
+    /// A container registry.
     Registry,
     /// A host named by the secret that is none of the above.
     Host,
+    /// No particular resource.
     None,
 }
 
@@ -95,11 +136,17 @@ impl TargetKind {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SeverityCounts {
+    /// All findings.
     pub total: u32,
+    /// Findings of severity `critical`.
     pub critical: u32,
+    /// Findings of severity `high`.
     pub high: u32,
+    /// Findings of severity `medium`.
     pub medium: u32,
+    /// Findings of severity `low`.
     pub low: u32,
+    /// Findings of severity `info`.
     pub info: u32,
 }
 

@@ -20,6 +20,7 @@
 //! assert_eq!(crd.spec.names.short_names.unwrap(), ["sf"]);
 //! ```
 
+#![warn(missing_docs)]
 // kube's `printcolumn(...)` arguments repeat `type_ = "string"` on purpose; clippy reads them
 // as duplicated attributes.
 #![allow(clippy::duplicated_attributes)]

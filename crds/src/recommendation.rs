@@ -36,14 +36,19 @@ use crate::common::{Cloud, Severity};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RecommendationSpec {
+    /// The cloud whose machines it lists.
     pub cloud: Cloud,
+    /// "EC2 instances / Machines / VM instances should have secrets findings resolved".
     pub title: String,
     /// Always "Remediate vulnerabilities".
     pub security_control: String,
+    /// Highest severity among the open findings it covers.
     pub severity: Severity,
+    /// What the recommendation is about, in words.
     pub description: String,
     /// Number of affected machines, including those beyond the listed 100.
     pub affected_count: u32,
+    /// Machines with open findings, at most 100.
     #[schemars(length(max = 100))]
     pub affected_resources: Vec<AffectedResource>,
     /// Steps per secret type present.
@@ -57,9 +62,13 @@ pub struct RecommendationSpec {
 pub struct AffectedResource {
     /// ScannedMachine name.
     pub machine: String,
+    /// Cloud instance id (or the image machine's name).
     pub instance_id: String,
+    /// Open findings on the machine.
     pub findings: u32,
+    /// Open findings of severity `critical`.
     pub critical: u32,
+    /// Open findings of severity `high`.
     pub high: u32,
 }
 
@@ -67,6 +76,8 @@ pub struct AffectedResource {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RemediationSteps {
+    /// Kind of secret in words ("AWS access key").
     pub secret_type: String,
+    /// What to do, in order.
     pub steps: Vec<String>,
 }

@@ -100,12 +100,16 @@ pub struct ScanPolicySpec {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("[has(self.aws), has(self.azure), has(self.gcp), has(self.images)].filter(x, x).size() == 1").message("set exactly one of aws, azure, gcp, images"))]
 pub struct ProviderSpec {
+    /// EC2 instances, read through EBS snapshots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws: Option<AwsProvider>,
+    /// Azure virtual machines, read through snapshot SAS URLs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub azure: Option<AzureProvider>,
+    /// Google Compute Engine instances.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gcp: Option<GcpProvider>,
+    /// Machines declared as disk image files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub images: Option<ImagesProvider>,
 }
@@ -114,7 +118,9 @@ pub struct ProviderSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
+    /// Secret name.
     pub name: String,
+    /// Key within the Secret.
     pub key: String,
 }
 
@@ -140,6 +146,7 @@ pub struct InstanceSelector {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AwsProvider {
+    /// Regions to list instances in (`eu-west-1`).
     #[schemars(length(min = 1))]
     pub regions: Vec<String>,
     /// Static credentials from a Secret (keys `accessKeyId`, `secretAccessKey`, optional
@@ -149,11 +156,13 @@ pub struct AwsProvider {
     /// Role to assume (cross-account scanning).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assume_role_arn: Option<String>,
+    /// External id for assuming `assumeRoleArn`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,
     /// Endpoint override (VPC endpoints, emulators).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_url: Option<String>,
+    /// Which instances to select, and which to leave out.
     #[serde(default)]
     pub selector: InstanceSelector,
     /// `create` (default): snapshot every volume for the scan and delete the snapshots after.
@@ -165,8 +174,11 @@ pub struct AwsProvider {
 /// How snapshots for a scan are obtained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::common::plain_enum)]
 pub enum SnapshotStrategy {
+    /// Snapshot every volume for the scan and delete the snapshots after it.
     Create,
+    /// Scan the newest completed snapshot of each volume; create nothing.
     NewestExisting,
 }
 
@@ -174,14 +186,19 @@ pub enum SnapshotStrategy {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AzureProvider {
+    /// Subscription ids to list virtual machines in.
     #[schemars(length(min = 1))]
     pub subscriptions: Vec<String>,
+    /// Only these resource groups (default: all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resource_groups: Vec<String>,
+    /// Secret in the policy's namespace holding the credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
+    /// Endpoint override (emulators).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_url: Option<String>,
+    /// Which instances to select, and which to leave out.
     #[serde(default)]
     pub selector: InstanceSelector,
 }
@@ -190,12 +207,16 @@ pub struct AzureProvider {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GcpProvider {
+    /// Project ids to list instances in.
     #[schemars(length(min = 1))]
     pub projects: Vec<String>,
+    /// Only these zones (default: all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub zones: Vec<String>,
+    /// Secret in the policy's namespace holding the credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
+    /// Which instances to select, and which to leave out.
     #[serde(default)]
     pub selector: InstanceSelector,
 }
@@ -208,6 +229,7 @@ pub struct ImagesProvider {
     /// it, `path`s must be readable by the Job as they are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent_volume_claim: Option<String>,
+    /// The machines, one per entry.
     #[schemars(length(min = 1, max = 1000))]
     pub machines: Vec<ImageMachine>,
 }
@@ -280,10 +302,13 @@ pub struct ScannerSpec {
     /// Scanner image (default: the operator's configured scanner image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// CPU and memory of the scanner container (default: the operator's configured resources).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Nodes the scanner Jobs may run on (pod `nodeSelector`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
+    /// Tolerations of the scanner Job pods.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
     /// A scan taking longer than this is stopped and reported failed (default 3600).
@@ -300,23 +325,28 @@ pub struct ScanPolicyStatus {
     /// last scan failed for some machines).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The policy generation the last scan started from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Id of the current or last scan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan_id: Option<String>,
+    /// When the last scan started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scan_time: Option<Time>,
+    /// When the schedule starts the next scan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_scan_time: Option<Time>,
     /// The last `snapsentry.io/scan-now` annotation value acted upon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scan_now: Option<String>,
+    /// Machines of the current or last scan by state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machines: Option<MachineCounts>,
     /// Open (not resolved, not triaged away) findings of this policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub findings: Option<SeverityCounts>,
+    /// AttackPaths of this policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attack_paths: Option<u32>,
 }
@@ -325,9 +355,14 @@ pub struct ScanPolicyStatus {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MachineCounts {
+    /// All machines of the scan.
     pub total: u32,
+    /// Machines scanned successfully.
     pub scanned: u32,
+    /// Machines being snapshotted or scanned.
     pub scanning: u32,
+    /// Machines whose scan failed.
     pub failed: u32,
+    /// Machines waiting for their scan.
     pub pending: u32,
 }

@@ -56,13 +56,16 @@ use crate::common::{Cloud, Exposure, SeverityCounts};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ScannedMachineSpec {
+    /// The ScanPolicy that selected the machine.
     pub policy: String,
+    /// Cloud the machine lives in.
     pub cloud: Cloud,
     /// Cloud instance id (`i-0abc…`), Azure resource id, GCP instance id, or the image machine's name.
     pub instance_id: String,
     /// Display name (the `Name` tag, the VM name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
+    /// Region or zone of the machine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
     /// `linux` or `windows` where known.
@@ -71,6 +74,7 @@ pub struct ScannedMachineSpec {
     /// Instance state at inventory time (`running`, `stopped`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+    /// Whether the machine is reachable from the internet, and why.
     #[serde(default)]
     pub exposure: Exposure,
     /// Disks, in attachment order.
@@ -88,17 +92,24 @@ pub struct MachineDisk {
     /// Device name as the VM sees it (`/dev/xvda`), where known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// Disk size in bytes, where known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_bytes: Option<u64>,
 }
 
 /// Scan lifecycle of a machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(transform = crate::common::plain_enum)]
 pub enum MachinePhase {
+    /// Selected; no scan has started yet.
     Pending,
+    /// Snapshots of its disks are being made.
     Snapshotting,
+    /// Its scanner Job is running.
     Scanning,
+    /// The last scan finished and its results were written.
     Scanned,
+    /// The last scan failed (see the `Scanned` condition).
     Failed,
 }
 
@@ -106,8 +117,10 @@ pub enum MachinePhase {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScannedMachineStatus {
+    /// Where the machine is in its scan lifecycle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<MachinePhase>,
+    /// `Scanned`: True when the last scan succeeded, else False with the reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The scan now running, with progress.
@@ -129,11 +142,16 @@ pub struct ScannedMachineStatus {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScanProgress {
+    /// Id of the running scan.
     pub scan_id: String,
+    /// When the scan started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
+    /// Files scanned so far.
     pub files_scanned: u64,
+    /// Bytes scanned so far.
     pub bytes_scanned: u64,
+    /// Ids of the snapshots the operator created for this scan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshots: Option<Vec<String>>,
     /// Name of the scanner Job.
@@ -145,14 +163,21 @@ pub struct ScanProgress {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScanSummary {
+    /// Id of the scan.
     pub scan_id: String,
+    /// At least one volume was scanned and the results were written.
     pub succeeded: bool,
+    /// When the scan started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
+    /// When the scan finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
+    /// How long the scan took, in milliseconds.
     pub duration_ms: u64,
+    /// Files scanned.
     pub files: u64,
+    /// Bytes of file content scanned.
     pub bytes_scanned: u64,
     /// Volumes found, at most 32.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -191,10 +216,14 @@ pub struct SnapshotReadStats {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VolumeResult {
+    /// Volume id (`disk0/p2`, `disk0/p3/vg/lv`).
     pub id: String,
+    /// Filesystem found (`ext4`, `xfs`, `ntfs`, `lvm2`, `luks`, …), where recognized.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filesystem: Option<String>,
+    /// The volume's files were scanned.
     pub scanned: bool,
+    /// Why the volume was not scanned, or what went wrong while scanning it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -203,8 +232,10 @@ pub struct VolumeResult {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthorizedKey {
+    /// The user whose `authorized_keys` holds the key.
     pub user: String,
     /// `SHA256:…`
     pub fingerprint: String,
+    /// Path of the `authorized_keys` file.
     pub path: String,
 }

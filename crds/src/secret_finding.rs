@@ -51,7 +51,9 @@ pub struct SecretFindingSpec {
     pub policy: String,
     /// The ScannedMachine it was found on.
     pub machine: String,
+    /// Cloud of the machine.
     pub cloud: Cloud,
+    /// Id of the detection rule that found it (`aws-access-key`).
     pub rule_id: String,
     /// Human label of the secret type ("AWS access key").
     pub secret_type: String,
@@ -66,11 +68,14 @@ pub struct SecretFindingSpec {
     pub locations: Vec<FindingLocation>,
     /// Number of locations found, including those beyond the first 20.
     pub location_count: u32,
+    /// What is known about the secret without contacting anything.
     #[serde(default)]
     pub metadata: FindingMetadata,
     /// Scan that last saw it.
     pub scan_id: String,
+    /// When a scan first saw it.
     pub first_seen: Time,
+    /// When a scan last saw it.
     pub last_seen: Time,
     /// Set by people: `accepted` or `falsePositive` keeps the finding out of risk, attack paths
     /// and recommendations. Owned by its own field manager; the scanner never writes it.
@@ -86,15 +91,19 @@ pub struct FindingLocation {
     pub volume: String,
     /// Absolute path inside the volume's filesystem.
     pub path: String,
+    /// 1-based line of the secret in the file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<u32>,
+    /// File size in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
     /// Permission bits in octal (`0600`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    /// Numeric owner of the file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<u32>,
+    /// Last modification time of the file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modified: Option<Time>,
     /// Last access time: a secret read yesterday is more likely live than one untouched for years.
@@ -115,6 +124,7 @@ pub struct FindingMetadata {
     /// The resource the secret opens, as the secret names it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<SecretTarget>,
+    /// SSH private key facts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh: Option<SshKeyFacts>,
     /// Rule confidence (`high`, `medium`, `low`); OS package trees lower it.
@@ -126,6 +136,7 @@ pub struct FindingMetadata {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretTarget {
+    /// What kind of resource the secret opens.
     pub kind: TargetKind,
     /// Account, server or host name as written in the secret (`mystorage`, `db.x.rds.amazonaws.com`).
     pub name: String,
@@ -148,9 +159,12 @@ pub struct SshKeyFacts {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Triage {
+    /// `open`, `accepted` or `falsePositive`.
     pub state: TriageState,
+    /// Why, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Who decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
 }
@@ -158,6 +172,7 @@ pub struct Triage {
 /// Triage states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::common::plain_enum)]
 pub enum TriageState {
     /// Still to be handled (same as no triage).
     Open,
@@ -175,6 +190,7 @@ pub struct SecretFindingStatus {
     /// did not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<FindingState>,
+    /// When the finding became `Resolved`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_at: Option<Time>,
     /// Assessed severity (rule severity raised or lowered by verification, exposure and expiry).
@@ -206,16 +222,23 @@ pub struct SecretFindingStatus {
 
 /// Lifecycle of a finding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(transform = crate::common::plain_enum)]
 pub enum FindingState {
+    /// A scan still sees it.
     Active,
+    /// A later successful scan of its machine no longer saw it.
     Resolved,
 }
 
 /// Verification result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(transform = crate::common::plain_enum)]
 pub enum Verification {
+    /// Proven usable (an SSH key authorized on another machine).
     Verified,
+    /// Could not be proven usable.
     Unverified,
+    /// Nothing to verify against.
     NotApplicable,
 }
 
@@ -223,6 +246,7 @@ pub enum Verification {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AssessedTarget {
+    /// What kind of resource the secret opens.
     pub kind: TargetKind,
     /// ScannedMachine name for a VM target, else the resource name from the secret.
     pub name: String,
@@ -235,6 +259,8 @@ pub struct AssessedTarget {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthorizedOn {
+    /// ScannedMachine name.
     pub machine: String,
+    /// The user whose `authorized_keys` holds the key.
     pub user: String,
 }

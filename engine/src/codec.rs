@@ -71,7 +71,9 @@ pub fn hex(data: &[u8]) -> String {
 /// One DER TLV: tag byte and content.
 #[derive(Clone, Copy, Debug)]
 pub struct Tlv<'a> {
+    /// The tag byte (`0x30` SEQUENCE, `0x02` INTEGER, …).
     pub tag: u8,
+    /// The content octets, without tag and length.
     pub content: &'a [u8],
 }
 
@@ -81,10 +83,12 @@ pub struct Der<'a> {
 }
 
 impl<'a> Der<'a> {
+    /// A reader positioned at the start of `data`.
     pub fn new(data: &'a [u8]) -> Self {
         Der { rest: data }
     }
 
+    /// True when every byte has been read.
     pub fn is_empty(&self) -> bool {
         self.rest.is_empty()
     }
@@ -164,16 +168,19 @@ pub struct SshReader<'a> {
 }
 
 impl<'a> SshReader<'a> {
+    /// A reader positioned at the start of `data`.
     pub fn new(data: &'a [u8]) -> Self {
         SshReader { rest: data }
     }
 
+    /// Next big-endian `uint32`.
     pub fn u32(&mut self) -> Option<u32> {
         let (head, rest) = self.rest.split_at_checked(4)?;
         self.rest = rest;
         Some(u32::from_be_bytes(head.try_into().ok()?))
     }
 
+    /// Next `string`: a `uint32` length, then that many bytes.
     pub fn string(&mut self) -> Option<&'a [u8]> {
         let len = usize::try_from(self.u32()?).ok()?;
         let (s, rest) = self.rest.split_at_checked(len)?;
@@ -181,6 +188,7 @@ impl<'a> SshReader<'a> {
         Some(s)
     }
 
+    /// Next `n` raw bytes.
     pub fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
         let (s, rest) = self.rest.split_at_checked(n)?;
         self.rest = rest;

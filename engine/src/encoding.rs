@@ -16,7 +16,9 @@ pub const SNIFF_LEN: usize = 8 * 1024;
 pub enum TextKind {
     /// UTF-8 or any ASCII-compatible text.
     Text,
+    /// UTF-16 little-endian (BOM `FF FE`, or NULs in every odd byte).
     Utf16Le,
+    /// UTF-16 big-endian (BOM `FE FF`, or NULs in every even byte).
     Utf16Be,
     /// NULs and not UTF-16.
     Binary,

@@ -32,14 +32,18 @@ impl EngineConfig {
 /// An SSH private key found in a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PrivateKeyFound {
+    /// 1-based line where the key starts.
     pub line: usize,
+    /// Algorithm, encryption and public-key fingerprint.
     pub info: SshKeyInfo,
 }
 
 /// Everything one file yielded.
 #[derive(Clone, Debug, Default)]
 pub struct FileScan {
+    /// Secrets found, deduplicated per (rule, fingerprint, line).
     pub findings: Vec<Finding>,
+    /// SSH private keys found (also reported as findings of the rule that found them).
     pub private_keys: Vec<PrivateKeyFound>,
     /// Entries of an `authorized_keys` file (public keys: facts, not secrets).
     pub authorized_keys: Vec<AuthorizedKey>,

@@ -23,6 +23,8 @@
 //! placeholder check and the rule's validators, are deduplicated per (rule, fingerprint, line),
 //! and are reported as [`Finding`]s: a redacted prefix, the length and an HMAC — never the value.
 
+#![warn(missing_docs)]
+
 use serde::Serialize;
 
 pub mod codec;
@@ -44,6 +46,7 @@ pub use ssh::{AuthorizedKey, SshKeyInfo};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Target {
+    /// What kind of resource it is.
     pub kind: TargetKind,
     /// Resource name (storage account, server, instance identifier), when known.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -61,6 +64,7 @@ pub struct FindingMetadata {
     pub expires_at: Option<String>,
     /// AWS account id decoded from an access key id.
     pub aws_account_id: Option<String>,
+    /// The resource the secret opens, when the rule or a validator names it.
     pub target: Option<Target>,
     /// SSH private key facts.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -71,10 +75,15 @@ pub struct FindingMetadata {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Finding {
+    /// Id of the rule that matched (`aws-access-key`).
     pub rule_id: String,
+    /// The rule's title.
     pub title: String,
+    /// Kind of secret in words (`AWS access key`); its slug is the `secret-type` label.
     pub secret_type: String,
+    /// The rule's severity.
     pub severity: Severity,
+    /// The rule's confidence, one step lower for files under OS package trees.
     pub confidence: Confidence,
     /// 1-based line of the start of the match (in the UTF-8 text for transcoded files).
     pub line: usize,
@@ -82,6 +91,7 @@ pub struct Finding {
     pub fingerprint: String,
     /// At most 4 leading characters and the length: `wJal…(40)`.
     pub redacted: String,
+    /// What was learnt about the secret without contacting anything.
     pub metadata: FindingMetadata,
 }
 

@@ -25,14 +25,20 @@ pub fn embedded_rule_files() -> &'static [(&'static str, &'static str)] {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// Worth knowing; grants no access by itself.
     Info,
+    /// Least impact of a usable secret.
     Low,
+    /// Moderate impact.
     Medium,
+    /// High impact.
     High,
+    /// Highest impact; act first.
     Critical,
 }
 
 impl Severity {
+    /// The lowercase name (`high`), as in rules, JSON output and the `severity` label.
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Info => "info",
@@ -48,8 +54,11 @@ impl Severity {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Confidence {
+    /// Often not a secret (generic patterns).
     Low,
+    /// Usually a secret.
     Medium,
+    /// Almost surely a secret (a distinctive format, a checksum).
     High,
 }
 
@@ -67,14 +76,23 @@ impl Confidence {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TargetKind {
+    /// Another virtual machine (an SSH private key).
     Vm,
+    /// An Azure storage account.
     StorageAccount,
+    /// An Azure SQL (or other SQL) database server.
     SqlDatabase,
+    /// An Amazon RDS instance, named by its endpoint host.
     Rds,
+    /// An Amazon S3 bucket (a presigned URL names it).
     S3Bucket,
+    /// An Azure Cosmos DB account.
     Cosmos,
+    /// A container registry.
     Registry,
+    /// A host named by the secret that is none of the above.
     Host,
+    /// No particular resource.
     None,
 }
 
@@ -82,6 +100,7 @@ pub enum TargetKind {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetSpec {
+    /// What kind of resource the rule's secrets open.
     pub kind: TargetKind,
     /// Named capture group holding the target's name or host; optional (a validator may derive it).
     #[serde(default)]
@@ -93,20 +112,30 @@ pub struct TargetSpec {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum Example {
+    /// Text scanned as [`DEFAULT_EXAMPLE_PATH`].
     Text(String),
-    WithPath { path: String, text: String },
+    /// Text scanned as a file at `path`.
+    WithPath {
+        /// Path the text is scanned under.
+        path: String,
+        /// The file's content.
+        text: String,
+    },
 }
 
 /// Path examples are scanned under when they do not name one.
 pub const DEFAULT_EXAMPLE_PATH: &str = "/home/user/notes.txt";
 
 impl Example {
+    /// Path the example is scanned under.
     pub fn path(&self) -> &str {
         match self {
             Example::Text(_) => DEFAULT_EXAMPLE_PATH,
             Example::WithPath { path, .. } => path,
         }
     }
+
+    /// The example's content.
     pub fn text(&self) -> &str {
         match self {
             Example::Text(t) | Example::WithPath { text: t, .. } => t,
@@ -118,8 +147,10 @@ impl Example {
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Examples {
+    /// Each must give at least one finding of this rule.
     #[serde(default)]
     pub positive: Vec<Example>,
+    /// Each must give no finding of this rule.
     #[serde(default)]
     pub negative: Vec<Example>,
 }
@@ -128,21 +159,31 @@ pub struct Examples {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RuleSpec {
+    /// Unique id, lowercase with dashes (`aws-access-key`); `--disable` takes it.
     pub id: String,
+    /// What the rule finds, as a title.
     pub title: String,
+    /// Kind of secret in words (`AWS access key`).
     pub secret_type: String,
+    /// How bad a finding of this rule is.
     pub severity: Severity,
     /// Prefilter literals (ASCII case-insensitive). Empty: a path rule.
     pub keywords: Vec<String>,
+    /// The pattern; the secret is the group named `secret…`, else group 1, else the match.
     pub regex: String,
+    /// Optional: regexes over the file path; the rule runs only on files they match.
     #[serde(default)]
     pub paths: Vec<String>,
+    /// Optional: validator names applied to each match, in order (see [`Validator`]).
     #[serde(default)]
     pub validators: Vec<String>,
+    /// Optional: the resource the secret opens.
     #[serde(default)]
     pub target: Option<TargetSpec>,
+    /// Optional: how sure a match is a secret (default high).
     #[serde(default)]
     pub confidence: Option<Confidence>,
+    /// Examples checked when the rule is tested.
     #[serde(default)]
     pub examples: Examples,
     /// Optional: bytes searched on each side of a keyword hit (default 512). Multi-line secrets
@@ -161,14 +202,25 @@ pub struct RuleSpec {
 /// Why rules could not be loaded. Messages name the file and rule, never matched text.
 #[derive(Debug, thiserror::Error)]
 pub enum RuleError {
+    /// The file is not YAML of the rule format.
     #[error("{file}: not a valid rule file: {message}")]
-    Parse { file: String, message: String },
-    #[error("{file}: rule {id:?}: {message}")]
-    Invalid {
+    Parse {
+        /// The rule file.
         file: String,
-        id: String,
+        /// What is wrong.
         message: String,
     },
+    /// A rule breaks the format (bad regex, unknown validator, failing example, …).
+    #[error("{file}: rule {id:?}: {message}")]
+    Invalid {
+        /// The rule file.
+        file: String,
+        /// The rule's id.
+        id: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// `--disable` names a rule that does not exist.
     #[error("--disable {0}: no such rule")]
     UnknownDisabled(String),
 }
@@ -183,11 +235,15 @@ const MAX_WINDOW: usize = 64 * 1024;
 /// A loaded, compiled rule.
 #[derive(Debug)]
 pub struct Rule {
+    /// The rule as written.
     pub spec: RuleSpec,
     /// File the rule came from.
     pub file: String,
+    /// `spec.regex`, compiled.
     pub regex: Regex,
+    /// `spec.paths`, compiled.
     pub paths: Vec<Regex>,
+    /// `spec.validators`, parsed.
     pub validators: Vec<Validator>,
     /// Capture groups that may hold the secret, first participating one wins: every group named
     /// `secret…` (a regex with alternatives names them `secret`, `secret2`, …), else group 1, else
@@ -195,12 +251,16 @@ pub struct Rule {
     pub secret_groups: Vec<usize>,
     /// Index of the capture group holding the target name, if any.
     pub target_group: Option<usize>,
+    /// Bytes searched on each side of a keyword hit.
     pub window: usize,
+    /// Confidence of its findings.
     pub confidence: Confidence,
+    /// Whether matches go through the placeholder check.
     pub check_placeholder: bool,
 }
 
 impl Rule {
+    /// The rule's id.
     pub fn id(&self) -> &str {
         &self.spec.id
     }

@@ -31,8 +31,11 @@ pub struct SshKeyInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthorizedKey {
+    /// 1-based line of the entry.
     pub line: usize,
+    /// SSH algorithm name of the key (`ssh-ed25519`, `ssh-rsa`, …).
     pub algorithm: String,
+    /// `SHA256:…` of the public key, as `ssh-keygen -l` prints it.
     pub fingerprint: String,
 }
 

@@ -1,43 +1,25 @@
-//! Dates without a date crate: Unix seconds ↔ civil UTC, RFC 3339 output, and the timestamp
-//! forms secrets carry (`2025-01-31T12:00:00Z`, `2025-01-31`, `20250131T120000Z`).
+//! Dates for findings: Unix seconds ↔ RFC 3339 UTC, and the timestamp forms secrets carry
+//! (`2025-01-31T12:00:00Z`, `2025-01-31`, `20250131T120000Z`). The calendar is jiff's; the
+//! parser here is lenient on purpose (URL-encoded separators, a day past the month's end rolls
+//! over into the next month, second 60 into the next minute), as secrets write dates loosely.
 
-/// Days since 1970-01-01 for a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (i64::from(m) + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
+use jiff::SignedDuration;
+use jiff::civil::{Date, DateTime};
 
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
+/// 1970-01-01T00:00:00 UTC, the origin of Unix seconds.
+const EPOCH: DateTime = DateTime::constant(1970, 1, 1, 0, 0, 0, 0);
+/// `0000-01-01T00:00:00Z` and `9999-12-31T23:59:59Z`: the instants [`rfc3339`] can write.
+const FIRST: i64 = -62_167_219_200;
+const LAST: i64 = 253_402_300_799;
 
 /// RFC 3339 UTC (`2025-01-31T12:00:00Z`) for Unix seconds. Years outside 0..=9999 are clamped
 /// to the nearest representable instant.
 pub fn rfc3339(secs: i64) -> String {
-    let secs = secs.clamp(-62_167_219_200, 253_402_300_799);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    EPOCH
+        .checked_add(SignedDuration::from_secs(secs.clamp(FIRST, LAST)))
+        .expect("years 0..=9999 are within jiff's civil range")
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 fn num(s: &[u8]) -> Option<u32> {
@@ -47,11 +29,15 @@ fn num(s: &[u8]) -> Option<u32> {
     std::str::from_utf8(s).ok()?.parse().ok()
 }
 
+/// Unix seconds for a UTC date and time; `d` may pass the month's end and `s` may be 60, both
+/// rolling over (`02-31` is `03-03` or `03-02`).
 fn to_secs(y: u32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> Option<i64> {
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
         return None;
     }
-    Some(days_from_civil(i64::from(y), mo, d) * 86_400 + i64::from(h * 3600 + mi * 60 + s))
+    let first = Date::new(i16::try_from(y).ok()?, i8::try_from(mo).ok()?, 1).ok()?;
+    let first = DateTime::from(first).duration_since(EPOCH).as_secs();
+    Some(first + i64::from(d - 1) * 86_400 + i64::from(h * 3600 + mi * 60 + s))
 }
 
 /// Parse `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM[:SS][.frac][Z|±HH:MM]` (also URL-encoded `%3A`) and the
@@ -134,5 +120,42 @@ mod tests {
         );
         assert_eq!(parse_timestamp("2025-13-01"), None);
         assert_eq!(parse_timestamp("garbage"), None);
+    }
+
+    /// Edge dates: leap years (400/100/4), the first and last representable instants, negative
+    /// seconds, clamping, and the rollovers the parser allows (day 31 of a short month, second 60).
+    #[test]
+    fn edge_dates() {
+        for (secs, text) in [
+            (-1, "1969-12-31T23:59:59Z"),
+            (-62_167_219_200, "0000-01-01T00:00:00Z"),
+            (-62_162_035_201, "0000-02-29T23:59:59Z"),
+            (-62_167_219_201, "0000-01-01T00:00:00Z"),
+            (i64::MIN, "0000-01-01T00:00:00Z"),
+            (253_402_300_799, "9999-12-31T23:59:59Z"),
+            (i64::MAX, "9999-12-31T23:59:59Z"),
+            (951_825_600, "2000-02-29T12:00:00Z"),
+            (-2_203_891_200, "1900-03-01T00:00:00Z"),
+            (-11_670_998_400, "1600-02-29T00:00:00Z"),
+            (4_107_542_400, "2100-03-01T00:00:00Z"),
+            (1_709_251_199, "2024-02-29T23:59:59Z"),
+        ] {
+            assert_eq!(rfc3339(secs), text, "rfc3339({secs})");
+            if secs > -62_167_219_201 && secs < i64::MAX {
+                assert_eq!(parse_timestamp(text), Some(secs), "parse_timestamp({text})");
+            }
+        }
+        // Days past the month's end and a leap second roll over, as before.
+        assert_eq!(parse_timestamp("2025-02-31"), parse_timestamp("2025-03-03"));
+        assert_eq!(parse_timestamp("2023-02-29"), parse_timestamp("2023-03-01"));
+        assert_eq!(
+            parse_timestamp("2016-12-31T23:59:60Z"),
+            parse_timestamp("2017-01-01T00:00:00Z")
+        );
+        assert_eq!(parse_timestamp("0000-01-01"), Some(-62_167_219_200));
+        assert_eq!(parse_timestamp("99991231T235959Z"), Some(253_402_300_799));
+        assert_eq!(parse_timestamp("2025-00-10"), None);
+        assert_eq!(parse_timestamp("2025-01-32"), None);
+        assert_eq!(parse_timestamp("2025-01-01T24:00:00Z"), None);
     }
 }

@@ -11,17 +11,27 @@ use crate::{FindingMetadata, Target};
 /// A named validator, parsed from a rule's `validators:` entry.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Validator {
+    /// `aws-key-id`: an `AKIA…`/`ASIA…` id with a base32 body; fills `awsAccountId`.
     AwsKeyId,
+    /// `github-checksum`: `ghp_`/`gho_`/`ghu_`/`ghs_`/`ghr_` + 30 base62 + their base62 CRC32.
     GithubChecksum,
+    /// `npm-checksum`: `npm_` + 30 base62 + their base62 CRC32.
     NpmChecksum,
+    /// `jwt`: three base64url parts with a JSON header naming `alg`; fills `expiresAt` from `exp`.
     Jwt,
+    /// `not-placeholder`: not a template, reference, marker word or documentation value.
     NotPlaceholder,
     /// Minimum Shannon entropy in bits per character.
     Entropy(f64),
+    /// `base64`: the secret decodes as non-empty base64.
     Base64,
+    /// `sas-token`: an Azure SAS with `sig` and `se`; fills `expiresAt` and the storage account.
     SasToken,
+    /// `s3-presigned`: `X-Amz-Date` + `X-Amz-Expires`; fills `expiresAt` and the bucket.
     S3Presigned,
+    /// `gcs-signed`: `X-Goog-Date` + `X-Goog-Expires`; fills `expiresAt`.
     GcsSigned,
+    /// `azure-storage-key`: 88 base64 characters decoding to 64 bytes, not Azurite's key.
     AzureStorageKey,
 }
 
