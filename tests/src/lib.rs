@@ -18,6 +18,7 @@
 pub mod controlplane;
 pub mod jobrunner;
 pub mod moto;
+pub mod process;
 
 pub use controlplane::ControlPlane;
 pub use moto::Moto;
