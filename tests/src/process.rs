@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::io;
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Output};
 use std::sync::{Mutex, OnceLock, mpsc};
 
 /// A command that runs `program` so that it dies with this process, however the process ends
@@ -61,3 +61,29 @@ pub fn log_tail(log: &Path, lines: usize) -> String {
     tail
 }
 
+/// A command that exited unsuccessfully, with what it printed.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} failed: {stdout}{stderr}")]
+pub struct Failed {
+    /// What was run.
+    pub what: String,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+}
+
+/// The standard output of the command `what` that exited with `out`, or, when it failed, an error
+/// quoting both its outputs.
+pub fn ok(out: Output, what: &str) -> Result<String, Failed> {
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    if out.status.success() {
+        Ok(text(&out.stdout))
+    } else {
+        Err(Failed {
+            what: what.to_owned(),
+            stdout: text(&out.stdout),
+            stderr: text(&out.stderr),
+        })
+    }
+}

@@ -18,22 +18,15 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail, ensure};
-use k8s_openapi::ByteString;
+use anyhow::{Context as _, Result, ensure};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, Secret};
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use snapsentry_crds::{MachinePhase, ScanPolicy, ScannedMachine, SecretFinding};
-use snapsentry_operator::controller::config::Config;
-use snapsentry_operator::controller::http::HttpState;
-use snapsentry_tests::controlplane::{ControlPlane, Options};
-use snapsentry_tests::jobrunner::{JobRunner, JobRunnerOptions};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use snapsentry_tests::random::{self, ALNUM, HEX};
+use snapsentry_tests::world::{self, Cloud, Setup};
 
 /// The stand-in scanner (see the module documentation).
 const STAND_IN: &str = r#"
@@ -79,276 +72,92 @@ kubectl patch scannedmachine "$m" -n "$ns" --subresource=status --type=merge \
   -p "{\"status\":{\"lastScan\":{\"scanId\":\"$s\",\"succeeded\":true,\"startedAt\":\"$now\",\"finishedAt\":\"$now\",\"durationMs\":500,\"files\":10,\"bytesScanned\":4096,\"findings\":1}}}"
 "#;
 
-/// One test's world: a namespace with the fingerprint Secret and images, the Job runner, and an
-/// operator that can be stopped and started again.
-struct World {
-    cp: &'static ControlPlane,
-    client: kube::Client,
-    ns: String,
-    /// The fingerprint key in the namespace's Secret (random per world).
-    fingerprint_key: String,
+/// The images side of a world: the directory the `vm-images` claim maps to, and the stand-in's
+/// directory of machines to fail (and of its temporary files).
+struct Images {
     images: tempfile::TempDir,
     fail_dir: tempfile::TempDir,
-    runner: JobRunner,
-    /// The metrics of the operator started last.
-    http: Arc<HttpState>,
-    /// `SNAPSENTRY_SCANNER_TIMEOUT_SECONDS` of operators started from now on.
-    scanner_timeout: Option<i64>,
-    operator: Option<(
-        watch::Sender<bool>,
-        JoinHandle<snapsentry_operator::Result<()>>,
-    )>,
 }
 
-impl World {
-    /// A world with an operator running (no leader election).
-    async fn new(ns: &str, sleep: &str) -> Result<Self> {
-        let mut world = Self::without_operator(ns, sleep).await?;
-        world.start_operator("operator-0", false)?;
-        Ok(world)
+impl Cloud for Images {}
+
+type World = world::World<Images>;
+
+/// A world with an operator running (no leader election).
+async fn images_world(ns: &str, sleep: &str) -> Result<World> {
+    let mut world = without_operator(ns, sleep).await?;
+    world.start_operator()?;
+    Ok(world)
+}
+
+async fn without_operator(ns: &str, sleep: &str) -> Result<World> {
+    let stand_in = vec!["sh".into(), "-c".into(), STAND_IN.into()];
+    with_command(ns, sleep, Some(stand_in), &[]).await
+}
+
+/// A world whose Jobs run `command` (`None`: the Job's own command, found on `PATH`) with
+/// `env` added to their environment.
+async fn with_command(
+    ns: &str,
+    sleep: &str,
+    command: Option<Vec<String>>,
+    env: &[(&str, &str)],
+) -> Result<World> {
+    let images = tempfile::tempdir()?;
+    for m in ["web-01", "web-02", "db-01"] {
+        std::fs::write(images.path().join(format!("{m}.raw")), b"not really a disk")?;
     }
-
-    async fn without_operator(ns: &str, sleep: &str) -> Result<Self> {
-        let stand_in = vec!["sh".into(), "-c".into(), STAND_IN.into()];
-        Self::with_command(ns, sleep, Some(stand_in), &[]).await
+    let fail_dir = tempfile::tempdir()?;
+    let claim = images.path().to_owned();
+    let fail = fail_dir.path().display().to_string();
+    let mut setup = Setup::new(ns, Images { images, fail_dir })
+        .claim("vm-images", &claim)
+        .command(command)
+        .env("STANDIN_SLEEP", sleep)
+        .env("STANDIN_FAIL_DIR", fail.clone())
+        .env("STANDIN_TMP", fail);
+    for (k, v) in env {
+        setup = setup.env(k, *v);
     }
+    Ok(World::start(setup).await?)
+}
 
-    /// A world whose Jobs run `command` (`None`: the Job's own command, found on `PATH`) with
-    /// `env` added to their environment.
-    async fn with_command(
-        ns: &str,
-        sleep: &str,
-        command: Option<Vec<String>>,
-        env: &[(&str, &str)],
-    ) -> Result<Self> {
-        init_tracing();
-        let cp = ControlPlane::shared().await?;
-        let client = cp.client().await?;
-        cp.install_crds()?;
-        let namespaces: Api<Namespace> = Api::all(client.clone());
-        let mut n = Namespace::default();
-        n.metadata.name = Some(ns.into());
-        namespaces.create(&PostParams::default(), &n).await?;
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-        // Random per run: the installation's key must not show up anywhere either.
-        let fingerprint_key = random_string(HEX, 32);
-        let mut key = Secret::default();
-        key.metadata.name = Some("snapsentry-fingerprint".into());
-        key.data = Some(BTreeMap::from([(
-            "key".to_owned(),
-            ByteString(fingerprint_key.clone().into_bytes()),
-        )]));
-        secrets.create(&PostParams::default(), &key).await?;
-
-        let images = tempfile::tempdir()?;
-        for m in ["web-01", "web-02", "db-01"] {
-            std::fs::write(images.path().join(format!("{m}.raw")), b"not really a disk")?;
-        }
-        let fail_dir = tempfile::tempdir()?;
-        let kubectl_dir = Options::default().assets;
-        let path = format!(
-            "{}:{}:{}",
-            kubectl_dir.display(),
-            snapsentry_tests::bin_dir()?.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let runner = JobRunner::start(
-            client.clone(),
-            JobRunnerOptions {
-                namespace: ns.into(),
-                claims: BTreeMap::from([("vm-images".to_owned(), images.path().to_owned())]),
-                command,
-                env: vec![
-                    ("PATH".into(), path),
-                    ("KUBECONFIG".into(), cp.kubeconfig().display().to_string()),
-                    ("STANDIN_SLEEP".into(), sleep.into()),
-                    (
-                        "STANDIN_FAIL_DIR".into(),
-                        fail_dir.path().display().to_string(),
-                    ),
-                    ("STANDIN_TMP".into(), fail_dir.path().display().to_string()),
-                ]
-                .into_iter()
-                .chain(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
-                .collect(),
-                log_dir: None,
-            },
-        )?;
-        Ok(Self {
-            cp,
-            client,
-            ns: ns.into(),
-            fingerprint_key,
-            images,
-            fail_dir,
-            runner,
-            http: Arc::new(HttpState::default()),
-            scanner_timeout: None,
-            operator: None,
-        })
-    }
-
-    fn config(&self, pod: &str, leader_election: bool) -> Result<Config> {
-        let mut vars = BTreeMap::from([
-            ("SNAPSENTRY_NAMESPACE", self.ns.clone()),
-            ("SNAPSENTRY_SCANNER_IMAGE", "snapsentry-scan:test".into()),
-            ("SNAPSENTRY_WATCH_NAMESPACES", self.ns.clone()),
-            ("SNAPSENTRY_POD_NAME", pod.into()),
-            ("SNAPSENTRY_LEADER_ELECTION", leader_election.to_string()),
-        ]);
-        if let Some(t) = self.scanner_timeout {
-            vars.insert("SNAPSENTRY_SCANNER_TIMEOUT_SECONDS", t.to_string());
-        }
-        Ok(Config::from_lookup(|k| vars.get(k).cloned())?)
-    }
-
-    fn start_operator(&mut self, pod: &str, leader_election: bool) -> Result<()> {
-        let config = self.config(pod, leader_election)?;
-        let (stop, shutdown) = watch::channel(false);
-        self.http = Arc::new(HttpState::default());
-        let task = tokio::spawn(snapsentry_operator::run(
-            config,
-            self.client.clone(),
-            self.http.clone(),
-            shutdown,
-        ));
-        self.operator = Some((stop, task));
-        Ok(())
-    }
-
-    async fn stop_operator(&mut self) -> Result<()> {
-        if let Some((stop, task)) = self.operator.take() {
-            let _ = stop.send(true);
-            tokio::time::timeout(Duration::from_secs(30), task)
-                .await
-                .context("operator did not stop")???;
-        }
-        Ok(())
-    }
-
-    fn api<K>(&self) -> Api<K>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-    {
-        Api::namespaced(self.client.clone(), &self.ns)
-    }
-
-    async fn create_policy(&self, name: &str, machines: &[&str], concurrency: u32) -> Result<()> {
-        self.create_policy_with(name, machines, concurrency, serde_json::json!({}))
-            .await
-    }
-
-    /// A policy of image machines with `scanner` as its `spec.scanner`.
-    async fn create_policy_with(
-        &self,
-        name: &str,
-        machines: &[&str],
-        concurrency: u32,
-        scanner: serde_json::Value,
-    ) -> Result<()> {
-        let machines: Vec<serde_json::Value> = machines
-            .iter()
-            .map(|m| {
-                serde_json::json!({
-                    "name": m, "disks": [format!("{m}.raw")],
-                    "exposure": { "internetFacing": m.starts_with("web"), "reasons": [] },
-                })
+/// A policy of image machines.
+async fn create_policy(w: &World, name: &str, machines: &[&str], concurrency: u32) -> Result<()> {
+    let machines: Vec<serde_json::Value> = machines
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "name": m, "disks": [format!("{m}.raw")],
+                "exposure": { "internetFacing": m.starts_with("web"), "reasons": [] },
             })
-            .collect();
-        let policy: ScanPolicy = serde_json::from_value(serde_json::json!({
-            "apiVersion": "snapsentry.io/v1alpha1",
-            "kind": "ScanPolicy",
-            "metadata": { "name": name, "namespace": self.ns },
-            "spec": {
-                "providers": [{ "images": {
-                    "persistentVolumeClaim": "vm-images",
-                    "machines": machines,
-                }}],
-                "concurrency": concurrency,
-                "scanner": scanner,
-            },
-        }))?;
-        self.api::<ScanPolicy>()
-            .create(&PostParams::default(), &policy)
-            .await?;
-        Ok(())
-    }
-
-    async fn scan_now(&self, policy: &str, value: &str) -> Result<()> {
-        let patch = serde_json::json!({ "metadata": { "annotations": {
-            "snapsentry.io/scan-now": value,
-        }}});
-        self.api::<ScanPolicy>()
-            .patch(policy, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
-        Ok(())
-    }
-
-    /// Wait until `done` holds for the policy (up to 90 s).
-    async fn wait_policy(
-        &self,
-        name: &str,
-        what: &str,
-        done: impl Fn(&ScanPolicy) -> bool,
-    ) -> Result<ScanPolicy> {
-        let api = self.api::<ScanPolicy>();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-        loop {
-            let p = api.get(name).await?;
-            if done(&p) {
-                return Ok(p);
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!(
-                    "timed out waiting for {what}; policy status: {}\nJobs started: {:?}\nJob logs: {}",
-                    serde_json::to_string_pretty(&p.status)?,
-                    self.runner.started(),
-                    self.runner
-                        .started()
-                        .iter()
-                        .map(|j| format!("\n--- {j}\n{}", self.runner.log(j)))
-                        .collect::<String>()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    async fn wait_scan_finished(&self, name: &str, previous: Option<&str>) -> Result<ScanPolicy> {
-        self.wait_policy(name, "the scan to finish", |p| {
-            let Some(s) = &p.status else { return false };
-            let finished = cond(p, "Scanning").is_some_and(|c| c.status == "False");
-            finished && s.scan_id.is_some() && s.scan_id.as_deref() != previous
         })
-        .await
-    }
+        .collect();
+    let policy: ScanPolicy = serde_json::from_value(serde_json::json!({
+        "apiVersion": "snapsentry.io/v1alpha1",
+        "kind": "ScanPolicy",
+        "metadata": { "name": name, "namespace": w.ns },
+        "spec": {
+            "providers": [{ "images": {
+                "persistentVolumeClaim": "vm-images",
+                "machines": machines,
+            }}],
+            "concurrency": concurrency,
+            "scanner": {},
+        },
+    }))?;
+    w.api::<ScanPolicy>()
+        .create(&PostParams::default(), &policy)
+        .await?;
+    Ok(())
+}
 
-    async fn jobs(&self) -> Result<Vec<Job>> {
-        Ok(self.api::<Job>().list(&ListParams::default()).await?.items)
-    }
-
-    async fn machines(&self) -> Result<BTreeMap<String, ScannedMachine>> {
-        Ok(self
-            .api::<ScannedMachine>()
-            .list(&ListParams::default())
-            .await?
-            .items
-            .into_iter()
-            .map(|m| (m.name_any(), m))
-            .collect())
-    }
-
-    async fn event_reasons(&self) -> Result<Vec<String>> {
-        // The Recorder writes events.k8s.io/v1 Events; they read back through core/v1 too.
-        let events: Api<CoreEvent> = self.api();
-        Ok(events
-            .list(&ListParams::default())
-            .await?
-            .items
-            .into_iter()
-            .filter_map(|e| e.reason)
-            .collect())
-    }
+/// Wait (up to 90 s) until a scan of the policy other than `previous` has finished.
+async fn wait_scan_finished(w: &World, name: &str, previous: Option<&str>) -> Result<ScanPolicy> {
+    Ok(
+        w.wait_scan_finished(name, previous, Duration::from_secs(90))
+            .await?,
+    )
 }
 
 fn cond<'a>(
@@ -366,71 +175,10 @@ fn phase(m: &ScannedMachine) -> Option<MachinePhase> {
     m.status.as_ref()?.phase
 }
 
-/// Everything logged through `tracing` in this test process (the operators run in-process), at
-/// debug level, for the never-leak check.
-static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-/// A `tracing` writer appending to [`LOGS`].
-struct CapturedLogs;
-
-impl std::io::Write for CapturedLogs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOGS.lock()
-            .map_err(|_| std::io::Error::other("log buffer poisoned"))?
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Logs to the test output (`RUST_LOG`, default the operator at info) and, at debug level for
-/// every crate but the HTTP/TLS plumbing, into [`LOGS`].
-fn init_tracing() {
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-    use tracing_subscriber::{EnvFilter, Layer as _, fmt};
-    let shown = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("snapsentry_operator=info"));
-    let captured =
-        EnvFilter::new("debug,hyper=info,hyper_util=info,h2=info,rustls=info,tower=info");
-    let _ = tracing_subscriber::registry()
-        .with(fmt::layer().with_test_writer().with_filter(shown))
-        .with(
-            fmt::layer()
-                .with_ansi(false)
-                .with_writer(|| CapturedLogs)
-                .with_filter(captured),
-        )
-        .try_init();
-}
-
-const HEX: &[u8] = b"0123456789abcdef";
-const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-
-fn random_bytes(n: usize) -> Vec<u8> {
-    use std::io::Read as _;
-    let mut bytes = vec![0; n];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .expect("reading /dev/urandom");
-    bytes
-}
-
-/// `n` characters drawn from `alphabet`.
-fn random_string(alphabet: &[u8], n: usize) -> String {
-    random_bytes(n)
-        .iter()
-        .map(|b| char::from(alphabet[usize::from(*b) % alphabet.len()]))
-        .collect()
-}
-
 /// A value from `make` that the engine will not take for a placeholder: it skips values holding
 /// words like these (`PLACEHOLDER_MARKERS` in `engine/src/validate.rs`), which random text
 /// contains now and then.
-fn random_secret(make: impl Fn() -> String) -> String {
+fn random_secret(make: impl Fn() -> std::io::Result<String>) -> std::io::Result<String> {
     const MARKERS: [&str; 18] = [
         "test",
         "fake",
@@ -452,10 +200,10 @@ fn random_secret(make: impl Fn() -> String) -> String {
         "getenv",
     ];
     loop {
-        let s = make();
+        let s = make()?;
         let lower = s.to_ascii_lowercase();
         if !MARKERS.iter().any(|m| lower.contains(m)) {
-            return s;
+            return Ok(s);
         }
     }
 }
@@ -482,10 +230,9 @@ fn base64(bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_machines_two_at_a_time_then_ready() -> Result<()> {
-    let mut w = World::new("op-three", "1").await?;
-    w.create_policy("lab", &["web-01", "web-02", "db-01"], 2)
-        .await?;
-    let p = w.wait_scan_finished("lab", None).await?;
+    let mut w = images_world("op-three", "1").await?;
+    create_policy(&w, "lab", &["web-01", "web-02", "db-01"], 2).await?;
+    let p = wait_scan_finished(&w, "lab", None).await?;
 
     let status = p.status.clone().unwrap();
     let m = status.machines.clone().unwrap();
@@ -581,9 +328,9 @@ async fn three_machines_two_at_a_time_then_ready() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_job_degrades_the_policy_and_the_next_scan_recovers() -> Result<()> {
-    let mut w = World::new("op-fail", "0.2").await?;
-    w.create_policy("lab", &["web-01", "db-01"], 2).await?;
-    let first = w.wait_scan_finished("lab", None).await?;
+    let mut w = images_world("op-fail", "0.2").await?;
+    create_policy(&w, "lab", &["web-01", "db-01"], 2).await?;
+    let first = wait_scan_finished(&w, "lab", None).await?;
     let first_id = first.status.as_ref().unwrap().scan_id.clone();
     assert_eq!(
         cond(&first, "Degraded").map(|c| c.status.as_str()),
@@ -592,9 +339,9 @@ async fn a_failed_job_degrades_the_policy_and_the_next_scan_recovers() -> Result
 
     // Second scan: db-01's Job fails. Its machine is Failed, the policy Degraded, and the
     // finding of the first scan stays (a failed scan resolves nothing).
-    std::fs::write(w.fail_dir.path().join("lab-db-01"), b"")?;
+    std::fs::write(w.cloud.fail_dir.path().join("lab-db-01"), b"")?;
     w.scan_now("lab", "2").await?;
-    let second = w.wait_scan_finished("lab", first_id.as_deref()).await?;
+    let second = wait_scan_finished(&w, "lab", first_id.as_deref()).await?;
     let second_id = second.status.as_ref().unwrap().scan_id.clone();
     assert_eq!(
         second.status.as_ref().unwrap().last_scan_now.as_deref(),
@@ -647,9 +394,9 @@ async fn a_failed_job_degrades_the_policy_and_the_next_scan_recovers() -> Result
     );
 
     // Third scan: the failure is gone, so is Degraded.
-    std::fs::remove_file(w.fail_dir.path().join("lab-db-01"))?;
+    std::fs::remove_file(w.cloud.fail_dir.path().join("lab-db-01"))?;
     w.scan_now("lab", "3").await?;
-    let third = w.wait_scan_finished("lab", second_id.as_deref()).await?;
+    let third = wait_scan_finished(&w, "lab", second_id.as_deref()).await?;
     assert_eq!(
         cond(&third, "Degraded").map(|c| c.status.as_str()),
         Some("False")
@@ -667,9 +414,8 @@ async fn a_failed_job_degrades_the_policy_and_the_next_scan_recovers() -> Result
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_restarted_mid_scan_creates_no_duplicate_jobs() -> Result<()> {
-    let mut w = World::new("op-restart", "4").await?;
-    w.create_policy("lab", &["web-01", "web-02", "db-01"], 1)
-        .await?;
+    let mut w = images_world("op-restart", "4").await?;
+    create_policy(&w, "lab", &["web-01", "web-02", "db-01"], 1).await?;
     // Stop the operator while the first Job runs, start another.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while w.runner.started().is_empty() {
@@ -680,8 +426,8 @@ async fn an_operator_restarted_mid_scan_creates_no_duplicate_jobs() -> Result<()
     tokio::time::sleep(Duration::from_secs(5)).await;
     // The first Job finished while no operator ran.
     assert_eq!(w.runner.started().len(), 1);
-    w.start_operator("operator-1", false)?;
-    let p = w.wait_scan_finished("lab", None).await?;
+    w.start_operator_as("operator-1", false)?;
+    let p = wait_scan_finished(&w, "lab", None).await?;
     let m = p.status.as_ref().unwrap().machines.clone().unwrap();
     assert_eq!((m.total, m.scanned), (3, 3));
     let jobs = w.jobs().await?;
@@ -697,8 +443,8 @@ async fn an_operator_restarted_mid_scan_creates_no_duplicate_jobs() -> Result<()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_policy_runs_its_finalizer() -> Result<()> {
-    let mut w = World::new("op-delete", "30").await?;
-    w.create_policy("lab", &["web-01", "db-01"], 2).await?;
+    let mut w = images_world("op-delete", "30").await?;
+    create_policy(&w, "lab", &["web-01", "db-01"], 2).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while w.runner.started().len() < 2 {
         ensure!(tokio::time::Instant::now() < deadline, "Jobs did not start");
@@ -769,17 +515,17 @@ async fn deleting_a_policy_runs_its_finalizer() -> Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = &w.images;
+    let _ = &w.cloud.images;
     w.stop_operator().await?;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_lease_holder_reconciles() -> Result<()> {
-    let mut w = World::without_operator("op-leader", "0.2").await?;
-    w.start_operator("replica-a", true)?;
+    let mut w = without_operator("op-leader", "0.2").await?;
+    w.start_operator_as("replica-a", true)?;
     let first = w.operator.take().unwrap();
-    w.start_operator("replica-b", true)?;
+    w.start_operator_as("replica-b", true)?;
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> = w.api();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let holder = loop {
@@ -792,8 +538,8 @@ async fn only_the_lease_holder_reconciles() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(holder == "replica-a" || holder == "replica-b");
-    w.create_policy("lab", &["web-01"], 1).await?;
-    w.wait_scan_finished("lab", None).await?;
+    create_policy(&w, "lab", &["web-01"], 1).await?;
+    wait_scan_finished(&w, "lab", None).await?;
     assert_eq!(w.runner.started().len(), 1);
 
     // The leader stops and releases the Lease; the other replica takes over and reconciles.
@@ -802,8 +548,7 @@ async fn only_the_lease_holder_reconciles() -> Result<()> {
     } else {
         (w.operator.take().unwrap(), first)
     };
-    let _ = leader.0.send(true);
-    leader.1.await??;
+    leader.stop().await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let h = leases
@@ -824,7 +569,7 @@ async fn only_the_lease_holder_reconciles() -> Result<()> {
         .status
         .and_then(|s| s.scan_id);
     w.scan_now("lab", "again").await?;
-    w.wait_scan_finished("lab", previous.as_deref()).await?;
+    wait_scan_finished(&w, "lab", previous.as_deref()).await?;
     w.operator = Some(other);
     w.stop_operator().await?;
     Ok(())
@@ -834,11 +579,12 @@ async fn only_the_lease_holder_reconciles() -> Result<()> {
 async fn a_scan_past_its_timeout_fails_with_deadline_exceeded() -> Result<()> {
     // The CRD allows no timeout under 60 s; the operator's default (from the chart) has no such
     // floor, so the test sets that.
-    let mut w = World::without_operator("op-deadline", "20").await?;
-    w.scanner_timeout = Some(1);
-    w.start_operator("operator-0", false)?;
-    w.create_policy("lab", &["web-01"], 1).await?;
-    let p = w.wait_scan_finished("lab", None).await?;
+    let mut w = without_operator("op-deadline", "20").await?;
+    w.operator_env
+        .insert("SNAPSENTRY_SCANNER_TIMEOUT_SECONDS".into(), "1".into());
+    w.start_operator()?;
+    create_policy(&w, "lab", &["web-01"], 1).await?;
+    let p = wait_scan_finished(&w, "lab", None).await?;
     let degraded = cond(&p, "Degraded").context("Degraded")?;
     assert_eq!(degraded.status, "True");
     let machines = w.machines().await?;
@@ -879,19 +625,7 @@ async fn a_scan_past_its_timeout_fails_with_deadline_exceeded() -> Result<()> {
 
 /// A file tree made into an ext4 image with `mke2fs -d`.
 fn ext4_image(tree: &Path, image: &Path) -> Result<()> {
-    let out = std::process::Command::new("mke2fs")
-        .args(["-q", "-F", "-t", "ext4", "-d"])
-        .arg(tree)
-        .arg(image)
-        .arg("32M")
-        .output()
-        .context("mke2fs")?;
-    ensure!(
-        out.status.success(),
-        "mke2fs: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
+    Ok(snapsentry_tests::image::ext4(tree, image, 32)?)
 }
 
 /// Secret values planted on the lab's disks, random per run, and where.
@@ -947,20 +681,20 @@ impl Planted {
         std::fs::remove_file(key.with_extension("pub"))?;
         let planted = Planted {
             aws_key_id: random_secret(|| {
-                format!(
+                Ok(format!(
                     "AKIA{}",
-                    random_string(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)
-                )
-            }),
+                    random::string(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)?
+                ))
+            })?,
             aws_secret: random_secret(|| {
-                random_string(
+                random::string(
                     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
                     40,
                 )
-            }),
-            db_password: random_secret(|| random_string(ALNUM, 20)),
-            storage_key: random_secret(|| base64(&random_bytes(64))),
-            rds_password: random_secret(|| random_string(ALNUM, 20)),
+            })?,
+            db_password: random_secret(|| random::string(ALNUM, 20))?,
+            storage_key: random_secret(|| Ok(base64(&random::bytes(64)?)))?,
+            rds_password: random_secret(|| random::string(ALNUM, 20))?,
             private_key: std::fs::read_to_string(&key)?,
         };
         std::fs::write(
@@ -978,7 +712,7 @@ impl Planted {
             app.join(&APP_STORAGE.1[1..]),
             format!(
                 "{{\"Storage\": \"DefaultEndpointsProtocol=https;AccountName=labbackups{};AccountKey={};EndpointSuffix=core.windows.net\"}}\n",
-                random_string(HEX, 6),
+                random::string(HEX, 6)?,
                 planted.storage_key
             ),
         )?;
@@ -987,7 +721,7 @@ impl Planted {
             format!(
                 "url: 'postgres://billing:{}@billing.c{}.eu-west-1.rds.amazonaws.com:5432/billing'\n",
                 planted.rds_password,
-                random_string(HEX, 10)
+                random::string(HEX, 10)?
             ),
         )?;
         for m in ["web-01", "db-01", "app-01"] {
@@ -1072,61 +806,6 @@ fn kubectl_table(text: &str) -> Result<(Vec<String>, Vec<Row>)> {
     Ok((names, rows))
 }
 
-impl World {
-    fn kubectl_ok(&self, args: &[&str]) -> Result<Vec<u8>> {
-        let out = self.cp.kubectl(args)?;
-        ensure!(
-            out.status.success(),
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(out.stdout)
-    }
-
-    async fn findings(&self) -> Result<Vec<SecretFinding>> {
-        Ok(self
-            .api::<SecretFinding>()
-            .list(&ListParams::default())
-            .await?
-            .items)
-    }
-
-    /// Everything a user, an operator of the cluster or a log collector could see: every
-    /// snapsentry object, Event, Job and ConfigMap in the cluster, the operator's logs, the
-    /// scanner processes' output and the metrics.
-    fn everything_visible(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        let mut seen = Vec::new();
-        for args in [
-            &["get", "sp,sf,sm,ap,rec", "-A", "-o", "json"][..],
-            &["get", "sp,sf,sm,ap,rec", "-A", "-o", "wide"][..],
-            &["get", "events", "-A", "-o", "json"][..],
-            &["get", "events.events.k8s.io", "-A", "-o", "json"][..],
-            &["get", "jobs,configmaps", "-A", "-o", "json"][..],
-        ] {
-            seen.push((
-                format!("kubectl {}", args.join(" ")),
-                self.kubectl_ok(args)?,
-            ));
-        }
-        let logs = LOGS
-            .lock()
-            .map_err(|_| anyhow::anyhow!("log buffer poisoned"))?
-            .clone();
-        seen.push(("the operator's logs".to_owned(), logs));
-        for job in self.runner.started() {
-            seen.push((
-                format!("the output of Job {job}"),
-                self.runner.log(&job).into_bytes(),
-            ));
-        }
-        seen.push((
-            "/metrics".to_owned(),
-            self.http.metrics.encode().into_bytes(),
-        ));
-        Ok(seen)
-    }
-}
-
 /// The whole path with the real scanner (`snapsentry-scan job`, built by `cargo test
 /// --workspace` or `cargo build -p snapsentry-scanner`) on three ext4 images with random
 /// secrets: the private key on the exposed web-01 is authorized on db-01, so correlation verifies
@@ -1136,20 +815,14 @@ impl World {
 /// Events, Jobs, ConfigMaps, operator logs, scanner output, metrics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_scanner_verifies_resolves_and_never_leaks() -> Result<()> {
-    let scanner = snapsentry_tests::bin_dir()?.join("snapsentry-scan");
-    ensure!(
-        scanner.is_file(),
-        "{} is missing: run `cargo build -p snapsentry-scanner` (or `cargo test --workspace`)",
-        scanner.display()
-    );
+    world::scanner()?;
     // The scanners log at debug: more to check.
-    let mut w = World::with_command("op-real", "0", None, &[("SNAPSENTRY_LOG", "debug")]).await?;
+    let mut w = with_command("op-real", "0", None, &[("SNAPSENTRY_LOG", "debug")]).await?;
     let trees = tempfile::tempdir()?;
-    let planted = Planted::build(trees.path(), w.images.path())?;
-    w.start_operator("operator-0", false)?;
-    w.create_policy("lab", &["web-01", "app-01", "db-01"], 2)
-        .await?;
-    let p = w.wait_scan_finished("lab", None).await?;
+    let planted = Planted::build(trees.path(), w.cloud.images.path())?;
+    w.start_operator()?;
+    create_policy(&w, "lab", &["web-01", "app-01", "db-01"], 2).await?;
+    let p = wait_scan_finished(&w, "lab", None).await?;
     let first_id = p.status.as_ref().and_then(|s| s.scan_id.clone());
     let status = p.status.clone().unwrap();
     let open_before = status.findings.as_ref().map(|f| f.total);
@@ -1346,10 +1019,10 @@ async fn the_real_scanner_verifies_resolves_and_never_leaks() -> Result<()> {
     std::fs::remove_file(trees.path().join("web-01").join(&WEB_KEY.1[1..]))?;
     ext4_image(
         &trees.path().join("web-01"),
-        &w.images.path().join("web-01.raw"),
+        &w.cloud.images.path().join("web-01.raw"),
     )?;
     w.scan_now("lab", "key-removed").await?;
-    let p = w.wait_scan_finished("lab", first_id.as_deref()).await?;
+    let p = wait_scan_finished(&w, "lab", first_id.as_deref()).await?;
     let status = p.status.clone().unwrap();
     let m = status.machines.clone().unwrap();
     assert_eq!((m.scanned, m.failed), (3, 0), "{:?}", w.runner.finished());
