@@ -27,6 +27,8 @@
 //! # }
 //! ```
 
+pub mod images;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -141,6 +143,11 @@ impl<C: Cloud> Setup<C> {
             command: None,
             env: Vec::new(),
         }
+    }
+
+    /// The cloud fixture, e.g. to fill its directory before the world starts.
+    pub fn cloud(&self) -> &C {
+        &self.cloud
     }
 
     /// A Secret `name` holding `data` (text values) in the namespace, e.g. cloud credentials.
@@ -322,6 +329,14 @@ impl<C: Cloud> World<C> {
         Api::namespaced(self.client.clone(), &self.ns)
     }
 
+    /// Creates `policy` (its namespace should be the world's).
+    pub async fn create_policy(&self, policy: &ScanPolicy) -> Result<(), Error> {
+        self.api::<ScanPolicy>()
+            .create(&PostParams::default(), policy)
+            .await?;
+        Ok(())
+    }
+
     /// Asks for a scan of the policy now: the `snapsentry.io/scan-now` annotation set to `value`,
     /// as a user would.
     pub async fn scan_now(&self, policy: &str, value: &str) -> Result<(), Error> {
@@ -492,6 +507,19 @@ impl<C: Cloud> World<C> {
         ));
         Ok(seen)
     }
+}
+
+/// The policy's condition of type `type_`, if it has one.
+pub fn condition<'a>(
+    policy: &'a ScanPolicy,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    policy
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
 }
 
 /// The path of the scanner binary (`snapsentry-scan`) of this workspace, or an error saying how
