@@ -16,12 +16,10 @@ use std::collections::BTreeMap;
 use std::io::{BufRead as _, Write as _};
 use std::path::PathBuf;
 
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, PostParams};
-use snapsentry_tests::controlplane::{ControlPlane, Options, create_namespace};
+use snapsentry_tests::controlplane::{ControlPlane, Options};
 use snapsentry_tests::jobrunner::{JobRunner, JobRunnerOptions};
 use snapsentry_tests::moto::Moto;
+use snapsentry_tests::{search_path, world};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
@@ -36,30 +34,13 @@ async fn main() -> anyhow::Result<()> {
     let cp = ControlPlane::start().await?;
     let moto = Moto::start()?;
     let client = cp.client().await?;
-    cp.install_crds()?;
-    create_namespace(&client, &ns).await?;
-    let mut key = Secret::default();
-    key.metadata.name = Some("snapsentry-fingerprint".into());
-    key.data = Some(BTreeMap::from([(
-        "key".to_owned(),
-        ByteString(random_key()?),
-    )]));
-    Api::<Secret>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &key)
-        .await?;
+    world::prepare_namespace(&cp, &client, &ns).await?;
 
     let kubeconfig = dir.join("kubeconfig");
     std::fs::copy(cp.kubeconfig(), &kubeconfig)?;
     let mut env = moto.env();
     env.push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
-    env.push((
-        "PATH".into(),
-        format!(
-            "{}:{}",
-            Options::default().assets.display(),
-            std::env::var("PATH").unwrap_or_default()
-        ),
-    ));
+    env.push(("PATH".into(), search_path(&[&Options::default().assets])));
     let mut exports = String::new();
     for (k, v) in env.iter().filter(|(k, _)| k != "PATH") {
         exports.push_str(&format!("export {k}='{v}'\n"));
@@ -100,16 +81,4 @@ async fn main() -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => {}
     }
     Ok(())
-}
-
-/// A fingerprint key: 32 random bytes, hex-encoded (the Job runner passes Secret values to the
-/// scanner as environment text).
-fn random_key() -> std::io::Result<Vec<u8>> {
-    let mut key = [0u8; 32];
-    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut key)?;
-    Ok(key
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>()
-        .into_bytes())
 }

@@ -34,13 +34,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
-use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use snapsentry_crds::ScanPolicy;
-use snapsentry_tests::controlplane::{ControlPlane, Options, create_namespace};
+use snapsentry_tests::controlplane::{ControlPlane, Options};
 use snapsentry_tests::jobrunner::{JobRunner, JobRunnerOptions};
+use snapsentry_tests::random::{self, ALNUM};
+use snapsentry_tests::world::{self, kubectl_ok};
+use snapsentry_tests::{process, search_path};
 
 /// Namespace of the fleet, the operator and its Jobs.
 const NS: &str = "scale";
@@ -129,28 +130,12 @@ async fn main() -> Result<()> {
     // 2. The control plane, CRDs, namespace, fingerprint key.
     let cp = ControlPlane::start().await?;
     let client = cp.client().await?;
-    cp.install_crds()?;
-    create_namespace(&client, NS).await?;
-    let mut key = Secret::default();
-    key.metadata.name = Some("snapsentry-fingerprint".into());
-    key.data = Some(BTreeMap::from([(
-        "key".to_owned(),
-        // Text: the Job runner passes Secret values as environment variables.
-        ByteString(random_string(b"0123456789abcdef", 64)?.into_bytes()),
-    )]));
-    Api::<Secret>::namespaced(client.clone(), NS)
-        .create(&PostParams::default(), &key)
-        .await?;
+    world::prepare_namespace(&cp, &client, NS).await?;
     let etcd = child_process("etcd");
     let apiserver = child_process("kube-apiserver");
 
     // 3. The operator (a child process) and the Job runner (in this process).
-    let path = format!(
-        "{}:{}:{}",
-        bins.display(),
-        Options::default().assets.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = search_path(&[&bins, &Options::default().assets]);
     let operator_log = dir.join("operator.log");
     let mut operator = Operator::start(&bins, cp.kubeconfig(), &operator_log, job_ttl)?;
     let jobs_dir = dir.join("jobs");
@@ -606,9 +591,7 @@ impl Operator {
             .local_addr()?
             .port();
         // `setpriv --pdeathsig KILL`: the operator dies with this process, however it ends.
-        let child = Command::new("setpriv")
-            .args(["--pdeathsig", "KILL", "--"])
-            .arg(bins.join("snapsentry-operator"))
+        let child = process::tied_to_this_process(bins.join("snapsentry-operator"))
             .env("KUBECONFIG", kubeconfig)
             .env("SNAPSENTRY_NAMESPACE", NS)
             .env("SNAPSENTRY_WATCH_NAMESPACES", NS)
@@ -777,17 +760,6 @@ fn etcd_db_size(url: &str) -> Result<(u64, u64)> {
     ))
 }
 
-fn kubectl_ok(cp: &ControlPlane, args: &[&str]) -> Result<Vec<u8>> {
-    let out = cp.kubectl(args)?;
-    ensure!(
-        out.status.success(),
-        "kubectl {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(out.stdout)
-}
-
 /// Lines of `file` containing each needle.
 fn count_lines(file: &Path, needles: &[&str]) -> Result<Vec<usize>> {
     let text = std::fs::read_to_string(file)?;
@@ -797,30 +769,15 @@ fn count_lines(file: &Path, needles: &[&str]) -> Result<Vec<usize>> {
         .collect())
 }
 
-fn random_bytes(n: usize) -> Result<Vec<u8>> {
-    let mut bytes = vec![0; n];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes)
-}
-
-fn random_string(alphabet: &[u8], n: usize) -> Result<String> {
-    Ok(random_bytes(n)?
-        .iter()
-        .map(|b| char::from(alphabet[usize::from(*b) % alphabet.len()]))
-        .collect())
-}
-
-const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-
 /// Plants secret number `i` under `tree`: even numbers an AWS credentials file (access key id +
 /// secret key), odd numbers a `.env` password; each should be one finding. Returns the file.
 fn plant(tree: &Path, i: usize) -> Result<PathBuf> {
     let (file, text) = if i.is_multiple_of(2) {
         let key_id = format!(
             "AKIA{}",
-            random_string(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)?
+            random::string(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)?
         );
-        let secret = random_string(
+        let secret = random::string(
             b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
             40,
         )?;
@@ -833,7 +790,7 @@ fn plant(tree: &Path, i: usize) -> Result<PathBuf> {
             tree.join(format!("srv/app{i:03}/.env")),
             format!(
                 "APP_ENV=production\nDB_PASSWORD={}\n",
-                random_string(ALNUM, 24)?
+                random::string(ALNUM, 24)?
             ),
         )
     };
@@ -868,18 +825,7 @@ fn build_image(bins: &Path, tree: &Path, image: &Path, wanted: usize) -> Result<
             }
         }
         let size_mib = 32 + wanted / 64;
-        let out = Command::new("mke2fs")
-            .args(["-q", "-F", "-t", "ext4", "-d"])
-            .arg(tree)
-            .arg(image)
-            .arg(format!("{size_mib}M"))
-            .output()
-            .context("mke2fs")?;
-        ensure!(
-            out.status.success(),
-            "mke2fs: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        snapsentry_tests::image::ext4(tree, image, size_mib)?;
         let out = Command::new(bins.join("snapsentry-scan"))
             .arg("image")
             .arg(image)

@@ -1,5 +1,7 @@
 //! The end-to-end test harness: a real etcd + kube-apiserver on loopback, cloud emulators, and disk
 //! image builders, started by the tests themselves. AWS is a patched moto server ([`moto`]).
+//! An end-to-end test of the operator builds a [`world::World`] (a namespace, the Job runner, the
+//! operator in-process, its logs captured by [`logs`]) from its provider's setup.
 //!
 //! Nothing here is mocked. The control plane is built from the official Kubernetes Go modules at the
 //! versions pinned in `tests/controlplane/versions.env`; `scripts/toolchain.sh` builds it (and the
@@ -16,13 +18,18 @@
 //! ```
 
 pub mod controlplane;
+pub mod image;
 pub mod jobrunner;
+pub mod logs;
 pub mod moto;
+pub mod process;
+pub mod random;
+pub mod world;
 
 pub use controlplane::ControlPlane;
 pub use moto::Moto;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The cargo profile directory (`<target>/debug`) holding this workspace's binaries
 /// (`snapsentry-scan`, `snapsentry-operator`): tests run from `<profile>/deps`, examples from
@@ -30,7 +37,25 @@ use std::path::PathBuf;
 pub fn bin_dir() -> std::io::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     exe.parent()
-        .and_then(std::path::Path::parent)
+        .and_then(Path::parent)
         .map(PathBuf::from)
         .ok_or_else(|| std::io::Error::other("no profile directory above the executable"))
+}
+
+/// The repository root (the workspace directory above `tests/`), where `charts/`, `examples/` and
+/// `crds/` are.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate lives in the workspace root")
+        .to_owned()
+}
+
+/// A `PATH` value: `dirs` first, in order, then this process's `PATH`.
+pub fn search_path(dirs: &[&Path]) -> String {
+    dirs.iter()
+        .map(|d| d.display().to_string())
+        .chain([std::env::var("PATH").unwrap_or_default()])
+        .collect::<Vec<_>>()
+        .join(":")
 }

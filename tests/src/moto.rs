@@ -20,18 +20,17 @@
 //! # }
 //! ```
 
-use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{self, Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use tracing::debug;
 
 use crate::controlplane::cache_dir;
+use crate::process::{log_tail, spawn_on_long_lived_thread, tied_to_this_process};
 
 /// The region every moto resource of the tests lives in.
 pub const REGION: &str = "us-east-1";
@@ -196,10 +195,8 @@ impl Moto {
         let stderr = stdout
             .try_clone()
             .map_err(Error::io("duplicating a log file handle"))?;
-        let mut command = Command::new("setpriv");
+        let mut command = tied_to_this_process(&python);
         command
-            .args(["--pdeathsig", "KILL", "--"])
-            .arg(&python)
             .arg(scripts_dir().join("snapsentry_moto.py"))
             .arg("--port-file")
             .arg(&port_file)
@@ -403,15 +400,7 @@ impl Moto {
 
     /// The server's log so far (requests, tracebacks), for a failing test to print.
     pub fn log_tail(&self) -> String {
-        let Ok(text) = fs::read_to_string(&self.log) else {
-            return String::from("(log unreadable)");
-        };
-        let lines: Vec<&str> = text.lines().collect();
-        let mut tail = String::new();
-        for line in &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..] {
-            let _ = writeln!(tail, "  {line}");
-        }
-        tail
+        log_tail(&self.log, LOG_TAIL_LINES)
     }
 
     /// The temporary directory of this server (its log is `moto.log` there).
@@ -462,31 +451,4 @@ fn http_request(
         .and_then(|code| code.parse().ok())
         .ok_or_else(invalid)?;
     Ok((status, body.to_owned()))
-}
-
-/// Spawns `command` from a thread that lives as long as the process: `--pdeathsig` fires when the
-/// spawning *thread* ends, and a test thread may end while the server it started lives on.
-fn spawn_on_long_lived_thread(command: Command) -> io::Result<Child> {
-    type Request = (Command, mpsc::Sender<io::Result<Child>>);
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
-    let spawner = SPAWNER.get_or_init(|| {
-        let (sender, receiver) = mpsc::channel::<Request>();
-        std::thread::Builder::new()
-            .name("moto-spawner".into())
-            .spawn(move || {
-                for (mut command, reply) in receiver {
-                    let _ = reply.send(command.spawn());
-                }
-            })
-            .expect("spawning the moto spawner thread");
-        Mutex::new(sender)
-    });
-    let gone = || io::Error::other("the moto spawner thread is gone");
-    let (reply, answer) = mpsc::channel();
-    spawner
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .send((command, reply))
-        .map_err(|_| gone())?;
-    answer.recv().map_err(|_| gone())?
 }

@@ -4,10 +4,9 @@
 //! example pass a server-side dry run.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use snapsentry_crds::{
@@ -15,21 +14,8 @@ use snapsentry_crds::{
     SecretFindingSpec, SecretFindingStatus, Severity, TargetKind, Verification, labels,
 };
 use snapsentry_tests::controlplane::{ControlPlane, create_namespace};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn ok(out: std::process::Output, what: &str) -> Result<String> {
-    if !out.status.success() {
-        bail!(
-            "{what} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
+use snapsentry_tests::process::ok;
+use snapsentry_tests::repo;
 
 /// kubectl reading its manifest from `stdin` (written to a temp file: the harness's kubectl has no
 /// stdin).

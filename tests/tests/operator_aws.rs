@@ -8,303 +8,108 @@
 //! win-01 holds Windows secrets; build-01 carries the exclusion tag. Every planted secret is fresh.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, ensure};
 use aws_sdk_ec2::types::Filter;
-use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ResourceQuota, Secret};
+use k8s_openapi::api::core::v1::ResourceQuota;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use snapsentry_crds::{
     AttackPath, MachinePhase, Recommendation, ScanPolicy, ScannedMachine, SecretFinding,
 };
-use snapsentry_operator::controller::config::Config;
-use snapsentry_operator::controller::http::HttpState;
-use snapsentry_tests::controlplane::{ControlPlane, Options};
-use snapsentry_tests::jobrunner::{JobRunner, JobRunnerOptions};
 use snapsentry_tests::moto::{Moto, REGION};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use snapsentry_tests::world::{self, Cloud, Setup};
+use snapsentry_tests::{logs, repo};
 
 /// The RDS endpoint the fleet's connection strings name (planted into moto).
 const RDS_ADDRESS: &str = "orders.c1snapsentry.us-east-1.rds.amazonaws.com";
 
-/// Everything the operators of this test binary log, for the never-leak check.
-fn captured_logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(Default::default)
-}
-
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The last lines the operators logged, for failure messages.
-fn log_tail() -> String {
-    let logs = captured_logs().lock().unwrap();
-    let text = String::from_utf8_lossy(&logs);
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(
-            "snapsentry_operator=debug,info",
-        ))
-        .with_ansi(false)
-        .with_writer(|| Capture(captured_logs().clone()))
-        .try_init();
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_owned()
-}
-
-/// One test's world: moto holding the fleet, a namespace, the Job runner, an operator.
-struct World {
-    cp: &'static ControlPlane,
-    client: kube::Client,
-    ns: String,
+/// The AWS side of a world: moto holding the demo fleet.
+struct Aws {
     moto: Moto,
     fleet: serde_json::Value,
+    /// Every secret value planted on the fleet's disks.
     planted: Vec<String>,
     _images: tempfile::TempDir,
-    runner: JobRunner,
-    http: Arc<HttpState>,
-    operator: Option<(
-        watch::Sender<bool>,
-        JoinHandle<snapsentry_operator::Result<()>>,
-    )>,
 }
 
-impl World {
-    /// Moto with the demo fleet, and a namespace whose Jobs run `command` (`None`: the real
-    /// scanner found on `PATH`). No operator yet.
-    async fn new(ns: &str, command: Option<Vec<String>>) -> Result<Self> {
-        init_logs();
-        let scanner = snapsentry_tests::bin_dir()?.join("snapsentry-scan");
-        ensure!(
-            scanner.is_file(),
-            "{} is missing: run `cargo build -p snapsentry-scanner` (or `cargo test --workspace`)",
-            scanner.display()
-        );
-        let moto = Moto::start()?;
-        moto.plant_rds_address("orders", RDS_ADDRESS)?;
-        let images = tempfile::tempdir()?;
-        let out = std::process::Command::new(repo().join("examples/demo/fleet-images.sh"))
-            .arg(images.path())
-            .arg(RDS_ADDRESS)
-            .output()
-            .context("examples/demo/fleet-images.sh")?;
-        ensure!(
-            out.status.success(),
-            "fleet-images.sh: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let planted: Vec<String> = std::fs::read_to_string(images.path().join("planted.txt"))?
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned)
-            .collect();
-        ensure!(planted.len() >= 6, "planted: {}", planted.len());
-        let image = |m: &str| images.path().join(format!("{m}.raw")).display().to_string();
-        let production = serde_json::json!({ "environment": "production" });
-        let fleet = moto.create_fleet(&serde_json::json!({
-            "machines": [
-                { "name": "web-01", "platform": "linux", "images": [image("web-01")],
-                  "tags": production, "exposed": true },
-                { "name": "db-01", "platform": "linux", "images": [image("db-01")],
-                  "tags": production, "exposed": false },
-                { "name": "win-01", "platform": "windows", "images": [image("win-01")],
-                  "tags": production, "exposed": false },
-                { "name": "build-01", "platform": "linux", "images": [],
-                  "tags": { "environment": "production", "snapsentry.io/skip": "true" },
-                  "exposed": false },
-            ],
-            "rds": [{ "id": "orders", "engine": "postgres", "address": RDS_ADDRESS }],
-            "buckets": ["acme-backups"],
-        }))?;
+impl Cloud for Aws {
+    fn diagnostics(&self) -> String {
+        format!("moto: {}", self.moto.log_tail())
+    }
+}
 
-        let cp = ControlPlane::shared().await?;
-        let client = cp.client().await?;
-        cp.install_crds()?;
-        snapsentry_tests::controlplane::create_namespace(&client, ns).await?;
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-        for (name, data) in [
-            (
-                "snapsentry-fingerprint",
-                vec![("key", "0123456789abcdef0123456789abcdef")],
-            ),
-            (
-                "aws-moto",
-                vec![("accessKeyId", "testing"), ("secretAccessKey", "testing")],
-            ),
-        ] {
-            let mut s = Secret::default();
-            s.metadata.name = Some(name.into());
-            s.data = Some(
-                data.into_iter()
-                    .map(|(k, v)| (k.to_owned(), ByteString(v.as_bytes().to_vec())))
-                    .collect(),
-            );
-            secrets.create(&PostParams::default(), &s).await?;
-        }
+type World = world::World<Aws>;
 
-        let path = format!(
-            "{}:{}:{}",
-            Options::default().assets.display(),
-            snapsentry_tests::bin_dir()?.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        // The scanner's AWS credentials come from its environment, as from IRSA in a cluster.
-        let mut env: Vec<(String, String)> = moto
-            .env()
-            .into_iter()
-            .filter(|(k, _)| k != "AWS_ENDPOINT_URL")
-            .collect();
-        env.push(("PATH".into(), path));
-        env.push(("KUBECONFIG".into(), cp.kubeconfig().display().to_string()));
-        env.push(("SNAPSENTRY_LOG".into(), "info".into()));
-        let runner = JobRunner::start(
-            client.clone(),
-            JobRunnerOptions {
-                namespace: ns.into(),
-                claims: BTreeMap::new(),
-                command,
-                env,
-                log_dir: None,
-            },
-        )?;
-        Ok(Self {
-            cp,
-            client,
-            ns: ns.into(),
+/// Moto with the demo fleet, and a namespace whose Jobs run `command` (`None`: the real
+/// scanner found on `PATH`). No operator yet.
+async fn aws_world(ns: &str, command: Option<Vec<String>>) -> Result<World> {
+    world::scanner()?;
+    let moto = Moto::start()?;
+    moto.plant_rds_address("orders", RDS_ADDRESS)?;
+    let images = tempfile::tempdir()?;
+    let out = std::process::Command::new(repo().join("examples/demo/fleet-images.sh"))
+        .arg(images.path())
+        .arg(RDS_ADDRESS)
+        .output()
+        .context("examples/demo/fleet-images.sh")?;
+    ensure!(
+        out.status.success(),
+        "fleet-images.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let planted: Vec<String> = std::fs::read_to_string(images.path().join("planted.txt"))?
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    ensure!(planted.len() >= 6, "planted: {}", planted.len());
+    let image = |m: &str| images.path().join(format!("{m}.raw")).display().to_string();
+    let production = serde_json::json!({ "environment": "production" });
+    let fleet = moto.create_fleet(&serde_json::json!({
+        "machines": [
+            { "name": "web-01", "platform": "linux", "images": [image("web-01")],
+              "tags": production, "exposed": true },
+            { "name": "db-01", "platform": "linux", "images": [image("db-01")],
+              "tags": production, "exposed": false },
+            { "name": "win-01", "platform": "windows", "images": [image("win-01")],
+              "tags": production, "exposed": false },
+            { "name": "build-01", "platform": "linux", "images": [],
+              "tags": { "environment": "production", "snapsentry.io/skip": "true" },
+              "exposed": false },
+        ],
+        "rds": [{ "id": "orders", "engine": "postgres", "address": RDS_ADDRESS }],
+        "buckets": ["acme-backups"],
+    }))?;
+    // The scanner's AWS credentials come from its environment, as from IRSA in a cluster; the
+    // operator's from the Secret the policy names.
+    let scanner_env = moto
+        .env()
+        .into_iter()
+        .filter(|(k, _)| k != "AWS_ENDPOINT_URL");
+    let setup = Setup::new(
+        ns,
+        Aws {
             moto,
             fleet,
             planted,
             _images: images,
-            runner,
-            http: Arc::new(HttpState::default()),
-            operator: None,
-        })
-    }
+        },
+    )
+    .secret(
+        "aws-moto",
+        &[("accessKeyId", "testing"), ("secretAccessKey", "testing")],
+    )
+    .command(command)
+    .envs(scanner_env)
+    .env("SNAPSENTRY_LOG", "info");
+    Ok(World::start(setup).await?)
+}
 
-    fn start_operator(&mut self) -> Result<()> {
-        let vars = BTreeMap::from([
-            ("SNAPSENTRY_NAMESPACE", self.ns.clone()),
-            (
-                "SNAPSENTRY_SCANNER_IMAGE",
-                "snapsentry-scan:test".to_owned(),
-            ),
-            ("SNAPSENTRY_WATCH_NAMESPACES", self.ns.clone()),
-            ("SNAPSENTRY_POD_NAME", "operator-0".to_owned()),
-            ("SNAPSENTRY_LEADER_ELECTION", "false".to_owned()),
-        ]);
-        let config = Config::from_lookup(|k| vars.get(k).cloned())?;
-        let (stop, shutdown) = watch::channel(false);
-        self.http = Arc::new(HttpState::default());
-        let task = tokio::spawn(snapsentry_operator::run(
-            config,
-            self.client.clone(),
-            self.http.clone(),
-            shutdown,
-        ));
-        self.operator = Some((stop, task));
-        Ok(())
-    }
-
-    async fn stop_operator(&mut self) -> Result<()> {
-        if let Some((stop, task)) = self.operator.take() {
-            let _ = stop.send(true);
-            tokio::time::timeout(Duration::from_secs(30), task)
-                .await
-                .context("operator did not stop")???;
-        }
-        Ok(())
-    }
-
-    fn api<K>(&self) -> Api<K>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-    {
-        Api::namespaced(self.client.clone(), &self.ns)
-    }
-
-    /// `examples/aws/scanpolicy.yaml` as a user would adapt it: this namespace, moto as the
-    /// endpoint, the credentials Secret, no cross-account role.
-    async fn apply_policy(&self, name: &str) -> Result<()> {
-        let example = std::fs::read_to_string(repo().join("examples/aws/scanpolicy.yaml"))?;
-        let mut policy: ScanPolicy = serde_yaml::from_str(&example)?;
-        policy.metadata.name = Some(name.into());
-        policy.metadata.namespace = Some(self.ns.clone());
-        let aws = policy.spec.providers[0]
-            .aws
-            .as_mut()
-            .context("the example's provider is aws")?;
-        aws.endpoint_url = Some(self.moto.endpoint());
-        aws.credentials_secret = Some("aws-moto".into());
-        aws.assume_role_arn = None;
-        aws.external_id = None;
-        policy.spec.scanner = None;
-        // The example scans nightly; the annotation asks for a scan now, as a user would.
-        policy
-            .metadata
-            .annotations
-            .get_or_insert_with(Default::default)
-            .insert("snapsentry.io/scan-now".into(), "first".into());
-        self.api::<ScanPolicy>()
-            .create(&PostParams::default(), &policy)
-            .await?;
-        Ok(())
-    }
-
-    async fn wait_scan_finished(&self, name: &str, secs: u64) -> Result<ScanPolicy> {
-        let api = self.api::<ScanPolicy>();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-        loop {
-            let p = api.get(name).await?;
-            let finished = p.status.as_ref().is_some_and(|s| {
-                s.scan_id.is_some()
-                    && s.conditions
-                        .iter()
-                        .any(|c| c.type_ == "Scanning" && c.status == "False")
-            });
-            if finished {
-                return Ok(p);
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!(
-                    "timed out waiting for the scan; policy status: {}\nJob logs: {}\nmoto: {}",
-                    serde_json::to_string_pretty(&p.status)?,
-                    self.runner
-                        .started()
-                        .iter()
-                        .map(|j| format!("\n--- {j}\n{}", self.runner.log(j)))
-                        .collect::<String>(),
-                    self.moto.log_tail()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    }
-
-    async fn ec2(&self) -> aws_sdk_ec2::Client {
+impl Aws {
+    fn ec2(&self) -> aws_sdk_ec2::Client {
         let conf = aws_sdk_ec2::Config::builder()
             .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
             .region(aws_sdk_ec2::config::Region::new(REGION))
@@ -327,7 +132,6 @@ impl World {
     async fn snapsentry_snapshots(&self) -> Result<Vec<String>> {
         let out = self
             .ec2()
-            .await
             .describe_snapshots()
             .owner_ids("self")
             .filters(
@@ -346,7 +150,7 @@ impl World {
     }
 
     async fn volume_ids(&self) -> Result<BTreeSet<String>> {
-        let out = self.ec2().await.describe_volumes().send().await?;
+        let out = self.ec2().describe_volumes().send().await?;
         Ok(out
             .volumes()
             .iter()
@@ -360,96 +164,85 @@ impl World {
             .unwrap_or_default()
             .to_owned()
     }
-
-    async fn machines(&self) -> Result<BTreeMap<String, ScannedMachine>> {
-        Ok(self
-            .api::<ScannedMachine>()
-            .list(&ListParams::default())
-            .await?
-            .items
-            .into_iter()
-            .map(|m| (m.spec.display_name.clone().unwrap_or_default(), m))
-            .collect())
-    }
-
-    /// Every object, Event and log line the scan produced must be free of the planted values.
-    async fn assert_nothing_leaked(&self) -> Result<()> {
-        let mut haystack = String::new();
-        for kind in [
-            "scanpolicies",
-            "secretfindings",
-            "scannedmachines",
-            "attackpaths",
-            "recommendations",
-            "events",
-            "jobs",
-            "configmaps",
-        ] {
-            let out = self
-                .cp
-                .kubectl(["get", kind, "-n", &self.ns, "-o", "json"])?;
-            ensure!(out.status.success(), "kubectl get {kind}");
-            haystack.push_str(&String::from_utf8_lossy(&out.stdout));
-        }
-        for job in self.runner.started() {
-            haystack.push_str(&self.runner.log(&job));
-        }
-        haystack.push_str(&String::from_utf8_lossy(&captured_logs().lock().unwrap()));
-        haystack.push_str(&self.http.metrics.encode());
-        ensure!(
-            haystack.len() > 10_000,
-            "too little collected to be a check"
-        );
-        for secret in &self.planted {
-            let probe: String = secret.chars().take(12).collect();
-            ensure!(
-                !haystack.contains(&probe),
-                "a planted secret (prefix {}…) leaked",
-                &probe[..4]
-            );
-        }
-        Ok(())
-    }
 }
 
-impl World {
-    /// A ResourceQuota that refuses every Job in the namespace: the operator gets as far as the
-    /// snapshots and stops there.
-    async fn forbid_jobs(&self) -> Result<()> {
-        let mut quota = ResourceQuota::default();
-        quota.metadata.name = Some("no-jobs".into());
-        quota.spec = Some(serde_json::from_value(serde_json::json!({
-            "hard": { "count/jobs.batch": "0" }
-        }))?);
-        self.api::<ResourceQuota>()
-            .create(&PostParams::default(), &quota)
-            .await?;
-        // The quota controller is not running: set the quota's usage so admission enforces it.
-        self.api::<ResourceQuota>()
-            .patch_status(
-                "no-jobs",
-                &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({ "status": {
-                    "hard": { "count/jobs.batch": "0" }, "used": { "count/jobs.batch": "0" }
-                }})),
-            )
-            .await?;
-        Ok(())
-    }
+/// `examples/aws/scanpolicy.yaml` as a user would adapt it: this namespace, moto as the
+/// endpoint, the credentials Secret, no cross-account role.
+async fn apply_policy(w: &World, name: &str) -> Result<()> {
+    let example = std::fs::read_to_string(repo().join("examples/aws/scanpolicy.yaml"))?;
+    let mut policy: ScanPolicy = serde_yaml::from_str(&example)?;
+    policy.metadata.name = Some(name.into());
+    policy.metadata.namespace = Some(w.ns.clone());
+    let aws = policy.spec.providers[0]
+        .aws
+        .as_mut()
+        .context("the example's provider is aws")?;
+    aws.endpoint_url = Some(w.cloud.moto.endpoint());
+    aws.credentials_secret = Some("aws-moto".into());
+    aws.assume_role_arn = None;
+    aws.external_id = None;
+    policy.spec.scanner = None;
+    // The example scans nightly; the annotation asks for a scan now, as a user would.
+    policy
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert("snapsentry.io/scan-now".into(), "first".into());
+    w.api::<ScanPolicy>()
+        .create(&PostParams::default(), &policy)
+        .await?;
+    Ok(())
+}
 
-    /// Wait until moto holds at least one snapsentry snapshot.
-    async fn wait_for_a_snapshot(&self) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        while self.snapsentry_snapshots().await?.is_empty() {
-            ensure!(
-                tokio::time::Instant::now() < deadline,
-                "no snapshots taken; operator log: {}",
-                log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-        Ok(())
+/// Wait until the policy's scan has finished (up to `secs` seconds).
+async fn wait_scan_finished(w: &World, name: &str, secs: u64) -> Result<ScanPolicy> {
+    Ok(w.wait_scan_finished(name, None, Duration::from_secs(secs))
+        .await?)
+}
+
+/// The namespace's ScannedMachines by display name (the EC2 `Name` tag).
+async fn machines(w: &World) -> Result<BTreeMap<String, ScannedMachine>> {
+    Ok(w.machines()
+        .await?
+        .into_values()
+        .map(|m| (m.spec.display_name.clone().unwrap_or_default(), m))
+        .collect())
+}
+
+/// Every object, Event and log line the scan produced must be free of the planted values.
+fn assert_nothing_leaked(w: &World) -> Result<()> {
+    let haystack: String = w
+        .everything_visible()?
+        .iter()
+        .map(|(_, text)| String::from_utf8_lossy(text))
+        .collect();
+    ensure!(
+        haystack.len() > 10_000,
+        "too little collected to be a check"
+    );
+    for secret in &w.cloud.planted {
+        let probe: String = secret.chars().take(12).collect();
+        ensure!(
+            !haystack.contains(&probe),
+            "a planted secret (prefix {}…) leaked",
+            &probe[..4]
+        );
     }
+    Ok(())
+}
+
+/// Wait until moto holds at least one snapsentry snapshot.
+async fn wait_for_a_snapshot(w: &World) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while w.cloud.snapsentry_snapshots().await?.is_empty() {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no snapshots taken; operator log: {}",
+            logs::tail(40)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Ok(())
 }
 
 fn label<'a>(o: &'a impl ResourceExt, key: &str) -> Option<&'a str> {
@@ -459,14 +252,14 @@ fn label<'a>(o: &'a impl ResourceExt, key: &str) -> Option<&'a str> {
 /// The end-to-end scenario with throttling and server errors injected into block reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_aws_fleet_scanned_through_ebs_direct_reads() -> Result<()> {
-    let mut w = World::new("aws-e2e", None).await?;
-    let volumes_before = w.volume_ids().await?;
-    w.moto.set_faults(&serde_json::json!({
+    let mut w = aws_world("aws-e2e", None).await?;
+    let volumes_before = w.cloud.volume_ids().await?;
+    w.cloud.moto.set_faults(&serde_json::json!({
         "getSnapshotBlock": { "throttleEvery": 7, "serverErrorEvery": 11 }
     }))?;
     w.start_operator()?;
-    w.apply_policy("aws-production").await?;
-    let p = w.wait_scan_finished("aws-production", 240).await?;
+    apply_policy(&w, "aws-production").await?;
+    let p = wait_scan_finished(&w, "aws-production", 240).await?;
     let status = p.status.clone().context("status")?;
     let counts = status.machines.clone().context("machine counts")?;
     ensure!(
@@ -480,11 +273,11 @@ async fn an_aws_fleet_scanned_through_ebs_direct_reads() -> Result<()> {
     );
 
     // Inventory: the excluded machine is not there; exposure and platform as AWS reports them.
-    let machines = w.machines().await?;
+    let machines = machines(&w).await?;
     let names: Vec<&str> = machines.keys().map(String::as_str).collect();
     assert_eq!(names, ["db-01", "web-01", "win-01"]);
     let web = &machines["web-01"];
-    assert_eq!(web.spec.instance_id, w.instance_id("web-01"));
+    assert_eq!(web.spec.instance_id, w.cloud.instance_id("web-01"));
     assert!(web.spec.exposure.internet_facing);
     let reasons = web.spec.exposure.reasons.join("; ");
     assert!(
@@ -519,7 +312,7 @@ async fn an_aws_fleet_scanned_through_ebs_direct_reads() -> Result<()> {
         );
     }
     let retries: u64 = reads.iter().map(|r| r.retries).sum();
-    let counters = w.moto.fault_counters()?;
+    let counters = w.cloud.moto.fault_counters()?;
     let faulted = counters["getSnapshotBlock"]["throttled"]
         .as_u64()
         .unwrap_or(0)
@@ -604,17 +397,17 @@ async fn an_aws_fleet_scanned_through_ebs_direct_reads() -> Result<()> {
     assert_eq!(affected, expected);
 
     // Nothing left behind in the cloud: no snapshot, no volume the operator made.
-    let left = w.snapsentry_snapshots().await?;
+    let left = w.cloud.snapsentry_snapshots().await?;
     assert!(left.is_empty(), "snapshots left behind: {left:?}");
-    assert_eq!(w.volume_ids().await?, volumes_before);
+    assert_eq!(w.cloud.volume_ids().await?, volumes_before);
 
     let out = w.cp.kubectl(["get", "sf", "-n", &w.ns])?;
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
-        table.contains(&w.instance_id("web-01")) && table.contains("SSH private key"),
+        table.contains(&w.cloud.instance_id("web-01")) && table.contains("SSH private key"),
         "{table}"
     );
-    w.assert_nothing_leaked().await?;
+    assert_nothing_leaked(&w)?;
     w.stop_operator().await?;
     Ok(())
 }
@@ -629,13 +422,13 @@ async fn a_killed_scanner_leaves_no_snapshot() -> Result<()> {
         "snapsentry-scan job --no-progress & pid=$!; sleep 0.3; kill -9 $pid; wait $pid; exit 137"
             .to_owned(),
     ];
-    let mut w = World::new("aws-killed", Some(killer)).await?;
+    let mut w = aws_world("aws-killed", Some(killer)).await?;
     w.start_operator()?;
-    w.apply_policy("aws-killed").await?;
-    let p = w.wait_scan_finished("aws-killed", 180).await?;
+    apply_policy(&w, "aws-killed").await?;
+    let p = wait_scan_finished(&w, "aws-killed", 180).await?;
     let counts = p.status.and_then(|s| s.machines).context("counts")?;
     assert_eq!((counts.total, counts.failed), (3, 3), "{counts:?}");
-    let left = w.snapsentry_snapshots().await?;
+    let left = w.cloud.snapsentry_snapshots().await?;
     assert!(left.is_empty(), "snapshots left behind: {left:?}");
     w.stop_operator().await?;
     Ok(())
@@ -646,22 +439,22 @@ async fn a_killed_scanner_leaves_no_snapshot() -> Result<()> {
 /// are taken once, reused, and deleted at the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_restarted_before_its_jobs_takes_no_second_snapshot() -> Result<()> {
-    let mut w = World::new("aws-restart", None).await?;
+    let mut w = aws_world("aws-restart", None).await?;
     w.forbid_jobs().await?;
     w.start_operator()?;
-    w.apply_policy("aws-restart").await?;
+    apply_policy(&w, "aws-restart").await?;
 
     // Wait for the first machine's snapshot; its Job is refused, so the operator retries (every
     // 5 s) from the top: each retry must find and reuse the snapshot, never take another.
-    w.wait_for_a_snapshot().await?;
+    wait_for_a_snapshot(&w).await?;
     tokio::time::sleep(Duration::from_secs(12)).await;
-    let taken = w.snapsentry_snapshots().await?;
+    let taken = w.cloud.snapsentry_snapshots().await?;
     assert_eq!(
         taken.len(),
         1,
         "one snapshot of the first machine's volume, however often it retried: {taken:?}"
     );
-    let reused = String::from_utf8_lossy(&captured_logs().lock().unwrap())
+    let reused = String::from_utf8_lossy(&logs::captured())
         .matches("reusing this scan's snapshots")
         .count();
     assert!(reused >= 1, "the retries went through the snapshot lookup");
@@ -678,10 +471,10 @@ async fn an_operator_restarted_before_its_jobs_takes_no_second_snapshot() -> Res
         .delete("no-jobs", &DeleteParams::default())
         .await?;
     w.start_operator()?;
-    let p = w.wait_scan_finished("aws-restart", 240).await?;
+    let p = wait_scan_finished(&w, "aws-restart", 240).await?;
     let counts = p.status.and_then(|s| s.machines).context("counts")?;
     assert_eq!((counts.scanned, counts.failed), (3, 0), "{counts:?}");
-    let left = w.snapsentry_snapshots().await?;
+    let left = w.cloud.snapsentry_snapshots().await?;
     assert!(left.is_empty(), "snapshots left behind: {left:?}");
     w.stop_operator().await?;
     Ok(())
@@ -691,11 +484,11 @@ async fn an_operator_restarted_before_its_jobs_takes_no_second_snapshot() -> Res
 /// before the policy goes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_policy_mid_scan_deletes_its_snapshots() -> Result<()> {
-    let mut w = World::new("aws-delete", None).await?;
+    let mut w = aws_world("aws-delete", None).await?;
     w.forbid_jobs().await?;
     w.start_operator()?;
-    w.apply_policy("aws-delete").await?;
-    w.wait_for_a_snapshot().await?;
+    apply_policy(&w, "aws-delete").await?;
+    wait_for_a_snapshot(&w).await?;
     w.api::<ScanPolicy>()
         .delete("aws-delete", &DeleteParams::default())
         .await?;
@@ -704,11 +497,11 @@ async fn deleting_a_policy_mid_scan_deletes_its_snapshots() -> Result<()> {
         ensure!(
             tokio::time::Instant::now() < deadline,
             "the policy was not deleted; operator log: {}",
-            log_tail()
+            logs::tail(40)
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let left = w.snapsentry_snapshots().await?;
+    let left = w.cloud.snapsentry_snapshots().await?;
     assert!(left.is_empty(), "snapshots left behind: {left:?}");
     w.stop_operator().await?;
     Ok(())

@@ -8,32 +8,17 @@
 //! writes what `snapsentry-scan job` writes — a SecretFinding (server-side apply, field manager
 //! `snapsentry-scanner`) and the ScannedMachine's `status.lastScan` — with kubectl. It keeps
 //! these tests about the orchestration; the real scanner's Job mode has its own tests
-//! (`scanner_job.rs`).
-//!
-//! One test runs the real `snapsentry-scan job` end to end on ext4 images with random secrets:
-//! verified SSH key → attack path → `kubectl get` columns → the key removed and rescanned →
-//! resolved; and at the end, nothing anyone can see (objects, Events, Jobs, ConfigMaps, the
-//! in-process operator's logs captured through `tracing`, the scanners' output, `/metrics`)
-//! holds a planted value.
+//! (`scanner_job.rs`), and the whole path with the real scanner is `operator_real_scanner.rs`.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail, ensure};
-use k8s_openapi::ByteString;
+use anyhow::{Context as _, Result, ensure};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, Secret};
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams};
 use snapsentry_crds::{MachinePhase, ScanPolicy, ScannedMachine, SecretFinding};
-use snapsentry_operator::controller::config::Config;
-use snapsentry_operator::controller::http::HttpState;
-use snapsentry_tests::controlplane::{ControlPlane, Options};
-use snapsentry_tests::jobrunner::{JobRunner, JobRunnerOptions};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use snapsentry_tests::world::images::{self, Images};
+use snapsentry_tests::world::{self, condition};
 
 /// The stand-in scanner (see the module documentation).
 const STAND_IN: &str = r#"
@@ -79,413 +64,74 @@ kubectl patch scannedmachine "$m" -n "$ns" --subresource=status --type=merge \
   -p "{\"status\":{\"lastScan\":{\"scanId\":\"$s\",\"succeeded\":true,\"startedAt\":\"$now\",\"finishedAt\":\"$now\",\"durationMs\":500,\"files\":10,\"bytesScanned\":4096,\"findings\":1}}}"
 "#;
 
-/// One test's world: a namespace with the fingerprint Secret and images, the Job runner, and an
-/// operator that can be stopped and started again.
-struct World {
-    cp: &'static ControlPlane,
-    client: kube::Client,
-    ns: String,
-    /// The fingerprint key in the namespace's Secret (random per world).
-    fingerprint_key: String,
-    images: tempfile::TempDir,
-    fail_dir: tempfile::TempDir,
-    runner: JobRunner,
-    /// The metrics of the operator started last.
-    http: Arc<HttpState>,
-    /// `SNAPSENTRY_SCANNER_TIMEOUT_SECONDS` of operators started from now on.
-    scanner_timeout: Option<i64>,
-    operator: Option<(
-        watch::Sender<bool>,
-        JoinHandle<snapsentry_operator::Result<()>>,
-    )>,
+type World = world::World<Images>;
+
+/// A world with an operator running (no leader election).
+async fn images_world(ns: &str, sleep: &str) -> Result<World> {
+    let mut world = without_operator(ns, sleep).await?;
+    world.start_operator()?;
+    Ok(world)
 }
 
-impl World {
-    /// A world with an operator running (no leader election).
-    async fn new(ns: &str, sleep: &str) -> Result<Self> {
-        let mut world = Self::without_operator(ns, sleep).await?;
-        world.start_operator("operator-0", false)?;
-        Ok(world)
+/// A world whose Jobs run the stand-in (sleeping `sleep` seconds) on three machines' images, no
+/// operator yet.
+async fn without_operator(ns: &str, sleep: &str) -> Result<World> {
+    let setup = images::setup(ns)?;
+    let dir = setup.cloud().dir.path().to_owned();
+    for m in ["web-01", "web-02", "db-01"] {
+        std::fs::write(dir.join(format!("{m}.raw")), b"not really a disk")?;
     }
-
-    async fn without_operator(ns: &str, sleep: &str) -> Result<Self> {
-        let stand_in = vec!["sh".into(), "-c".into(), STAND_IN.into()];
-        Self::with_command(ns, sleep, Some(stand_in), &[]).await
-    }
-
-    /// A world whose Jobs run `command` (`None`: the Job's own command, found on `PATH`) with
-    /// `env` added to their environment.
-    async fn with_command(
-        ns: &str,
-        sleep: &str,
-        command: Option<Vec<String>>,
-        env: &[(&str, &str)],
-    ) -> Result<Self> {
-        init_tracing();
-        let cp = ControlPlane::shared().await?;
-        let client = cp.client().await?;
-        cp.install_crds()?;
-        let namespaces: Api<Namespace> = Api::all(client.clone());
-        let mut n = Namespace::default();
-        n.metadata.name = Some(ns.into());
-        namespaces.create(&PostParams::default(), &n).await?;
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-        // Random per run: the installation's key must not show up anywhere either.
-        let fingerprint_key = random_string(HEX, 32);
-        let mut key = Secret::default();
-        key.metadata.name = Some("snapsentry-fingerprint".into());
-        key.data = Some(BTreeMap::from([(
-            "key".to_owned(),
-            ByteString(fingerprint_key.clone().into_bytes()),
-        )]));
-        secrets.create(&PostParams::default(), &key).await?;
-
-        let images = tempfile::tempdir()?;
-        for m in ["web-01", "web-02", "db-01"] {
-            std::fs::write(images.path().join(format!("{m}.raw")), b"not really a disk")?;
-        }
-        let fail_dir = tempfile::tempdir()?;
-        let kubectl_dir = Options::default().assets;
-        let path = format!(
-            "{}:{}:{}",
-            kubectl_dir.display(),
-            snapsentry_tests::bin_dir()?.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let runner = JobRunner::start(
-            client.clone(),
-            JobRunnerOptions {
-                namespace: ns.into(),
-                claims: BTreeMap::from([("vm-images".to_owned(), images.path().to_owned())]),
-                command,
-                env: vec![
-                    ("PATH".into(), path),
-                    ("KUBECONFIG".into(), cp.kubeconfig().display().to_string()),
-                    ("STANDIN_SLEEP".into(), sleep.into()),
-                    (
-                        "STANDIN_FAIL_DIR".into(),
-                        fail_dir.path().display().to_string(),
-                    ),
-                    ("STANDIN_TMP".into(), fail_dir.path().display().to_string()),
-                ]
-                .into_iter()
-                .chain(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
-                .collect(),
-                log_dir: None,
-            },
-        )?;
-        Ok(Self {
-            cp,
-            client,
-            ns: ns.into(),
-            fingerprint_key,
-            images,
-            fail_dir,
-            runner,
-            http: Arc::new(HttpState::default()),
-            scanner_timeout: None,
-            operator: None,
-        })
-    }
-
-    fn config(&self, pod: &str, leader_election: bool) -> Result<Config> {
-        let mut vars = BTreeMap::from([
-            ("SNAPSENTRY_NAMESPACE", self.ns.clone()),
-            ("SNAPSENTRY_SCANNER_IMAGE", "snapsentry-scan:test".into()),
-            ("SNAPSENTRY_WATCH_NAMESPACES", self.ns.clone()),
-            ("SNAPSENTRY_POD_NAME", pod.into()),
-            ("SNAPSENTRY_LEADER_ELECTION", leader_election.to_string()),
-        ]);
-        if let Some(t) = self.scanner_timeout {
-            vars.insert("SNAPSENTRY_SCANNER_TIMEOUT_SECONDS", t.to_string());
-        }
-        Ok(Config::from_lookup(|k| vars.get(k).cloned())?)
-    }
-
-    fn start_operator(&mut self, pod: &str, leader_election: bool) -> Result<()> {
-        let config = self.config(pod, leader_election)?;
-        let (stop, shutdown) = watch::channel(false);
-        self.http = Arc::new(HttpState::default());
-        let task = tokio::spawn(snapsentry_operator::run(
-            config,
-            self.client.clone(),
-            self.http.clone(),
-            shutdown,
-        ));
-        self.operator = Some((stop, task));
-        Ok(())
-    }
-
-    async fn stop_operator(&mut self) -> Result<()> {
-        if let Some((stop, task)) = self.operator.take() {
-            let _ = stop.send(true);
-            tokio::time::timeout(Duration::from_secs(30), task)
-                .await
-                .context("operator did not stop")???;
-        }
-        Ok(())
-    }
-
-    fn api<K>(&self) -> Api<K>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-    {
-        Api::namespaced(self.client.clone(), &self.ns)
-    }
-
-    async fn create_policy(&self, name: &str, machines: &[&str], concurrency: u32) -> Result<()> {
-        self.create_policy_with(name, machines, concurrency, serde_json::json!({}))
-            .await
-    }
-
-    /// A policy of image machines with `scanner` as its `spec.scanner`.
-    async fn create_policy_with(
-        &self,
-        name: &str,
-        machines: &[&str],
-        concurrency: u32,
-        scanner: serde_json::Value,
-    ) -> Result<()> {
-        let machines: Vec<serde_json::Value> = machines
-            .iter()
-            .map(|m| {
-                serde_json::json!({
-                    "name": m, "disks": [format!("{m}.raw")],
-                    "exposure": { "internetFacing": m.starts_with("web"), "reasons": [] },
-                })
-            })
-            .collect();
-        let policy: ScanPolicy = serde_json::from_value(serde_json::json!({
-            "apiVersion": "snapsentry.io/v1alpha1",
-            "kind": "ScanPolicy",
-            "metadata": { "name": name, "namespace": self.ns },
-            "spec": {
-                "providers": [{ "images": {
-                    "persistentVolumeClaim": "vm-images",
-                    "machines": machines,
-                }}],
-                "concurrency": concurrency,
-                "scanner": scanner,
-            },
-        }))?;
-        self.api::<ScanPolicy>()
-            .create(&PostParams::default(), &policy)
-            .await?;
-        Ok(())
-    }
-
-    async fn scan_now(&self, policy: &str, value: &str) -> Result<()> {
-        let patch = serde_json::json!({ "metadata": { "annotations": {
-            "snapsentry.io/scan-now": value,
-        }}});
-        self.api::<ScanPolicy>()
-            .patch(policy, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
-        Ok(())
-    }
-
-    /// Wait until `done` holds for the policy (up to 90 s).
-    async fn wait_policy(
-        &self,
-        name: &str,
-        what: &str,
-        done: impl Fn(&ScanPolicy) -> bool,
-    ) -> Result<ScanPolicy> {
-        let api = self.api::<ScanPolicy>();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-        loop {
-            let p = api.get(name).await?;
-            if done(&p) {
-                return Ok(p);
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!(
-                    "timed out waiting for {what}; policy status: {}\nJobs started: {:?}\nJob logs: {}",
-                    serde_json::to_string_pretty(&p.status)?,
-                    self.runner.started(),
-                    self.runner
-                        .started()
-                        .iter()
-                        .map(|j| format!("\n--- {j}\n{}", self.runner.log(j)))
-                        .collect::<String>()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    async fn wait_scan_finished(&self, name: &str, previous: Option<&str>) -> Result<ScanPolicy> {
-        self.wait_policy(name, "the scan to finish", |p| {
-            let Some(s) = &p.status else { return false };
-            let finished = cond(p, "Scanning").is_some_and(|c| c.status == "False");
-            finished && s.scan_id.is_some() && s.scan_id.as_deref() != previous
-        })
-        .await
-    }
-
-    async fn jobs(&self) -> Result<Vec<Job>> {
-        Ok(self.api::<Job>().list(&ListParams::default()).await?.items)
-    }
-
-    async fn machines(&self) -> Result<BTreeMap<String, ScannedMachine>> {
-        Ok(self
-            .api::<ScannedMachine>()
-            .list(&ListParams::default())
-            .await?
-            .items
-            .into_iter()
-            .map(|m| (m.name_any(), m))
-            .collect())
-    }
-
-    async fn event_reasons(&self) -> Result<Vec<String>> {
-        // The Recorder writes events.k8s.io/v1 Events; they read back through core/v1 too.
-        let events: Api<CoreEvent> = self.api();
-        Ok(events
-            .list(&ListParams::default())
-            .await?
-            .items
-            .into_iter()
-            .filter_map(|e| e.reason)
-            .collect())
-    }
+    std::fs::create_dir(dir.join(FAIL))?;
+    let tmp = dir.join(FAIL).display().to_string();
+    let stand_in = vec!["sh".into(), "-c".into(), STAND_IN.into()];
+    let setup = setup
+        .command(Some(stand_in))
+        .env("STANDIN_SLEEP", sleep)
+        .env("STANDIN_FAIL_DIR", tmp.clone())
+        .env("STANDIN_TMP", tmp);
+    Ok(World::start(setup).await?)
 }
 
-fn cond<'a>(
-    p: &'a ScanPolicy,
-    type_: &str,
-) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    p.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
+/// The stand-in's directory of machines to fail (and of its temporary files), in the images
+/// directory.
+const FAIL: &str = "fail";
+
+/// The stand-in fails on the machine `machine` from now on (`true`) or no longer (`false`).
+fn fail_on(w: &World, machine: &str, fail: bool) -> Result<()> {
+    let marker = w.cloud.dir.path().join(FAIL).join(machine);
+    if fail {
+        std::fs::write(marker, b"")?;
+    } else {
+        std::fs::remove_file(marker)?;
+    }
+    Ok(())
+}
+
+/// A policy of image machines.
+async fn create_policy(w: &World, name: &str, machines: &[&str], concurrency: u32) -> Result<()> {
+    Ok(
+        w.create_policy(&images::policy(&w.ns, name, machines, concurrency)?)
+            .await?,
+    )
+}
+
+/// Wait (up to 90 s) until a scan of the policy other than `previous` has finished.
+async fn wait_scan_finished(w: &World, name: &str, previous: Option<&str>) -> Result<ScanPolicy> {
+    Ok(
+        w.wait_scan_finished(name, previous, Duration::from_secs(90))
+            .await?,
+    )
 }
 
 fn phase(m: &ScannedMachine) -> Option<MachinePhase> {
     m.status.as_ref()?.phase
 }
 
-/// Everything logged through `tracing` in this test process (the operators run in-process), at
-/// debug level, for the never-leak check.
-static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-/// A `tracing` writer appending to [`LOGS`].
-struct CapturedLogs;
-
-impl std::io::Write for CapturedLogs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOGS.lock()
-            .map_err(|_| std::io::Error::other("log buffer poisoned"))?
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Logs to the test output (`RUST_LOG`, default the operator at info) and, at debug level for
-/// every crate but the HTTP/TLS plumbing, into [`LOGS`].
-fn init_tracing() {
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-    use tracing_subscriber::{EnvFilter, Layer as _, fmt};
-    let shown = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("snapsentry_operator=info"));
-    let captured =
-        EnvFilter::new("debug,hyper=info,hyper_util=info,h2=info,rustls=info,tower=info");
-    let _ = tracing_subscriber::registry()
-        .with(fmt::layer().with_test_writer().with_filter(shown))
-        .with(
-            fmt::layer()
-                .with_ansi(false)
-                .with_writer(|| CapturedLogs)
-                .with_filter(captured),
-        )
-        .try_init();
-}
-
-const HEX: &[u8] = b"0123456789abcdef";
-const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-
-fn random_bytes(n: usize) -> Vec<u8> {
-    use std::io::Read as _;
-    let mut bytes = vec![0; n];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .expect("reading /dev/urandom");
-    bytes
-}
-
-/// `n` characters drawn from `alphabet`.
-fn random_string(alphabet: &[u8], n: usize) -> String {
-    random_bytes(n)
-        .iter()
-        .map(|b| char::from(alphabet[usize::from(*b) % alphabet.len()]))
-        .collect()
-}
-
-/// A value from `make` that the engine will not take for a placeholder: it skips values holding
-/// words like these (`PLACEHOLDER_MARKERS` in `engine/src/validate.rs`), which random text
-/// contains now and then.
-fn random_secret(make: impl Fn() -> String) -> String {
-    const MARKERS: [&str; 18] = [
-        "test",
-        "fake",
-        "todo",
-        "dummy",
-        "lorem",
-        "fixme",
-        "xxxx",
-        "sample",
-        "insert",
-        "replace",
-        "foobar",
-        "redacted",
-        "example",
-        "your",
-        "placeholder",
-        "changeme",
-        "keyvault",
-        "getenv",
-    ];
-    loop {
-        let s = make();
-        let lower = s.to_ascii_lowercase();
-        if !MARKERS.iter().any(|m| lower.contains(m)) {
-            return s;
-        }
-    }
-}
-
-/// Standard base64 with padding.
-fn base64(bytes: &[u8]) -> String {
-    const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(B64[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_machines_two_at_a_time_then_ready() -> Result<()> {
-    let mut w = World::new("op-three", "1").await?;
-    w.create_policy("lab", &["web-01", "web-02", "db-01"], 2)
-        .await?;
-    let p = w.wait_scan_finished("lab", None).await?;
+    let mut w = images_world("op-three", "1").await?;
+    create_policy(&w, "lab", &["web-01", "web-02", "db-01"], 2).await?;
+    let p = wait_scan_finished(&w, "lab", None).await?;
 
     let status = p.status.clone().unwrap();
     let m = status.machines.clone().unwrap();
@@ -494,13 +140,16 @@ async fn three_machines_two_at_a_time_then_ready() -> Result<()> {
         (3, 3, 0, 0, 0)
     );
     assert_eq!(status.findings.as_ref().map(|f| f.total), Some(3));
-    assert_eq!(cond(&p, "Ready").map(|c| c.status.as_str()), Some("True"));
     assert_eq!(
-        cond(&p, "Degraded").map(|c| c.status.as_str()),
+        condition(&p, "Ready").map(|c| c.status.as_str()),
+        Some("True")
+    );
+    assert_eq!(
+        condition(&p, "Degraded").map(|c| c.status.as_str()),
         Some("False")
     );
     assert_eq!(
-        cond(&p, "Scanning").map(|c| c.observed_generation),
+        condition(&p, "Scanning").map(|c| c.observed_generation),
         Some(p.metadata.generation)
     );
     assert!(status.last_scan_time.is_some());
@@ -581,26 +230,26 @@ async fn three_machines_two_at_a_time_then_ready() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_job_degrades_the_policy_and_the_next_scan_recovers() -> Result<()> {
-    let mut w = World::new("op-fail", "0.2").await?;
-    w.create_policy("lab", &["web-01", "db-01"], 2).await?;
-    let first = w.wait_scan_finished("lab", None).await?;
+    let mut w = images_world("op-fail", "0.2").await?;
+    create_policy(&w, "lab", &["web-01", "db-01"], 2).await?;
+    let first = wait_scan_finished(&w, "lab", None).await?;
     let first_id = first.status.as_ref().unwrap().scan_id.clone();
     assert_eq!(
-        cond(&first, "Degraded").map(|c| c.status.as_str()),
+        condition(&first, "Degraded").map(|c| c.status.as_str()),
         Some("False")
     );
 
     // Second scan: db-01's Job fails. Its machine is Failed, the policy Degraded, and the
     // finding of the first scan stays (a failed scan resolves nothing).
-    std::fs::write(w.fail_dir.path().join("lab-db-01"), b"")?;
+    fail_on(&w, "lab-db-01", true)?;
     w.scan_now("lab", "2").await?;
-    let second = w.wait_scan_finished("lab", first_id.as_deref()).await?;
+    let second = wait_scan_finished(&w, "lab", first_id.as_deref()).await?;
     let second_id = second.status.as_ref().unwrap().scan_id.clone();
     assert_eq!(
         second.status.as_ref().unwrap().last_scan_now.as_deref(),
         Some("2")
     );
-    let degraded = cond(&second, "Degraded").context("Degraded")?;
+    let degraded = condition(&second, "Degraded").context("Degraded")?;
     assert_eq!(
         (degraded.status.as_str(), degraded.reason.as_str()),
         ("True", "MachinesFailed")
@@ -647,11 +296,11 @@ async fn a_failed_job_degrades_the_policy_and_the_next_scan_recovers() -> Result
     );
 
     // Third scan: the failure is gone, so is Degraded.
-    std::fs::remove_file(w.fail_dir.path().join("lab-db-01"))?;
+    fail_on(&w, "lab-db-01", false)?;
     w.scan_now("lab", "3").await?;
-    let third = w.wait_scan_finished("lab", second_id.as_deref()).await?;
+    let third = wait_scan_finished(&w, "lab", second_id.as_deref()).await?;
     assert_eq!(
-        cond(&third, "Degraded").map(|c| c.status.as_str()),
+        condition(&third, "Degraded").map(|c| c.status.as_str()),
         Some("False")
     );
     let m = third.status.as_ref().unwrap().machines.clone().unwrap();
@@ -667,9 +316,8 @@ async fn a_failed_job_degrades_the_policy_and_the_next_scan_recovers() -> Result
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_restarted_mid_scan_creates_no_duplicate_jobs() -> Result<()> {
-    let mut w = World::new("op-restart", "4").await?;
-    w.create_policy("lab", &["web-01", "web-02", "db-01"], 1)
-        .await?;
+    let mut w = images_world("op-restart", "4").await?;
+    create_policy(&w, "lab", &["web-01", "web-02", "db-01"], 1).await?;
     // Stop the operator while the first Job runs, start another.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while w.runner.started().is_empty() {
@@ -680,8 +328,8 @@ async fn an_operator_restarted_mid_scan_creates_no_duplicate_jobs() -> Result<()
     tokio::time::sleep(Duration::from_secs(5)).await;
     // The first Job finished while no operator ran.
     assert_eq!(w.runner.started().len(), 1);
-    w.start_operator("operator-1", false)?;
-    let p = w.wait_scan_finished("lab", None).await?;
+    w.start_operator_as("operator-1", false)?;
+    let p = wait_scan_finished(&w, "lab", None).await?;
     let m = p.status.as_ref().unwrap().machines.clone().unwrap();
     assert_eq!((m.total, m.scanned), (3, 3));
     let jobs = w.jobs().await?;
@@ -697,8 +345,8 @@ async fn an_operator_restarted_mid_scan_creates_no_duplicate_jobs() -> Result<()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_policy_runs_its_finalizer() -> Result<()> {
-    let mut w = World::new("op-delete", "30").await?;
-    w.create_policy("lab", &["web-01", "db-01"], 2).await?;
+    let mut w = images_world("op-delete", "30").await?;
+    create_policy(&w, "lab", &["web-01", "db-01"], 2).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while w.runner.started().len() < 2 {
         ensure!(tokio::time::Instant::now() < deadline, "Jobs did not start");
@@ -769,17 +417,17 @@ async fn deleting_a_policy_runs_its_finalizer() -> Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = &w.images;
+    let _ = &w.cloud.dir;
     w.stop_operator().await?;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_lease_holder_reconciles() -> Result<()> {
-    let mut w = World::without_operator("op-leader", "0.2").await?;
-    w.start_operator("replica-a", true)?;
+    let mut w = without_operator("op-leader", "0.2").await?;
+    w.start_operator_as("replica-a", true)?;
     let first = w.operator.take().unwrap();
-    w.start_operator("replica-b", true)?;
+    w.start_operator_as("replica-b", true)?;
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> = w.api();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let holder = loop {
@@ -792,8 +440,8 @@ async fn only_the_lease_holder_reconciles() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(holder == "replica-a" || holder == "replica-b");
-    w.create_policy("lab", &["web-01"], 1).await?;
-    w.wait_scan_finished("lab", None).await?;
+    create_policy(&w, "lab", &["web-01"], 1).await?;
+    wait_scan_finished(&w, "lab", None).await?;
     assert_eq!(w.runner.started().len(), 1);
 
     // The leader stops and releases the Lease; the other replica takes over and reconciles.
@@ -802,8 +450,7 @@ async fn only_the_lease_holder_reconciles() -> Result<()> {
     } else {
         (w.operator.take().unwrap(), first)
     };
-    let _ = leader.0.send(true);
-    leader.1.await??;
+    leader.stop().await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let h = leases
@@ -824,7 +471,7 @@ async fn only_the_lease_holder_reconciles() -> Result<()> {
         .status
         .and_then(|s| s.scan_id);
     w.scan_now("lab", "again").await?;
-    w.wait_scan_finished("lab", previous.as_deref()).await?;
+    wait_scan_finished(&w, "lab", previous.as_deref()).await?;
     w.operator = Some(other);
     w.stop_operator().await?;
     Ok(())
@@ -834,12 +481,13 @@ async fn only_the_lease_holder_reconciles() -> Result<()> {
 async fn a_scan_past_its_timeout_fails_with_deadline_exceeded() -> Result<()> {
     // The CRD allows no timeout under 60 s; the operator's default (from the chart) has no such
     // floor, so the test sets that.
-    let mut w = World::without_operator("op-deadline", "20").await?;
-    w.scanner_timeout = Some(1);
-    w.start_operator("operator-0", false)?;
-    w.create_policy("lab", &["web-01"], 1).await?;
-    let p = w.wait_scan_finished("lab", None).await?;
-    let degraded = cond(&p, "Degraded").context("Degraded")?;
+    let mut w = without_operator("op-deadline", "20").await?;
+    w.operator_env
+        .insert("SNAPSENTRY_SCANNER_TIMEOUT_SECONDS".into(), "1".into());
+    w.start_operator()?;
+    create_policy(&w, "lab", &["web-01"], 1).await?;
+    let p = wait_scan_finished(&w, "lab", None).await?;
+    let degraded = condition(&p, "Degraded").context("Degraded")?;
     assert_eq!(degraded.status, "True");
     let machines = w.machines().await?;
     let m = &machines["lab-web-01"];
@@ -873,560 +521,6 @@ async fn a_scan_past_its_timeout_fails_with_deadline_exceeded() -> Result<()> {
         ]
     );
     assert_eq!(job.status.as_ref().and_then(|s| s.failed), Some(1));
-    w.stop_operator().await?;
-    Ok(())
-}
-
-/// A file tree made into an ext4 image with `mke2fs -d`.
-fn ext4_image(tree: &Path, image: &Path) -> Result<()> {
-    let out = std::process::Command::new("mke2fs")
-        .args(["-q", "-F", "-t", "ext4", "-d"])
-        .arg(tree)
-        .arg(image)
-        .arg("32M")
-        .output()
-        .context("mke2fs")?;
-    ensure!(
-        out.status.success(),
-        "mke2fs: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
-/// Secret values planted on the lab's disks, random per run, and where.
-struct Planted {
-    aws_key_id: String,
-    aws_secret: String,
-    db_password: String,
-    storage_key: String,
-    rds_password: String,
-    /// alice's OpenSSH private key file (`ssh-keygen`, new every run).
-    private_key: String,
-}
-
-/// Where each planted secret lives: (machine, path).
-const WEB_KEY: (&str, &str) = ("lab-web-01", "/home/alice/.ssh/id_ed25519");
-const WEB_AWS: (&str, &str) = ("lab-web-01", "/home/alice/.aws/credentials");
-const APP_ENV: (&str, &str) = ("lab-app-01", "/srv/app/.env");
-const APP_STORAGE: (&str, &str) = ("lab-app-01", "/srv/app/appsettings.json");
-const APP_RDS: (&str, &str) = ("lab-app-01", "/etc/billing/database.yaml");
-
-impl Planted {
-    /// Write the three machines' trees under `trees` and their ext4 images into `images`:
-    /// web-01 (exposed) holds alice's private key and AWS keys, db-01 authorizes alice's key
-    /// for bob, app-01 holds application secrets.
-    fn build(trees: &Path, images: &Path) -> Result<Self> {
-        let web = trees.join("web-01");
-        let db = trees.join("db-01");
-        let app = trees.join("app-01");
-        for d in [
-            web.join("home/alice/.ssh"),
-            web.join("home/alice/.aws"),
-            db.join("home/bob/.ssh"),
-            app.join("srv/app"),
-            app.join("etc/billing"),
-        ] {
-            std::fs::create_dir_all(d)?;
-        }
-        let key = web.join(&WEB_KEY.1[1..]);
-        let out = std::process::Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "alice@web-01", "-f"])
-            .arg(&key)
-            .output()
-            .context("ssh-keygen")?;
-        ensure!(
-            out.status.success(),
-            "ssh-keygen: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::copy(
-            key.with_extension("pub"),
-            db.join("home/bob/.ssh/authorized_keys"),
-        )?;
-        std::fs::remove_file(key.with_extension("pub"))?;
-        let planted = Planted {
-            aws_key_id: random_secret(|| {
-                format!(
-                    "AKIA{}",
-                    random_string(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)
-                )
-            }),
-            aws_secret: random_secret(|| {
-                random_string(
-                    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
-                    40,
-                )
-            }),
-            db_password: random_secret(|| random_string(ALNUM, 20)),
-            storage_key: random_secret(|| base64(&random_bytes(64))),
-            rds_password: random_secret(|| random_string(ALNUM, 20)),
-            private_key: std::fs::read_to_string(&key)?,
-        };
-        std::fs::write(
-            web.join(&WEB_AWS.1[1..]),
-            format!(
-                "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-                planted.aws_key_id, planted.aws_secret
-            ),
-        )?;
-        std::fs::write(
-            app.join(&APP_ENV.1[1..]),
-            format!("APP_ENV=production\nDB_PASSWORD={}\n", planted.db_password),
-        )?;
-        std::fs::write(
-            app.join(&APP_STORAGE.1[1..]),
-            format!(
-                "{{\"Storage\": \"DefaultEndpointsProtocol=https;AccountName=labbackups{};AccountKey={};EndpointSuffix=core.windows.net\"}}\n",
-                random_string(HEX, 6),
-                planted.storage_key
-            ),
-        )?;
-        std::fs::write(
-            app.join(&APP_RDS.1[1..]),
-            format!(
-                "url: 'postgres://billing:{}@billing.c{}.eu-west-1.rds.amazonaws.com:5432/billing'\n",
-                planted.rds_password,
-                random_string(HEX, 10)
-            ),
-        )?;
-        for m in ["web-01", "db-01", "app-01"] {
-            ext4_image(&trees.join(m), &images.join(format!("{m}.raw")))?;
-        }
-        Ok(planted)
-    }
-
-    /// What must never be seen: (what, value, whether its first 12 characters are forbidden
-    /// too). The private key is checked line by line, without its first line (the same
-    /// `openssh-key-v1` header in every key).
-    fn forbidden<'a>(&'a self, fingerprint_key: &'a str) -> Vec<(&'static str, &'a str, bool)> {
-        let mut v = vec![
-            ("the AWS access key id", self.aws_key_id.as_str(), true),
-            ("the AWS secret access key", self.aws_secret.as_str(), true),
-            ("the .env password", self.db_password.as_str(), true),
-            ("the storage account key", self.storage_key.as_str(), true),
-            ("the RDS password", self.rds_password.as_str(), true),
-            ("the fingerprint key", fingerprint_key, true),
-        ];
-        v.extend(
-            self.private_key
-                .lines()
-                .filter(|l| !l.starts_with("-----"))
-                .skip(1)
-                .map(|l| ("a line of the SSH private key", l, false)),
-        );
-        v
-    }
-}
-
-/// Fail when `text` holds a forbidden value (naming the value's kind, never the value).
-fn assert_no_leak(what: &str, text: &[u8], forbidden: &[(&str, &str, bool)]) {
-    let text = String::from_utf8_lossy(text);
-    for (kind, value, prefix) in forbidden {
-        assert!(!text.contains(value), "{what} contains {kind}");
-        if *prefix {
-            assert!(
-                !text.contains(&value[..12]),
-                "{what} contains the first 12 characters of {kind}"
-            );
-        }
-    }
-}
-
-/// One row of `kubectl get` output: column header → cell.
-type Row = BTreeMap<String, String>;
-
-/// `kubectl get` output as (header, rows), cells cut at the header's column starts (kubectl
-/// aligns every column under its header; a header like `LAST SCAN` holds one space, columns are
-/// at least three apart).
-fn kubectl_table(text: &str) -> Result<(Vec<String>, Vec<Row>)> {
-    let mut lines = text.lines();
-    let header = lines.next().context("no header")?;
-    let mut starts = Vec::new();
-    let mut names = Vec::new();
-    let mut at = 0;
-    while at < header.len() {
-        let rest = &header[at..];
-        let start = at + (rest.len() - rest.trim_start().len());
-        if start >= header.len() {
-            break;
-        }
-        let len = header[start..].find("  ").unwrap_or(header.len() - start);
-        starts.push(start);
-        names.push(header[start..start + len].to_owned());
-        at = start + len;
-    }
-    let rows = lines
-        .map(|line| {
-            names
-                .iter()
-                .enumerate()
-                .map(|(i, name)| {
-                    let end = starts.get(i + 1).copied().unwrap_or(line.len());
-                    let cell = line.get(starts[i]..end.min(line.len())).unwrap_or("");
-                    (name.clone(), cell.trim().to_owned())
-                })
-                .collect()
-        })
-        .collect();
-    Ok((names, rows))
-}
-
-impl World {
-    fn kubectl_ok(&self, args: &[&str]) -> Result<Vec<u8>> {
-        let out = self.cp.kubectl(args)?;
-        ensure!(
-            out.status.success(),
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(out.stdout)
-    }
-
-    async fn findings(&self) -> Result<Vec<SecretFinding>> {
-        Ok(self
-            .api::<SecretFinding>()
-            .list(&ListParams::default())
-            .await?
-            .items)
-    }
-
-    /// Everything a user, an operator of the cluster or a log collector could see: every
-    /// snapsentry object, Event, Job and ConfigMap in the cluster, the operator's logs, the
-    /// scanner processes' output and the metrics.
-    fn everything_visible(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        let mut seen = Vec::new();
-        for args in [
-            &["get", "sp,sf,sm,ap,rec", "-A", "-o", "json"][..],
-            &["get", "sp,sf,sm,ap,rec", "-A", "-o", "wide"][..],
-            &["get", "events", "-A", "-o", "json"][..],
-            &["get", "events.events.k8s.io", "-A", "-o", "json"][..],
-            &["get", "jobs,configmaps", "-A", "-o", "json"][..],
-        ] {
-            seen.push((
-                format!("kubectl {}", args.join(" ")),
-                self.kubectl_ok(args)?,
-            ));
-        }
-        let logs = LOGS
-            .lock()
-            .map_err(|_| anyhow::anyhow!("log buffer poisoned"))?
-            .clone();
-        seen.push(("the operator's logs".to_owned(), logs));
-        for job in self.runner.started() {
-            seen.push((
-                format!("the output of Job {job}"),
-                self.runner.log(&job).into_bytes(),
-            ));
-        }
-        seen.push((
-            "/metrics".to_owned(),
-            self.http.metrics.encode().into_bytes(),
-        ));
-        Ok(seen)
-    }
-}
-
-/// The whole path with the real scanner (`snapsentry-scan job`, built by `cargo test
-/// --workspace` or `cargo build -p snapsentry-scanner`) on three ext4 images with random
-/// secrets: the private key on the exposed web-01 is authorized on db-01, so correlation verifies
-/// it and writes a VM → VM attack path, and `kubectl get` shows it. Then web-01 is rebuilt
-/// without the key and rescanned: the key's finding is resolved, its attack path gone, the
-/// counts drop. At the end no secret value (nor its first 12 characters) is anywhere: objects,
-/// Events, Jobs, ConfigMaps, operator logs, scanner output, metrics.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_real_scanner_verifies_resolves_and_never_leaks() -> Result<()> {
-    let scanner = snapsentry_tests::bin_dir()?.join("snapsentry-scan");
-    ensure!(
-        scanner.is_file(),
-        "{} is missing: run `cargo build -p snapsentry-scanner` (or `cargo test --workspace`)",
-        scanner.display()
-    );
-    // The scanners log at debug: more to check.
-    let mut w = World::with_command("op-real", "0", None, &[("SNAPSENTRY_LOG", "debug")]).await?;
-    let trees = tempfile::tempdir()?;
-    let planted = Planted::build(trees.path(), w.images.path())?;
-    w.start_operator("operator-0", false)?;
-    w.create_policy("lab", &["web-01", "app-01", "db-01"], 2)
-        .await?;
-    let p = w.wait_scan_finished("lab", None).await?;
-    let first_id = p.status.as_ref().and_then(|s| s.scan_id.clone());
-    let status = p.status.clone().unwrap();
-    let open_before = status.findings.as_ref().map(|f| f.total);
-    let m = status.machines.clone().unwrap();
-    assert_eq!((m.scanned, m.failed), (3, 0), "{:?}", w.runner.finished());
-    assert_eq!(
-        cond(&p, "Degraded").map(|c| c.status.as_str()),
-        Some("False")
-    );
-
-    let machines = w.machines().await?;
-    let db_status = machines["lab-db-01"].status.clone().unwrap();
-    assert_eq!(db_status.authorized_keys.len(), 1);
-    assert!(db_status.last_scan.as_ref().is_some_and(|l| l.succeeded));
-
-    // Every planted secret was found (else the leak check below would prove nothing).
-    let findings = w.findings().await?;
-    let at = |(machine, path): (&str, &str)| {
-        findings
-            .iter()
-            .find(|f| f.spec.machine == machine && f.spec.locations.iter().any(|l| l.path == path))
-            .with_context(|| {
-                format!(
-                    "no finding at {machine}:{path}; findings: {:?}",
-                    findings
-                        .iter()
-                        .map(|f| (&f.spec.machine, &f.spec.rule_id, &f.spec.locations[0].path))
-                        .collect::<Vec<_>>()
-                )
-            })
-    };
-    for place in [WEB_AWS, APP_ENV, APP_STORAGE, APP_RDS] {
-        at(place)?;
-    }
-    let key_finding = at(WEB_KEY)?.clone();
-    let key_name = key_finding.name_any();
-    let aws_name = at(WEB_AWS)?.name_any();
-
-    let to_vm = w
-        .api::<SecretFinding>()
-        .list(&ListParams::default().labels("snapsentry.io/target-kind=vm"))
-        .await?
-        .items;
-    assert_eq!(to_vm.len(), 1, "one private key opens another VM");
-    assert_eq!(to_vm[0].name_any(), key_name);
-    assert_eq!(
-        key_finding
-            .labels()
-            .get("snapsentry.io/verified")
-            .map(String::as_str),
-        Some("verified")
-    );
-    let key_status = key_finding.status.clone().context("key finding status")?;
-    assert!(
-        key_status
-            .authorized_on
-            .iter()
-            .any(|a| a.machine == "lab-db-01" && a.user == "bob"),
-        "{:?}",
-        key_status.authorized_on
-    );
-
-    let paths = w
-        .api::<snapsentry_crds::AttackPath>()
-        .list(&ListParams::default())
-        .await?
-        .items;
-    assert_eq!(paths.len(), 1);
-    assert_eq!(status.attack_paths, Some(1));
-    let path = &paths[0].spec;
-    assert_eq!(
-        (
-            path.entry.machine.as_str(),
-            path.target.name.as_str(),
-            path.entry.exposed,
-            path.secret.finding.as_str()
-        ),
-        ("lab-web-01", "lab-db-01", true, key_name.as_str())
-    );
-    assert!(
-        paths[0]
-            .owner_references()
-            .iter()
-            .any(|o| Some(&o.uid) == p.metadata.uid.as_ref()),
-        "attack paths are owned by the policy"
-    );
-    let recs = w
-        .api::<snapsentry_crds::Recommendation>()
-        .list(&ListParams::default())
-        .await?
-        .items;
-    assert_eq!(recs.len(), 1);
-    let web_affected = |rec: &snapsentry_crds::Recommendation| {
-        rec.spec
-            .affected_resources
-            .iter()
-            .find(|r| r.machine == "lab-web-01")
-            .map(|r| r.findings)
-    };
-    let rec_before = recs[0].clone();
-    let web_before = web_affected(&rec_before).context("web-01 is affected")?;
-
-    // `kubectl get sf`: the printer columns answer the first questions.
-    let (header, rows) = kubectl_table(&String::from_utf8(
-        w.kubectl_ok(&["get", "sf", "-n", &w.ns])?,
-    )?)?;
-    assert_eq!(
-        header,
-        [
-            "NAME", "MACHINE", "TYPE", "PATH", "SEVERITY", "VERIFIED", "TARGET", "STATE", "AGE"
-        ]
-    );
-    assert_eq!(rows.len(), findings.len());
-    let row = rows
-        .iter()
-        .find(|r| r["NAME"] == key_name)
-        .context("key finding row")?;
-    let severity = key_status.severity.context("assessed severity")?;
-    for (column, value) in [
-        ("MACHINE", "lab-web-01"),
-        ("TYPE", key_finding.spec.secret_type.as_str()),
-        ("PATH", WEB_KEY.1),
-        ("SEVERITY", severity.as_str()),
-        ("VERIFIED", "Verified"),
-        ("TARGET", "lab-db-01"),
-        ("STATE", "Active"),
-    ] {
-        assert_eq!(row[column], value, "{column} in {row:?}");
-    }
-    assert!(!row["AGE"].is_empty());
-    // `kubectl get sm`: cloud, exposure, counts, last scan.
-    let (header, rows) = kubectl_table(&String::from_utf8(
-        w.kubectl_ok(&["get", "sm", "-n", &w.ns])?,
-    )?)?;
-    assert_eq!(
-        header,
-        [
-            "NAME",
-            "CLOUD",
-            "EXPOSED",
-            "PHASE",
-            "FINDINGS",
-            "CRITICAL",
-            "LAST SCAN",
-            "AGE"
-        ]
-    );
-    assert_eq!(rows.len(), 3);
-    let web_counts = machines["lab-web-01"]
-        .status
-        .as_ref()
-        .and_then(|s| s.findings.clone())
-        .context("web-01 counts")?;
-    for r in &rows {
-        let m = machines.get(&r["NAME"]).context("a row per machine")?;
-        let counts = m.status.as_ref().and_then(|s| s.findings.clone());
-        let cell = |n: Option<u32>| n.map_or("<none>".to_owned(), |n| n.to_string());
-        assert_eq!(
-            (
-                r["CLOUD"].as_str(),
-                r["EXPOSED"].as_str(),
-                r["PHASE"].as_str()
-            ),
-            (
-                "image",
-                if r["NAME"] == "lab-web-01" {
-                    "true"
-                } else {
-                    "false"
-                },
-                "Scanned"
-            ),
-            "{r:?}"
-        );
-        assert_eq!(
-            r["FINDINGS"],
-            cell(counts.as_ref().map(|c| c.total)),
-            "{r:?}"
-        );
-        assert_eq!(
-            r["CRITICAL"],
-            cell(counts.as_ref().map(|c| c.critical)),
-            "{r:?}"
-        );
-        assert!(
-            !r["LAST SCAN"].is_empty() && r["LAST SCAN"] != "<none>",
-            "{r:?}"
-        );
-    }
-    let web_row = rows.iter().find(|r| r["NAME"] == "lab-web-01").unwrap();
-    assert_eq!(web_row["FINDINGS"], web_counts.total.to_string());
-
-    // The key is removed from web-01 (same image path) and the policy rescanned.
-    std::fs::remove_file(trees.path().join("web-01").join(&WEB_KEY.1[1..]))?;
-    ext4_image(
-        &trees.path().join("web-01"),
-        &w.images.path().join("web-01.raw"),
-    )?;
-    w.scan_now("lab", "key-removed").await?;
-    let p = w.wait_scan_finished("lab", first_id.as_deref()).await?;
-    let status = p.status.clone().unwrap();
-    let m = status.machines.clone().unwrap();
-    assert_eq!((m.scanned, m.failed), (3, 0), "{:?}", w.runner.finished());
-
-    let resolved = w.api::<SecretFinding>().get(&key_name).await?;
-    let s = resolved.status.as_ref().context("status")?;
-    assert_eq!(s.state, Some(snapsentry_crds::FindingState::Resolved));
-    assert!(s.resolved_at.is_some(), "a resolved time");
-    assert_eq!(
-        resolved
-            .labels()
-            .get("snapsentry.io/state")
-            .map(String::as_str),
-        Some("resolved")
-    );
-    let by_label = w
-        .api::<SecretFinding>()
-        .list(&ListParams::default().labels("snapsentry.io/state=resolved"))
-        .await?
-        .items;
-    assert_eq!(
-        by_label.iter().map(|f| f.name_any()).collect::<Vec<_>>(),
-        std::slice::from_ref(&key_name)
-    );
-    // Still on the disk, still open.
-    let aws = w.api::<SecretFinding>().get(&aws_name).await?;
-    assert_eq!(
-        aws.status.as_ref().and_then(|s| s.state),
-        Some(snapsentry_crds::FindingState::Active)
-    );
-    let paths = w
-        .api::<snapsentry_crds::AttackPath>()
-        .list(&ListParams::default())
-        .await?
-        .items;
-    assert!(paths.is_empty(), "the attack path is gone: {paths:?}");
-    assert_eq!(status.attack_paths, Some(0));
-    let recs = w
-        .api::<snapsentry_crds::Recommendation>()
-        .list(&ListParams::default())
-        .await?
-        .items;
-    assert_eq!(recs.len(), 1);
-    assert_eq!(web_affected(&recs[0]), Some(web_before - 1));
-    assert_eq!(recs[0].spec.affected_count, rec_before.spec.affected_count);
-    let machines = w.machines().await?;
-    let web_after = machines["lab-web-01"]
-        .status
-        .as_ref()
-        .and_then(|s| s.findings.clone())
-        .context("web-01 counts")?;
-    assert_eq!(web_after.total, web_counts.total - 1);
-    assert_eq!(
-        status.findings.as_ref().map(|f| f.total),
-        open_before.map(|n| n - 1),
-        "the policy counts open findings"
-    );
-
-    // Never leak: nothing anyone can see holds a secret value.
-    let forbidden = planted.forbidden(&w.fingerprint_key);
-    let seen = w.everything_visible()?;
-    for (what, text) in &seen {
-        assert_no_leak(what, text, &forbidden);
-    }
-    // The check looked at real content.
-    let text = |name: &str| {
-        seen.iter()
-            .filter(|(w, _)| w.starts_with(name))
-            .map(|(_, t)| String::from_utf8_lossy(t).into_owned())
-            .collect::<String>()
-    };
-    assert!(text("the operator's logs").contains("scan finished"));
-    assert!(text("the output of Job").contains("finding written"));
-    assert_eq!(w.runner.started().len(), 6);
-    assert!(text("kubectl get sp,sf,sm,ap,rec -A -o json").contains(&key_name));
-    assert!(text("kubectl get events -A").contains("ScanFinished"));
-    assert!(text("/metrics").contains("snapsentry_findings"));
     w.stop_operator().await?;
     Ok(())
 }

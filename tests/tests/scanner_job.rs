@@ -9,7 +9,7 @@
 //! calls), with a trace-level log subscriber capturing everything it logs.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -22,25 +22,12 @@ use snapsentry_crds::{
 };
 use snapsentry_scanner::job::{self, Options};
 use snapsentry_tests::controlplane::{ControlPlane, create_namespace};
+use snapsentry_tests::process::ok;
+use snapsentry_tests::repo;
 
 const KEY: &[u8] = b"scanner-job-test-fingerprint-key-0123456789";
 const AWS_KEY_ID: &str = "AKIAQYLPMN5HHHFPZAM2";
 const AWS_SECRET: &str = "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";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn ok(out: std::process::Output, what: &str) -> Result<String> {
-    if !out.status.success() {
-        bail!(
-            "{what} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 /// Everything logged by this process, at trace level (the scanner's "stderr").
 fn logs() -> Arc<Mutex<Vec<u8>>> {
@@ -79,7 +66,10 @@ fn kubectl_apply(cp: &ControlPlane, manifest: &str) -> Result<String> {
     let mut file = tempfile::NamedTempFile::new()?;
     file.write_all(manifest.as_bytes())?;
     let path = file.path().to_str().context("temp path")?.to_owned();
-    ok(cp.kubectl(["apply", "-f", path.as_str()])?, "kubectl apply")
+    Ok(ok(
+        cp.kubectl(["apply", "-f", path.as_str()])?,
+        "kubectl apply",
+    )?)
 }
 
 /// The chart's RBAC installed in namespace `snapsentry`, and a client acting as the scanner's
@@ -210,16 +200,7 @@ fn plant() -> Result<Planted> {
         .context("ssh-keygen -lf output")?
         .to_owned();
     let image = dir.path().join("web-01.img");
-    ok(
-        Command::new("mke2fs")
-            .args(["-q", "-F", "-t", "ext4", "-d"])
-            .arg(&tree)
-            .arg(&image)
-            .arg("32M")
-            .output()
-            .context("mke2fs")?,
-        "mke2fs",
-    )?;
+    snapsentry_tests::image::ext4(&tree, &image, 32)?;
     Ok(Planted {
         private_key: std::fs::read_to_string(&key)?,
         _dir: dir,

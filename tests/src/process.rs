@@ -1,0 +1,89 @@
+//! Child processes of the harness (control plane servers, moto, the operator binary of the scale
+//! benchmark) that die with the test process, however it ends, and their log files.
+
+use std::fmt::Write as _;
+use std::io;
+use std::path::Path;
+use std::process::{Child, Command, Output};
+use std::sync::{Mutex, OnceLock, mpsc};
+
+/// A command that runs `program` so that it dies with this process, however the process ends
+/// (panic, SIGKILL, a test harness timeout); spawn it with [`spawn_on_long_lived_thread`] when the
+/// process may outlive the thread starting it.
+///
+/// The program runs under `setpriv --pdeathsig KILL` (util-linux, on every Debian): the kernel sends
+/// it SIGKILL when its parent goes away. That needs no `unsafe` `pre_exec` hook (the workspace denies
+/// unsafe code), no extra crate and no watchdog process.
+pub fn tied_to_this_process(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new("setpriv");
+    command.args(["--pdeathsig", "KILL", "--"]).arg(program);
+    command
+}
+
+/// Spawns `command` from a thread that lives as long as the process. The "parent" whose death
+/// triggers `--pdeathsig` is the spawning *thread*, and a test thread may end while the server it
+/// started (a shared control plane, moto) lives on.
+pub fn spawn_on_long_lived_thread(command: Command) -> io::Result<Child> {
+    type Request = (Command, mpsc::Sender<io::Result<Child>>);
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (sender, receiver) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("harness-spawner".into())
+            .spawn(move || {
+                for (mut command, reply) in receiver {
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .expect("spawning the harness spawner thread");
+        Mutex::new(sender)
+    });
+    let gone = || io::Error::other("the harness spawner thread is gone");
+    let (reply, answer) = mpsc::channel();
+    spawner
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .send((command, reply))
+        .map_err(|_| gone())?;
+    answer.recv().map_err(|_| gone())?
+}
+
+/// The last `lines` lines of the log file `log`, each indented by two spaces, for an error message.
+pub fn log_tail(log: &Path, lines: usize) -> String {
+    let Ok(text) = std::fs::read_to_string(log) else {
+        return String::from("(log unreadable)");
+    };
+    let all: Vec<&str> = text.lines().collect();
+    let mut tail = String::new();
+    for line in &all[all.len().saturating_sub(lines)..] {
+        let _ = writeln!(tail, "  {line}");
+    }
+    tail
+}
+
+/// A command that exited unsuccessfully, with what it printed.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} failed: {stdout}{stderr}")]
+pub struct Failed {
+    /// What was run.
+    pub what: String,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+}
+
+/// The standard output of the command `what` that exited with `out`, or, when it failed, an error
+/// quoting both its outputs.
+pub fn ok(out: Output, what: &str) -> Result<String, Failed> {
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    if out.status.success() {
+        Ok(text(&out.stdout))
+    } else {
+        Err(Failed {
+            what: what.to_owned(),
+            stdout: text(&out.stdout),
+            stderr: text(&out.stderr),
+        })
+    }
+}
