@@ -26,7 +26,7 @@ use snapsentry_crds::{
 
 use crate::correlate::{MANAGER, short_hash, slugify};
 use crate::error::{Error, Result};
-use crate::provider::IMAGES_MOUNT;
+use snapsentry_cloud::images::IMAGES_MOUNT;
 
 /// Default scan timeout (`spec.scanner.timeoutSeconds`).
 pub const DEFAULT_TIMEOUT_SECONDS: i64 = 3600;

@@ -39,8 +39,10 @@ use crate::correlate::{self, CorrelationInput, TargetInventory, slugify};
 use crate::error::{Error, Result};
 use crate::job::{JobRequest, scanner_job};
 use crate::metrics::ScanResult;
-use crate::provider::{self, InventoryMachine, Provider, ProviderContext, SnapshotRef};
 use crate::schedule::{Trigger, scan_id as new_scan_id};
+use snapsentry_cloud::{
+    self as provider, InventoryMachine, Provider, ProviderContext, SnapshotRef,
+};
 
 /// Annotation on a ScannedMachine: index of the `spec.providers[]` entry it came from.
 pub const PROVIDER_ANNOTATION: &str = "snapsentry.io/provider-index";

@@ -11,7 +11,7 @@ use snapsentry_crds::{
 
 use crate::correlate::{MANAGER, short_hash, slugify};
 use crate::error::{Error, Result};
-use crate::provider::InventoryMachine;
+use snapsentry_cloud::InventoryMachine;
 
 /// Scanner Jobs running at once per policy when `spec.concurrency` is unset.
 pub const DEFAULT_CONCURRENCY: u32 = 5;

@@ -27,9 +27,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use aws_config::BehaviorVersion;
 use aws_sdk_ebs::Client;
-use aws_sdk_ebs::config::{Region, SharedCredentialsProvider};
+use aws_sdk_ebs::config::SharedCredentialsProvider;
 use aws_sdk_ebs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ebs::operation::get_snapshot_block::GetSnapshotBlockError;
 use aws_sdk_ebs::types::{ChecksumAlgorithm, ValidationExceptionReason};
@@ -512,15 +511,6 @@ fn checksum(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(Sha256::digest(data))
 }
 
-/// The HTTPS client of every AWS call: rustls with the ring provider (the SDK's default TLS
-/// stack is off in this workspace).
-fn https_client() -> aws_sdk_ebs::config::SharedHttpClient {
-    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https()
-}
-
 /// Run `fut` on `handle` and wait for it from this (plain or blocking) thread without
 /// `block_on`, which would panic inside another runtime's worker.
 fn wait_on<T: Send + 'static>(
@@ -777,9 +767,7 @@ impl BlockSource for EbsSnapshotSource {
 /// The EBS client of `spec`: region, credentials (default chain, or the options' provider),
 /// assumed role, endpoint override; SDK retries off (the source retries and counts itself).
 async fn client(spec: &EbsSnapshotSpec, options: &EbsOptions) -> Client {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .http_client(https_client())
-        .region(Region::new(spec.region.clone()));
+    let mut loader = super::sdk::loader(&spec.region);
     if let Some(credentials) = &options.credentials {
         loader = loader.credentials_provider(credentials.clone());
     }
@@ -793,14 +781,13 @@ async fn client(spec: &EbsSnapshotSpec, options: &EbsOptions) -> Client {
                 .build(),
         );
     if let Some(role) = &spec.assume_role_arn {
-        let mut builder = aws_config::sts::AssumeRoleProvider::builder(role.clone())
-            .session_name("snapsentry-scanner")
-            .region(Region::new(spec.region.clone()))
-            .configure(&sdk);
-        if let Some(id) = &spec.external_id {
-            builder = builder.external_id(id.clone());
-        }
-        let provider = builder.build().await;
+        let provider = super::sdk::assume_role(
+            &sdk,
+            role,
+            spec.external_id.as_deref(),
+            "snapsentry-scanner",
+        )
+        .await;
         config = config.credentials_provider(SharedCredentialsProvider::new(provider));
     }
     if let Some(url) = &spec.endpoint_url {
