@@ -27,8 +27,8 @@ pub const SCAN_ID_TAG: &str = "snapsentry.io/scan-id";
 /// Instance whose volume the snapshot copies.
 pub const INSTANCE_TAG: &str = "snapsentry.io/instance";
 
-/// How long [`Provider::prepare_snapshots`] waits for snapshots to complete, and how often it
-/// looks (the interval doubles up to `max_poll`).
+/// How long [`Provider::prepare_snapshots`](crate::Provider::prepare_snapshots) waits for
+/// snapshots to complete, and how often it looks (the interval doubles up to `max_poll`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SnapshotWait {
     pub timeout: Duration,
