@@ -2,7 +2,7 @@
 # EBS direct-read benchmark: a sparse ext4 image with real content (a copy of part of /usr, made
 # with `mke2fs -d`) is uploaded as a snapshot to the patched moto server of the tests
 # (tests/moto/snapsentry_moto.py, started here on a free loopback port), then scanned through EBS
-# direct reads (scanner-job/src/ebs.rs, the Job's pipeline) by the release-mode example
+# direct reads (cloud/src/aws/ebs.rs, the scanner Job's pipeline) by the release-mode example
 # `bench_ebs`, and as a local file for comparison.
 #
 # Usage:

@@ -16,24 +16,9 @@ pub enum Error {
     /// The operator's environment configuration is incomplete or wrong.
     #[error("configuration: {0}")]
     Config(String),
-    /// A cloud provider failed (inventory, snapshots, sweep).
-    #[error("provider {provider}: {message}")]
-    Provider {
-        provider: &'static str,
-        message: String,
-    },
-    /// An AWS API call failed; `message` is the SDK's error with its code (never credentials).
-    #[error("AWS {operation} in {region}: {message}")]
-    Aws {
-        operation: String,
-        region: String,
-        code: Option<String>,
-        message: String,
-    },
-    /// The `credentialsSecret` of an AWS provider is missing or incomplete (the reason names
-    /// keys, never values).
-    #[error("AWS credentials Secret {secret}: {reason}")]
-    AwsCredentials { secret: String, reason: String },
+    /// A cloud provider failed (inventory, snapshots, sweep; its API, credentials, configuration).
+    #[error(transparent)]
+    Cloud(snapsentry_cloud::Error),
     /// An object lacks something the operator needs (name, namespace, uid).
     #[error("{kind} object is missing {field}")]
     MissingField {
@@ -59,10 +44,17 @@ impl Error {
     /// A failure of a cloud provider (its API, its credentials, its configuration): reported on
     /// the policy and retried later, rather than failing the reconcile.
     pub fn is_provider(&self) -> bool {
-        matches!(
-            self,
-            Error::Provider { .. } | Error::Aws { .. } | Error::AwsCredentials { .. }
-        )
+        matches!(self, Error::Cloud(e) if e.is_provider())
+    }
+}
+
+impl From<snapsentry_cloud::Error> for Error {
+    /// A provider's Kubernetes API failure stays a Kubernetes API failure of the operator.
+    fn from(e: snapsentry_cloud::Error) -> Self {
+        match e {
+            snapsentry_cloud::Error::Kube(e) => Error::Kube(e),
+            e => Error::Cloud(e),
+        }
     }
 }
 

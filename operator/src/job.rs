@@ -25,7 +25,7 @@ use snapsentry_crds::{
 };
 
 use crate::error::{Error, Result};
-use crate::provider::IMAGES_MOUNT;
+use snapsentry_cloud::images::IMAGES_MOUNT;
 use snapsentry_crds::contract::{self, job_name};
 use snapsentry_crds::label_value::slugify;
 

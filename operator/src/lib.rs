@@ -2,8 +2,8 @@
 //! so the logic is testable without an API server or a cloud.
 //!
 //! - [`schedule`] — when a ScanPolicy scans (cron + time zone, `suspend`, `snapsentry.io/scan-now`);
-//! - [`provider`] — where machines come from and how their disks become readable
-//!   ([`provider::Provider`]; the `images` provider is the first);
+//! - where machines come from and how their disks become readable is the control plane of
+//!   [`snapsentry_cloud`] ([`snapsentry_cloud::Provider`]: AWS, disk images);
 //! - [`job`] — the scanner Job for one machine and the [`snapsentry_crds::ScanAssignment`] it carries;
 //! - [`correlate`] — findings → lifecycle, verification, risk, labels, AttackPaths and
 //!   Recommendations, as pure functions;
@@ -26,7 +26,6 @@ pub mod correlate;
 mod error;
 pub mod job;
 pub mod metrics;
-pub mod provider;
 pub mod schedule;
 
 pub use error::{Error, Result};

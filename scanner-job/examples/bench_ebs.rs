@@ -9,9 +9,9 @@
 
 use std::time::Instant;
 
+use snapsentry_cloud::aws::ebs::{EBS_BLOCK_SIZE, EbsOptions};
 use snapsentry_crds::ScanAssignment;
 use snapsentry_engine::{Engine, EngineConfig};
-use snapsentry_scanner::ebs::{EBS_BLOCK_SIZE, EbsOptions};
 use snapsentry_scanner::job;
 
 fn arg(name: &str) -> Option<String> {

@@ -8,7 +8,7 @@
 //!    progress update per [`Options::progress_interval`]);
 //! 2. scans every assigned disk with the CLI's pipeline (open_disk → walk → engine, on all
 //!    cores), volume ids prefixed with the disk index (`disk0/p2`); an image path is read as a
-//!    file, an EBS snapshot through the EBS direct APIs ([`crate::ebs`]);
+//!    file, an EBS snapshot through the EBS direct APIs ([`snapsentry_cloud::aws::ebs`]);
 //! 3. writes one SecretFinding per (rule, fingerprint) — at most [`limits::MAX_LOCATIONS`]
 //!    locations and the assignment's `maxFindings` objects — by server-side apply as
 //!    [`contract::SCANNER`], keeping `spec.firstSeen` of an existing finding and never sending
@@ -48,9 +48,9 @@ use snapsentry_disk::source::FileSource;
 use snapsentry_disk::{BlockSource, Filesystem};
 use snapsentry_engine::{Engine, EngineConfig, Finding, paths};
 
-use crate::ebs::{EbsOptions, EbsSnapshotSource, EbsSnapshotSpec, EbsStats};
 use crate::report::{FileInfo, Format, Skipped};
 use crate::scan::{self, Counters, ScanArgs};
+use snapsentry_cloud::aws::ebs::{EbsOptions, EbsSnapshotSource, EbsSnapshotSpec, EbsStats};
 
 /// Default time between two progress updates.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);

@@ -3,7 +3,6 @@
 //! The binary is a thin wrapper over these modules; [`job::run`] is also called directly by the
 //! end-to-end tests against a real API server.
 
-pub mod ebs;
 pub mod job;
 pub mod key;
 pub mod ls;

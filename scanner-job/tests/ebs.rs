@@ -12,12 +12,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ebs::config::{Credentials, Region, SharedCredentialsProvider};
+use snapsentry_cloud::aws::ebs::{
+    EBS_BLOCK_SIZE, EbsError, EbsOptions, EbsSnapshotSource, EbsSnapshotSpec,
+};
 use snapsentry_crds::{MachinePhase, ScanAssignment, ScannedMachine};
 use snapsentry_disk::BlockSource;
 use snapsentry_engine::{Engine, EngineConfig};
-use snapsentry_scanner::ebs::{
-    EBS_BLOCK_SIZE, EbsError, EbsOptions, EbsSnapshotSource, EbsSnapshotSpec,
-};
 use snapsentry_scanner::job::{self, DiskScan};
 use snapsentry_tests::moto::{Moto, REGION};
 

@@ -19,9 +19,9 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, PostParams};
 use serde_json::{Value, json};
+use snapsentry_cloud::aws::{AwsProvider, MANAGED_BY_TAG, POLICY_TAG, SCAN_ID_TAG, SnapshotWait};
+use snapsentry_cloud::{InventoryMachine, Provider, ProviderContext};
 use snapsentry_crds::{AwsProvider as AwsSpec, InstanceSelector, SnapshotStrategy, TargetKind};
-use snapsentry_operator::provider::aws::{MANAGED_BY_TAG, POLICY_TAG, SCAN_ID_TAG, SnapshotWait};
-use snapsentry_operator::provider::{AwsProvider, InventoryMachine, Provider, ProviderContext};
 use snapsentry_tests::Moto;
 use snapsentry_tests::controlplane::{ControlPlane, create_namespace};
 use snapsentry_tests::moto::REGION;
@@ -372,7 +372,7 @@ async fn snapshots_are_created_tagged_reused_deleted_and_swept() -> Result<()> {
         .unwrap()
         .to_owned();
     let mut to_delete = snaps.clone();
-    to_delete.push(snapsentry_operator::provider::SnapshotRef {
+    to_delete.push(snapsentry_cloud::SnapshotRef {
         disk_id: volumes[0].into(),
         snapshot_id: user.clone(),
         region: Some(REGION.into()),

@@ -16,7 +16,7 @@ use super::scope::{Scope, delete_if_present, server_side_apply};
 use super::snapshots;
 use crate::correlate::TargetInventory;
 use crate::error::{Error, Result};
-use crate::provider::InventoryMachine;
+use snapsentry_cloud::InventoryMachine;
 
 /// The ScannedMachine (spec and metadata; status is the scan's) for one inventory machine.
 pub fn desired_machine(
@@ -131,7 +131,7 @@ pub(super) async fn target_inventory(scope: &Scope<'_>) -> TargetInventory {
     let mut targets = TargetInventory::default();
     for index in 0..scope.providers.len() {
         let inventory = match scope.providers.get(index) {
-            Ok(p) => p.inventory(&pctx).await,
+            Ok(p) => p.inventory(&pctx).await.map_err(Error::from),
             Err(e) => Err(e),
         };
         match inventory {

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use snapsentry_crds::ProviderSpec;
 
 use crate::error::{Error, Result};
-use crate::provider::{self, Provider};
+use snapsentry_cloud::{Error as CloudError, Provider, from_spec};
 
 /// A provider behind the cache, shared by the reconciles of its policy.
 pub type SharedProvider = Arc<dyn Provider>;
@@ -62,7 +62,7 @@ impl ProviderCache {
                 built.push(Ok(cached.provider.clone()));
                 continue;
             }
-            match provider::from_spec(spec) {
+            match from_spec(spec) {
                 Ok(p) => {
                     let provider: SharedProvider = Arc::from(p);
                     entries.insert(
@@ -104,7 +104,7 @@ impl ProviderCache {
 
 /// One policy's providers in one reconcile, indexed like `spec.providers`.
 pub struct Providers {
-    built: Vec<Result<SharedProvider>>,
+    built: Vec<Result<SharedProvider, CloudError>>,
 }
 
 impl Providers {
@@ -140,18 +140,18 @@ impl Providers {
 }
 
 /// The error of an entry that could not be built, for each use of it (errors are not `Clone`;
-/// building a provider only fails with [`Error::Provider`]).
-fn again(e: &Error) -> Error {
-    match e {
-        Error::Provider { provider, message } => Error::Provider {
+/// building a provider only fails with [`CloudError::Provider`]).
+fn again(e: &CloudError) -> Error {
+    Error::from(match e {
+        CloudError::Provider { provider, message } => CloudError::Provider {
             provider,
             message: message.clone(),
         },
-        other => Error::Provider {
+        other => CloudError::Provider {
             provider: "unknown",
             message: other.to_string(),
         },
-    }
+    })
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use super::inventory::provider_index;
 use super::providers::{Providers, SharedProvider};
 use crate::correlate::slugify;
 use crate::error::{Error, Result};
-use crate::provider::ProviderContext;
+use snapsentry_cloud::ProviderContext;
 
 /// A policy's namespace (policies are namespaced; one without is an error).
 pub fn namespace_of(policy: &ScanPolicy) -> Result<String> {

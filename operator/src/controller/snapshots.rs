@@ -10,7 +10,7 @@ use snapsentry_crds::contract::annotations;
 
 use super::scope::Scope;
 use crate::error::Result;
-use crate::provider::{Provider, SnapshotRef};
+use snapsentry_cloud::{Provider, SnapshotRef};
 
 /// Record (`Some`, comma-separated ids) or forget (`None`) the snapshots of machine `name`.
 async fn annotate(scope: &Scope<'_>, name: &str, value: Option<String>) -> Result<()> {

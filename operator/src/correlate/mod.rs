@@ -14,7 +14,6 @@ mod lifecycle;
 mod paths;
 mod recommend;
 mod risk;
-mod targets;
 mod verify;
 
 #[cfg(test)]
@@ -39,7 +38,7 @@ pub use lifecycle::{
 pub use paths::title as attack_path_title;
 pub use recommend::{SECURITY_CONTROL, remediation_steps, title as recommendation_title};
 pub use risk::{Risk, RiskFacts, SecretClass, assess};
-pub use targets::{TargetInventory, normalize_target_name};
+pub use snapsentry_cloud::{TargetInventory, normalize_target_name};
 pub use verify::{AuthorizedIndex, Verdict, ssh_key_identity, verify_ssh, verify_target};
 
 /// Most entries in `authorizedOn` and `sameKeyOn`.

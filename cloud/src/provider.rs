@@ -1,24 +1,21 @@
-//! Cloud providers: where machines come from and how their disks become readable.
+//! The control plane's interface to a cloud: where machines come from and how their disks become
+//! readable.
 //!
 //! Every provider (AWS, Azure, GCP, disk images) implements [`Provider`]. Control-plane work —
-//! listing instances and the resources secrets may open, creating and deleting snapshots — lives
-//! here; reading the snapshots' blocks is the scanner's job, told how by the [`AssignedDisk`]s
-//! that [`Provider::reader_config`] returns.
+//! listing instances and the resources secrets may open, creating and deleting snapshots — goes
+//! through it; reading the snapshots' blocks is the scanner's job (the data plane), told how by
+//! the [`AssignedDisk`]s that [`Provider::reader_config`] returns.
 //!
 //! The methods return boxed futures so providers can sit behind `dyn Provider` in one list.
-
-pub mod aws;
-mod images;
-
-pub use aws::AwsProvider;
-pub use images::{IMAGES_MOUNT, ImagesSource};
 
 use futures::future::BoxFuture;
 use jiff::Timestamp;
 use snapsentry_crds::{AssignedDisk, Cloud, Exposure, MachineDisk, ProviderSpec};
 
-pub use crate::correlate::TargetInventory;
+use crate::aws::AwsProvider;
 use crate::error::{Error, Result};
+use crate::images::ImagesSource;
+use crate::targets::TargetInventory;
 
 /// What a provider call may need besides the provider's own configuration.
 #[derive(Clone)]

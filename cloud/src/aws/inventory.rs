@@ -1,18 +1,20 @@
-//! Pure rules of the AWS inventory: which instances a selector picks, how an EC2 instance becomes
-//! an [`InventoryMachine`] (name, platform, disks in attachment order) and whether it is exposed
-//! to the internet.
-//!
-//! Exposure mirrors Microsoft Defender for Cloud's "internet-facing" for EC2: an instance is
-//! exposed when it has a public address *and* one of its security groups allows inbound traffic
-//! from anywhere on that address family (`0.0.0.0/0` for a public IPv4 or Elastic IP, `::/0` for
-//! an IPv6 address). The reasons name both halves.
+//! The AWS inventory: which instances a selector picks (pure rules, then DescribeInstances), how
+//! an EC2 instance becomes an [`InventoryMachine`] (name, platform, disks in attachment order,
+//! [exposure](super::exposure)), with its security groups and volume sizes.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aws_sdk_ec2::types::{Filter, Instance, IpPermission, SecurityGroup, Tag};
-use snapsentry_crds::{Exposure, InstanceSelector, MachineDisk};
+use aws_sdk_ec2::types::{Filter, Instance, SecurityGroup, Tag};
+use snapsentry_crds::{InstanceSelector, MachineDisk};
 
-use crate::provider::InventoryMachine;
+use super::AwsProvider;
+use super::clients::{RegionClients, aws_error};
+use super::exposure::{exposure, group_ids};
+use crate::error::Result;
+use crate::{Inventory, InventoryMachine, ProviderContext};
+
+/// Values per DescribeVolumes / DescribeSecurityGroups filter (the API allows 200).
+const FILTER_CHUNK: usize = 200;
 
 /// Instance states selected when a selector names none.
 pub const DEFAULT_STATES: [&str; 2] = ["running", "stopped"];
@@ -144,139 +146,6 @@ fn same_device(root: &str, device: &str) -> bool {
     norm(root) == norm(device)
 }
 
-/// Security group ids of the instance and its network interfaces.
-pub fn group_ids(instance: &Instance) -> BTreeSet<String> {
-    let mut ids: BTreeSet<String> = instance
-        .security_groups()
-        .iter()
-        .filter_map(|g| g.group_id().map(str::to_owned))
-        .collect();
-    for ni in instance.network_interfaces() {
-        ids.extend(
-            ni.groups()
-                .iter()
-                .filter_map(|g| g.group_id().map(str::to_owned)),
-        );
-    }
-    ids
-}
-
-/// The instance's public addresses, as reason texts: IPv4 (public or Elastic) and IPv6.
-fn public_addresses(instance: &Instance) -> (Vec<String>, Vec<String>) {
-    let mut v4: Vec<(String, bool)> = Vec::new();
-    let mut push_v4 = |ip: &str, elastic: bool| match v4.iter_mut().find(|(a, _)| a == ip) {
-        Some(entry) => entry.1 |= elastic,
-        None => v4.push((ip.to_owned(), elastic)),
-    };
-    for ni in instance.network_interfaces() {
-        if let Some(a) = ni.association()
-            && let Some(ip) = a.public_ip()
-        {
-            let elastic = a.ip_owner_id().is_some_and(|o| o != "amazon");
-            push_v4(ip, elastic);
-        }
-    }
-    if let Some(ip) = instance.public_ip_address() {
-        push_v4(ip, false);
-    }
-    let mut v6: BTreeSet<String> = instance
-        .ipv6_address()
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-    for ni in instance.network_interfaces() {
-        v6.extend(
-            ni.ipv6_addresses()
-                .iter()
-                .filter_map(|a| a.ipv6_address().map(str::to_owned)),
-        );
-    }
-    let v4 = v4
-        .into_iter()
-        .map(|(ip, elastic)| {
-            if elastic {
-                format!("public IPv4 {ip} (Elastic IP)")
-            } else {
-                format!("public IPv4 {ip}")
-            }
-        })
-        .collect();
-    let v6 = v6
-        .into_iter()
-        .map(|ip| format!("public IPv6 {ip}"))
-        .collect();
-    (v4, v6)
-}
-
-/// `22/tcp`, `1000-2000/udp`, `all ports`, `icmp`.
-fn ports(p: &IpPermission) -> String {
-    let proto = match p.ip_protocol().unwrap_or("-1") {
-        "-1" => return "all ports".to_owned(),
-        "6" => "tcp",
-        "17" => "udp",
-        "1" => "icmp",
-        "58" => "icmpv6",
-        other => other,
-    };
-    match (p.from_port(), p.to_port()) {
-        _ if proto.starts_with("icmp") => proto.to_owned(),
-        (Some(from), Some(to)) if from == to => format!("{from}/{proto}"),
-        (Some(0), Some(65535)) | (Some(-1), _) | (None, _) => format!("all {proto} ports"),
-        (Some(from), Some(to)) => format!("{from}-{to}/{proto}"),
-        (Some(from), None) => format!("{from}/{proto}"),
-    }
-}
-
-/// Inbound rules of `groups` open to the internet: (IPv4 reasons, IPv6 reasons).
-fn open_rules(
-    ids: &BTreeSet<String>,
-    groups: &BTreeMap<String, SecurityGroup>,
-) -> (Vec<String>, Vec<String>) {
-    let (mut v4, mut v6) = (Vec::new(), Vec::new());
-    for id in ids {
-        let Some(group) = groups.get(id) else {
-            continue;
-        };
-        for p in group.ip_permissions() {
-            if p.ip_ranges()
-                .iter()
-                .any(|r| r.cidr_ip() == Some("0.0.0.0/0"))
-            {
-                v4.push(format!(
-                    "security group {id} allows 0.0.0.0/0 on {}",
-                    ports(p)
-                ));
-            }
-            if p.ipv6_ranges()
-                .iter()
-                .any(|r| r.cidr_ipv6() == Some("::/0"))
-            {
-                v6.push(format!("security group {id} allows ::/0 on {}", ports(p)));
-            }
-        }
-    }
-    (v4, v6)
-}
-
-/// Whether the instance is internet-facing, and why (empty reasons when it is not).
-pub fn exposure(instance: &Instance, groups: &BTreeMap<String, SecurityGroup>) -> Exposure {
-    let (addr4, addr6) = public_addresses(instance);
-    let (open4, open6) = open_rules(&group_ids(instance), groups);
-    let mut reasons = Vec::new();
-    if !addr4.is_empty() && !open4.is_empty() {
-        reasons.extend(addr4);
-        reasons.extend(open4);
-    }
-    if !addr6.is_empty() && !open6.is_empty() {
-        reasons.extend(addr6);
-        reasons.extend(open6);
-    }
-    Exposure {
-        internet_facing: !reasons.is_empty(),
-        reasons,
-    }
-}
-
 /// The inventory entry for an instance the selector picked.
 pub fn machine(
     instance: &Instance,
@@ -303,15 +172,133 @@ pub fn machine(
     })
 }
 
+impl AwsProvider {
+    /// The selected instances of one region.
+    async fn region_machines(&self, rc: &RegionClients) -> Result<Vec<InventoryMachine>> {
+        let region = rc.region.as_str();
+        let selector = &self.spec.selector;
+        let mut instances = Vec::new();
+        let mut pages = rc
+            .ec2
+            .describe_instances()
+            .set_filters(Some(instance_filters(selector)))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| aws_error("DescribeInstances", region, e))?;
+            for r in page.reservations() {
+                for i in r.instances() {
+                    let id = i.instance_id().unwrap_or_default();
+                    let state = i.state().and_then(|s| s.name()).map(|n| n.as_str());
+                    if selects(selector, id, state, &tag_map(i.tags())) {
+                        instances.push(i.clone());
+                    }
+                }
+            }
+        }
+        if instances.is_empty() {
+            return Ok(Vec::new());
+        }
+        let group_ids: BTreeSet<String> = instances.iter().flat_map(group_ids).collect();
+        let groups = self.security_groups(rc, &group_ids).await?;
+        let volume_ids: Vec<String> = instances
+            .iter()
+            .flat_map(|i| i.block_device_mappings())
+            .filter_map(|m| m.ebs()?.volume_id().map(str::to_owned))
+            .collect();
+        let sizes = match self.volume_sizes(rc, &volume_ids).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%region, error = %e, "volume sizes unknown");
+                BTreeMap::new()
+            }
+        };
+        let mut machines: Vec<InventoryMachine> = instances
+            .iter()
+            .filter_map(|i| machine(i, region, &groups, &sizes))
+            .collect();
+        machines.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(machines)
+    }
+
+    async fn security_groups(
+        &self,
+        rc: &RegionClients,
+        ids: &BTreeSet<String>,
+    ) -> Result<BTreeMap<String, SecurityGroup>> {
+        let ids: Vec<String> = ids.iter().cloned().collect();
+        let mut groups = BTreeMap::new();
+        for chunk in ids.chunks(FILTER_CHUNK) {
+            let mut pages = rc
+                .ec2
+                .describe_security_groups()
+                .filters(
+                    Filter::builder()
+                        .name("group-id")
+                        .set_values(Some(chunk.to_vec()))
+                        .build(),
+                )
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| aws_error("DescribeSecurityGroups", &rc.region, e))?;
+                for g in page.security_groups() {
+                    if let Some(id) = g.group_id() {
+                        groups.insert(id.to_owned(), g.clone());
+                    }
+                }
+            }
+        }
+        Ok(groups)
+    }
+
+    async fn volume_sizes(
+        &self,
+        rc: &RegionClients,
+        ids: &[String],
+    ) -> Result<BTreeMap<String, u64>> {
+        let mut sizes = BTreeMap::new();
+        for chunk in ids.chunks(FILTER_CHUNK) {
+            let mut pages = rc
+                .ec2
+                .describe_volumes()
+                .filters(
+                    Filter::builder()
+                        .name("volume-id")
+                        .set_values(Some(chunk.to_vec()))
+                        .build(),
+                )
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| aws_error("DescribeVolumes", &rc.region, e))?;
+                for v in page.volumes() {
+                    if let (Some(id), Some(gib)) = (v.volume_id(), v.size()) {
+                        sizes.insert(id.to_owned(), u64::try_from(gib).unwrap_or(0) << 30);
+                    }
+                }
+            }
+        }
+        Ok(sizes)
+    }
+
+    pub(super) async fn inventory_impl(&self, ctx: &ProviderContext) -> Result<Inventory> {
+        let clients = self.clients(ctx).await?;
+        let mut machines = Vec::new();
+        for rc in &clients.regions {
+            machines.extend(self.region_machines(rc).await?);
+        }
+        let targets = self.targets(&clients).await;
+        Ok(Inventory { machines, targets })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use aws_sdk_ec2::primitives::DateTime;
-    use aws_sdk_ec2::types::{
-        EbsInstanceBlockDevice, GroupIdentifier, InstanceBlockDeviceMapping,
-        InstanceNetworkInterface, InstanceNetworkInterfaceAssociation, InstanceState,
-        InstanceStateName, IpRange, Ipv6Range, PlatformValues,
-    };
+    use aws_sdk_ec2::types::{EbsInstanceBlockDevice, InstanceBlockDeviceMapping, PlatformValues};
 
+    use super::super::exposure::tests::instance;
     use super::*;
 
     fn selector(
@@ -496,132 +483,6 @@ mod tests {
         let l = Instance::builder().platform_details("Linux/UNIX").build();
         assert_eq!(platform(&l), "linux");
         assert_eq!(platform(&Instance::builder().build()), "linux");
-    }
-
-    fn group(id: &str, rules: Vec<IpPermission>) -> (String, SecurityGroup) {
-        (
-            id.to_owned(),
-            SecurityGroup::builder()
-                .group_id(id)
-                .set_ip_permissions(Some(rules))
-                .build(),
-        )
-    }
-
-    fn rule(proto: &str, from: i32, to: i32, v4: &[&str], v6: &[&str]) -> IpPermission {
-        IpPermission::builder()
-            .ip_protocol(proto)
-            .from_port(from)
-            .to_port(to)
-            .set_ip_ranges(Some(
-                v4.iter()
-                    .map(|c| IpRange::builder().cidr_ip(*c).build())
-                    .collect(),
-            ))
-            .set_ipv6_ranges(Some(
-                v6.iter()
-                    .map(|c| Ipv6Range::builder().cidr_ipv6(*c).build())
-                    .collect(),
-            ))
-            .build()
-    }
-
-    fn instance(public: Option<&str>, ipv6: Option<&str>, groups: &[&str]) -> Instance {
-        let mut b = Instance::builder()
-            .instance_id("i-1")
-            .state(
-                InstanceState::builder()
-                    .name(InstanceStateName::Running)
-                    .build(),
-            )
-            .tags(Tag::builder().key("Name").value("web-1").build());
-        for g in groups {
-            b = b.security_groups(GroupIdentifier::builder().group_id(*g).build());
-        }
-        if let Some(ip) = public {
-            b = b.public_ip_address(ip).network_interfaces(
-                InstanceNetworkInterface::builder()
-                    .association(
-                        InstanceNetworkInterfaceAssociation::builder()
-                            .public_ip(ip)
-                            .ip_owner_id("amazon")
-                            .build(),
-                    )
-                    .build(),
-            );
-        }
-        if let Some(ip) = ipv6 {
-            b = b.ipv6_address(ip);
-        }
-        b.build()
-    }
-
-    #[test]
-    fn exposure_needs_an_address_and_an_open_rule() {
-        let groups: BTreeMap<String, SecurityGroup> = [
-            group(
-                "sg-open",
-                vec![
-                    rule("tcp", 22, 22, &["0.0.0.0/0"], &[]),
-                    rule("tcp", 443, 443, &["10.0.0.0/8"], &[]),
-                ],
-            ),
-            group("sg-vpc", vec![rule("-1", -1, -1, &["172.31.0.0/16"], &[])]),
-            group("sg-v6", vec![rule("tcp", 8000, 8080, &[], &["::/0"])]),
-        ]
-        .into_iter()
-        .collect();
-        let open = exposure(&instance(Some("203.0.113.7"), None, &["sg-open"]), &groups);
-        assert!(open.internet_facing);
-        assert_eq!(
-            open.reasons,
-            [
-                "public IPv4 203.0.113.7",
-                "security group sg-open allows 0.0.0.0/0 on 22/tcp"
-            ]
-        );
-        // A public address behind a closed group, an open group without a public address.
-        assert_eq!(
-            exposure(&instance(Some("203.0.113.7"), None, &["sg-vpc"]), &groups),
-            Exposure::default()
-        );
-        assert_eq!(
-            exposure(&instance(None, None, &["sg-open"]), &groups),
-            Exposure::default()
-        );
-        // Families must agree: an IPv4 address with a rule open to ::/0 only is not exposed.
-        assert!(
-            !exposure(&instance(Some("203.0.113.7"), None, &["sg-v6"]), &groups).internet_facing
-        );
-        let v6 = exposure(
-            &instance(None, Some("2600:1f18::1"), &["sg-v6", "sg-vpc"]),
-            &groups,
-        );
-        assert_eq!(
-            v6.reasons,
-            [
-                "public IPv6 2600:1f18::1",
-                "security group sg-v6 allows ::/0 on 8000-8080/tcp"
-            ]
-        );
-        // Elastic IPs are named as such.
-        let mut eip = instance(None, None, &["sg-open"]);
-        eip.network_interfaces = Some(vec![
-            InstanceNetworkInterface::builder()
-                .association(
-                    InstanceNetworkInterfaceAssociation::builder()
-                        .public_ip("198.51.100.4")
-                        .ip_owner_id("123456789012")
-                        .build(),
-                )
-                .build(),
-        ]);
-        let e = exposure(&eip, &groups);
-        assert_eq!(e.reasons[0], "public IPv4 198.51.100.4 (Elastic IP)");
-        let all = rule("-1", -1, -1, &["0.0.0.0/0"], &[]);
-        assert_eq!(ports(&all), "all ports");
-        assert_eq!(ports(&rule("udp", 0, 65535, &[], &[])), "all udp ports");
-        assert_eq!(ports(&rule("icmp", 8, -1, &[], &[])), "icmp");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The `images` provider: machines declared in the policy as disk image files.
+//! The `images` provider: machines declared in the policy as disk image files (control plane
+//! only: the scanner reads an image as a local file, through `snapsentry-disk`).
 //!
 //! There is no cloud: the inventory is the policy's `images.machines` with their declared
 //! exposure, the "snapshots" are the image files themselves (nothing is created, so nothing is
@@ -9,8 +10,8 @@ use futures::future::{BoxFuture, FutureExt};
 use jiff::Timestamp;
 use snapsentry_crds::{AssignedDisk, Cloud, DiskSource, ImagesProvider, MachineDisk};
 
-use super::{Inventory, InventoryMachine, Provider, ProviderContext, SnapshotRef};
 use crate::error::Result;
+use crate::{Inventory, InventoryMachine, Provider, ProviderContext, SnapshotRef};
 
 /// Where the images claim is mounted in scanner Jobs.
 pub const IMAGES_MOUNT: &str = "/images";
@@ -195,7 +196,7 @@ mod tests {
         assert_eq!(inv.targets, TargetInventoryDefault::default());
     }
 
-    type TargetInventoryDefault = crate::correlate::TargetInventory;
+    type TargetInventoryDefault = crate::TargetInventory;
 
     #[test]
     fn no_snapshots_are_created_or_deleted() {
