@@ -20,6 +20,8 @@
 //! # Ok::<(), snapsentry_disk::DiskError>(())
 //! ```
 
+pub(crate) mod bytes;
+pub(crate) mod crc;
 pub mod error;
 pub mod fs;
 #[doc(hidden)]

@@ -11,7 +11,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::image::codec::{has_at, le32, le64, lvm_crc};
+use crate::bytes::{has_at, le_u32, le_u64};
+use crate::crc::lvm_crc;
 use crate::source::{BlockSource, ConcatSource};
 use crate::{DiskError, Result};
 
@@ -60,13 +61,13 @@ pub fn read_pv(pv: &dyn BlockSource) -> Result<Option<PhysicalVolume>> {
         return Ok(None);
     };
     let label = &head[s * 512..(s + 1) * 512];
-    if le64(label, 8) != s as u64 {
+    if le_u64(label, 8).unwrap_or(0) != s as u64 {
         return Err(DiskError::corrupt(WHAT, "label sector number mismatch"));
     }
-    if lvm_crc(&label[20..]) != le32(label, 16) {
+    if lvm_crc(&label[20..]) != le_u32(label, 16).unwrap_or(0) {
         return Err(DiskError::corrupt(WHAT, "label checksum mismatch"));
     }
-    let header = le32(label, 20) as usize;
+    let header = le_u32(label, 20).unwrap_or(0) as usize;
     if !(32..=512 - 40).contains(&header) {
         return Err(DiskError::corrupt(
             WHAT,
@@ -85,7 +86,10 @@ pub fn read_pv(pv: &dyn BlockSource) -> Result<Option<PhysicalVolume>> {
                     "PV header area lists overrun the label",
                 ));
             }
-            let (offset, size) = (le64(label, at), le64(label, at + 8));
+            let (offset, size) = (
+                le_u64(label, at).unwrap_or(0),
+                le_u64(label, at + 8).unwrap_or(0),
+            );
             at += 16;
             if offset == 0 {
                 break;
@@ -121,15 +125,15 @@ fn read_metadata_area(pv: &dyn BlockSource, start: u64, size: u64) -> Result<Opt
     if !has_at(&h, 4, MDA_MAGIC) {
         return Err(DiskError::corrupt(WHAT, "metadata area header: bad magic"));
     }
-    if lvm_crc(&h[4..]) != le32(&h, 0) {
+    if lvm_crc(&h[4..]) != le_u32(&h, 0).unwrap_or(0) {
         return Err(DiskError::corrupt(
             WHAT,
             "metadata area header: checksum mismatch",
         ));
     }
-    let offset = le64(&h, 40);
-    let len = le64(&h, 48);
-    let checksum = le32(&h, 56);
+    let offset = le_u64(&h, 40).unwrap_or(0);
+    let len = le_u64(&h, 48).unwrap_or(0);
+    let checksum = le_u32(&h, 56).unwrap_or(0);
     if offset == 0 || len == 0 {
         return Ok(None);
     }

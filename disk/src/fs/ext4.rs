@@ -15,11 +15,14 @@ mod journal;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use crate::bytes::Fields;
 use crate::fs::{DirEntry, FileContent, FileKind, Filesystem, Metadata, NodeId, Timestamp};
 use crate::source::BlockSource;
 use crate::{DiskError, Result};
 
 const WHAT: &str = "ext4";
+/// Fields of ext4 structures (little-endian).
+const LE: Fields = Fields::le(WHAT);
 
 /// Largest directory read (bytes).
 const MAX_DIR_SIZE: u64 = 256 << 20;
@@ -50,50 +53,16 @@ const FL_INLINE_DATA: u32 = 0x1000_0000;
 
 const ROOT_INO: u64 = 2;
 
-/// Little-endian readers over on-disk bytes that fail instead of panicking.
-pub(crate) fn le_u16(buf: &[u8], off: usize) -> Result<u16> {
-    buf.get(off..off.wrapping_add(2))
-        .and_then(|b| b.try_into().ok())
-        .map(u16::from_le_bytes)
-        .ok_or_else(|| DiskError::corrupt(WHAT, format!("read of u16 at {off} past structure")))
-}
-
-pub(crate) fn le_u32(buf: &[u8], off: usize) -> Result<u32> {
-    buf.get(off..off.wrapping_add(4))
-        .and_then(|b| b.try_into().ok())
-        .map(u32::from_le_bytes)
-        .ok_or_else(|| DiskError::corrupt(WHAT, format!("read of u32 at {off} past structure")))
-}
-
-pub(crate) fn be_u32(buf: &[u8], off: usize) -> Result<u32> {
-    buf.get(off..off.wrapping_add(4))
-        .and_then(|b| b.try_into().ok())
-        .map(u32::from_be_bytes)
-        .ok_or_else(|| DiskError::corrupt("jbd2", format!("read of u32 at {off} past structure")))
-}
-
-fn u8_at(buf: &[u8], off: usize) -> Result<u8> {
-    buf.get(off)
-        .copied()
-        .ok_or_else(|| DiskError::corrupt(WHAT, format!("read of u8 at {off} past structure")))
-}
-
-fn slice(buf: &[u8], off: usize, len: usize) -> Result<&[u8]> {
-    off.checked_add(len)
-        .and_then(|end| buf.get(off..end))
-        .ok_or_else(|| DiskError::corrupt(WHAT, format!("{len} bytes at {off} past structure end")))
-}
-
 /// True when `head` (the first [`crate::volume::DETECT_LEN`] bytes of a volume, or fewer)
 /// holds a ext2/3/4 superblock.
 pub fn detect(head: &[u8]) -> bool {
     let Some(sb) = head.get(1024..2048) else {
         return false;
     };
-    let magic = le_u16(sb, 0x38).unwrap_or(0);
-    let log = le_u32(sb, 0x18).unwrap_or(u32::MAX);
-    let bpg = le_u32(sb, 0x20).unwrap_or(0);
-    let ipg = le_u32(sb, 0x28).unwrap_or(0);
+    let magic = LE.u16(sb, 0x38).unwrap_or(0);
+    let log = LE.u32(sb, 0x18).unwrap_or(u32::MAX);
+    let bpg = LE.u32(sb, 0x20).unwrap_or(0);
+    let ipg = LE.u32(sb, 0x28).unwrap_or(0);
     magic == 0xEF53 && log <= 6 && bpg != 0 && ipg != 0
 }
 
@@ -156,10 +125,10 @@ impl Ext4 {
     pub fn open(source: Arc<dyn BlockSource>) -> Result<Self> {
         let mut sb = vec![0u8; 1024];
         source.read_at(1024, &mut sb)?;
-        if le_u16(&sb, 0x38)? != 0xEF53 {
+        if LE.u16(&sb, 0x38)? != 0xEF53 {
             return Err(DiskError::corrupt("ext4 superblock", "bad magic"));
         }
-        let log = le_u32(&sb, 0x18)?;
+        let log = LE.u32(&sb, 0x18)?;
         if log > 6 {
             return Err(DiskError::corrupt(
                 "ext4 superblock",
@@ -167,17 +136,17 @@ impl Ext4 {
             ));
         }
         let block_size = 1024u64 << log;
-        let compat = le_u32(&sb, 0x5C)?;
-        let incompat = le_u32(&sb, 0x60)?;
-        let ro_compat = le_u32(&sb, 0x64)?;
-        let mut blocks_count = le_u32(&sb, 0x4)? as u64;
+        let compat = LE.u32(&sb, 0x5C)?;
+        let incompat = LE.u32(&sb, 0x60)?;
+        let ro_compat = LE.u32(&sb, 0x64)?;
+        let mut blocks_count = LE.u32(&sb, 0x4)? as u64;
         if incompat & INCOMPAT_64BIT != 0 {
-            blocks_count |= (le_u32(&sb, 0x150)? as u64) << 32;
+            blocks_count |= (LE.u32(&sb, 0x150)? as u64) << 32;
         }
-        let first_data_block = le_u32(&sb, 0x14)? as u64;
-        let blocks_per_group = le_u32(&sb, 0x20)? as u64;
-        let inodes_per_group = le_u32(&sb, 0x28)? as u64;
-        let inodes_count = le_u32(&sb, 0x0)? as u64;
+        let first_data_block = LE.u32(&sb, 0x14)? as u64;
+        let blocks_per_group = LE.u32(&sb, 0x20)? as u64;
+        let inodes_per_group = LE.u32(&sb, 0x28)? as u64;
+        let inodes_count = LE.u32(&sb, 0x0)? as u64;
         if blocks_per_group == 0 || inodes_per_group == 0 || blocks_per_group > block_size * 8 * 8 {
             return Err(DiskError::corrupt(
                 "ext4 superblock",
@@ -190,11 +159,11 @@ impl Ext4 {
                 format!("block count {blocks_count} not above first data block {first_data_block}"),
             ));
         }
-        let rev = le_u32(&sb, 0x4C)?;
+        let rev = LE.u32(&sb, 0x4C)?;
         let inode_size = if rev == 0 {
             128
         } else {
-            le_u16(&sb, 0x58)? as usize
+            LE.u16(&sb, 0x58)? as usize
         };
         if inode_size < 128 || !inode_size.is_power_of_two() || inode_size as u64 > block_size {
             return Err(DiskError::corrupt(
@@ -203,7 +172,7 @@ impl Ext4 {
             ));
         }
         let desc_size = if incompat & INCOMPAT_64BIT != 0 {
-            let d = le_u16(&sb, 0xFE)? as usize;
+            let d = LE.u16(&sb, 0xFE)? as usize;
             if d < 32 || !d.is_power_of_two() || d as u64 > block_size {
                 return Err(DiskError::corrupt(
                     "ext4 superblock",
@@ -227,7 +196,7 @@ impl Ext4 {
         let name = sb.get(0x78..0x88).unwrap_or(&[]);
         let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
         let label = (!name.is_empty()).then(|| String::from_utf8_lossy(name).into_owned());
-        let first_meta_bg = le_u32(&sb, 0x104)? as u64;
+        let first_meta_bg = LE.u32(&sb, 0x104)? as u64;
         let mut fs = Ext4 {
             source,
             block_size,
@@ -253,8 +222,8 @@ impl Ext4 {
             ));
         }
         if incompat & INCOMPAT_RECOVER != 0 {
-            let journal_ino = le_u32(&sb, 0xE0)? as u64;
-            let journal_dev = le_u32(&sb, 0xE4)?;
+            let journal_ino = LE.u32(&sb, 0xE0)? as u64;
+            let journal_dev = LE.u32(&sb, 0xE4)?;
             if compat & COMPAT_HAS_JOURNAL == 0 || journal_ino == 0 || journal_dev != 0 {
                 tracing::warn!(
                     "ext4: needs_recovery set but no internal journal; reading as-is (recent changes may be missing)"
@@ -379,9 +348,9 @@ impl Ext4 {
         let group = (ino - 1) / self.inodes_per_group;
         let index = (ino - 1) % self.inodes_per_group;
         let desc = self.group_desc(group)?;
-        let mut table = le_u32(&desc, 0x8)? as u64;
+        let mut table = LE.u32(&desc, 0x8)? as u64;
         if self.desc_size >= 64 {
-            table |= (le_u32(&desc, 0x28)? as u64) << 32;
+            table |= (LE.u32(&desc, 0x28)? as u64) << 32;
         }
         let offset = self
             .block_offset(table)?
@@ -389,9 +358,9 @@ impl Ext4 {
             .ok_or_else(|| DiskError::corrupt("ext4 inode", "offset overflows"))?;
         let mut raw = vec![0u8; self.inode_size];
         self.read_bytes(offset, &mut raw)?;
-        let mode = le_u16(&raw, 0)?;
-        let flags = le_u32(&raw, 0x20)?;
-        let size = le_u32(&raw, 0x4)? as u64 | ((le_u32(&raw, 0x6C)? as u64) << 32);
+        let mode = LE.u16(&raw, 0)?;
+        let flags = LE.u32(&raw, 0x20)?;
+        let size = LE.u32(&raw, 0x4)? as u64 | ((LE.u32(&raw, 0x6C)? as u64) << 32);
         Ok(Inode {
             ino,
             raw,
@@ -406,16 +375,16 @@ impl Ext4 {
         if self.inode_size <= 128 {
             return 128;
         }
-        let extra = le_u16(&inode.raw, 0x80).unwrap_or(0) as usize;
+        let extra = LE.u16(&inode.raw, 0x80).unwrap_or(0) as usize;
         (128 + extra).min(self.inode_size)
     }
 
     fn time(&self, inode: &Inode, base: usize, extra: Option<usize>) -> Option<Timestamp> {
-        let secs = le_u32(&inode.raw, base).ok()? as i32 as i64;
+        let secs = LE.u32(&inode.raw, base).ok()? as i32 as i64;
         let end = self.extra_end(inode);
         match extra {
             Some(off) if off + 4 <= end => {
-                let x = le_u32(&inode.raw, off).ok()?;
+                let x = LE.u32(&inode.raw, off).ok()?;
                 let epoch = (x & 3) as i64;
                 let nanos = (x >> 2).min(999_999_999);
                 Some(Timestamp::new(secs + (epoch << 32), nanos))
@@ -430,21 +399,21 @@ impl Ext4 {
         let Some(area) = inode.raw.get(start..) else {
             return Ok(None);
         };
-        if area.len() < 4 || le_u32(area, 0)? != 0xEA02_0000 {
+        if area.len() < 4 || LE.u32(area, 0)? != 0xEA02_0000 {
             return Ok(None);
         }
         let entries = &area[4..];
         let mut off = 0usize;
         while off + 16 <= entries.len() {
-            if le_u32(entries, off)? == 0 {
+            if LE.u32(entries, off)? == 0 {
                 break;
             }
-            let name_len = u8_at(entries, off)? as usize;
-            let index = u8_at(entries, off + 1)?;
-            let value_offs = le_u16(entries, off + 2)? as usize;
-            let value_inum = le_u32(entries, off + 4)?;
-            let value_size = le_u32(entries, off + 8)? as usize;
-            let name = slice(entries, off + 16, name_len)?;
+            let name_len = LE.u8(entries, off)? as usize;
+            let index = LE.u8(entries, off + 1)?;
+            let value_offs = LE.u16(entries, off + 2)? as usize;
+            let value_inum = LE.u32(entries, off + 4)?;
+            let value_size = LE.u32(entries, off + 8)? as usize;
+            let name = LE.slice(entries, off + 16, name_len)?;
             if index == 7 && name == want {
                 if value_inum != 0 {
                     return Err(DiskError::unsupported(
@@ -497,7 +466,7 @@ impl Ext4 {
             let mut reads = 0usize;
             let ib = inode.i_block();
             for i in 0..12u64 {
-                let b = le_u32(ib, i as usize * 4)? as u64;
+                let b = LE.u32(ib, i as usize * 4)? as u64;
                 if b != 0 && i < nblocks {
                     push_run(&mut runs, i, b, 1, false)?;
                 }
@@ -505,7 +474,7 @@ impl Ext4 {
             let per = self.block_size / 4;
             let mut start = 12u64;
             for level in 1..=3u32 {
-                let b = le_u32(ib, (11 + level as usize) * 4)? as u64;
+                let b = LE.u32(ib, (11 + level as usize) * 4)? as u64;
                 let span = per.saturating_pow(level);
                 if b != 0 && start < nblocks {
                     self.map_indirect(b, level, start, nblocks, &mut reads, &mut runs)?;
@@ -540,7 +509,7 @@ impl Ext4 {
             if logical >= nblocks {
                 break;
             }
-            let b = le_u32(&buf, i as usize * 4)? as u64;
+            let b = LE.u32(&buf, i as usize * 4)? as u64;
             if b == 0 {
                 continue;
             }
@@ -567,11 +536,11 @@ impl Ext4 {
         let bad = |detail: String| {
             DiskError::corrupt("ext4 extent tree", format!("inode {}: {detail}", inode.ino))
         };
-        if le_u16(node, 0)? != 0xF30A {
+        if LE.u16(node, 0)? != 0xF30A {
             return Err(bad("bad extent header magic".into()));
         }
-        let entries = le_u16(node, 2)? as usize;
-        let depth = le_u16(node, 6)?;
+        let entries = LE.u16(node, 2)? as usize;
+        let depth = LE.u16(node, 6)?;
         if depth >= budget || depth > MAX_EXTENT_DEPTH {
             return Err(bad(format!("depth {depth} too deep")));
         }
@@ -585,10 +554,10 @@ impl Ext4 {
         }
         for i in 0..entries {
             let e = 12 + i * 12;
-            let logical = le_u32(node, e)? as u64;
+            let logical = LE.u32(node, e)? as u64;
             if depth == 0 {
-                let raw_len = le_u16(node, e + 4)? as u64;
-                let phys = ((le_u16(node, e + 6)? as u64) << 32) | le_u32(node, e + 8)? as u64;
+                let raw_len = LE.u16(node, e + 4)? as u64;
+                let phys = ((LE.u16(node, e + 6)? as u64) << 32) | LE.u32(node, e + 8)? as u64;
                 let (len, zero) = if raw_len > 32768 {
                     (raw_len - 32768, true)
                 } else {
@@ -599,7 +568,7 @@ impl Ext4 {
                 }
                 push_run(runs, logical, phys, len, zero)?;
             } else {
-                let child = ((le_u16(node, e + 8)? as u64) << 32) | le_u32(node, e + 4)? as u64;
+                let child = ((LE.u16(node, e + 8)? as u64) << 32) | LE.u32(node, e + 4)? as u64;
                 if !visited.insert(child) {
                     return Err(bad(format!("block {child} referenced twice (cycle)")));
                 }
@@ -677,8 +646,8 @@ impl Ext4 {
         let filetype = self.incompat & INCOMPAT_FILETYPE != 0;
         let mut off = 0usize;
         while off + 8 <= buf.len() {
-            let ino = le_u32(buf, off)? as u64;
-            let raw = le_u16(buf, off + 4)? as usize;
+            let ino = LE.u32(buf, off)? as u64;
+            let raw = LE.u16(buf, off + 4)? as usize;
             let rec_len = if self.block_size >= 65536 && (raw == 65535 || raw == 0) {
                 65536
             } else if self.block_size >= 65536 {
@@ -695,8 +664,8 @@ impl Ext4 {
                     ),
                 ));
             }
-            let name_len = u8_at(buf, off + 6)? as usize;
-            let ftype = u8_at(buf, off + 7)?;
+            let name_len = LE.u8(buf, off + 6)? as usize;
+            let ftype = LE.u8(buf, off + 7)?;
             let name_len = if filetype {
                 name_len
             } else {
@@ -905,15 +874,15 @@ impl Filesystem for Ext4 {
         }
         let mut meta = Metadata::new(kind, size);
         meta.mode = Some(inode.mode as u32);
-        meta.uid = Some(le_u16(raw, 0x2)? as u32 | (le_u16(raw, 0x78)? as u32) << 16);
-        meta.gid = Some(le_u16(raw, 0x18)? as u32 | (le_u16(raw, 0x7A)? as u32) << 16);
+        meta.uid = Some(LE.u16(raw, 0x2)? as u32 | (LE.u16(raw, 0x78)? as u32) << 16);
+        meta.gid = Some(LE.u16(raw, 0x18)? as u32 | (LE.u16(raw, 0x7A)? as u32) << 16);
         meta.accessed = self.time(&inode, 0x8, Some(0x8C));
         meta.changed = self.time(&inode, 0xC, Some(0x84));
         meta.modified = self.time(&inode, 0x10, Some(0x88));
         if self.extra_end(&inode) >= 0x94 {
             meta.created = self.time(&inode, 0x90, Some(0x94));
         }
-        meta.nlink = Some(le_u16(raw, 0x1A)? as u32);
+        meta.nlink = Some(LE.u16(raw, 0x1A)? as u32);
         if kind == FileKind::File && inode.flags & FL_ENCRYPT != 0 {
             meta.unreadable = Some("ext4 encrypted file");
         }

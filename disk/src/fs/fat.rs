@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use tracing::debug;
 
+use crate::bytes::{le_u16, le_u32};
 use crate::fs::{DirEntry, FileContent, FileKind, Filesystem, Metadata, NodeId, Timestamp};
 use crate::source::BlockSource;
 use crate::{DiskError, Result};
@@ -44,20 +45,6 @@ enum FatType {
     Fat12,
     Fat16,
     Fat32,
-}
-
-fn le16(b: &[u8], off: usize) -> u16 {
-    match b.get(off..off + 2) {
-        Some(s) => u16::from_le_bytes([s[0], s[1]]),
-        None => 0,
-    }
-}
-
-fn le32(b: &[u8], off: usize) -> u32 {
-    match b.get(off..off + 4) {
-        Some(s) => u32::from_le_bytes([s[0], s[1], s[2], s[3]]),
-        None => 0,
-    }
 }
 
 fn corrupt(detail: impl Into<String>) -> DiskError {
@@ -91,7 +78,7 @@ impl Bpb {
         if &b[3..11] == b"NTFS    " || &b[3..11] == b"EXFAT   " {
             return Err(corrupt("boot sector is NTFS or exFAT"));
         }
-        let bytes_per_sector = u64::from(le16(b, 11));
+        let bytes_per_sector = u64::from(le_u16(b, 11).unwrap_or(0));
         if !matches!(bytes_per_sector, 512 | 1024 | 2048 | 4096) {
             return Err(corrupt(format!(
                 "BPB bytes per sector is {bytes_per_sector}"
@@ -103,12 +90,12 @@ impl Bpb {
                 "BPB sectors per cluster is {sectors_per_cluster}"
             )));
         }
-        let reserved_sectors = u64::from(le16(b, 14));
+        let reserved_sectors = u64::from(le_u16(b, 14).unwrap_or(0));
         let num_fats = u64::from(b[16]);
-        let root_entries = u64::from(le16(b, 17));
-        let total16 = u64::from(le16(b, 19));
-        let fat16 = u64::from(le16(b, 22));
-        let total32 = u64::from(le32(b, 32));
+        let root_entries = u64::from(le_u16(b, 17).unwrap_or(0));
+        let total16 = u64::from(le_u16(b, 19).unwrap_or(0));
+        let fat16 = u64::from(le_u16(b, 22).unwrap_or(0));
+        let total32 = u64::from(le_u32(b, 32).unwrap_or(0));
         if reserved_sectors == 0 || !(1..=4).contains(&num_fats) {
             return Err(corrupt(format!(
                 "BPB has {reserved_sectors} reserved sectors and {num_fats} FATs"
@@ -118,7 +105,11 @@ impl Bpb {
         let (fat_sectors, root_cluster, label_off) = if fat16 != 0 {
             (fat16, 0, 43)
         } else {
-            (u64::from(le32(b, 36)), le32(b, 44) & 0x0FFF_FFFF, 71)
+            (
+                u64::from(le_u32(b, 36).unwrap_or(0)),
+                le_u32(b, 44).unwrap_or(0) & 0x0FFF_FFFF,
+                71,
+            )
         };
         if fat_sectors == 0 || total_sectors == 0 {
             return Err(corrupt("BPB has a zero FAT size or sector count"));
@@ -390,11 +381,11 @@ impl Fat {
 
     fn first_cluster(&self, e: &[u8; 32]) -> u32 {
         let hi = if self.fat_type == FatType::Fat32 {
-            u32::from(le16(e, 20)) << 16
+            u32::from(le_u16(e, 20).unwrap_or(0)) << 16
         } else {
             0
         };
-        hi | u32::from(le16(e, 26))
+        hi | u32::from(le_u16(e, 26).unwrap_or(0))
     }
 
     /// The raw bytes of directory `dir` and the volume offset of each byte run (to map entry
@@ -547,7 +538,7 @@ impl Filesystem for Fat {
                     .into_iter()
                     .enumerate()
                 {
-                    units[k] = le16(&e, off);
+                    units[k] = le_u16(&e, off).unwrap_or(0);
                 }
                 if seq & 0x40 != 0 && ord >= 1 {
                     lfn = Some((e[13], ord, vec![units]));
@@ -624,11 +615,11 @@ impl Filesystem for Fat {
         let mut m = if dir {
             Metadata::new(FileKind::Dir, 0)
         } else {
-            Metadata::new(FileKind::File, u64::from(le32(&e, 28)))
+            Metadata::new(FileKind::File, u64::from(le_u32(&e, 28).unwrap_or(0)))
         };
-        m.modified = fat_time(le16(&e, 24), le16(&e, 22));
-        m.accessed = fat_time(le16(&e, 18), 0);
-        m.created = fat_time(le16(&e, 16), le16(&e, 14)).map(|t| {
+        m.modified = fat_time(le_u16(&e, 24).unwrap_or(0), le_u16(&e, 22).unwrap_or(0));
+        m.accessed = fat_time(le_u16(&e, 18).unwrap_or(0), 0);
+        m.created = fat_time(le_u16(&e, 16).unwrap_or(0), le_u16(&e, 14).unwrap_or(0)).map(|t| {
             // Byte 13: hundredths of a second, 0..=199, added to the 2-second time.
             let cs = u32::from(e[13].min(199));
             Timestamp::new(t.secs + i64::from(cs / 100), (cs % 100) * 10_000_000)
@@ -646,7 +637,7 @@ impl Filesystem for Fat {
                 "fat node {node} is a directory"
             )));
         }
-        let size = u64::from(le32(&e, 28));
+        let size = u64::from(le_u32(&e, 28).unwrap_or(0));
         let runs = if size == 0 {
             Vec::new()
         } else {

@@ -11,11 +11,14 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use crate::bytes::Fields;
 use crate::fs::{DirEntry, FileContent, FileKind, Filesystem, Metadata, NodeId, Timestamp};
 use crate::source::BlockSource;
 use crate::{DiskError, Result};
 
 const WHAT: &str = "xfs";
+/// Fields of XFS structures (big-endian).
+const BE: Fields = Fields::be(WHAT);
 
 /// Largest directory read (bytes of data space).
 const MAX_DIR_SIZE: u64 = 256 << 20;
@@ -42,43 +45,10 @@ const DIFLAG_REALTIME: u16 = 0x1;
 const DIFLAG2_BIGTIME: u64 = 0x8;
 const DIFLAG2_NREXT64: u64 = 0x10;
 
-fn be_u16(buf: &[u8], off: usize) -> Result<u16> {
-    buf.get(off..off.wrapping_add(2))
-        .and_then(|b| b.try_into().ok())
-        .map(u16::from_be_bytes)
-        .ok_or_else(|| DiskError::corrupt(WHAT, format!("read of u16 at {off} past structure")))
-}
-
-fn be_u32(buf: &[u8], off: usize) -> Result<u32> {
-    buf.get(off..off.wrapping_add(4))
-        .and_then(|b| b.try_into().ok())
-        .map(u32::from_be_bytes)
-        .ok_or_else(|| DiskError::corrupt(WHAT, format!("read of u32 at {off} past structure")))
-}
-
-fn be_u64(buf: &[u8], off: usize) -> Result<u64> {
-    buf.get(off..off.wrapping_add(8))
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_be_bytes)
-        .ok_or_else(|| DiskError::corrupt(WHAT, format!("read of u64 at {off} past structure")))
-}
-
-fn u8_at(buf: &[u8], off: usize) -> Result<u8> {
-    buf.get(off)
-        .copied()
-        .ok_or_else(|| DiskError::corrupt(WHAT, format!("read of u8 at {off} past structure")))
-}
-
-fn slice(buf: &[u8], off: usize, len: usize) -> Result<&[u8]> {
-    off.checked_add(len)
-        .and_then(|end| buf.get(off..end))
-        .ok_or_else(|| DiskError::corrupt(WHAT, format!("{len} bytes at {off} past structure end")))
-}
-
 /// True when `head` (the first [`crate::volume::DETECT_LEN`] bytes of a volume, or fewer)
 /// holds a XFS superblock.
 pub fn detect(head: &[u8]) -> bool {
-    let version = be_u16(head, 100).unwrap_or(0) & 0xF;
+    let version = BE.u16(head, 100).unwrap_or(0) & 0xF;
     head.get(0..4) == Some(b"XFSB") && (version == 4 || version == 5)
 }
 
@@ -130,7 +100,7 @@ impl Inode {
     /// The data fork bytes.
     fn data_fork(&self) -> Result<&[u8]> {
         let start = self.core_size();
-        let forkoff = u8_at(&self.raw, 0x52)? as usize;
+        let forkoff = BE.u8(&self.raw, 0x52)? as usize;
         let end = if forkoff == 0 {
             self.raw.len()
         } else {
@@ -155,8 +125,8 @@ struct Extent {
 }
 
 fn parse_extent(buf: &[u8], off: usize) -> Result<Extent> {
-    let l0 = be_u64(buf, off)?;
-    let l1 = be_u64(buf, off + 8)?;
+    let l0 = BE.u64(buf, off)?;
+    let l1 = BE.u64(buf, off + 8)?;
     Ok(Extent {
         unwritten: l0 >> 63 != 0,
         logical: (l0 >> 9) & ((1 << 54) - 1),
@@ -173,12 +143,12 @@ impl Xfs {
             return Err(DiskError::corrupt("xfs superblock", "bad magic"));
         }
         let bad = |detail: String| DiskError::corrupt("xfs superblock", detail);
-        let block_size = be_u32(&sb, 4)? as u64;
-        let block_log = u8_at(&sb, 120)? as u32;
+        let block_size = BE.u32(&sb, 4)? as u64;
+        let block_log = BE.u8(&sb, 120)? as u32;
         if !(512..=65536).contains(&block_size) || block_size != 1u64 << block_log.min(63) {
             return Err(bad(format!("block size {block_size}, log {block_log}")));
         }
-        let version = be_u16(&sb, 100)? & 0xF;
+        let version = BE.u16(&sb, 100)? & 0xF;
         let v5 = match version {
             5 => true,
             4 => false,
@@ -189,10 +159,10 @@ impl Xfs {
                 ));
             }
         };
-        let dblocks = be_u64(&sb, 8)?;
-        let ag_blocks = be_u32(&sb, 84)? as u64;
-        let ag_count = be_u32(&sb, 88)? as u64;
-        let ag_blk_log = u8_at(&sb, 124)? as u32;
+        let dblocks = BE.u64(&sb, 8)?;
+        let ag_blocks = BE.u32(&sb, 84)? as u64;
+        let ag_count = BE.u32(&sb, 88)? as u64;
+        let ag_blk_log = BE.u8(&sb, 124)? as u32;
         if ag_blocks == 0
             || ag_count == 0
             || ag_blk_log > 31
@@ -217,9 +187,9 @@ impl Xfs {
                 "{dblocks} blocks but {ag_count} groups of {ag_blocks}"
             )));
         }
-        let inode_size = be_u16(&sb, 104)? as usize;
-        let inop_block = be_u16(&sb, 106)? as u64;
-        let inop_blog = u8_at(&sb, 123)? as u32;
+        let inode_size = BE.u16(&sb, 104)? as usize;
+        let inop_block = BE.u16(&sb, 106)? as u64;
+        let inop_blog = BE.u8(&sb, 123)? as u32;
         if !(256..=2048).contains(&inode_size)
             || !inode_size.is_power_of_two()
             || inode_size as u64 > block_size
@@ -231,12 +201,12 @@ impl Xfs {
                 "inode size {inode_size}, {inop_block} per block (log {inop_blog})"
             )));
         }
-        let dir_blk_log = u8_at(&sb, 192)? as u32;
+        let dir_blk_log = BE.u8(&sb, 192)? as u32;
         if block_log + dir_blk_log > 16 {
             return Err(bad(format!("directory block log {dir_blk_log}")));
         }
-        let features2 = be_u32(&sb, 200)?;
-        let incompat = if v5 { be_u32(&sb, 216)? } else { 0 };
+        let features2 = BE.u32(&sb, 200)?;
+        let incompat = if v5 { BE.u32(&sb, 216)? } else { 0 };
         let ftype = if v5 {
             incompat & INCOMPAT_FTYPE != 0
         } else {
@@ -255,7 +225,7 @@ impl Xfs {
             inode_size,
             inop_blog,
             dir_block_size: block_size << dir_blk_log,
-            root_ino: be_u64(&sb, 56)?,
+            root_ino: BE.u64(&sb, 56)?,
             v5,
             ftype,
             nrext64: incompat & INCOMPAT_NREXT64 != 0,
@@ -309,27 +279,27 @@ impl Xfs {
                 format!("inode {ino}: bad magic"),
             ));
         }
-        let version = u8_at(&raw, 4)?;
+        let version = BE.u8(&raw, 4)?;
         if !(1..=3).contains(&version) || (version == 3) != self.v5 {
             return Err(DiskError::corrupt(
                 "xfs inode",
                 format!("inode {ino}: version {version}"),
             ));
         }
-        let flags2 = if version >= 3 { be_u64(&raw, 0x78)? } else { 0 };
+        let flags2 = if version >= 3 { BE.u64(&raw, 0x78)? } else { 0 };
         let nextents = if self.nrext64 && flags2 & DIFLAG2_NREXT64 != 0 {
-            be_u64(&raw, 0x18)?
+            BE.u64(&raw, 0x18)?
         } else {
-            be_u32(&raw, 0x4C)? as u64
+            BE.u32(&raw, 0x4C)? as u64
         };
         Ok(Inode {
             ino,
-            mode: be_u16(&raw, 2)?,
+            mode: BE.u16(&raw, 2)?,
             version,
-            format: u8_at(&raw, 5)?,
-            size: be_u64(&raw, 0x38)?,
+            format: BE.u8(&raw, 5)?,
+            size: BE.u64(&raw, 0x38)?,
             nextents,
-            flags: be_u16(&raw, 0x5A)?,
+            flags: BE.u16(&raw, 0x5A)?,
             flags2,
             raw,
         })
@@ -337,12 +307,12 @@ impl Xfs {
 
     fn time(&self, inode: &Inode, off: usize) -> Option<Timestamp> {
         if inode.flags2 & DIFLAG2_BIGTIME != 0 {
-            let t = be_u64(&inode.raw, off).ok()?;
+            let t = BE.u64(&inode.raw, off).ok()?;
             let secs = (t / 1_000_000_000) as i64 - (1i64 << 31);
             Some(Timestamp::new(secs, (t % 1_000_000_000) as u32))
         } else {
-            let secs = be_u32(&inode.raw, off).ok()? as i32 as i64;
-            let nanos = be_u32(&inode.raw, off + 4).ok()?.min(999_999_999);
+            let secs = BE.u32(&inode.raw, off).ok()? as i32 as i64;
+            let nanos = BE.u32(&inode.raw, off + 4).ok()?.min(999_999_999);
             Some(Timestamp::new(secs, nanos))
         }
     }
@@ -370,8 +340,8 @@ impl Xfs {
                 }
             }
             FMT_BTREE => {
-                let level = be_u16(fork, 0)?;
-                let numrecs = be_u16(fork, 2)? as usize;
+                let level = BE.u16(fork, 0)?;
+                let numrecs = BE.u16(fork, 2)? as usize;
                 if level == 0 || level > MAX_BTREE_LEVELS {
                     return Err(DiskError::corrupt(
                         "xfs bmap btree",
@@ -390,7 +360,7 @@ impl Xfs {
                 }
                 let mut visited = HashSet::new();
                 for i in 0..numrecs {
-                    let ptr = be_u64(fork, 4 + maxrecs * 8 + i * 8)?;
+                    let ptr = BE.u64(fork, 4 + maxrecs * 8 + i * 8)?;
                     self.btree_node(inode.ino, ptr, level - 1, &mut visited, &mut out)?;
                 }
             }
@@ -438,8 +408,8 @@ impl Xfs {
         if buf.get(0..4) != Some(magic) {
             return Err(bad(format!("block {fsb}: bad magic")));
         }
-        let node_level = be_u16(&buf, 4)?;
-        let numrecs = be_u16(&buf, 6)? as usize;
+        let node_level = BE.u16(&buf, 4)?;
+        let numrecs = BE.u16(&buf, 6)? as usize;
         if node_level != level {
             return Err(bad(format!(
                 "block {fsb}: level {node_level}, expected {level}"
@@ -462,7 +432,7 @@ impl Xfs {
             }
         } else {
             for i in 0..numrecs {
-                let ptr = be_u64(&buf, hdr + maxrecs * 8 + i * 8)?;
+                let ptr = BE.u64(&buf, hdr + maxrecs * 8 + i * 8)?;
                 self.btree_node(ino, ptr, level - 1, visited, out)?;
             }
         }
@@ -542,24 +512,24 @@ impl Xfs {
         let fork = fork
             .get(..(inode.size as usize).min(fork.len()))
             .unwrap_or(fork);
-        let count = u8_at(fork, 0)? as usize;
-        let i8count = u8_at(fork, 1)? as usize;
+        let count = BE.u8(fork, 0)? as usize;
+        let i8count = BE.u8(fork, 1)? as usize;
         let ino_len = if i8count > 0 { 8 } else { 4 };
         let mut off = 2 + ino_len;
         for _ in 0..count {
-            let namelen = u8_at(fork, off)? as usize;
-            let name = slice(fork, off + 3, namelen)?;
+            let namelen = BE.u8(fork, off)? as usize;
+            let name = BE.slice(fork, off + 3, namelen)?;
             let mut p = off + 3 + namelen;
             let ftype = if self.ftype {
                 p += 1;
-                Some(u8_at(fork, p - 1)?)
+                Some(BE.u8(fork, p - 1)?)
             } else {
                 None
             };
             let ino = if ino_len == 8 {
-                be_u64(fork, p)?
+                BE.u64(fork, p)?
             } else {
-                be_u32(fork, p)? as u64
+                BE.u32(fork, p)? as u64
             };
             self.push_entry(out, name, ino, ftype);
             off = p + ino_len;
@@ -585,7 +555,7 @@ impl Xfs {
         };
         let end = if is_block {
             let len = block.len();
-            let count = be_u32(block, len - 8)? as usize;
+            let count = BE.u32(block, len - 8)? as usize;
             count
                 .checked_mul(8)
                 .and_then(|l| len.checked_sub(8 + l))
@@ -601,8 +571,8 @@ impl Xfs {
         };
         let mut off = hdr;
         while off + 8 <= end {
-            if be_u16(block, off)? == 0xFFFF {
-                let len = be_u16(block, off + 2)? as usize;
+            if BE.u16(block, off)? == 0xFFFF {
+                let len = BE.u16(block, off + 2)? as usize;
                 if len < 8 || !len.is_multiple_of(8) || off + len > end {
                     return Err(DiskError::corrupt(
                         "xfs directory block",
@@ -612,11 +582,11 @@ impl Xfs {
                 off += len;
                 continue;
             }
-            let ino = be_u64(block, off)?;
-            let namelen = u8_at(block, off + 8)? as usize;
-            let name = slice(block, off + 9, namelen)?;
+            let ino = BE.u64(block, off)?;
+            let namelen = BE.u8(block, off + 8)? as usize;
+            let name = BE.slice(block, off + 9, namelen)?;
             let ftype = if self.ftype {
-                Some(u8_at(block, off + 9 + namelen)?)
+                Some(BE.u8(block, off + 9 + namelen)?)
             } else {
                 None
             };
@@ -762,12 +732,12 @@ impl Filesystem for Xfs {
         };
         let mut meta = Metadata::new(kind, size);
         meta.mode = Some(inode.mode as u32);
-        meta.uid = Some(be_u32(raw, 8)?);
-        meta.gid = Some(be_u32(raw, 12)?);
+        meta.uid = Some(BE.u32(raw, 8)?);
+        meta.gid = Some(BE.u32(raw, 12)?);
         meta.nlink = Some(if inode.version == 1 {
-            be_u16(raw, 6)? as u32
+            BE.u16(raw, 6)? as u32
         } else {
-            be_u32(raw, 16)?
+            BE.u32(raw, 16)?
         });
         meta.accessed = self.time(&inode, 0x20);
         meta.modified = self.time(&inode, 0x28);
@@ -819,8 +789,8 @@ impl Filesystem for Xfs {
                     })?;
                     let buf = self.read_fsb(e.fsb.saturating_add(b), self.block_size)?;
                     if buf.get(0..4) == Some(b"XSLM") {
-                        let len = be_u32(&buf, 8)? as usize;
-                        bytes.extend_from_slice(slice(&buf, 56, len)?);
+                        let len = BE.u32(&buf, 8)? as usize;
+                        bytes.extend_from_slice(BE.slice(&buf, 56, len)?);
                     } else {
                         // mkfs.xfs -p (xfsprogs 6.1) writes v5 remote symlinks without the
                         // header; take the block as plain target bytes then.

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use crate::source::BlockSource;
 use crate::{DiskError, Result};
 
-pub(crate) mod codec;
 pub mod qcow2;
 pub mod vhd;
 pub mod vhdx;

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use super::Partition;
 use crate::Result;
-use crate::image::codec::{has_at, le32};
+use crate::bytes::{has_at, le_u32};
 use crate::source::BlockSource;
 
 const SECTOR: u64 = 512;
@@ -36,8 +36,8 @@ fn entries(sector: &[u8; 512]) -> [Entry; 4] {
         let e = 446 + i * 16;
         Entry {
             kind: sector[e + 4],
-            start: le32(sector, e + 8),
-            sectors: le32(sector, e + 12),
+            start: le_u32(sector, e + 8).unwrap_or(0),
+            sectors: le_u32(sector, e + 12).unwrap_or(0),
         }
     })
 }
