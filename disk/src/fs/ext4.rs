@@ -16,6 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::bytes::Fields;
+use crate::fs::extents::{BlockReader, Extent, ExtentFile};
 use crate::fs::{DirEntry, FileContent, FileKind, Filesystem, Metadata, NodeId, Timestamp};
 use crate::source::BlockSource;
 use crate::{DiskError, Result};
@@ -109,16 +110,6 @@ impl Inode {
     fn i_block(&self) -> &[u8] {
         self.raw.get(0x28..0x64).unwrap_or(&[])
     }
-}
-
-/// One mapped piece of a file: `len` blocks from logical block `logical` at physical block
-/// `physical`; `zero` for uninitialized extents (read as zeros).
-#[derive(Clone, Copy, Debug)]
-struct Run {
-    logical: u64,
-    physical: u64,
-    len: u64,
-    zero: bool,
 }
 
 impl Ext4 {
@@ -449,7 +440,7 @@ impl Ext4 {
     }
 
     /// Map a file's logical blocks below `nblocks` to physical runs.
-    fn map(&self, inode: &Inode, nblocks: u64) -> Result<Vec<Run>> {
+    fn map(&self, inode: &Inode, nblocks: u64) -> Result<Vec<Extent>> {
         let mut runs = Vec::new();
         if inode.flags & FL_EXTENTS != 0 {
             let mut visited = HashSet::new();
@@ -493,7 +484,7 @@ impl Ext4 {
         start: u64,
         nblocks: u64,
         reads: &mut usize,
-        runs: &mut Vec<Run>,
+        runs: &mut Vec<Extent>,
     ) -> Result<()> {
         *reads += 1;
         if *reads > MAX_MAP_BLOCKS {
@@ -531,7 +522,7 @@ impl Ext4 {
         budget: u16,
         nblocks: u64,
         visited: &mut HashSet<u64>,
-        runs: &mut Vec<Run>,
+        runs: &mut Vec<Extent>,
     ) -> Result<()> {
         let bad = |detail: String| {
             DiskError::corrupt("ext4 extent tree", format!("inode {}: {detail}", inode.ino))
@@ -589,7 +580,7 @@ impl Ext4 {
     }
 
     /// Open the content of `inode` (file, directory or symlink data), mapping its blocks once.
-    fn content(&self, inode: &Inode, size: u64) -> Result<Ext4File<'_>> {
+    fn content(&self, inode: &Inode, size: u64) -> Result<ExtentFile<'_, Ext4>> {
         if inode.flags & FL_INLINE_DATA != 0 {
             let mut data = self.inline_data(inode)?;
             if size > data.len() as u64 {
@@ -603,21 +594,10 @@ impl Ext4 {
                 ));
             }
             data.truncate(size as usize);
-            return Ok(Ext4File {
-                fs: self,
-                size,
-                inline: Some(data),
-                runs: Vec::new(),
-            });
+            return Ok(ExtentFile::inline(self, size, data));
         }
         let nblocks = size.div_ceil(self.block_size);
-        let runs = self.map(inode, nblocks)?;
-        Ok(Ext4File {
-            fs: self,
-            size,
-            inline: None,
-            runs,
-        })
+        Ok(ExtentFile::mapped(self, size, self.map(inode, nblocks)?))
     }
 
     /// Whole content of a small node (directory, symlink) into memory, capped at `cap` bytes.
@@ -628,17 +608,7 @@ impl Ext4 {
                 inode.ino, inode.size
             )));
         }
-        let mut file = self.content(inode, inode.size)?;
-        let mut buf = vec![0u8; inode.size as usize];
-        let mut done = 0;
-        while done < buf.len() {
-            let n = file.read_at(done as u64, &mut buf[done..])?;
-            if n == 0 {
-                break;
-            }
-            done += n;
-        }
-        Ok(buf)
+        self.content(inode, inode.size)?.read_to_end()
     }
 
     /// Parse dirents in `buf` (one directory block or inline region) into `out`.
@@ -706,7 +676,13 @@ impl Ext4 {
     }
 }
 
-fn push_run(runs: &mut Vec<Run>, logical: u64, physical: u64, len: u64, zero: bool) -> Result<()> {
+fn push_run(
+    runs: &mut Vec<Extent>,
+    logical: u64,
+    physical: u64,
+    len: u64,
+    zero: bool,
+) -> Result<()> {
     if let Some(last) = runs.last_mut()
         && !zero
         && !last.zero
@@ -721,7 +697,7 @@ fn push_run(runs: &mut Vec<Run>, logical: u64, physical: u64, len: u64, zero: bo
             "ext4 file maps to more than {MAX_RUNS} pieces"
         )));
     }
-    runs.push(Run {
+    runs.push(Extent {
         logical,
         physical,
         len,
@@ -730,74 +706,18 @@ fn push_run(runs: &mut Vec<Run>, logical: u64, physical: u64, len: u64, zero: bo
     Ok(())
 }
 
-/// Content of one open ext4 node.
-struct Ext4File<'a> {
-    fs: &'a Ext4,
-    size: u64,
-    inline: Option<Vec<u8>>,
-    runs: Vec<Run>,
-}
-
-impl FileContent for Ext4File<'_> {
-    fn size(&self) -> u64 {
-        self.size
+impl BlockReader for Ext4 {
+    fn block_size(&self) -> u64 {
+        self.block_size
     }
 
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        if offset >= self.size || buf.is_empty() {
-            return Ok(0);
-        }
-        let want = (buf.len() as u64).min(self.size - offset) as usize;
-        let buf = &mut buf[..want];
-        if let Some(data) = &self.inline {
-            let start = offset as usize;
-            buf.copy_from_slice(&data[start..start + want]);
-            return Ok(want);
-        }
-        let bs = self.fs.block_size;
-        let mut done = 0usize;
-        while done < want {
-            let pos = offset + done as u64;
-            let lblock = pos / bs;
-            let i = self.runs.partition_point(|r| r.logical <= lblock);
-            let run = i
-                .checked_sub(1)
-                .and_then(|i| self.runs.get(i))
-                .filter(|r| lblock < r.logical.saturating_add(r.len));
-            let (n, source) = match run {
-                Some(r) => {
-                    let run_end = r.logical.saturating_add(r.len).saturating_mul(bs);
-                    let n = (run_end - pos).min((want - done) as u64) as usize;
-                    let phys = if r.zero {
-                        None
-                    } else {
-                        let first = r.physical.saturating_add(lblock - r.logical);
-                        // The whole piece must lie inside the filesystem.
-                        let last = first.saturating_add((pos % bs + n as u64 - 1) / bs);
-                        self.fs.block_offset(last)?;
-                        Some(self.fs.block_offset(first)? + pos % bs)
-                    };
-                    (n, phys)
-                }
-                None => {
-                    // A hole: up to the next run.
-                    let next = self
-                        .runs
-                        .get(i)
-                        .map(|r| r.logical.saturating_mul(bs))
-                        .unwrap_or(u64::MAX);
-                    let n = (next - pos).min((want - done) as u64) as usize;
-                    (n, None)
-                }
-            };
-            let out = &mut buf[done..done + n];
-            match source {
-                Some(phys) => self.fs.read_bytes(phys, out)?,
-                None => out.fill(0),
-            }
-            done += n;
-        }
-        Ok(want)
+    const SPLIT_AT_BLOCKS: bool = false;
+
+    fn read_blocks(&self, block: u64, within: u64, out: &mut [u8]) -> Result<()> {
+        // The whole piece must lie inside the filesystem.
+        let last = block.saturating_add((within + out.len() as u64 - 1) / self.block_size);
+        self.block_offset(last)?;
+        self.read_bytes(self.block_offset(block)? + within, out)
     }
 }
 

@@ -20,6 +20,23 @@ pub(crate) struct Extent {
     pub(crate) zero: bool,
 }
 
+impl Extent {
+    /// Physical block of logical block `lblock`, which this extent holds.
+    pub(crate) fn physical_of(&self, lblock: u64) -> u64 {
+        self.physical.saturating_add(lblock - self.logical)
+    }
+}
+
+/// The extent of `extents` (sorted by logical block) that holds logical block `lblock`; else
+/// (a hole) the index of the next extent, `extents.len()` if none.
+pub(crate) fn lookup(extents: &[Extent], lblock: u64) -> std::result::Result<&Extent, usize> {
+    let i = extents.partition_point(|e| e.logical <= lblock);
+    i.checked_sub(1)
+        .and_then(|i| extents.get(i))
+        .filter(|e| lblock < e.logical.saturating_add(e.len))
+        .ok_or(i)
+}
+
 /// A filesystem's blocks, as an [`ExtentFile`] reads them.
 pub(crate) trait BlockReader: Sync {
     /// Block size in bytes.
@@ -100,14 +117,9 @@ impl<R: BlockReader> FileContent for ExtentFile<'_, R> {
             let pos = offset + done as u64;
             let lblock = pos / bs;
             let within = pos % bs;
-            let i = self.extents.partition_point(|e| e.logical <= lblock);
-            let extent = i
-                .checked_sub(1)
-                .and_then(|i| self.extents.get(i))
-                .filter(|e| lblock < e.logical.saturating_add(e.len));
             let left = (want - done) as u64;
-            match extent {
-                Some(e) => {
+            match lookup(&self.extents, lblock) {
+                Ok(e) => {
                     let extent_end = e.logical.saturating_add(e.len).saturating_mul(bs);
                     let mut n = (extent_end - pos).min(left);
                     if R::SPLIT_AT_BLOCKS {
@@ -117,12 +129,11 @@ impl<R: BlockReader> FileContent for ExtentFile<'_, R> {
                     if e.zero {
                         out.fill(0);
                     } else {
-                        let block = e.physical.saturating_add(lblock - e.logical);
-                        self.fs.read_blocks(block, within, out)?;
+                        self.fs.read_blocks(e.physical_of(lblock), within, out)?;
                     }
                     done += n as usize;
                 }
-                None => {
+                Err(i) => {
                     // A hole: zeros up to the next extent.
                     let next = self
                         .extents

@@ -149,6 +149,7 @@ impl std::io::Read for ContentReader<'_> {
 
 pub mod btrfs;
 pub mod ext4;
+pub(crate) mod extents;
 pub mod fat;
 pub mod ntfs;
 pub mod xfs;

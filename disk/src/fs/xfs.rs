@@ -12,6 +12,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::bytes::Fields;
+use crate::fs::extents::{BlockReader, Extent, ExtentFile};
 use crate::fs::{DirEntry, FileContent, FileKind, Filesystem, Metadata, NodeId, Timestamp};
 use crate::source::BlockSource;
 use crate::{DiskError, Result};
@@ -115,22 +116,14 @@ impl Inode {
     }
 }
 
-/// One extent: `len` blocks from file block `logical` at filesystem block `fsb`.
-#[derive(Clone, Copy, Debug)]
-struct Extent {
-    logical: u64,
-    fsb: u64,
-    len: u64,
-    unwritten: bool,
-}
-
 fn parse_extent(buf: &[u8], off: usize) -> Result<Extent> {
     let l0 = BE.u64(buf, off)?;
     let l1 = BE.u64(buf, off + 8)?;
+    // The physical block is a filesystem block number (AG number in the high bits).
     Ok(Extent {
-        unwritten: l0 >> 63 != 0,
+        zero: l0 >> 63 != 0,
         logical: (l0 >> 9) & ((1 << 54) - 1),
-        fsb: ((l0 & 0x1FF) << 43) | (l1 >> 21),
+        physical: ((l0 & 0x1FF) << 43) | (l1 >> 21),
         len: l1 & ((1 << 21) - 1),
     })
 }
@@ -439,7 +432,7 @@ impl Xfs {
         Ok(())
     }
 
-    fn content(&self, inode: &Inode, size: u64) -> Result<XfsFile<'_>> {
+    fn content(&self, inode: &Inode, size: u64) -> Result<ExtentFile<'_, Xfs>> {
         if inode.flags & DIFLAG_REALTIME != 0 {
             return Err(DiskError::unsupported(
                 "xfs file",
@@ -458,32 +451,9 @@ impl Xfs {
                     ),
                 )
             })?;
-            return Ok(XfsFile {
-                fs: self,
-                size,
-                local: Some(data.to_vec()),
-                extents: Vec::new(),
-            });
+            return Ok(ExtentFile::inline(self, size, data.to_vec()));
         }
-        Ok(XfsFile {
-            fs: self,
-            size,
-            local: None,
-            extents: self.extents(inode)?,
-        })
-    }
-
-    fn read_all(file: &mut XfsFile<'_>) -> Result<Vec<u8>> {
-        let mut buf = vec![0u8; file.size as usize];
-        let mut done = 0;
-        while done < buf.len() {
-            let n = file.read_at(done as u64, &mut buf[done..])?;
-            if n == 0 {
-                break;
-            }
-            done += n;
-        }
-        Ok(buf)
+        Ok(ExtentFile::mapped(self, size, self.extents(inode)?))
     }
 
     fn ftype_kind(&self, t: u8) -> Option<FileKind> {
@@ -604,70 +574,17 @@ impl Xfs {
     }
 }
 
-/// Content of one open XFS node.
-struct XfsFile<'a> {
-    fs: &'a Xfs,
-    size: u64,
-    local: Option<Vec<u8>>,
-    extents: Vec<Extent>,
-}
-
-impl FileContent for XfsFile<'_> {
-    fn size(&self) -> u64 {
-        self.size
+impl BlockReader for Xfs {
+    fn block_size(&self) -> u64 {
+        self.block_size
     }
 
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        if offset >= self.size || buf.is_empty() {
-            return Ok(0);
-        }
-        let want = (buf.len() as u64).min(self.size - offset) as usize;
-        let buf = &mut buf[..want];
-        if let Some(data) = &self.local {
-            let start = offset as usize;
-            buf.copy_from_slice(&data[start..start + want]);
-            return Ok(want);
-        }
-        let fs = self.fs;
-        let bs = fs.block_size;
-        let mut done = 0usize;
-        while done < want {
-            let pos = offset + done as u64;
-            let lblock = pos / bs;
-            let i = self.extents.partition_point(|e| e.logical <= lblock);
-            let ext = i
-                .checked_sub(1)
-                .and_then(|i| self.extents.get(i))
-                .filter(|e| lblock < e.logical.saturating_add(e.len));
-            match ext {
-                Some(e) => {
-                    // Read block by block within the extent: an extent may cross an AG boundary
-                    // only in a corrupt filesystem, and block-sized pieces keep that checked.
-                    let within = pos % bs;
-                    let ext_end = e.logical.saturating_add(e.len).saturating_mul(bs);
-                    let n = (bs - within).min(ext_end - pos).min((want - done) as u64) as usize;
-                    let out = &mut buf[done..done + n];
-                    if e.unwritten {
-                        out.fill(0);
-                    } else {
-                        let fsb = e.fsb.saturating_add(lblock - e.logical);
-                        fs.source.read_at(fs.fsb_offset(fsb)? + within, out)?;
-                    }
-                    done += n;
-                }
-                None => {
-                    let next = self
-                        .extents
-                        .get(i)
-                        .map(|e| e.logical.saturating_mul(bs))
-                        .unwrap_or(u64::MAX);
-                    let n = (next - pos).min((want - done) as u64) as usize;
-                    buf[done..done + n].fill(0);
-                    done += n;
-                }
-            }
-        }
-        Ok(want)
+    // Block by block: an extent may cross an AG boundary only in a corrupt filesystem, and
+    // block-sized pieces keep that checked.
+    const SPLIT_AT_BLOCKS: bool = true;
+
+    fn read_blocks(&self, block: u64, within: u64, out: &mut [u8]) -> Result<()> {
+        self.source.read_at(self.fsb_offset(block)? + within, out)
     }
 }
 
@@ -775,7 +692,7 @@ impl Filesystem for Xfs {
             )));
         }
         let bytes = if inode.format == FMT_LOCAL || !self.v5 {
-            Self::read_all(&mut self.content(&inode, size)?)?
+            self.content(&inode, size)?.read_to_end()?
         } else {
             // v5 remote symlink: each block starts with a 56-byte XSLM header.
             let extents = self.extents(&inode)?;
@@ -787,7 +704,7 @@ impl Filesystem for Xfs {
                     budget = budget.checked_sub(1).ok_or_else(|| {
                         DiskError::Limit(format!("symlink inode {node} spans too many blocks"))
                     })?;
-                    let buf = self.read_fsb(e.fsb.saturating_add(b), self.block_size)?;
+                    let buf = self.read_fsb(e.physical.saturating_add(b), self.block_size)?;
                     if buf.get(0..4) == Some(b"XSLM") {
                         let len = BE.u32(&buf, 8)? as usize;
                         bytes.extend_from_slice(BE.slice(&buf, 56, len)?);

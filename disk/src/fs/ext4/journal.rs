@@ -8,8 +8,9 @@
 
 use std::collections::HashMap;
 
-use super::{Ext4, Run};
+use super::Ext4;
 use crate::bytes::{Fields, be_u16};
+use crate::fs::extents::{Extent, lookup};
 use crate::{DiskError, Result};
 
 const WHAT: &str = "jbd2 journal";
@@ -68,21 +69,19 @@ impl Copy {
 /// The journal file: its logical blocks mapped to byte offsets.
 struct Log<'a> {
     fs: &'a Ext4,
-    runs: Vec<Run>,
+    runs: Vec<Extent>,
 }
 
 impl Log<'_> {
     fn offset(&self, lblock: u64) -> Result<u64> {
-        let i = self.runs.partition_point(|r| r.logical <= lblock);
-        let run = i
-            .checked_sub(1)
-            .and_then(|i| self.runs.get(i))
-            .filter(|r| lblock < r.logical.saturating_add(r.len) && !r.zero)
+        let run = lookup(&self.runs, lblock)
+            .ok()
+            .filter(|r| !r.zero)
             .ok_or_else(|| {
                 DiskError::corrupt(WHAT, format!("journal block {lblock} is not mapped"))
             })?;
         self.fs
-            .block_offset(r_phys(run, lblock))
+            .block_offset(run.physical_of(lblock))
             .map_err(|_| DiskError::corrupt(WHAT, format!("journal block {lblock} out of range")))
     }
 
@@ -91,10 +90,6 @@ impl Log<'_> {
         self.fs.source.read_at(self.offset(lblock)?, &mut buf)?;
         Ok(buf)
     }
-}
-
-fn r_phys(run: &Run, lblock: u64) -> u64 {
-    run.physical.saturating_add(lblock - run.logical)
 }
 
 /// One committed (or pending) transaction's block copies: (fs block, journal block, escaped).
