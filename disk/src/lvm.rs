@@ -572,34 +572,6 @@ impl Parser<'_> {
     }
 }
 
-#[doc(hidden)]
-/// Fuzz entry: read a PV label and metadata from arbitrary bytes, parse the text, open every LV.
-pub fn fuzz(data: &[u8]) {
-    let source: Arc<dyn BlockSource> = Arc::new(crate::source::MemSource::new(data.to_vec()));
-    let text = match read_pv(source.as_ref()) {
-        Ok(Some(PhysicalVolume {
-            uuid,
-            metadata: Some(text),
-        })) => Some((uuid, text)),
-        _ => None,
-    };
-    let (uuid, text) = text.unwrap_or_else(|| {
-        (
-            String::new(),
-            String::from_utf8_lossy(data.get(..64 * 1024).unwrap_or(data)).into_owned(),
-        )
-    });
-    if let Ok(vg) = VolumeGroup::parse(&text) {
-        let pvs = HashMap::from([(uuid, source.clone())]);
-        for lv in &vg.lvs {
-            if let Ok(lv) = vg.open_lv(lv, &pvs) {
-                let mut buf = [0u8; 4096];
-                let _ = lv.read_at(0, &mut buf[..lv.size().min(4096) as usize]);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

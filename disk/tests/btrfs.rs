@@ -237,5 +237,5 @@ fn fuzz_seed_lists_and_reads_files() {
 /// The seed corpus with deterministic random byte mutations must never panic or hang.
 #[test]
 fn mutated_seeds_never_panic() {
-    common::run_mutated_seeds("btrfs", snapsentry_disk::fs::btrfs::fuzz);
+    common::run_mutated_seeds("btrfs", snapsentry_disk::fuzzing::btrfs);
 }

@@ -352,5 +352,5 @@ fn compressed_and_encrypted_files_are_unreadable() {
 /// The seed corpus with deterministic random byte mutations must never panic or hang.
 #[test]
 fn mutated_seeds_never_panic() {
-    common::run_mutated_seeds("ntfs", snapsentry_disk::fs::ntfs::fuzz);
+    common::run_mutated_seeds("ntfs", snapsentry_disk::fuzzing::ntfs);
 }

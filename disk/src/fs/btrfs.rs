@@ -861,9 +861,3 @@ impl FileContent for BtrfsFile<'_> {
         Ok(n.max(1).min(limit))
     }
 }
-
-/// Fuzz entry: open `data` as a btrfs volume and walk and read everything.
-#[doc(hidden)]
-pub fn fuzz(data: &[u8]) {
-    crate::fuzzing::exercise_volume(data, |s| Btrfs::open(s).map(|fs| Arc::new(fs) as _));
-}

@@ -850,9 +850,3 @@ impl Filesystem for Ext4 {
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 }
-
-/// Fuzz entry: open `data` as a ext2/3/4 volume and walk and read everything.
-#[doc(hidden)]
-pub fn fuzz(data: &[u8]) {
-    crate::fuzzing::exercise_volume(data, |s| Ext4::open(s).map(|fs| Arc::new(fs) as _));
-}

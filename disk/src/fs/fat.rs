@@ -702,12 +702,6 @@ impl FileContent for FatFile<'_> {
     }
 }
 
-/// Fuzz entry: open `data` as a FAT12/16/32 volume and walk and read everything.
-#[doc(hidden)]
-pub fn fuzz(data: &[u8]) {
-    crate::fuzzing::exercise_volume(data, |s| Fat::open(s).map(|fs| Arc::new(fs) as _));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

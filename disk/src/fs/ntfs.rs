@@ -971,12 +971,6 @@ impl FileContent for NtfsFile<'_> {
     }
 }
 
-/// Fuzz entry: open `data` as an NTFS volume and walk and read everything.
-#[doc(hidden)]
-pub fn fuzz(data: &[u8]) {
-    crate::fuzzing::exercise_volume(data, |s| Ntfs::open(s).map(|fs| Arc::new(fs) as _));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -728,9 +728,3 @@ impl Filesystem for Xfs {
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 }
-
-/// Fuzz entry: open `data` as a XFS volume and walk and read everything.
-#[doc(hidden)]
-pub fn fuzz(data: &[u8]) {
-    crate::fuzzing::exercise_volume(data, |s| Xfs::open(s).map(|fs| Arc::new(fs) as _));
-}

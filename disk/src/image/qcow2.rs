@@ -216,15 +216,6 @@ impl BlockSource for Qcow2 {
     }
 }
 
-#[doc(hidden)]
-/// Fuzz entry: open arbitrary bytes as qcow2 and read the whole virtual disk.
-pub fn fuzz(data: &[u8]) {
-    let source: Arc<dyn BlockSource> = Arc::new(crate::source::MemSource::new(data.to_vec()));
-    if let Ok(image) = Qcow2::open(source) {
-        crate::fuzzing::exercise_source(&image);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

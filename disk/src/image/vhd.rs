@@ -190,15 +190,6 @@ impl BlockSource for Vhd {
     }
 }
 
-#[doc(hidden)]
-/// Fuzz entry: open arbitrary bytes as a VHD and read the whole virtual disk.
-pub fn fuzz(data: &[u8]) {
-    let source: Arc<dyn BlockSource> = Arc::new(crate::source::MemSource::new(data.to_vec()));
-    if let Ok(image) = Vhd::open(source) {
-        crate::fuzzing::exercise_source(&image);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

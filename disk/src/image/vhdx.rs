@@ -300,12 +300,3 @@ impl BlockSource for Vhdx {
         })
     }
 }
-
-#[doc(hidden)]
-/// Fuzz entry: open arbitrary bytes as a VHDX and read the whole virtual disk.
-pub fn fuzz(data: &[u8]) {
-    let source: Arc<dyn BlockSource> = Arc::new(crate::source::MemSource::new(data.to_vec()));
-    if let Ok(image) = Vhdx::open(source) {
-        crate::fuzzing::exercise_source(&image);
-    }
-}

@@ -270,15 +270,6 @@ impl BlockSource for Vmdk {
     }
 }
 
-#[doc(hidden)]
-/// Fuzz entry: open arbitrary bytes as a VMDK sparse extent and read the whole virtual disk.
-pub fn fuzz(data: &[u8]) {
-    let source: Arc<dyn BlockSource> = Arc::new(crate::source::MemSource::new(data.to_vec()));
-    if let Ok(image) = Vmdk::open(source) {
-        crate::fuzzing::exercise_source(&image);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -150,10 +150,3 @@ fn read_copy(disk: &dyn BlockSource, sector: u64, lba: u64) -> Result<Option<Vec
     }
     Ok(Some(parts))
 }
-
-#[doc(hidden)]
-/// Fuzz entry: read a GPT (primary or backup) from arbitrary bytes.
-pub fn fuzz(data: &[u8]) {
-    let disk = crate::source::MemSource::new(data.to_vec());
-    let _ = read(&disk);
-}

@@ -150,16 +150,6 @@ fn read_logical(disk: &dyn BlockSource, ext: Entry, parts: &mut Vec<Partition>) 
     tracing::warn!("MBR: more than {MAX_LOGICAL} logical partitions, the rest are ignored");
 }
 
-#[doc(hidden)]
-/// Fuzz entry: read an MBR (and its logical partitions) from arbitrary bytes.
-pub fn fuzz(data: &[u8]) {
-    let disk = crate::source::MemSource::new(data.to_vec());
-    let mut sector0 = [0u8; 512];
-    if disk.read_at(0, &mut sector0).is_ok() && parse_sector(&sector0).is_some() {
-        let _ = read(&disk, &sector0);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
