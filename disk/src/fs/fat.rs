@@ -468,35 +468,28 @@ fn short_name(e: &[u8; 32]) -> String {
     }
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// A FAT date and time (time 0 for date-only fields); `None` when unset or invalid.
 fn fat_time(date: u16, time: u16) -> Option<Timestamp> {
     if date == 0 {
         return None;
     }
-    let year = 1980 + i64::from(date >> 9);
-    let month = u32::from((date >> 5) & 0xF);
-    let day = u32::from(date & 0x1F);
+    let year = 1980 + (date >> 9) as i16;
+    let month = ((date >> 5) & 0xF) as i8;
+    let day = (date & 0x1F) as i64;
     let (h, m, s) = (
-        i64::from(time >> 11),
-        i64::from((time >> 5) & 0x3F),
-        i64::from(time & 0x1F) * 2,
+        (time >> 11) as i8,
+        ((time >> 5) & 0x3F) as i8,
+        (time & 0x1F) as i8 * 2,
     );
     if !(1..=12).contains(&month) || day == 0 || h > 23 || m > 59 || s > 59 {
         return None;
     }
-    let secs = days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s;
-    Some(Timestamp::new(secs, 0))
+    // A day past the end of its month (February 30) rolls over into the next month, as the
+    // plain day count always did: count days from the first of the month.
+    let first = jiff::civil::Date::new(year, month, 1).ok()?;
+    let date = first.checked_add(jiff::Span::new().days(day - 1)).ok()?;
+    let at = date.at(h, m, s, 0).to_zoned(jiff::tz::TimeZone::UTC).ok()?;
+    Some(Timestamp::new(at.timestamp().as_second(), 0))
 }
 
 impl Filesystem for Fat {
@@ -714,6 +707,18 @@ mod tests {
         assert_eq!(fat_time(date, time), Some(Timestamp::new(1_700_000_000, 0)));
         assert_eq!(fat_time(0, 0), None);
         assert_eq!(fat_time((1 << 9) | (13 << 5) | 1, 0), None);
+        // The limits of the format: 1980-01-01 and 2107-12-31 23:59:58.
+        assert_eq!(
+            fat_time((1 << 5) | 1, 0),
+            Some(Timestamp::new(315_532_800, 0))
+        );
+        let last = (127 << 9) | (12 << 5) | 31;
+        let time = (23 << 11) | (59 << 5) | 29;
+        assert_eq!(fat_time(last, time), Some(Timestamp::new(4_354_819_198, 0)));
+        // A day past the end of the month rolls over: 2023-02-30 is 2023-03-02.
+        let feb30 = ((2023 - 1980) << 9) | (2 << 5) | 30;
+        let mar2 = ((2023 - 1980) << 9) | (3 << 5) | 2;
+        assert_eq!(fat_time(feb30, 0), fat_time(mar2, 0));
     }
 
     #[test]
