@@ -20,6 +20,8 @@
 //! # Ok::<(), snapsentry_disk::DiskError>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub(crate) mod bytes;
 pub(crate) mod crc;
 pub mod error;

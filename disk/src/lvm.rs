@@ -171,6 +171,7 @@ fn read_metadata_area(pv: &dyn BlockSource, start: u64, size: u64) -> Result<Opt
 /// A volume group as its metadata describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VolumeGroup {
+    /// The VG's name (`rootvg`).
     pub name: String,
     /// Sequence number: the highest copy among PVs is the newest.
     pub seqno: u64,
@@ -194,7 +195,9 @@ pub struct PvRef {
 /// A logical volume: its linear segments, or why it cannot be read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogicalVolume {
+    /// The LV's name (`rootlv`).
     pub name: String,
+    /// Its segments, or why it cannot be read (only linear LVs are: one stripe per segment).
     pub layout: std::result::Result<Vec<Segment>, String>,
 }
 
@@ -202,9 +205,13 @@ pub struct LogicalVolume {
 /// `pv_start_extent`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Segment {
+    /// First LV extent of the segment.
     pub start_extent: u64,
+    /// Number of extents.
     pub extent_count: u64,
+    /// The PV's name in the VG metadata (`pv0`).
     pub pv: String,
+    /// First extent on that PV.
     pub pv_start_extent: u64,
 }
 

@@ -148,6 +148,8 @@ pub fn detect(head: &[u8]) -> bool {
 }
 
 impl Btrfs {
+    /// Open the btrfs filesystem that `source` holds (one whole volume), validating its
+    /// superblock.
     pub fn open(source: Arc<dyn BlockSource>) -> Result<Self> {
         const WHAT: &str = "btrfs superblock";
         let mut sb = vec![0u8; 4096];

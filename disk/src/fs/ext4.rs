@@ -113,6 +113,8 @@ impl Inode {
 }
 
 impl Ext4 {
+    /// Open the ext2/3/4 filesystem that `source` holds (one whole volume), validating its
+    /// superblock.
     pub fn open(source: Arc<dyn BlockSource>) -> Result<Self> {
         let mut sb = vec![0u8; 1024];
         source.read_at(1024, &mut sb)?;

@@ -182,6 +182,8 @@ pub struct Fat {
 }
 
 impl Fat {
+    /// Open the FAT12/16/32 filesystem that `source` holds (one whole volume), validating its
+    /// boot sector.
     pub fn open(source: Arc<dyn BlockSource>) -> Result<Self> {
         let mut boot = [0u8; 512];
         source.read_at(0, &mut boot)?;

@@ -252,6 +252,8 @@ pub fn detect(head: &[u8]) -> bool {
 }
 
 impl Ntfs {
+    /// Open the NTFS filesystem that `source` holds (one whole volume), validating its
+    /// boot sector.
     pub fn open(source: Arc<dyn BlockSource>) -> Result<Self> {
         const WHAT: &str = "ntfs boot sector";
         let mut boot = [0u8; 512];

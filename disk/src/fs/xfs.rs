@@ -129,6 +129,8 @@ fn parse_extent(buf: &[u8], off: usize) -> Result<Extent> {
 }
 
 impl Xfs {
+    /// Open the XFS filesystem that `source` holds (one whole volume), validating its
+    /// superblock.
     pub fn open(source: Arc<dyn BlockSource>) -> Result<Self> {
         let mut sb = vec![0u8; 512];
         source.read_at(0, &mut sb)?;
