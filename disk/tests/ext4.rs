@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{Checks, Features, RefTree, assert_matches, blank_image, build_tree, run};
+use common::{
+    Checks, Features, RefTree, assert_matches, blank_image, build_tree, read_everything, run,
+};
 use snapsentry_disk::fs::ext4::{self, Ext4};
 use snapsentry_disk::fs::{FileKind, Filesystem};
 use snapsentry_disk::source::{BlockSource, FileSource, MemSource};
@@ -259,30 +261,8 @@ fn small_image(args: &[&str]) -> Vec<u8> {
 fn exercise(bytes: Vec<u8>) -> Option<usize> {
     let source: Arc<dyn BlockSource> = Arc::new(MemSource::new(bytes));
     let fs = Ext4::open(source).ok()?;
-    let mut errors = 0;
-    let summary =
-        snapsentry_disk::walk::walk(&fs, &snapsentry_disk::walk::WalkLimits::default(), |e| {
-            if e.metadata.kind == FileKind::File {
-                match fs.open(e.node) {
-                    Ok(mut c) => {
-                        let mut buf = vec![0u8; 65536];
-                        let mut off = 0;
-                        while off < 4 << 20 {
-                            match c.read_at(off, &mut buf) {
-                                Ok(0) | Err(_) => break,
-                                Ok(n) => off += n as u64,
-                            }
-                        }
-                    }
-                    Err(_) => errors += 1,
-                }
-            }
-            std::ops::ControlFlow::Continue(())
-        });
-    if let Ok(s) = summary {
-        errors += s.errors.len();
-    }
-    Some(errors)
+    let met = read_everything(&fs);
+    Some(met.open_errors + met.walk_errors)
 }
 
 /// Find `inode`'s raw bytes offset in `img` (1 KiB blocks, group 0).

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{Checks, Features, RefTree, assert_matches, blank_image, build_tree, run};
+use common::{
+    Checks, Features, RefTree, assert_matches, blank_image, build_tree, read_everything, run,
+};
 use snapsentry_disk::fs::xfs::{self, Xfs};
 use snapsentry_disk::fs::{FileKind, Filesystem};
 use snapsentry_disk::source::{BlockSource, FileSource};
@@ -315,35 +317,12 @@ impl Small {
     }
 }
 
+/// Open and exercise everything; must not panic or hang. Returns the error count (symlinks
+/// without a target included), or None when the filesystem did not open.
 fn exercise(source: Arc<dyn BlockSource>) -> Option<usize> {
     let fs = Xfs::open(source).ok()?;
-    let mut errors = 0;
-    let summary =
-        snapsentry_disk::walk::walk(&fs, &snapsentry_disk::walk::WalkLimits::default(), |e| {
-            if e.metadata.kind == FileKind::File {
-                match fs.open(e.node) {
-                    Ok(mut c) => {
-                        let mut buf = vec![0u8; 65536];
-                        let mut off = 0;
-                        while off < 4 << 20 {
-                            match c.read_at(off, &mut buf) {
-                                Ok(0) | Err(_) => break,
-                                Ok(n) => off += n as u64,
-                            }
-                        }
-                    }
-                    Err(_) => errors += 1,
-                }
-            }
-            if e.metadata.kind == FileKind::Symlink && e.link_target.is_none() {
-                errors += 1;
-            }
-            std::ops::ControlFlow::Continue(())
-        });
-    if let Ok(s) = summary {
-        errors += s.errors.len();
-    }
-    Some(errors)
+    let met = read_everything(&fs);
+    Some(met.open_errors + met.walk_errors + met.unread_links)
 }
 
 /// Superblock geometry needed to find things in tests.

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::ops::ControlFlow;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
@@ -367,19 +367,88 @@ pub fn assert_matches(
     );
 }
 
+/// What [`read_everything`] met on the way.
+#[derive(Debug, Default)]
+pub struct ReadAll {
+    /// Regular files that would not open.
+    pub open_errors: usize,
+    /// Problems the walk reported (when it finished).
+    pub walk_errors: usize,
+    /// Symlinks listed without a target.
+    pub unread_links: usize,
+}
+
+/// Walk `fs` with the default limits and read every regular file (its first 4 MiB, in 64 KiB
+/// reads, stopping at the first read error): for hostile images, where it must not panic or hang.
+pub fn read_everything(fs: &dyn Filesystem) -> ReadAll {
+    let mut met = ReadAll::default();
+    let summary = walk(fs, &WalkLimits::default(), |e| {
+        if e.metadata.kind == FileKind::File {
+            match fs.open(e.node) {
+                Ok(mut c) => {
+                    let mut buf = vec![0u8; 65536];
+                    let mut off = 0;
+                    while off < 4 << 20 {
+                        match c.read_at(off, &mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => off += n as u64,
+                        }
+                    }
+                }
+                Err(_) => met.open_errors += 1,
+            }
+        }
+        if e.metadata.kind == FileKind::Symlink && e.link_target.is_none() {
+            met.unread_links += 1;
+        }
+        ControlFlow::Continue(())
+    });
+    if let Ok(s) = summary {
+        met.walk_errors = s.errors.len();
+    }
+    met
+}
+
 /// Run a tool, panicking with its name and stderr when it is missing or fails.
 pub fn run(cmd: &mut Command) -> String {
+    run_with_input(cmd, None)
+}
+
+/// [`run`] with `stdin` written to the tool's standard input (closed when `None`).
+pub fn run_with_input(cmd: &mut Command, stdin: Option<&str>) -> String {
     let name = cmd.get_program().to_string_lossy().into_owned();
-    let out = cmd.output().unwrap_or_else(|e| {
-        panic!("cannot run `{name}` ({e}); run scripts/toolchain.sh to install the test tools")
-    });
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run `{name}` ({e}); run scripts/toolchain.sh to install the test tools")
+        });
+    let mut input = child.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes()).unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    let args: Vec<_> = cmd.get_args().collect();
     assert!(
         out.status.success(),
-        "`{name}` failed ({}):\n{}",
+        "`{name}` {args:?} failed ({}):\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Run the tool `name` with `args` (see [`run`]).
+pub fn tool(name: &str, args: &[&str]) -> String {
+    run(Command::new(name).args(args))
+}
+
+/// Run the tool `name` with `args`, feeding it `stdin` (see [`run_with_input`]).
+pub fn tool_with_input(name: &str, args: &[&str], stdin: &str) -> String {
+    run_with_input(Command::new(name).args(args), Some(stdin))
 }
 
 /// A sparse image file of `size` bytes in `dir`.
@@ -388,6 +457,31 @@ pub fn blank_image(dir: &Path, name: &str, size: u64) -> PathBuf {
     let f = fs::File::create(&path).unwrap();
     f.set_len(size).unwrap();
     path
+}
+
+/// A sparse image file of `size` bytes in `dir` whose first 64 bytes of every 4 KiB block are
+/// pseudo-random (seeded by `size`), so offsets can be told apart.
+pub fn noisy_image(dir: &Path, name: &str, size: u64) -> PathBuf {
+    let path = dir.join(name);
+    let mut data = vec![0u8; size as usize];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ size;
+    for chunk in data.chunks_mut(4096) {
+        for b in chunk.iter_mut().take(64) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+    }
+    fs::write(&path, &data).unwrap();
+    path
+}
+
+/// Overwrite the bytes at `offset` of the file at `path` with `bytes`.
+pub fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(bytes, offset).unwrap();
 }
 
 /// `SystemTime` → seconds, for tests that set times themselves.
