@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use common::{
     Checks, Features, RefTree, assert_matches, blank_image, build_tree, read_everything, run,
+    try_loop_mount,
 };
 use snapsentry_disk::fs::ext4::{self, Ext4};
 use snapsentry_disk::fs::{FileKind, Filesystem};
@@ -433,18 +434,10 @@ fn journal_replay_of_unclean_image() {
         .args(["-q", "-F", "-t", "ext4"])
         .arg(&image));
     let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-o", "loop"])
-        .arg(&image)
-        .arg(&mnt)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !mounted {
+    let Some(mount) = try_loop_mount(&image, &mnt, "") else {
         eprintln!("skipping: cannot loop-mount ext4 here");
         return;
-    }
+    };
     let copy = dir.path().join("unclean.img");
     let result = std::panic::catch_unwind(|| {
         std::fs::create_dir(mnt.join("newdir")).unwrap();
@@ -471,9 +464,9 @@ fn journal_replay_of_unclean_image() {
         std::fs::copy(&image, &copy).unwrap();
         content
     });
-    let umount = Command::new("umount").arg(&mnt).status();
+    let umount = mount.unmount();
     let content = result.unwrap();
-    assert!(umount.unwrap().success());
+    assert!(umount);
 
     let raw = std::fs::read(&copy).unwrap();
     let incompat = u32::from_le_bytes(raw[1024 + 0x60..1024 + 0x64].try_into().unwrap());

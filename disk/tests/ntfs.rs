@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{Checks, Features, RefTree, assert_matches, blank_image, build_tree, run};
+use common::{Checks, Features, Mount, RefTree, assert_matches, blank_image, build_tree, run};
 use snapsentry_disk::fs::ntfs::{self, Ntfs};
 use snapsentry_disk::fs::{FileKind, Filesystem};
 use snapsentry_disk::source::{BlockSource, FileSource, MemSource};
@@ -28,15 +28,6 @@ const NTFS_CHECKS: Checks = Checks {
     mtime: true,
     mtime_slack: 0,
 };
-
-/// Unmounts on drop, so a failing test does not leave a FUSE mount behind.
-struct Mount(PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
 
 /// `mkntfs` an image and copy `tree` into it through an `ntfs-3g` mount.
 fn ntfs_image(dir: &Path, tree: &RefTree, size: u64) -> PathBuf {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use common::{
     Checks, Features, RefTree, assert_matches, blank_image, build_tree, read_everything, run,
+    try_loop_mount,
 };
 use snapsentry_disk::fs::xfs::{self, Xfs};
 use snapsentry_disk::fs::{FileKind, Filesystem};
@@ -148,18 +149,10 @@ fn xfs_mounted_copy_with_times_links_and_btree_extents() {
         .args(["-q", "-f", "-L", "refvol"])
         .arg(&image));
     let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-o", "loop"])
-        .arg(&image)
-        .arg(&mnt)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !mounted {
+    let Some(mount) = try_loop_mount(&image, &mnt, "") else {
         eprintln!("skipping: cannot loop-mount XFS here");
         return;
-    }
+    };
     let copied = Command::new("cp")
         .args(["-a", "--sparse=always"])
         .arg(format!("{}/.", tree.path().display()))
@@ -179,9 +172,9 @@ fn xfs_mounted_copy_with_times_links_and_btree_extents() {
     let want_frag = std::fs::read(&frag).unwrap();
     // A remote symlink (kernel-written, with its XSLM header).
     std::os::unix::fs::symlink("r".repeat(1000), mnt.join("remote-link")).unwrap();
-    let umount = Command::new("umount").arg(&mnt).status();
+    let umount = mount.unmount();
     assert!(copied.unwrap().success());
-    assert!(umount.unwrap().success());
+    assert!(umount);
 
     let fs = open(&image);
     assert_matches(&fs, &tree, Checks::ALL, |p| {

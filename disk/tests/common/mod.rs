@@ -367,6 +367,45 @@ pub fn assert_matches(
     );
 }
 
+/// A mounted filesystem, unmounted on drop so that a failing test leaves no mount behind.
+pub struct Mount(pub PathBuf);
+
+impl Mount {
+    /// Unmount now; whether `umount` succeeded.
+    pub fn unmount(self) -> bool {
+        let ok = Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        std::mem::forget(self);
+        ok
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Loop-mount `image` on `mnt` (created here) with `mount -o loop<,options>`, or `None` where
+/// this machine does not allow it (the caller then skips what needs the mount).
+pub fn try_loop_mount(image: &Path, mnt: &Path, options: &str) -> Option<Mount> {
+    fs::create_dir(mnt).unwrap();
+    let options = if options.is_empty() {
+        "loop".to_string()
+    } else {
+        format!("loop,{options}")
+    };
+    Command::new("mount")
+        .args(["-o", &options])
+        .arg(image)
+        .arg(mnt)
+        .output()
+        .is_ok_and(|o| o.status.success())
+        .then(|| Mount(mnt.to_path_buf()))
+}
+
 /// What [`read_everything`] met on the way.
 #[derive(Debug, Default)]
 pub struct ReadAll {
