@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
@@ -17,6 +17,13 @@ use snapsentry_disk::table::read_table;
 use snapsentry_disk::{Disk, open_disk};
 
 const MIB: u64 = 1 << 20;
+
+/// A [`noisy_image`] of `size` bytes partitioned by `sfdisk` with `script`.
+fn partitioned(dir: &Path, name: &str, size: u64, script: &str) -> PathBuf {
+    let path = noisy_image(dir, name, size);
+    tool_with_input("sfdisk", &[path.to_str().unwrap()], script);
+    path
+}
 
 /// `sfdisk --json` partitions: node → (start sector, sectors, type).
 fn sfdisk_json(path: &Path) -> HashMap<u32, (u64, u64, String)> {
@@ -126,10 +133,10 @@ fn gpt_matches_sfdisk_and_survives_a_lost_primary() {
 #[test]
 fn partition_past_the_end_fails_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let path = noisy_image(dir.path(), "cut.img", 32 * MIB);
-    tool_with_input(
-        "sfdisk",
-        &[path.to_str().unwrap()],
+    let path = partitioned(
+        dir.path(),
+        "cut.img",
+        32 * MIB,
         "label: gpt\nstart=2048, size=8192\nstart=10240, size=40960\n",
     );
     // Keep the first 16 MiB: partition 2 now ends past the end of the disk.
@@ -149,10 +156,10 @@ fn partition_past_the_end_fails_alone() {
 #[test]
 fn mbr_with_extended_and_logical_partitions_matches_sfdisk() {
     let dir = tempfile::tempdir().unwrap();
-    let path = noisy_image(dir.path(), "mbr.img", 32 * MIB);
-    tool_with_input(
-        "sfdisk",
-        &[path.to_str().unwrap()],
+    let path = partitioned(
+        dir.path(),
+        "mbr.img",
+        32 * MIB,
         "label: dos\n\
              start=2048, size=8192, type=83\n\
              start=10240, size=40960, type=5\n\
@@ -197,10 +204,10 @@ fn whole_disk_without_a_table_is_one_volume() {
 #[test]
 fn encrypted_and_swap_volumes_are_reported_not_scanned() {
     let dir = tempfile::tempdir().unwrap();
-    let path = noisy_image(dir.path(), "enc.img", 64 * MIB);
-    tool_with_input(
-        "sfdisk",
-        &[path.to_str().unwrap()],
+    let path = partitioned(
+        dir.path(),
+        "enc.img",
+        64 * MIB,
         "label: gpt\nsize=20M\nsize=8M\nsize=8M\nsize=8M\n",
     );
     let table = read_table(&FileSource::open(&path).unwrap()).unwrap();
@@ -331,6 +338,13 @@ impl Lvm {
         Lvm { conf_dir }
     }
 
+    /// `lvcreate` of the inactive LV `name`, then `args` (size, VG, PVs).
+    fn lvcreate(&self, name: &str, args: &[&str]) -> String {
+        let mut all = vec!["lvcreate", "--activate", "n", "-y", "-n", name];
+        all.extend_from_slice(args);
+        self.run(&all)
+    }
+
     fn run(&self, args: &[&str]) -> String {
         let dir = self.conf_dir.path().to_str().unwrap().to_string();
         run(Command::new(args[0]).args(&args[1..]).envs([
@@ -343,10 +357,10 @@ impl Lvm {
 #[test]
 fn lvm_linear_volumes_map_like_lvs_says() {
     let dir = tempfile::tempdir().unwrap();
-    let path = noisy_image(dir.path(), "lvm.img", 96 * MIB);
-    tool_with_input(
-        "sfdisk",
-        &[path.to_str().unwrap()],
+    let path = partitioned(
+        dir.path(),
+        "lvm.img",
+        96 * MIB,
         "label: gpt\nsize=8M\nsize=40M\nsize=40M\n",
     );
     let table = read_table(&FileSource::open(&path).unwrap()).unwrap();
@@ -358,59 +372,13 @@ fn lvm_linear_volumes_map_like_lvs_says() {
     let vg = format!("ssvg{}", std::process::id());
     lvm.run(&["pvcreate", "-ff", "-y", &dev2, &dev3]);
     lvm.run(&["vgcreate", "-s", "1M", &vg, &dev2, &dev3]);
-    lvm.run(&[
-        "lvcreate",
-        "--activate",
-        "n",
-        "-y",
-        "-n",
-        "one",
-        "-L",
-        "6M",
-        &vg,
-        &dev2,
-    ]);
-    lvm.run(&[
-        "lvcreate",
-        "--activate",
-        "n",
-        "-y",
-        "-n",
-        "two",
-        "-L",
-        "5M",
-        &vg,
-        &dev2,
-    ]);
+    lvm.lvcreate("one", &["-L", "6M", &vg, &dev2]);
+    lvm.lvcreate("two", &["-L", "5M", &vg, &dev2]);
     // `one` grows after `two` took the next extents: two segments on p2.
     lvm.run(&["lvextend", "-y", "-L", "+4M", &format!("{vg}/one"), &dev2]);
-    lvm.run(&[
-        "lvcreate",
-        "--activate",
-        "n",
-        "-y",
-        "-n",
-        "striped",
-        "-i",
-        "2",
-        "-I",
-        "64k",
-        "-L",
-        "4M",
-        &vg,
-    ]);
+    lvm.lvcreate("striped", &["-i", "2", "-I", "64k", "-L", "4M", &vg]);
     // The rest of both PVs: segments on two PVs.
-    lvm.run(&[
-        "lvcreate",
-        "--activate",
-        "n",
-        "-y",
-        "-n",
-        "span",
-        "-l",
-        "100%FREE",
-        &vg,
-    ]);
+    lvm.lvcreate("span", &["-l", "100%FREE", &vg]);
     let segments = lvs_segments(&lvm, &vg);
     let pe_start: u64 = lvm
         .run(&[
@@ -560,10 +528,10 @@ fn qcow2_gpt_lvm_ext4_end_to_end() {
         ..Features::POSIX
     });
     let dir = tempfile::tempdir().unwrap();
-    let path = noisy_image(dir.path(), "stack.raw", 128 * MIB);
-    tool_with_input(
-        "sfdisk",
-        &[path.to_str().unwrap()],
+    let path = partitioned(
+        dir.path(),
+        "stack.raw",
+        128 * MIB,
         "label: gpt\nsize=100M, type=E6D6D379-F507-44C2-A23C-238F2A3DF928\n",
     );
     let p1 = read_table(&FileSource::open(&path).unwrap())
@@ -576,28 +544,8 @@ fn qcow2_gpt_lvm_ext4_end_to_end() {
     let vg = format!("ssroot{}", std::process::id());
     lvm.run(&["pvcreate", "-ff", "-y", &dev]);
     lvm.run(&["vgcreate", "-s", "1M", &vg, &dev]);
-    lvm.run(&[
-        "lvcreate",
-        "--activate",
-        "n",
-        "-y",
-        "-n",
-        "root",
-        "-L",
-        "24M",
-        &vg,
-    ]);
-    lvm.run(&[
-        "lvcreate",
-        "--activate",
-        "n",
-        "-y",
-        "-n",
-        "other",
-        "-L",
-        "4M",
-        &vg,
-    ]);
+    lvm.lvcreate("root", &["-L", "24M", &vg]);
+    lvm.lvcreate("other", &["-L", "4M", &vg]);
     lvm.run(&["lvextend", "-y", "-L", "+24M", &format!("{vg}/root")]);
     let segments = lvs_segments(&lvm, &vg);
     let pe_start: u64 = lvm
@@ -686,10 +634,10 @@ fn qcow2_gpt_lvm_ext4_end_to_end() {
 #[test]
 fn a_valid_mbr_wins_over_a_stale_gpt() {
     let dir = tempfile::tempdir().unwrap();
-    let path = noisy_image(dir.path(), "stale.img", 16 * MIB);
-    tool_with_input(
-        "sfdisk",
-        &[path.to_str().unwrap()],
+    let path = partitioned(
+        dir.path(),
+        "stale.img",
+        16 * MIB,
         "label: gpt\nsize=4M\nsize=4M\n",
     );
     // Relabel as MBR but leave the GPT headers behind, as a careless conversion does.
