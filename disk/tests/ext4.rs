@@ -8,8 +8,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use common::{
-    Checks, Features, RefTree, assert_matches, blank_image, build_tree, read_everything, run,
-    try_loop_mount,
+    Checks, Features, RefTree, assert_matches, blank_image, build_tree, entry, lookup,
+    read_everything, read_exact, run, try_loop_mount,
 };
 use snapsentry_disk::fs::ext4::{self, Ext4};
 use snapsentry_disk::fs::{FileKind, Filesystem};
@@ -178,19 +178,7 @@ fn ext4_times_and_nlink() {
     let dir = tempfile::tempdir().unwrap();
     let image = mkfs(&tree, dir.path(), "fs.img", &["-t", "ext4"]);
     let fs = open(&image);
-    let lookup = |path: &str| {
-        let mut node = fs.root();
-        for part in path.trim_start_matches('/').split('/') {
-            node = fs
-                .read_dir(node)
-                .unwrap()
-                .into_iter()
-                .find(|e| e.name == part)
-                .unwrap_or_else(|| panic!("{part} of {path}"))
-                .node;
-        }
-        node
-    };
+    let lookup = |path: &str| lookup(&fs, path);
     let m = fs.metadata(lookup("/var/old/2040.txt")).unwrap();
     assert_eq!(m.modified.unwrap().secs, 2_210_000_000);
     let m = fs.metadata(lookup("/usr/local/bin/tool")).unwrap();
@@ -227,12 +215,7 @@ fn negative_times() {
         .arg(&root)
         .arg(&image));
     let fs = open(&image);
-    let e = fs
-        .read_dir(fs.root())
-        .unwrap()
-        .into_iter()
-        .find(|e| e.name == "old.txt")
-        .unwrap();
+    let e = entry(&fs, fs.root(), "old.txt");
     assert_eq!(
         fs.metadata(e.node).unwrap().modified.unwrap().secs,
         -100_000_000
@@ -280,12 +263,7 @@ fn inode_offset(img: &[u8], ino: u64) -> usize {
 /// Inode number of `name` in the root directory.
 fn ino_of(img: &[u8], name: &str) -> u64 {
     let fs = Ext4::open(Arc::new(MemSource::new(img.to_vec()))).unwrap();
-    fs.read_dir(fs.root())
-        .unwrap()
-        .into_iter()
-        .find(|e| e.name == name)
-        .unwrap()
-        .node
+    entry(&fs, fs.root(), name).node
 }
 
 #[test]
@@ -477,45 +455,13 @@ fn journal_replay_of_unclean_image() {
         eprintln!("note: metadata was already checkpointed; replay is exercised but not needed");
     }
     let fs = open(&copy);
-    let newdir = fs
-        .read_dir(fs.root())
-        .unwrap()
-        .into_iter()
-        .find(|e| e.name == "newdir")
-        .expect("newdir visible after journal replay")
-        .node;
-    let file = fs
-        .read_dir(newdir)
-        .unwrap()
-        .into_iter()
-        .find(|e| e.name == "secret.txt")
-        .expect("secret.txt visible after journal replay")
-        .node;
-    let mut c = fs.open(file).unwrap();
-    let mut got = vec![0u8; content.len()];
-    let mut done = 0;
-    while done < got.len() {
-        let n = c.read_at(done as u64, &mut got[done..]).unwrap();
-        assert!(n > 0);
-        done += n;
-    }
+    let newdir = entry(&fs, fs.root(), "newdir").node;
+    let file = entry(&fs, newdir, "secret.txt").node;
+    let got = read_exact(&fs, file, content.len());
     assert!(got == content, "replayed file content differs");
-    let prealloc = fs
-        .read_dir(newdir)
-        .unwrap()
-        .into_iter()
-        .find(|e| e.name == "prealloc")
-        .unwrap()
-        .node;
-    let mut c = fs.open(prealloc).unwrap();
-    assert_eq!(c.size(), 1 << 20);
-    let mut got = vec![0xAAu8; 1 << 20];
-    let mut done = 0;
-    while done < got.len() {
-        let n = c.read_at(done as u64, &mut got[done..]).unwrap();
-        assert!(n > 0);
-        done += n;
-    }
+    let prealloc = entry(&fs, newdir, "prealloc").node;
+    assert_eq!(fs.open(prealloc).unwrap().size(), 1 << 20);
+    let got = read_exact(&fs, prealloc, 1 << 20);
     let mut want = vec![0u8; 1 << 20];
     want[5000..5007].copy_from_slice(b"written");
     assert!(got == want, "preallocated file does not read as zeros");

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{Checks, Features, Mount, RefTree, assert_matches, blank_image, build_tree, run};
+use common::{
+    Checks, Features, Mount, RefTree, assert_matches, blank_image, build_tree, entry, run,
+};
 use snapsentry_disk::fs::ntfs::{self, Ntfs};
 use snapsentry_disk::fs::{FileKind, Filesystem};
 use snapsentry_disk::source::{BlockSource, FileSource, MemSource};
@@ -240,12 +242,7 @@ fn attribute_list_spreads_names_and_runs() {
     }
     drop(mount);
     let (_, fs) = open(&img);
-    let links = fs
-        .read_dir(fs.root())
-        .unwrap()
-        .into_iter()
-        .find(|e| e.name == "links")
-        .unwrap();
+    let links = entry(&fs, fs.root(), "links");
     let entries = fs.read_dir(links.node).unwrap();
     assert_eq!(entries.len(), 62);
     for e in entries.iter().filter(|e| e.name != "filler.bin") {
@@ -308,12 +305,7 @@ fn compressed_and_encrypted_files_are_unreadable() {
     .unwrap();
     drop(mount);
     let (_, fs) = open(&img);
-    let comp = fs
-        .read_dir(fs.root())
-        .unwrap()
-        .into_iter()
-        .find(|e| e.name == "comp")
-        .unwrap();
+    let comp = entry(&fs, fs.root(), "comp");
     let file = &fs.read_dir(comp.node).unwrap()[0];
     let m = fs.metadata(file.node).unwrap();
     assert_eq!(m.unreadable, Some("ntfs compressed file"));

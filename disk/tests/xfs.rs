@@ -11,8 +11,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use common::{
-    Checks, Features, RefTree, assert_matches, blank_image, build_tree, read_everything, run,
-    try_loop_mount,
+    Checks, Features, RefTree, assert_matches, blank_image, build_tree, entry, lookup,
+    read_everything, read_exact, run, try_loop_mount,
 };
 use snapsentry_disk::fs::xfs::{self, Xfs};
 use snapsentry_disk::fs::{FileKind, Filesystem};
@@ -180,20 +180,9 @@ fn xfs_mounted_copy_with_times_links_and_btree_extents() {
     assert_matches(&fs, &tree, Checks::ALL, |p| {
         p == "/frag.bin" || p == "/remote-link"
     });
-    let link = fs
-        .read_dir(fs.root())
-        .unwrap()
-        .into_iter()
-        .find(|e| e.name == "remote-link")
-        .unwrap();
+    let link = entry(&fs, fs.root(), "remote-link");
     assert_eq!(fs.read_link(link.node).unwrap(), "r".repeat(1000));
-    let node = fs
-        .read_dir(fs.root())
-        .unwrap()
-        .into_iter()
-        .find(|e| e.name == "frag.bin")
-        .unwrap()
-        .node;
+    let node = entry(&fs, fs.root(), "frag.bin").node;
     let db = run(Command::new("xfs_db")
         .args([
             "-r",
@@ -207,31 +196,11 @@ fn xfs_mounted_copy_with_times_links_and_btree_extents() {
         db.contains("btree"),
         "frag.bin is not in btree format: {db}"
     );
-    let mut c = fs.open(node).unwrap();
-    let mut got = vec![0u8; want_frag.len()];
-    let mut done = 0;
-    while done < got.len() {
-        let n = c.read_at(done as u64, &mut got[done..]).unwrap();
-        assert!(n > 0);
-        done += n;
-    }
+    let got = read_exact(&fs, node, want_frag.len());
     assert!(got == want_frag, "fragmented file content differs");
     // Hard links share an inode; the 2040 file keeps its time (bigtime).
-    let tool = |name: &str| {
-        let bin = ["usr", "local", "bin"].iter().fold(fs.root(), |n, part| {
-            fs.read_dir(n)
-                .unwrap()
-                .into_iter()
-                .find(|e| e.name == *part)
-                .unwrap()
-                .node
-        });
-        fs.read_dir(bin)
-            .unwrap()
-            .into_iter()
-            .find(|e| e.name == name)
-            .unwrap()
-    };
+    let bin = lookup(&fs, "/usr/local/bin");
+    let tool = |name: &str| entry(&fs, bin, name);
     let a = tool("tool");
     assert_eq!(a.node, tool("tool-hardlink").node);
     assert_eq!(a.kind, Some(FileKind::File));
@@ -353,12 +322,7 @@ impl Geo {
 
 fn ino_of(img: &Small, name: &str) -> u64 {
     let fs = img.fs();
-    fs.read_dir(fs.root())
-        .unwrap()
-        .into_iter()
-        .find(|e| e.name == name)
-        .unwrap()
-        .node
+    entry(&fs, fs.root(), name).node
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
-use snapsentry_disk::fs::{ContentReader, FileKind, Filesystem};
+use snapsentry_disk::fs::{ContentReader, DirEntry, FileKind, Filesystem, NodeId};
 use snapsentry_disk::walk::{WalkLimits, walk};
 
 /// What a filesystem can represent; the tree leaves out what it cannot.
@@ -404,6 +404,38 @@ pub fn try_loop_mount(image: &Path, mnt: &Path, options: &str) -> Option<Mount> 
         .output()
         .is_ok_and(|o| o.status.success())
         .then(|| Mount(mnt.to_path_buf()))
+}
+
+/// The entry `name` of directory `dir`; panics when there is none.
+pub fn entry(fs: &dyn Filesystem, dir: NodeId, name: &str) -> DirEntry {
+    fs.read_dir(dir)
+        .unwrap()
+        .into_iter()
+        .find(|e| e.name == name)
+        .unwrap_or_else(|| panic!("no {name} in directory node {dir}"))
+}
+
+/// The node at absolute `path`; panics naming the missing part.
+pub fn lookup(fs: &dyn Filesystem, path: &str) -> NodeId {
+    let mut node = fs.root();
+    for part in path.trim_start_matches('/').split('/') {
+        node = entry(fs, node, part).node;
+    }
+    node
+}
+
+/// The first `len` bytes of file `node`, in as many `read_at` calls as it takes; each must return
+/// some bytes (the buffer starts as `0xAA`, so a byte never written shows).
+pub fn read_exact(fs: &dyn Filesystem, node: NodeId, len: usize) -> Vec<u8> {
+    let mut c = fs.open(node).unwrap();
+    let mut got = vec![0xAAu8; len];
+    let mut done = 0;
+    while done < got.len() {
+        let n = c.read_at(done as u64, &mut got[done..]).unwrap();
+        assert!(n > 0);
+        done += n;
+    }
+    got
 }
 
 /// What [`read_everything`] met on the way.
