@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use miniz_oxide::inflate::{TINFLStatus, decompress_to_vec_with_limit};
 
-use super::{DecodedCache, check_table_fits, copy_from_unit, for_each_unit, read_clamped};
+use super::units::{DecodedCache, check_table_fits, copy_from_unit, for_each_unit, read_clamped};
 use crate::bytes::{be_u32, be_u64};
 use crate::source::{BlockSource, check_bounds};
 use crate::{DiskError, Result};

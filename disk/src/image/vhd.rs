@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use super::{check_table_fits, for_each_unit};
+use super::units::{check_table_fits, for_each_unit};
 use crate::bytes::{be_u32, be_u64};
 use crate::source::{BlockSource, check_bounds};
 use crate::{DiskError, Result};

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use super::{check_table_fits, for_each_unit};
+use super::units::{check_table_fits, for_each_unit};
 use crate::bytes::{array, le_u16, le_u32, le_u64};
 use crate::crc::crc32c;
 use crate::source::{BlockSource, check_bounds};

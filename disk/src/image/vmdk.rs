@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use miniz_oxide::inflate::{TINFLStatus, decompress_to_vec_zlib_with_limit};
 
-use super::{DecodedCache, check_table_fits, copy_from_unit, for_each_unit, read_clamped};
+use super::units::{DecodedCache, check_table_fits, copy_from_unit, for_each_unit, read_clamped};
 use crate::bytes::{le_u16, le_u32, le_u64};
 use crate::source::{BlockSource, check_bounds};
 use crate::{DiskError, Result};
