@@ -15,7 +15,7 @@ mod journal;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::bytes::Fields;
+use crate::bytes::{Fields, le_u16, le_u32};
 use crate::fs::extents::{BlockReader, Extent, ExtentFile};
 use crate::fs::{DirEntry, FileContent, FileKind, Filesystem, Metadata, NodeId, Timestamp};
 use crate::source::BlockSource;
@@ -60,10 +60,10 @@ pub fn detect(head: &[u8]) -> bool {
     let Some(sb) = head.get(1024..2048) else {
         return false;
     };
-    let magic = LE.u16(sb, 0x38).unwrap_or(0);
-    let log = LE.u32(sb, 0x18).unwrap_or(u32::MAX);
-    let bpg = LE.u32(sb, 0x20).unwrap_or(0);
-    let ipg = LE.u32(sb, 0x28).unwrap_or(0);
+    let magic = le_u16(sb, 0x38).unwrap_or(0);
+    let log = le_u32(sb, 0x18).unwrap_or(u32::MAX);
+    let bpg = le_u32(sb, 0x20).unwrap_or(0);
+    let ipg = le_u32(sb, 0x28).unwrap_or(0);
     magic == 0xEF53 && log <= 6 && bpg != 0 && ipg != 0
 }
 
@@ -368,16 +368,16 @@ impl Ext4 {
         if self.inode_size <= 128 {
             return 128;
         }
-        let extra = LE.u16(&inode.raw, 0x80).unwrap_or(0) as usize;
+        let extra = le_u16(&inode.raw, 0x80).unwrap_or(0) as usize;
         (128 + extra).min(self.inode_size)
     }
 
     fn time(&self, inode: &Inode, base: usize, extra: Option<usize>) -> Option<Timestamp> {
-        let secs = LE.u32(&inode.raw, base).ok()? as i32 as i64;
+        let secs = le_u32(&inode.raw, base)? as i32 as i64;
         let end = self.extra_end(inode);
         match extra {
             Some(off) if off + 4 <= end => {
-                let x = LE.u32(&inode.raw, off).ok()?;
+                let x = le_u32(&inode.raw, off)?;
                 let epoch = (x & 3) as i64;
                 let nanos = (x >> 2).min(999_999_999);
                 Some(Timestamp::new(secs + (epoch << 32), nanos))

@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use crate::bytes::Fields;
+use crate::bytes::{Fields, be_u16, be_u32, be_u64};
 use crate::fs::extents::{BlockReader, Extent, ExtentFile};
 use crate::fs::{DirEntry, FileContent, FileKind, Filesystem, Metadata, NodeId, Timestamp};
 use crate::source::BlockSource;
@@ -49,7 +49,7 @@ const DIFLAG2_NREXT64: u64 = 0x10;
 /// True when `head` (the first [`crate::volume::DETECT_LEN`] bytes of a volume, or fewer)
 /// holds a XFS superblock.
 pub fn detect(head: &[u8]) -> bool {
-    let version = BE.u16(head, 100).unwrap_or(0) & 0xF;
+    let version = be_u16(head, 100).unwrap_or(0) & 0xF;
     head.get(0..4) == Some(b"XFSB") && (version == 4 || version == 5)
 }
 
@@ -302,12 +302,12 @@ impl Xfs {
 
     fn time(&self, inode: &Inode, off: usize) -> Option<Timestamp> {
         if inode.flags2 & DIFLAG2_BIGTIME != 0 {
-            let t = BE.u64(&inode.raw, off).ok()?;
+            let t = be_u64(&inode.raw, off)?;
             let secs = (t / 1_000_000_000) as i64 - (1i64 << 31);
             Some(Timestamp::new(secs, (t % 1_000_000_000) as u32))
         } else {
-            let secs = BE.u32(&inode.raw, off).ok()? as i32 as i64;
-            let nanos = BE.u32(&inode.raw, off + 4).ok()?.min(999_999_999);
+            let secs = be_u32(&inode.raw, off)? as i32 as i64;
+            let nanos = be_u32(&inode.raw, off + 4)?.min(999_999_999);
             Some(Timestamp::new(secs, nanos))
         }
     }
