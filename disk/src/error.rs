@@ -9,22 +9,44 @@ pub enum DiskError {
     /// The underlying source failed (I/O error, network error of a remote source, …).
     #[error("read failed at offset {offset}: {source}")]
     Io {
+        /// Byte offset of the failed read in the source.
         offset: u64,
+        /// The source's own error.
         #[source]
         source: io::Error,
     },
     /// A read reached past the end of a source, image, partition or file.
     #[error("read of {len} bytes at offset {offset} is past the end ({size} bytes)")]
-    OutOfBounds { offset: u64, len: u64, size: u64 },
+    OutOfBounds {
+        /// Byte offset of the read.
+        offset: u64,
+        /// Bytes asked for.
+        len: u64,
+        /// Size of what was read from, in bytes.
+        size: u64,
+    },
     /// An on-disk structure is malformed. `what` names the format and structure.
     #[error("corrupt {what}: {detail}")]
-    Corrupt { what: &'static str, detail: String },
+    Corrupt {
+        /// The format and structure (`ext4`, `gpt`, `ntfs boot sector`).
+        what: &'static str,
+        /// What was wrong with it, and where.
+        detail: String,
+    },
     /// A well-formed structure uses a feature this reader does not implement.
     #[error("unsupported {what}: {detail}")]
-    Unsupported { what: &'static str, detail: String },
+    Unsupported {
+        /// The format or structure (`vmdk`, `ext4 file`).
+        what: &'static str,
+        /// The feature, and where it was met.
+        detail: String,
+    },
     /// The volume is encrypted (LUKS, BitLocker) and is not scanned.
     #[error("encrypted volume ({scheme}), not scanned")]
-    Encrypted { scheme: &'static str },
+    Encrypted {
+        /// `luks` or `bitlocker`.
+        scheme: &'static str,
+    },
     /// A safety limit (depth, count, size) was hit while reading hostile or absurd input.
     #[error("limit exceeded: {0}")]
     Limit(String),

@@ -20,6 +20,10 @@
 //! # Ok::<(), snapsentry_disk::DiskError>(())
 //! ```
 
+#![warn(missing_docs)]
+
+pub(crate) mod bytes;
+pub(crate) mod crc;
 pub mod error;
 pub mod fs;
 #[doc(hidden)]

@@ -11,7 +11,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::image::codec::{has_at, le32, le64, lvm_crc};
+use crate::bytes::{has_at, le_u32, le_u64};
+use crate::crc::lvm_crc;
 use crate::source::{BlockSource, ConcatSource};
 use crate::{DiskError, Result};
 
@@ -60,13 +61,13 @@ pub fn read_pv(pv: &dyn BlockSource) -> Result<Option<PhysicalVolume>> {
         return Ok(None);
     };
     let label = &head[s * 512..(s + 1) * 512];
-    if le64(label, 8) != s as u64 {
+    if le_u64(label, 8).unwrap_or(0) != s as u64 {
         return Err(DiskError::corrupt(WHAT, "label sector number mismatch"));
     }
-    if lvm_crc(&label[20..]) != le32(label, 16) {
+    if lvm_crc(&label[20..]) != le_u32(label, 16).unwrap_or(0) {
         return Err(DiskError::corrupt(WHAT, "label checksum mismatch"));
     }
-    let header = le32(label, 20) as usize;
+    let header = le_u32(label, 20).unwrap_or(0) as usize;
     if !(32..=512 - 40).contains(&header) {
         return Err(DiskError::corrupt(
             WHAT,
@@ -85,7 +86,10 @@ pub fn read_pv(pv: &dyn BlockSource) -> Result<Option<PhysicalVolume>> {
                     "PV header area lists overrun the label",
                 ));
             }
-            let (offset, size) = (le64(label, at), le64(label, at + 8));
+            let (offset, size) = (
+                le_u64(label, at).unwrap_or(0),
+                le_u64(label, at + 8).unwrap_or(0),
+            );
             at += 16;
             if offset == 0 {
                 break;
@@ -121,15 +125,15 @@ fn read_metadata_area(pv: &dyn BlockSource, start: u64, size: u64) -> Result<Opt
     if !has_at(&h, 4, MDA_MAGIC) {
         return Err(DiskError::corrupt(WHAT, "metadata area header: bad magic"));
     }
-    if lvm_crc(&h[4..]) != le32(&h, 0) {
+    if lvm_crc(&h[4..]) != le_u32(&h, 0).unwrap_or(0) {
         return Err(DiskError::corrupt(
             WHAT,
             "metadata area header: checksum mismatch",
         ));
     }
-    let offset = le64(&h, 40);
-    let len = le64(&h, 48);
-    let checksum = le32(&h, 56);
+    let offset = le_u64(&h, 40).unwrap_or(0);
+    let len = le_u64(&h, 48).unwrap_or(0);
+    let checksum = le_u32(&h, 56).unwrap_or(0);
     if offset == 0 || len == 0 {
         return Ok(None);
     }
@@ -167,6 +171,7 @@ fn read_metadata_area(pv: &dyn BlockSource, start: u64, size: u64) -> Result<Opt
 /// A volume group as its metadata describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VolumeGroup {
+    /// The VG's name (`rootvg`).
     pub name: String,
     /// Sequence number: the highest copy among PVs is the newest.
     pub seqno: u64,
@@ -190,7 +195,9 @@ pub struct PvRef {
 /// A logical volume: its linear segments, or why it cannot be read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogicalVolume {
+    /// The LV's name (`rootlv`).
     pub name: String,
+    /// Its segments, or why it cannot be read (only linear LVs are: one stripe per segment).
     pub layout: std::result::Result<Vec<Segment>, String>,
 }
 
@@ -198,9 +205,13 @@ pub struct LogicalVolume {
 /// `pv_start_extent`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Segment {
+    /// First LV extent of the segment.
     pub start_extent: u64,
+    /// Number of extents.
     pub extent_count: u64,
+    /// The PV's name in the VG metadata (`pv0`).
     pub pv: String,
+    /// First extent on that PV.
     pub pv_start_extent: u64,
 }
 
@@ -564,34 +575,6 @@ impl Parser<'_> {
                     .map_err(|_| self.error("bad number"))
             }
             _ => Err(self.error("expected a value")),
-        }
-    }
-}
-
-#[doc(hidden)]
-/// Fuzz entry: read a PV label and metadata from arbitrary bytes, parse the text, open every LV.
-pub fn fuzz(data: &[u8]) {
-    let source: Arc<dyn BlockSource> = Arc::new(crate::source::MemSource::new(data.to_vec()));
-    let text = match read_pv(source.as_ref()) {
-        Ok(Some(PhysicalVolume {
-            uuid,
-            metadata: Some(text),
-        })) => Some((uuid, text)),
-        _ => None,
-    };
-    let (uuid, text) = text.unwrap_or_else(|| {
-        (
-            String::new(),
-            String::from_utf8_lossy(data.get(..64 * 1024).unwrap_or(data)).into_owned(),
-        )
-    });
-    if let Ok(vg) = VolumeGroup::parse(&text) {
-        let pvs = HashMap::from([(uuid, source.clone())]);
-        for lv in &vg.lvs {
-            if let Ok(lv) = vg.open_lv(lv, &pvs) {
-                let mut buf = [0u8; 4096];
-                let _ = lv.read_at(0, &mut buf[..lv.size().min(4096) as usize]);
-            }
         }
     }
 }

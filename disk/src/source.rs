@@ -70,6 +70,7 @@ pub fn check_bounds(offset: u64, len: usize, size: u64) -> Result<()> {
 pub struct MemSource(pub Arc<[u8]>);
 
 impl MemSource {
+    /// A source holding `bytes`.
     pub fn new(bytes: impl Into<Arc<[u8]>>) -> Self {
         MemSource(bytes.into())
     }

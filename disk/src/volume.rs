@@ -20,17 +20,22 @@ pub struct Disk {
     pub size: u64,
     /// Partition scheme: `gpt`, `mbr` or `none`.
     pub scheme: &'static str,
+    /// Every volume found, scanned or not: whole-disk or partitions in table order, then
+    /// logical volumes.
     pub volumes: Vec<Volume>,
 }
 
 /// One volume: a partition, a logical volume or a whole-disk filesystem.
 pub struct Volume {
+    /// What is reported about the volume.
     pub info: VolumeInfo,
     /// The opened filesystem, when `info.scanned` is true.
     pub fs: Option<Arc<dyn Filesystem>>,
 }
 
-/// What the CLI and the Job report about a volume (DESIGN.md "CLI" JSON contract).
+/// What the CLI and the Job report about a volume: one entry of the JSON output's `volumes`
+/// (camelCase fields; `offset` is not serialised). Ids, and how LVM, encrypted and swap volumes
+/// are listed, are in `docs/contracts.md` ("Volume ids").
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VolumeInfo {
@@ -39,16 +44,21 @@ pub struct VolumeInfo {
     pub id: String,
     /// 1-based partition number, `None` for a whole-disk filesystem.
     pub partition: Option<u32>,
+    /// Partition scheme of the disk the volume is on: `gpt`, `mbr` or `none`.
     pub scheme: &'static str,
+    /// Volume group and logical volume, for a logical volume.
     pub lvm: Option<LvmInfo>,
     /// Filesystem kind (`ext4`, `xfs`, `ntfs`, `vfat`, `btrfs`), `luks`/`bitlocker` for encrypted
     /// volumes, `lvm2` for a physical volume, or `None` when unrecognised.
     pub filesystem: Option<String>,
+    /// Filesystem label, if set.
     pub label: Option<String>,
     /// Byte offset of the volume inside the disk and its size.
     #[serde(skip)]
     pub offset: u64,
+    /// Size of the volume in bytes.
     pub size_bytes: u64,
+    /// Whether the volume's filesystem was opened, to be walked (see `error` when not).
     pub scanned: bool,
     /// Why the volume was not scanned, in one line.
     pub error: Option<String>,
@@ -58,7 +68,9 @@ pub struct VolumeInfo {
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct LvmInfo {
+    /// Volume group name.
     pub vg: String,
+    /// Logical volume name.
     pub lv: String,
 }
 

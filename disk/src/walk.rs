@@ -37,7 +37,9 @@ impl Default for WalkLimits {
 pub struct WalkEntry {
     /// Absolute path inside the filesystem, `/`-separated (the root itself is not reported).
     pub path: String,
+    /// The node, for [`crate::Filesystem::open`] and friends.
     pub node: NodeId,
+    /// Its metadata.
     pub metadata: Metadata,
     /// For symlinks, the stored target (not followed).
     pub link_target: Option<String>,
@@ -48,13 +50,16 @@ pub struct WalkEntry {
 pub struct WalkError {
     /// Path of the directory or node concerned.
     pub path: String,
+    /// What went wrong there.
     pub error: DiskError,
 }
 
 /// What a finished walk reports besides the entries it handed out.
 #[derive(Debug, Default)]
 pub struct WalkSummary {
+    /// Nodes visited.
     pub nodes: u64,
+    /// Problems met on the way, in walk order.
     pub errors: Vec<WalkError>,
     /// True when `max_nodes` was hit and the walk stopped early.
     pub truncated: bool,

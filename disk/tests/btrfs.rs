@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{Checks, Features, assert_matches, blank_image, build_tree, run};
+use common::{Checks, Features, assert_matches, blank_image, build_tree, run, try_loop_mount};
 use snapsentry_disk::fs::Filesystem;
 use snapsentry_disk::fs::btrfs::{self, Btrfs};
 use snapsentry_disk::source::{BlockSource, FileSource, MemSource};
@@ -136,15 +136,6 @@ fn truncated_and_absurd_images_fail_cleanly() {
     }
 }
 
-/// Unmounts on drop.
-struct Mount(std::path::PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 /// Files written by the kernel with `compress-force=zlib`, and a nested subvolume: both need a
 /// loop mount (mkfs.btrfs 6.2 has no `--compress`). Skipped where mounting is not allowed.
 #[test]
@@ -155,18 +146,10 @@ fn kernel_written_zlib_files_and_subvolumes_read_back() {
     let img = blank_image(tmp.path(), "z.img", 128 << 20);
     mkfs(&img, &empty, &[]);
     let mnt = tmp.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-o", "loop,compress-force=zlib"])
-        .arg(&img)
-        .arg(&mnt)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !mounted {
+    let Some(mount) = try_loop_mount(&img, &mnt, "compress-force=zlib") else {
         eprintln!("cannot loop-mount btrfs here; kernel-written extents not exercised");
         return;
-    }
-    let mount = Mount(mnt.clone());
+    };
     let text = b"password=hunter2 and some compressible text\n".repeat(20_000);
     let small = b"tiny tiny tiny tiny tiny tiny tiny tiny\n".repeat(20);
     std::fs::write(mnt.join("config.txt"), &text).unwrap();
@@ -237,5 +220,5 @@ fn fuzz_seed_lists_and_reads_files() {
 /// The seed corpus with deterministic random byte mutations must never panic or hang.
 #[test]
 fn mutated_seeds_never_panic() {
-    common::run_mutated_seeds("btrfs", snapsentry_disk::fs::btrfs::fuzz);
+    common::run_mutated_seeds("btrfs", snapsentry_disk::fuzzing::btrfs);
 }

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{Checks, Features, RefTree, assert_matches, blank_image, build_tree, run};
+use common::{
+    Checks, Features, RefTree, assert_matches, blank_image, build_tree, entry, lookup,
+    read_everything, read_exact, run, try_loop_mount,
+};
 use snapsentry_disk::fs::ext4::{self, Ext4};
 use snapsentry_disk::fs::{FileKind, Filesystem};
 use snapsentry_disk::source::{BlockSource, FileSource, MemSource};
@@ -175,19 +178,7 @@ fn ext4_times_and_nlink() {
     let dir = tempfile::tempdir().unwrap();
     let image = mkfs(&tree, dir.path(), "fs.img", &["-t", "ext4"]);
     let fs = open(&image);
-    let lookup = |path: &str| {
-        let mut node = fs.root();
-        for part in path.trim_start_matches('/').split('/') {
-            node = fs
-                .read_dir(node)
-                .unwrap()
-                .into_iter()
-                .find(|e| e.name == part)
-                .unwrap_or_else(|| panic!("{part} of {path}"))
-                .node;
-        }
-        node
-    };
+    let lookup = |path: &str| lookup(&fs, path);
     let m = fs.metadata(lookup("/var/old/2040.txt")).unwrap();
     assert_eq!(m.modified.unwrap().secs, 2_210_000_000);
     let m = fs.metadata(lookup("/usr/local/bin/tool")).unwrap();
@@ -224,12 +215,7 @@ fn negative_times() {
         .arg(&root)
         .arg(&image));
     let fs = open(&image);
-    let e = fs
-        .read_dir(fs.root())
-        .unwrap()
-        .into_iter()
-        .find(|e| e.name == "old.txt")
-        .unwrap();
+    let e = entry(&fs, fs.root(), "old.txt");
     assert_eq!(
         fs.metadata(e.node).unwrap().modified.unwrap().secs,
         -100_000_000
@@ -259,30 +245,8 @@ fn small_image(args: &[&str]) -> Vec<u8> {
 fn exercise(bytes: Vec<u8>) -> Option<usize> {
     let source: Arc<dyn BlockSource> = Arc::new(MemSource::new(bytes));
     let fs = Ext4::open(source).ok()?;
-    let mut errors = 0;
-    let summary =
-        snapsentry_disk::walk::walk(&fs, &snapsentry_disk::walk::WalkLimits::default(), |e| {
-            if e.metadata.kind == FileKind::File {
-                match fs.open(e.node) {
-                    Ok(mut c) => {
-                        let mut buf = vec![0u8; 65536];
-                        let mut off = 0;
-                        while off < 4 << 20 {
-                            match c.read_at(off, &mut buf) {
-                                Ok(0) | Err(_) => break,
-                                Ok(n) => off += n as u64,
-                            }
-                        }
-                    }
-                    Err(_) => errors += 1,
-                }
-            }
-            std::ops::ControlFlow::Continue(())
-        });
-    if let Ok(s) = summary {
-        errors += s.errors.len();
-    }
-    Some(errors)
+    let met = read_everything(&fs);
+    Some(met.open_errors + met.walk_errors)
 }
 
 /// Find `inode`'s raw bytes offset in `img` (1 KiB blocks, group 0).
@@ -299,12 +263,7 @@ fn inode_offset(img: &[u8], ino: u64) -> usize {
 /// Inode number of `name` in the root directory.
 fn ino_of(img: &[u8], name: &str) -> u64 {
     let fs = Ext4::open(Arc::new(MemSource::new(img.to_vec()))).unwrap();
-    fs.read_dir(fs.root())
-        .unwrap()
-        .into_iter()
-        .find(|e| e.name == name)
-        .unwrap()
-        .node
+    entry(&fs, fs.root(), name).node
 }
 
 #[test]
@@ -453,18 +412,10 @@ fn journal_replay_of_unclean_image() {
         .args(["-q", "-F", "-t", "ext4"])
         .arg(&image));
     let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-o", "loop"])
-        .arg(&image)
-        .arg(&mnt)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !mounted {
+    let Some(mount) = try_loop_mount(&image, &mnt, "") else {
         eprintln!("skipping: cannot loop-mount ext4 here");
         return;
-    }
+    };
     let copy = dir.path().join("unclean.img");
     let result = std::panic::catch_unwind(|| {
         std::fs::create_dir(mnt.join("newdir")).unwrap();
@@ -491,9 +442,9 @@ fn journal_replay_of_unclean_image() {
         std::fs::copy(&image, &copy).unwrap();
         content
     });
-    let umount = Command::new("umount").arg(&mnt).status();
+    let umount = mount.unmount();
     let content = result.unwrap();
-    assert!(umount.unwrap().success());
+    assert!(umount);
 
     let raw = std::fs::read(&copy).unwrap();
     let incompat = u32::from_le_bytes(raw[1024 + 0x60..1024 + 0x64].try_into().unwrap());
@@ -504,45 +455,13 @@ fn journal_replay_of_unclean_image() {
         eprintln!("note: metadata was already checkpointed; replay is exercised but not needed");
     }
     let fs = open(&copy);
-    let newdir = fs
-        .read_dir(fs.root())
-        .unwrap()
-        .into_iter()
-        .find(|e| e.name == "newdir")
-        .expect("newdir visible after journal replay")
-        .node;
-    let file = fs
-        .read_dir(newdir)
-        .unwrap()
-        .into_iter()
-        .find(|e| e.name == "secret.txt")
-        .expect("secret.txt visible after journal replay")
-        .node;
-    let mut c = fs.open(file).unwrap();
-    let mut got = vec![0u8; content.len()];
-    let mut done = 0;
-    while done < got.len() {
-        let n = c.read_at(done as u64, &mut got[done..]).unwrap();
-        assert!(n > 0);
-        done += n;
-    }
+    let newdir = entry(&fs, fs.root(), "newdir").node;
+    let file = entry(&fs, newdir, "secret.txt").node;
+    let got = read_exact(&fs, file, content.len());
     assert!(got == content, "replayed file content differs");
-    let prealloc = fs
-        .read_dir(newdir)
-        .unwrap()
-        .into_iter()
-        .find(|e| e.name == "prealloc")
-        .unwrap()
-        .node;
-    let mut c = fs.open(prealloc).unwrap();
-    assert_eq!(c.size(), 1 << 20);
-    let mut got = vec![0xAAu8; 1 << 20];
-    let mut done = 0;
-    while done < got.len() {
-        let n = c.read_at(done as u64, &mut got[done..]).unwrap();
-        assert!(n > 0);
-        done += n;
-    }
+    let prealloc = entry(&fs, newdir, "prealloc").node;
+    assert_eq!(fs.open(prealloc).unwrap().size(), 1 << 20);
+    let got = read_exact(&fs, prealloc, 1 << 20);
     let mut want = vec![0u8; 1 << 20];
     want[5000..5007].copy_from_slice(b"written");
     assert!(got == want, "preallocated file does not read as zeros");

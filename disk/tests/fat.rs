@@ -181,5 +181,5 @@ fn fuzz_seeds_list_files() {
 /// The seed corpus with deterministic random byte mutations must never panic or hang.
 #[test]
 fn mutated_seeds_never_panic() {
-    common::run_mutated_seeds("fat", snapsentry_disk::fs::fat::fuzz);
+    common::run_mutated_seeds("fat", snapsentry_disk::fuzzing::fat);
 }

@@ -2,26 +2,15 @@
 //! converted to every supported format, and every byte read through `open_image` must equal the
 //! raw image. Truncated and corrupted copies must fail cleanly, never panic.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
+use common::tool;
 use snapsentry_disk::DiskError;
 use snapsentry_disk::image::open_image;
 use snapsentry_disk::source::{BlockSource, FileSource, MemSource};
-
-/// Run a tool, failing the test with its name when it is missing or fails.
-fn run(tool: &str, args: &[&str]) -> String {
-    let out = Command::new(tool).args(args).output().unwrap_or_else(|e| {
-        panic!("{tool} is required for this test (apt-get install qemu-utils): {e}")
-    });
-    assert!(
-        out.status.success(),
-        "{tool} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// xorshift: deterministic pseudo-random bytes without a dependency.
 fn noise(seed: u64, len: usize) -> Vec<u8> {
@@ -65,7 +54,7 @@ fn convert(raw: &Path, dir: &Path, name: &str, args: &[&str]) -> PathBuf {
     all.extend_from_slice(args);
     all.push(raw.to_str().unwrap());
     all.push(out.to_str().unwrap());
-    run("qemu-img", &all);
+    tool("qemu-img", &all);
     out
 }
 
@@ -171,7 +160,7 @@ fn check(dir: &Path, raw: &Path, want: &[u8], name: &str, format: &str, args: &[
     // VHD, which qemu sizes by its file length while this reader trusts the footer's current
     // size, as Hyper-V and Azure do (both hold the whole raw image; `assert_same` checked).
     let back = dir.join(format!("{name}.back"));
-    run(
+    tool(
         "qemu-img",
         &[
             "convert",
@@ -240,7 +229,7 @@ fn qcow2_zero_clusters() {
     let (dir, raw, mut want) = setup();
     let d = dir.path();
     let path = convert(&raw, d, "z.qcow2", &["-O", "qcow2"]);
-    run(
+    tool(
         "qemu-io",
         &[
             "-f",
@@ -261,7 +250,7 @@ fn qcow2_unsupported_features_are_named() {
     let d = dir.path();
     let base = convert(&raw, d, "base.qcow2", &["-O", "qcow2"]);
     let overlay = d.join("overlay.qcow2");
-    run(
+    tool(
         "qemu-img",
         &[
             "create",
@@ -287,7 +276,7 @@ fn qcow2_unsupported_features_are_named() {
         &["-O", "qcow2", "-o", "compression_type=zstd"],
     );
     let enc = d.join("enc.qcow2");
-    run(
+    tool(
         "qemu-img",
         &[
             "create",

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{Checks, Features, RefTree, assert_matches, blank_image, build_tree, run};
+use common::{
+    Checks, Features, Mount, RefTree, assert_matches, blank_image, build_tree, entry, run,
+};
 use snapsentry_disk::fs::ntfs::{self, Ntfs};
 use snapsentry_disk::fs::{FileKind, Filesystem};
 use snapsentry_disk::source::{BlockSource, FileSource, MemSource};
@@ -28,15 +30,6 @@ const NTFS_CHECKS: Checks = Checks {
     mtime: true,
     mtime_slack: 0,
 };
-
-/// Unmounts on drop, so a failing test does not leave a FUSE mount behind.
-struct Mount(PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
 
 /// `mkntfs` an image and copy `tree` into it through an `ntfs-3g` mount.
 fn ntfs_image(dir: &Path, tree: &RefTree, size: u64) -> PathBuf {
@@ -155,26 +148,30 @@ fn ntfscp_file_reads_back() {
     assert_eq!(got, content);
 }
 
+/// Offset in `b` of the `$DATA` attribute (type 0x80) of the MFT record at `rec`.
+fn data_attribute(b: &[u8], rec: usize) -> usize {
+    let mut pos = rec + usize::from(u16::from_le_bytes([b[rec + 20], b[rec + 21]]));
+    loop {
+        let ty = u32::from_le_bytes(b[pos..pos + 4].try_into().unwrap());
+        if ty == 0x80 {
+            return pos;
+        }
+        pos += u32::from_le_bytes(b[pos + 4..pos + 8].try_into().unwrap()) as usize;
+    }
+}
+
 #[test]
 fn run_list_past_the_volume_is_an_error() {
     let bytes = small_image("secret.bin", &common::pseudo_random(3, 300_000));
     let rec = record_of(&bytes, "secret.bin");
     let mut b = bytes.clone();
-    // Find the $DATA attribute (type 0x80) and make its first run's LCN huge.
-    let mut pos = rec + usize::from(u16::from_le_bytes([b[rec + 20], b[rec + 21]]));
-    loop {
-        let ty = u32::from_le_bytes(b[pos..pos + 4].try_into().unwrap());
-        let len = u32::from_le_bytes(b[pos + 4..pos + 8].try_into().unwrap()) as usize;
-        if ty == 0x80 {
-            let rl = pos + usize::from(u16::from_le_bytes([b[pos + 32], b[pos + 33]]));
-            let header = b[rl];
-            let (ls, os) = (usize::from(header & 0xF), usize::from(header >> 4));
-            for i in 0..os {
-                b[rl + 1 + ls + i] = if i + 1 == os { 0x7F } else { 0xFF };
-            }
-            break;
-        }
-        pos += len;
+    // Make the first run's LCN of the $DATA attribute huge.
+    let pos = data_attribute(&b, rec);
+    let rl = pos + usize::from(u16::from_le_bytes([b[pos + 32], b[pos + 33]]));
+    let header = b[rl];
+    let (ls, os) = (usize::from(header & 0xF), usize::from(header >> 4));
+    for i in 0..os {
+        b[rl + 1 + ls + i] = if i + 1 == os { 0x7F } else { 0xFF };
     }
     let errors = list_and_read(b).unwrap();
     assert!(
@@ -249,12 +246,7 @@ fn attribute_list_spreads_names_and_runs() {
     }
     drop(mount);
     let (_, fs) = open(&img);
-    let links = fs
-        .read_dir(fs.root())
-        .unwrap()
-        .into_iter()
-        .find(|e| e.name == "links")
-        .unwrap();
+    let links = entry(&fs, fs.root(), "links");
     let entries = fs.read_dir(links.node).unwrap();
     assert_eq!(entries.len(), 62);
     for e in entries.iter().filter(|e| e.name != "filler.bin") {
@@ -317,12 +309,7 @@ fn compressed_and_encrypted_files_are_unreadable() {
     .unwrap();
     drop(mount);
     let (_, fs) = open(&img);
-    let comp = fs
-        .read_dir(fs.root())
-        .unwrap()
-        .into_iter()
-        .find(|e| e.name == "comp")
-        .unwrap();
+    let comp = entry(&fs, fs.root(), "comp");
     let file = &fs.read_dir(comp.node).unwrap()[0];
     let m = fs.metadata(file.node).unwrap();
     assert_eq!(m.unreadable, Some("ntfs compressed file"));
@@ -331,16 +318,8 @@ fn compressed_and_encrypted_files_are_unreadable() {
     let bytes = small_image("secret.bin", &common::pseudo_random(3, 300_000));
     let rec = record_of(&bytes, "secret.bin");
     let mut b = bytes.clone();
-    let mut pos = rec + usize::from(u16::from_le_bytes([b[rec + 20], b[rec + 21]]));
-    loop {
-        let ty = u32::from_le_bytes(b[pos..pos + 4].try_into().unwrap());
-        let len = u32::from_le_bytes(b[pos + 4..pos + 8].try_into().unwrap()) as usize;
-        if ty == 0x80 {
-            b[pos + 12..pos + 14].copy_from_slice(&0x4000u16.to_le_bytes());
-            break;
-        }
-        pos += len;
-    }
+    let pos = data_attribute(&b, rec);
+    b[pos + 12..pos + 14].copy_from_slice(&0x4000u16.to_le_bytes());
     let fs = Ntfs::open(Arc::new(MemSource::new(b))).unwrap();
     let e = &fs.read_dir(fs.root()).unwrap()[0];
     assert_eq!(
@@ -352,5 +331,5 @@ fn compressed_and_encrypted_files_are_unreadable() {
 /// The seed corpus with deterministic random byte mutations must never panic or hang.
 #[test]
 fn mutated_seeds_never_panic() {
-    common::run_mutated_seeds("ntfs", snapsentry_disk::fs::ntfs::fuzz);
+    common::run_mutated_seeds("ntfs", snapsentry_disk::fuzzing::ntfs);
 }

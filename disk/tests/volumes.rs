@@ -10,69 +10,24 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+use common::{noisy_image, run, tool, tool_with_input, write_at};
+
 use snapsentry_disk::source::{BlockSource, FileSource, MemSource, Slice};
 use snapsentry_disk::table::read_table;
 use snapsentry_disk::{Disk, open_disk};
 
 const MIB: u64 = 1 << 20;
 
-/// Run a tool, failing the test with its name when it is missing or fails.
-fn run_env(tool: &str, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> String {
-    use std::io::Write;
-    let mut cmd = Command::new(tool);
-    cmd.args(args)
-        .envs(env.iter().copied())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("{tool} is required for this test: {e}"));
-    let mut input = child.stdin.take().unwrap();
-    if let Some(s) = stdin {
-        input.write_all(s.as_bytes()).unwrap();
-    }
-    drop(input);
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{tool} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn run(tool: &str, args: &[&str]) -> String {
-    run_env(tool, args, &[], None)
-}
-
-/// A sparse file of `size` bytes filled with pseudo-random bytes in its first 64 KiB of every
-/// MiB, so offsets can be told apart.
-fn image(dir: &Path, name: &str, size: u64) -> PathBuf {
-    let path = dir.join(name);
-    let mut data = vec![0u8; size as usize];
-    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ size;
-    for chunk in data.chunks_mut(4096) {
-        for b in chunk.iter_mut().take(64) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            *b = x as u8;
-        }
-    }
-    std::fs::write(&path, &data).unwrap();
+/// A [`noisy_image`] of `size` bytes partitioned by `sfdisk` with `script`.
+fn partitioned(dir: &Path, name: &str, size: u64, script: &str) -> PathBuf {
+    let path = noisy_image(dir, name, size);
+    tool_with_input("sfdisk", &[path.to_str().unwrap()], script);
     path
-}
-
-fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    f.write_all_at(bytes, offset).unwrap();
 }
 
 /// `sfdisk --json` partitions: node → (start sector, sectors, type).
 fn sfdisk_json(path: &Path) -> HashMap<u32, (u64, u64, String)> {
-    let out = run("sfdisk", &["--json", path.to_str().unwrap()]);
+    let out = tool("sfdisk", &["--json", path.to_str().unwrap()]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let file = path.to_str().unwrap();
     v["partitiontable"]["partitions"]
@@ -101,9 +56,9 @@ fn open(path: &Path) -> Disk {
 #[test]
 fn gpt_matches_sfdisk_and_survives_a_lost_primary() {
     let dir = tempfile::tempdir().unwrap();
-    let path = image(dir.path(), "gpt.img", 64 * MIB);
+    let path = noisy_image(dir.path(), "gpt.img", 64 * MIB);
     let p = path.to_str().unwrap();
-    run(
+    tool(
         "sgdisk",
         &[
             "-n",
@@ -178,12 +133,11 @@ fn gpt_matches_sfdisk_and_survives_a_lost_primary() {
 #[test]
 fn partition_past_the_end_fails_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let path = image(dir.path(), "cut.img", 32 * MIB);
-    run_env(
-        "sfdisk",
-        &[path.to_str().unwrap()],
-        &[],
-        Some("label: gpt\nstart=2048, size=8192\nstart=10240, size=40960\n"),
+    let path = partitioned(
+        dir.path(),
+        "cut.img",
+        32 * MIB,
+        "label: gpt\nstart=2048, size=8192\nstart=10240, size=40960\n",
     );
     // Keep the first 16 MiB: partition 2 now ends past the end of the disk.
     let bytes = std::fs::read(&path).unwrap()[..(16 * MIB) as usize].to_vec();
@@ -202,19 +156,16 @@ fn partition_past_the_end_fails_alone() {
 #[test]
 fn mbr_with_extended_and_logical_partitions_matches_sfdisk() {
     let dir = tempfile::tempdir().unwrap();
-    let path = image(dir.path(), "mbr.img", 32 * MIB);
-    run_env(
-        "sfdisk",
-        &[path.to_str().unwrap()],
-        &[],
-        Some(
-            "label: dos\n\
+    let path = partitioned(
+        dir.path(),
+        "mbr.img",
+        32 * MIB,
+        "label: dos\n\
              start=2048, size=8192, type=83\n\
              start=10240, size=40960, type=5\n\
              start=12288, size=8192, type=83\n\
              start=22528, size=16384, type=82\n\
              start=51200, size=8192, type=7\n",
-        ),
     );
     let want = sfdisk_json(&path);
     let disk = FileSource::open(&path).unwrap();
@@ -253,19 +204,18 @@ fn whole_disk_without_a_table_is_one_volume() {
 #[test]
 fn encrypted_and_swap_volumes_are_reported_not_scanned() {
     let dir = tempfile::tempdir().unwrap();
-    let path = image(dir.path(), "enc.img", 64 * MIB);
-    run_env(
-        "sfdisk",
-        &[path.to_str().unwrap()],
-        &[],
-        Some("label: gpt\nsize=20M\nsize=8M\nsize=8M\nsize=8M\n"),
+    let path = partitioned(
+        dir.path(),
+        "enc.img",
+        64 * MIB,
+        "label: gpt\nsize=20M\nsize=8M\nsize=8M\nsize=8M\n",
     );
     let table = read_table(&FileSource::open(&path).unwrap()).unwrap();
     let offset = |n: usize| table.partitions[n].start;
     // LUKS, made by cryptsetup on a file and copied into partition 1.
     let luks = dir.path().join("luks");
     std::fs::write(&luks, vec![0u8; (20 * MIB) as usize]).unwrap();
-    run_env(
+    tool_with_input(
         "cryptsetup",
         &[
             "luksFormat",
@@ -280,8 +230,7 @@ fn encrypted_and_swap_volumes_are_reported_not_scanned() {
             "-",
             luks.to_str().unwrap(),
         ],
-        &[],
-        Some("not-a-secret"),
+        "not-a-secret",
     );
     write_at(
         &path,
@@ -291,7 +240,7 @@ fn encrypted_and_swap_volumes_are_reported_not_scanned() {
     // Swap, made by mkswap.
     let swap = dir.path().join("swap");
     std::fs::write(&swap, vec![0u8; (8 * MIB) as usize]).unwrap();
-    run("mkswap", &[swap.to_str().unwrap()]);
+    tool("mkswap", &[swap.to_str().unwrap()]);
     write_at(&path, offset(1), &std::fs::read(&swap).unwrap()[..65_536]);
     // A BitLocker volume header (no Debian tool writes one): the signature at offset 3.
     let mut bitlocker = vec![0u8; 512];
@@ -341,7 +290,7 @@ struct Loops(Vec<String>);
 
 impl Loops {
     fn attach(&mut self, file: &Path, offset: u64, size: u64) -> String {
-        let dev = run(
+        let dev = tool(
             "losetup",
             &[
                 "--find",
@@ -389,26 +338,30 @@ impl Lvm {
         Lvm { conf_dir }
     }
 
+    /// `lvcreate` of the inactive LV `name`, then `args` (size, VG, PVs).
+    fn lvcreate(&self, name: &str, args: &[&str]) -> String {
+        let mut all = vec!["lvcreate", "--activate", "n", "-y", "-n", name];
+        all.extend_from_slice(args);
+        self.run(&all)
+    }
+
     fn run(&self, args: &[&str]) -> String {
         let dir = self.conf_dir.path().to_str().unwrap().to_string();
-        run_env(
-            args[0],
-            &args[1..],
-            &[("LVM_SYSTEM_DIR", &dir), ("LVM_SUPPRESS_FD_WARNINGS", "1")],
-            None,
-        )
+        run(Command::new(args[0]).args(&args[1..]).envs([
+            ("LVM_SYSTEM_DIR", dir.as_str()),
+            ("LVM_SUPPRESS_FD_WARNINGS", "1"),
+        ]))
     }
 }
 
 #[test]
 fn lvm_linear_volumes_map_like_lvs_says() {
     let dir = tempfile::tempdir().unwrap();
-    let path = image(dir.path(), "lvm.img", 96 * MIB);
-    run_env(
-        "sfdisk",
-        &[path.to_str().unwrap()],
-        &[],
-        Some("label: gpt\nsize=8M\nsize=40M\nsize=40M\n"),
+    let path = partitioned(
+        dir.path(),
+        "lvm.img",
+        96 * MIB,
+        "label: gpt\nsize=8M\nsize=40M\nsize=40M\n",
     );
     let table = read_table(&FileSource::open(&path).unwrap()).unwrap();
     let (p2, p3) = (&table.partitions[1], &table.partitions[2]);
@@ -419,59 +372,13 @@ fn lvm_linear_volumes_map_like_lvs_says() {
     let vg = format!("ssvg{}", std::process::id());
     lvm.run(&["pvcreate", "-ff", "-y", &dev2, &dev3]);
     lvm.run(&["vgcreate", "-s", "1M", &vg, &dev2, &dev3]);
-    lvm.run(&[
-        "lvcreate",
-        "--activate",
-        "n",
-        "-y",
-        "-n",
-        "one",
-        "-L",
-        "6M",
-        &vg,
-        &dev2,
-    ]);
-    lvm.run(&[
-        "lvcreate",
-        "--activate",
-        "n",
-        "-y",
-        "-n",
-        "two",
-        "-L",
-        "5M",
-        &vg,
-        &dev2,
-    ]);
+    lvm.lvcreate("one", &["-L", "6M", &vg, &dev2]);
+    lvm.lvcreate("two", &["-L", "5M", &vg, &dev2]);
     // `one` grows after `two` took the next extents: two segments on p2.
     lvm.run(&["lvextend", "-y", "-L", "+4M", &format!("{vg}/one"), &dev2]);
-    lvm.run(&[
-        "lvcreate",
-        "--activate",
-        "n",
-        "-y",
-        "-n",
-        "striped",
-        "-i",
-        "2",
-        "-I",
-        "64k",
-        "-L",
-        "4M",
-        &vg,
-    ]);
+    lvm.lvcreate("striped", &["-i", "2", "-I", "64k", "-L", "4M", &vg]);
     // The rest of both PVs: segments on two PVs.
-    lvm.run(&[
-        "lvcreate",
-        "--activate",
-        "n",
-        "-y",
-        "-n",
-        "span",
-        "-l",
-        "100%FREE",
-        &vg,
-    ]);
+    lvm.lvcreate("span", &["-l", "100%FREE", &vg]);
     let segments = lvs_segments(&lvm, &vg);
     let pe_start: u64 = lvm
         .run(&[
@@ -621,12 +528,11 @@ fn qcow2_gpt_lvm_ext4_end_to_end() {
         ..Features::POSIX
     });
     let dir = tempfile::tempdir().unwrap();
-    let path = image(dir.path(), "stack.raw", 128 * MIB);
-    run_env(
-        "sfdisk",
-        &[path.to_str().unwrap()],
-        &[],
-        Some("label: gpt\nsize=100M, type=E6D6D379-F507-44C2-A23C-238F2A3DF928\n"),
+    let path = partitioned(
+        dir.path(),
+        "stack.raw",
+        128 * MIB,
+        "label: gpt\nsize=100M, type=E6D6D379-F507-44C2-A23C-238F2A3DF928\n",
     );
     let p1 = read_table(&FileSource::open(&path).unwrap())
         .unwrap()
@@ -638,28 +544,8 @@ fn qcow2_gpt_lvm_ext4_end_to_end() {
     let vg = format!("ssroot{}", std::process::id());
     lvm.run(&["pvcreate", "-ff", "-y", &dev]);
     lvm.run(&["vgcreate", "-s", "1M", &vg, &dev]);
-    lvm.run(&[
-        "lvcreate",
-        "--activate",
-        "n",
-        "-y",
-        "-n",
-        "root",
-        "-L",
-        "24M",
-        &vg,
-    ]);
-    lvm.run(&[
-        "lvcreate",
-        "--activate",
-        "n",
-        "-y",
-        "-n",
-        "other",
-        "-L",
-        "4M",
-        &vg,
-    ]);
+    lvm.lvcreate("root", &["-L", "24M", &vg]);
+    lvm.lvcreate("other", &["-L", "4M", &vg]);
     lvm.run(&["lvextend", "-y", "-L", "+24M", &format!("{vg}/root")]);
     let segments = lvs_segments(&lvm, &vg);
     let pe_start: u64 = lvm
@@ -682,20 +568,11 @@ fn qcow2_gpt_lvm_ext4_end_to_end() {
     // the LV: no device-mapper needed.
     let fs_image = dir.path().join("root.ext4");
     std::fs::write(&fs_image, vec![0u8; (48 * MIB) as usize]).unwrap();
-    run_env(
-        "mkfs.ext4",
-        &[
-            "-q",
-            "-F",
-            "-L",
-            "rootfs",
-            "-d",
-            tree.path().to_str().unwrap(),
-            fs_image.to_str().unwrap(),
-        ],
-        &[("E2FSPROGS_FAKE_TIME", "1700000000")],
-        None,
-    );
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "rootfs", "-d"])
+        .arg(tree.path())
+        .arg(&fs_image)
+        .env("E2FSPROGS_FAKE_TIME", "1700000000"));
     let fs_bytes = std::fs::read(&fs_image).unwrap();
     let root_segments: Vec<_> = segments.iter().filter(|s| s["lv_name"] == "root").collect();
     assert_eq!(root_segments.len(), 2, "{segments:?}");
@@ -718,7 +595,7 @@ fn qcow2_gpt_lvm_ext4_end_to_end() {
         );
     }
     let qcow2 = dir.path().join("stack.qcow2");
-    run(
+    tool(
         "qemu-img",
         &[
             "convert",
@@ -757,19 +634,17 @@ fn qcow2_gpt_lvm_ext4_end_to_end() {
 #[test]
 fn a_valid_mbr_wins_over_a_stale_gpt() {
     let dir = tempfile::tempdir().unwrap();
-    let path = image(dir.path(), "stale.img", 16 * MIB);
-    run_env(
-        "sfdisk",
-        &[path.to_str().unwrap()],
-        &[],
-        Some("label: gpt\nsize=4M\nsize=4M\n"),
+    let path = partitioned(
+        dir.path(),
+        "stale.img",
+        16 * MIB,
+        "label: gpt\nsize=4M\nsize=4M\n",
     );
     // Relabel as MBR but leave the GPT headers behind, as a careless conversion does.
-    run_env(
+    tool_with_input(
         "sfdisk",
         &["--wipe", "never", path.to_str().unwrap()],
-        &[],
-        Some("label: dos\nstart=4096, size=8192, type=83\n"),
+        "label: dos\nstart=4096, size=8192, type=83\n",
     );
     let table = read_table(&FileSource::open(&path).unwrap()).unwrap();
     assert_eq!(table.scheme, "mbr");

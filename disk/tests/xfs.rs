@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{Checks, Features, RefTree, assert_matches, blank_image, build_tree, run};
+use common::{
+    Checks, Features, RefTree, assert_matches, blank_image, build_tree, entry, lookup,
+    read_everything, read_exact, run, try_loop_mount,
+};
 use snapsentry_disk::fs::xfs::{self, Xfs};
 use snapsentry_disk::fs::{FileKind, Filesystem};
 use snapsentry_disk::source::{BlockSource, FileSource};
@@ -146,18 +149,10 @@ fn xfs_mounted_copy_with_times_links_and_btree_extents() {
         .args(["-q", "-f", "-L", "refvol"])
         .arg(&image));
     let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-o", "loop"])
-        .arg(&image)
-        .arg(&mnt)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !mounted {
+    let Some(mount) = try_loop_mount(&image, &mnt, "") else {
         eprintln!("skipping: cannot loop-mount XFS here");
         return;
-    }
+    };
     let copied = Command::new("cp")
         .args(["-a", "--sparse=always"])
         .arg(format!("{}/.", tree.path().display()))
@@ -177,28 +172,17 @@ fn xfs_mounted_copy_with_times_links_and_btree_extents() {
     let want_frag = std::fs::read(&frag).unwrap();
     // A remote symlink (kernel-written, with its XSLM header).
     std::os::unix::fs::symlink("r".repeat(1000), mnt.join("remote-link")).unwrap();
-    let umount = Command::new("umount").arg(&mnt).status();
+    let umount = mount.unmount();
     assert!(copied.unwrap().success());
-    assert!(umount.unwrap().success());
+    assert!(umount);
 
     let fs = open(&image);
     assert_matches(&fs, &tree, Checks::ALL, |p| {
         p == "/frag.bin" || p == "/remote-link"
     });
-    let link = fs
-        .read_dir(fs.root())
-        .unwrap()
-        .into_iter()
-        .find(|e| e.name == "remote-link")
-        .unwrap();
+    let link = entry(&fs, fs.root(), "remote-link");
     assert_eq!(fs.read_link(link.node).unwrap(), "r".repeat(1000));
-    let node = fs
-        .read_dir(fs.root())
-        .unwrap()
-        .into_iter()
-        .find(|e| e.name == "frag.bin")
-        .unwrap()
-        .node;
+    let node = entry(&fs, fs.root(), "frag.bin").node;
     let db = run(Command::new("xfs_db")
         .args([
             "-r",
@@ -212,31 +196,11 @@ fn xfs_mounted_copy_with_times_links_and_btree_extents() {
         db.contains("btree"),
         "frag.bin is not in btree format: {db}"
     );
-    let mut c = fs.open(node).unwrap();
-    let mut got = vec![0u8; want_frag.len()];
-    let mut done = 0;
-    while done < got.len() {
-        let n = c.read_at(done as u64, &mut got[done..]).unwrap();
-        assert!(n > 0);
-        done += n;
-    }
+    let got = read_exact(&fs, node, want_frag.len());
     assert!(got == want_frag, "fragmented file content differs");
     // Hard links share an inode; the 2040 file keeps its time (bigtime).
-    let tool = |name: &str| {
-        let bin = ["usr", "local", "bin"].iter().fold(fs.root(), |n, part| {
-            fs.read_dir(n)
-                .unwrap()
-                .into_iter()
-                .find(|e| e.name == *part)
-                .unwrap()
-                .node
-        });
-        fs.read_dir(bin)
-            .unwrap()
-            .into_iter()
-            .find(|e| e.name == name)
-            .unwrap()
-    };
+    let bin = lookup(&fs, "/usr/local/bin");
+    let tool = |name: &str| entry(&fs, bin, name);
     let a = tool("tool");
     assert_eq!(a.node, tool("tool-hardlink").node);
     assert_eq!(a.kind, Some(FileKind::File));
@@ -315,35 +279,12 @@ impl Small {
     }
 }
 
+/// Open and exercise everything; must not panic or hang. Returns the error count (symlinks
+/// without a target included), or None when the filesystem did not open.
 fn exercise(source: Arc<dyn BlockSource>) -> Option<usize> {
     let fs = Xfs::open(source).ok()?;
-    let mut errors = 0;
-    let summary =
-        snapsentry_disk::walk::walk(&fs, &snapsentry_disk::walk::WalkLimits::default(), |e| {
-            if e.metadata.kind == FileKind::File {
-                match fs.open(e.node) {
-                    Ok(mut c) => {
-                        let mut buf = vec![0u8; 65536];
-                        let mut off = 0;
-                        while off < 4 << 20 {
-                            match c.read_at(off, &mut buf) {
-                                Ok(0) | Err(_) => break,
-                                Ok(n) => off += n as u64,
-                            }
-                        }
-                    }
-                    Err(_) => errors += 1,
-                }
-            }
-            if e.metadata.kind == FileKind::Symlink && e.link_target.is_none() {
-                errors += 1;
-            }
-            std::ops::ControlFlow::Continue(())
-        });
-    if let Ok(s) = summary {
-        errors += s.errors.len();
-    }
-    Some(errors)
+    let met = read_everything(&fs);
+    Some(met.open_errors + met.walk_errors + met.unread_links)
 }
 
 /// Superblock geometry needed to find things in tests.
@@ -381,12 +322,7 @@ impl Geo {
 
 fn ino_of(img: &Small, name: &str) -> u64 {
     let fs = img.fs();
-    fs.read_dir(fs.root())
-        .unwrap()
-        .into_iter()
-        .find(|e| e.name == name)
-        .unwrap()
-        .node
+    entry(&fs, fs.root(), name).node
 }
 
 #[test]

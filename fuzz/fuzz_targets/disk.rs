@@ -1,3 +1,3 @@
 #![no_main]
 //! The whole stack on arbitrary bytes: image format, partition table, LVM, filesystems.
-libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsentry_disk::fuzzing::exercise_disk(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsentry_disk::fuzzing::disk(data));

@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsentry_disk::lvm::fuzz(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsentry_disk::fuzzing::lvm(data));

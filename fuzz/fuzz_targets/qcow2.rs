@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsentry_disk::image::qcow2::fuzz(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsentry_disk::fuzzing::qcow2(data));

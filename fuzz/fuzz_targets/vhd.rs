@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsentry_disk::image::vhd::fuzz(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsentry_disk::fuzzing::vhd(data));

@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsentry_disk::fs::xfs::fuzz(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| snapsentry_disk::fuzzing::xfs(data));

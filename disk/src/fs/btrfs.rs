@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use tracing::debug;
 
+use crate::bytes::{le_i64, le_u16, le_u32, le_u64};
 use crate::fs::{DirEntry, FileContent, FileKind, Filesystem, Metadata, NodeId, Timestamp};
 use crate::source::BlockSource;
 use crate::{DiskError, Result};
@@ -58,19 +59,6 @@ fn corrupt(what: &'static str, detail: impl Into<String>) -> DiskError {
     DiskError::corrupt(what, detail)
 }
 
-fn bytes<const N: usize>(b: &[u8], off: usize) -> Option<[u8; N]> {
-    b.get(off..off.checked_add(N)?)?.try_into().ok()
-}
-fn u16_at(b: &[u8], off: usize) -> Option<u16> {
-    bytes(b, off).map(u16::from_le_bytes)
-}
-fn u32_at(b: &[u8], off: usize) -> Option<u32> {
-    bytes(b, off).map(u32::from_le_bytes)
-}
-fn u64_at(b: &[u8], off: usize) -> Option<u64> {
-    bytes(b, off).map(u64::from_le_bytes)
-}
-
 /// A tree key, ordered as btrfs orders them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Key {
@@ -89,9 +77,9 @@ impl Key {
     }
     fn parse(b: &[u8], off: usize) -> Option<Key> {
         Some(Key {
-            objectid: u64_at(b, off)?,
+            objectid: le_u64(b, off)?,
             ty: *b.get(off + 8)?,
-            offset: u64_at(b, off + 9)?,
+            offset: le_u64(b, off + 9)?,
         })
     }
 }
@@ -108,10 +96,10 @@ struct Chunk {
 fn parse_chunk(logical: u64, b: &[u8]) -> Result<Chunk> {
     const WHAT: &str = "btrfs chunk item";
     let (Some(length), Some(ty), Some(num_stripes), Some(physical)) = (
-        u64_at(b, 0),
-        u64_at(b, 24),
-        u16_at(b, 44),
-        u64_at(b, 48 + 8),
+        le_u64(b, 0),
+        le_u64(b, 24),
+        le_u16(b, 44),
+        le_u64(b, 48 + 8),
     ) else {
         return Err(corrupt(WHAT, format!("chunk at {logical} truncated")));
     };
@@ -160,6 +148,8 @@ pub fn detect(head: &[u8]) -> bool {
 }
 
 impl Btrfs {
+    /// Open the btrfs filesystem that `source` holds (one whole volume), validating its
+    /// superblock.
     pub fn open(source: Arc<dyn BlockSource>) -> Result<Self> {
         const WHAT: &str = "btrfs superblock";
         let mut sb = vec![0u8; 4096];
@@ -167,12 +157,12 @@ impl Btrfs {
         if &sb[0x40..0x48] != MAGIC {
             return Err(corrupt(WHAT, "no btrfs magic at 64 KiB"));
         }
-        let field = |off| u64_at(&sb, off).unwrap_or(0);
+        let field = |off| le_u64(&sb, off).unwrap_or(0);
         let root = field(0x50);
         let chunk_root = field(0x58);
         let num_devices = field(0x88);
-        let nodesize = u64::from(u32_at(&sb, 0x94).unwrap_or(0));
-        let sys_len = u32_at(&sb, 0xA0).unwrap_or(0) as usize;
+        let nodesize = u64::from(le_u32(&sb, 0x94).unwrap_or(0));
+        let sys_len = le_u32(&sb, 0xA0).unwrap_or(0) as usize;
         let root_level = sb[0xC6];
         let chunk_level = sb[0xC7];
         if !nodesize.is_power_of_two() || !(4096..=65536).contains(&nodesize) {
@@ -203,7 +193,7 @@ impl Btrfs {
             let key = Key::parse(sys, pos).ok_or_else(|| corrupt(WHAT, "sys_chunk_array key"))?;
             pos += 17;
             let item = sys.get(pos..).unwrap_or(&[]);
-            let stripes = usize::from(u16_at(item, 44).unwrap_or(0));
+            let stripes = usize::from(le_u16(item, 44).unwrap_or(0));
             let len = 48 + 32 * stripes;
             if key.ty != CHUNK_ITEM || item.len() < len {
                 return Err(corrupt(WHAT, "sys_chunk_array entry"));
@@ -334,8 +324,8 @@ impl Btrfs {
         let mut b = vec![0u8; self.nodesize as usize];
         let phys = self.physical(logical, self.nodesize)?;
         self.source.read_at(phys, &mut b)?;
-        let bytenr = u64_at(&b, 0x30).unwrap_or(0);
-        let nritems = u32_at(&b, 0x60).unwrap_or(0) as usize;
+        let bytenr = le_u64(&b, 0x30).unwrap_or(0);
+        let nritems = le_u32(&b, 0x60).unwrap_or(0) as usize;
         let got_level = b[0x64];
         if bytenr != logical || got_level != level {
             return Err(corrupt(
@@ -354,8 +344,8 @@ impl Btrfs {
             for i in 0..nritems {
                 let at = HEADER + i * 25;
                 let key = Key::parse(&b, at).ok_or_else(|| corrupt(WHAT, "item key"))?;
-                let off = u32_at(&b, at + 17).unwrap_or(0) as usize;
-                let size = u32_at(&b, at + 21).unwrap_or(0) as usize;
+                let off = le_u32(&b, at + 17).unwrap_or(0) as usize;
+                let size = le_u32(&b, at + 21).unwrap_or(0) as usize;
                 let data = b
                     .get(HEADER + off..(HEADER + off).saturating_add(size))
                     .ok_or_else(|| {
@@ -375,7 +365,7 @@ impl Btrfs {
             for i in 0..nritems {
                 let at = HEADER + i * 33;
                 let key = Key::parse(&b, at).ok_or_else(|| corrupt(WHAT, "pointer key"))?;
-                ptrs.push((key, u64_at(&b, at + 17).unwrap_or(0)));
+                ptrs.push((key, le_u64(&b, at + 17).unwrap_or(0)));
             }
             Node::Internal(ptrs)
         };
@@ -461,7 +451,7 @@ impl Btrfs {
             Key::new(id, ROOT_ITEM, 0),
             Key::new(id, ROOT_ITEM, u64::MAX),
             &mut |_, v| {
-                if let (Some(bytenr), Some(&level)) = (u64_at(v, 176), v.get(238)) {
+                if let (Some(bytenr), Some(&level)) = (le_u64(v, 176), v.get(238)) {
                     found = Some((bytenr, level));
                 }
                 Ok(())
@@ -564,8 +554,8 @@ fn dir_items(v: &[u8]) -> Vec<(Key, u8, &[u8])> {
     while pos + 30 <= v.len() {
         let (Some(location), Some(data_len), Some(name_len), Some(&ty)) = (
             Key::parse(v, pos),
-            u16_at(v, pos + 25),
-            u16_at(v, pos + 27),
+            le_u16(v, pos + 25),
+            le_u16(v, pos + 27),
             v.get(pos + 29),
         ) else {
             break;
@@ -581,8 +571,8 @@ fn dir_items(v: &[u8]) -> Vec<(Key, u8, &[u8])> {
 }
 
 fn timestamp(v: &[u8], off: usize) -> Option<Timestamp> {
-    let secs = i64::from_le_bytes(bytes(v, off)?);
-    let nanos = u32_at(v, off + 8)?;
+    let secs = le_i64(v, off)?;
+    let nanos = le_u32(v, off + 8)?;
     (nanos < 1_000_000_000).then_some(Timestamp::new(secs, nanos))
 }
 
@@ -667,18 +657,18 @@ impl Filesystem for Btrfs {
 
     fn metadata(&self, node: NodeId) -> Result<Metadata> {
         let v = self.inode_item(node)?;
-        let mode = u32_at(&v, 52).unwrap_or(0);
+        let mode = le_u32(&v, 52).unwrap_or(0);
         let kind = kind_of_mode(mode);
         let size = if kind == FileKind::Dir {
             0
         } else {
-            u64_at(&v, 16).unwrap_or(0)
+            le_u64(&v, 16).unwrap_or(0)
         };
         let mut m = Metadata::new(kind, size);
         m.mode = Some(mode);
-        m.uid = u32_at(&v, 44);
-        m.gid = u32_at(&v, 48);
-        m.nlink = u32_at(&v, 40);
+        m.uid = le_u32(&v, 44);
+        m.gid = le_u32(&v, 48);
+        m.nlink = le_u32(&v, 40);
         m.accessed = timestamp(&v, 112);
         m.changed = timestamp(&v, 124);
         m.modified = timestamp(&v, 136);
@@ -688,8 +678,8 @@ impl Filesystem for Btrfs {
 
     fn open(&self, node: NodeId) -> Result<Box<dyn FileContent + '_>> {
         let inode = self.inode_item(node)?;
-        let size = u64_at(&inode, 16).unwrap_or(0);
-        if kind_of_mode(u32_at(&inode, 52).unwrap_or(0)) != FileKind::File {
+        let size = le_u64(&inode, 16).unwrap_or(0);
+        if kind_of_mode(le_u32(&inode, 52).unwrap_or(0)) != FileKind::File {
             return Err(DiskError::NotFound(format!(
                 "btrfs node {node:#x} is not a regular file"
             )));
@@ -766,7 +756,7 @@ impl BtrfsFile<'_> {
         const WHAT: &str = "btrfs file extent";
         let (start, v) = self.extents[idx].clone();
         let compression = v.get(16).copied().unwrap_or(0);
-        if v.get(17).copied().unwrap_or(0) != 0 || u16_at(&v, 18).unwrap_or(0) != 0 {
+        if v.get(17).copied().unwrap_or(0) != 0 || le_u16(&v, 18).unwrap_or(0) != 0 {
             return Err(DiskError::unsupported(WHAT, "encrypted or encoded extent"));
         }
         let within = pos - start;
@@ -792,10 +782,10 @@ impl BtrfsFile<'_> {
             }
             Some(1 | 2) => {
                 let (Some(disk), Some(disk_len), Some(offset), Some(num)) = (
-                    u64_at(&v, 21),
-                    u64_at(&v, 29),
-                    u64_at(&v, 37),
-                    u64_at(&v, 45),
+                    le_u64(&v, 21),
+                    le_u64(&v, 29),
+                    le_u64(&v, 37),
+                    le_u64(&v, 45),
                 ) else {
                     return Err(corrupt(WHAT, "regular extent item truncated"));
                 };
@@ -872,10 +862,4 @@ impl FileContent for BtrfsFile<'_> {
         let n = self.read_extent(idx - 1, offset, &mut buf[..limit])?;
         Ok(n.max(1).min(limit))
     }
-}
-
-/// Fuzz entry: open `data` as a btrfs volume and walk and read everything.
-#[doc(hidden)]
-pub fn fuzz(data: &[u8]) {
-    crate::fuzzing::exercise_volume(data, |s| Btrfs::open(s).map(|fs| Arc::new(fs) as _));
 }

@@ -15,11 +15,15 @@ mod journal;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use crate::bytes::{Fields, le_u16, le_u32};
+use crate::fs::extents::{BlockReader, Extent, ExtentFile};
 use crate::fs::{DirEntry, FileContent, FileKind, Filesystem, Metadata, NodeId, Timestamp};
 use crate::source::BlockSource;
 use crate::{DiskError, Result};
 
 const WHAT: &str = "ext4";
+/// Fields of ext4 structures (little-endian).
+const LE: Fields = Fields::le(WHAT);
 
 /// Largest directory read (bytes).
 const MAX_DIR_SIZE: u64 = 256 << 20;
@@ -49,40 +53,6 @@ const FL_EXTENTS: u32 = 0x8_0000;
 const FL_INLINE_DATA: u32 = 0x1000_0000;
 
 const ROOT_INO: u64 = 2;
-
-/// Little-endian readers over on-disk bytes that fail instead of panicking.
-pub(crate) fn le_u16(buf: &[u8], off: usize) -> Result<u16> {
-    buf.get(off..off.wrapping_add(2))
-        .and_then(|b| b.try_into().ok())
-        .map(u16::from_le_bytes)
-        .ok_or_else(|| DiskError::corrupt(WHAT, format!("read of u16 at {off} past structure")))
-}
-
-pub(crate) fn le_u32(buf: &[u8], off: usize) -> Result<u32> {
-    buf.get(off..off.wrapping_add(4))
-        .and_then(|b| b.try_into().ok())
-        .map(u32::from_le_bytes)
-        .ok_or_else(|| DiskError::corrupt(WHAT, format!("read of u32 at {off} past structure")))
-}
-
-pub(crate) fn be_u32(buf: &[u8], off: usize) -> Result<u32> {
-    buf.get(off..off.wrapping_add(4))
-        .and_then(|b| b.try_into().ok())
-        .map(u32::from_be_bytes)
-        .ok_or_else(|| DiskError::corrupt("jbd2", format!("read of u32 at {off} past structure")))
-}
-
-fn u8_at(buf: &[u8], off: usize) -> Result<u8> {
-    buf.get(off)
-        .copied()
-        .ok_or_else(|| DiskError::corrupt(WHAT, format!("read of u8 at {off} past structure")))
-}
-
-fn slice(buf: &[u8], off: usize, len: usize) -> Result<&[u8]> {
-    off.checked_add(len)
-        .and_then(|end| buf.get(off..end))
-        .ok_or_else(|| DiskError::corrupt(WHAT, format!("{len} bytes at {off} past structure end")))
-}
 
 /// True when `head` (the first [`crate::volume::DETECT_LEN`] bytes of a volume, or fewer)
 /// holds a ext2/3/4 superblock.
@@ -142,24 +112,16 @@ impl Inode {
     }
 }
 
-/// One mapped piece of a file: `len` blocks from logical block `logical` at physical block
-/// `physical`; `zero` for uninitialized extents (read as zeros).
-#[derive(Clone, Copy, Debug)]
-struct Run {
-    logical: u64,
-    physical: u64,
-    len: u64,
-    zero: bool,
-}
-
 impl Ext4 {
+    /// Open the ext2/3/4 filesystem that `source` holds (one whole volume), validating its
+    /// superblock.
     pub fn open(source: Arc<dyn BlockSource>) -> Result<Self> {
         let mut sb = vec![0u8; 1024];
         source.read_at(1024, &mut sb)?;
-        if le_u16(&sb, 0x38)? != 0xEF53 {
+        if LE.u16(&sb, 0x38)? != 0xEF53 {
             return Err(DiskError::corrupt("ext4 superblock", "bad magic"));
         }
-        let log = le_u32(&sb, 0x18)?;
+        let log = LE.u32(&sb, 0x18)?;
         if log > 6 {
             return Err(DiskError::corrupt(
                 "ext4 superblock",
@@ -167,17 +129,17 @@ impl Ext4 {
             ));
         }
         let block_size = 1024u64 << log;
-        let compat = le_u32(&sb, 0x5C)?;
-        let incompat = le_u32(&sb, 0x60)?;
-        let ro_compat = le_u32(&sb, 0x64)?;
-        let mut blocks_count = le_u32(&sb, 0x4)? as u64;
+        let compat = LE.u32(&sb, 0x5C)?;
+        let incompat = LE.u32(&sb, 0x60)?;
+        let ro_compat = LE.u32(&sb, 0x64)?;
+        let mut blocks_count = LE.u32(&sb, 0x4)? as u64;
         if incompat & INCOMPAT_64BIT != 0 {
-            blocks_count |= (le_u32(&sb, 0x150)? as u64) << 32;
+            blocks_count |= (LE.u32(&sb, 0x150)? as u64) << 32;
         }
-        let first_data_block = le_u32(&sb, 0x14)? as u64;
-        let blocks_per_group = le_u32(&sb, 0x20)? as u64;
-        let inodes_per_group = le_u32(&sb, 0x28)? as u64;
-        let inodes_count = le_u32(&sb, 0x0)? as u64;
+        let first_data_block = LE.u32(&sb, 0x14)? as u64;
+        let blocks_per_group = LE.u32(&sb, 0x20)? as u64;
+        let inodes_per_group = LE.u32(&sb, 0x28)? as u64;
+        let inodes_count = LE.u32(&sb, 0x0)? as u64;
         if blocks_per_group == 0 || inodes_per_group == 0 || blocks_per_group > block_size * 8 * 8 {
             return Err(DiskError::corrupt(
                 "ext4 superblock",
@@ -190,11 +152,11 @@ impl Ext4 {
                 format!("block count {blocks_count} not above first data block {first_data_block}"),
             ));
         }
-        let rev = le_u32(&sb, 0x4C)?;
+        let rev = LE.u32(&sb, 0x4C)?;
         let inode_size = if rev == 0 {
             128
         } else {
-            le_u16(&sb, 0x58)? as usize
+            LE.u16(&sb, 0x58)? as usize
         };
         if inode_size < 128 || !inode_size.is_power_of_two() || inode_size as u64 > block_size {
             return Err(DiskError::corrupt(
@@ -203,7 +165,7 @@ impl Ext4 {
             ));
         }
         let desc_size = if incompat & INCOMPAT_64BIT != 0 {
-            let d = le_u16(&sb, 0xFE)? as usize;
+            let d = LE.u16(&sb, 0xFE)? as usize;
             if d < 32 || !d.is_power_of_two() || d as u64 > block_size {
                 return Err(DiskError::corrupt(
                     "ext4 superblock",
@@ -227,7 +189,7 @@ impl Ext4 {
         let name = sb.get(0x78..0x88).unwrap_or(&[]);
         let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
         let label = (!name.is_empty()).then(|| String::from_utf8_lossy(name).into_owned());
-        let first_meta_bg = le_u32(&sb, 0x104)? as u64;
+        let first_meta_bg = LE.u32(&sb, 0x104)? as u64;
         let mut fs = Ext4 {
             source,
             block_size,
@@ -253,8 +215,8 @@ impl Ext4 {
             ));
         }
         if incompat & INCOMPAT_RECOVER != 0 {
-            let journal_ino = le_u32(&sb, 0xE0)? as u64;
-            let journal_dev = le_u32(&sb, 0xE4)?;
+            let journal_ino = LE.u32(&sb, 0xE0)? as u64;
+            let journal_dev = LE.u32(&sb, 0xE4)?;
             if compat & COMPAT_HAS_JOURNAL == 0 || journal_ino == 0 || journal_dev != 0 {
                 tracing::warn!(
                     "ext4: needs_recovery set but no internal journal; reading as-is (recent changes may be missing)"
@@ -379,9 +341,9 @@ impl Ext4 {
         let group = (ino - 1) / self.inodes_per_group;
         let index = (ino - 1) % self.inodes_per_group;
         let desc = self.group_desc(group)?;
-        let mut table = le_u32(&desc, 0x8)? as u64;
+        let mut table = LE.u32(&desc, 0x8)? as u64;
         if self.desc_size >= 64 {
-            table |= (le_u32(&desc, 0x28)? as u64) << 32;
+            table |= (LE.u32(&desc, 0x28)? as u64) << 32;
         }
         let offset = self
             .block_offset(table)?
@@ -389,9 +351,9 @@ impl Ext4 {
             .ok_or_else(|| DiskError::corrupt("ext4 inode", "offset overflows"))?;
         let mut raw = vec![0u8; self.inode_size];
         self.read_bytes(offset, &mut raw)?;
-        let mode = le_u16(&raw, 0)?;
-        let flags = le_u32(&raw, 0x20)?;
-        let size = le_u32(&raw, 0x4)? as u64 | ((le_u32(&raw, 0x6C)? as u64) << 32);
+        let mode = LE.u16(&raw, 0)?;
+        let flags = LE.u32(&raw, 0x20)?;
+        let size = LE.u32(&raw, 0x4)? as u64 | ((LE.u32(&raw, 0x6C)? as u64) << 32);
         Ok(Inode {
             ino,
             raw,
@@ -411,11 +373,11 @@ impl Ext4 {
     }
 
     fn time(&self, inode: &Inode, base: usize, extra: Option<usize>) -> Option<Timestamp> {
-        let secs = le_u32(&inode.raw, base).ok()? as i32 as i64;
+        let secs = le_u32(&inode.raw, base)? as i32 as i64;
         let end = self.extra_end(inode);
         match extra {
             Some(off) if off + 4 <= end => {
-                let x = le_u32(&inode.raw, off).ok()?;
+                let x = le_u32(&inode.raw, off)?;
                 let epoch = (x & 3) as i64;
                 let nanos = (x >> 2).min(999_999_999);
                 Some(Timestamp::new(secs + (epoch << 32), nanos))
@@ -430,21 +392,21 @@ impl Ext4 {
         let Some(area) = inode.raw.get(start..) else {
             return Ok(None);
         };
-        if area.len() < 4 || le_u32(area, 0)? != 0xEA02_0000 {
+        if area.len() < 4 || LE.u32(area, 0)? != 0xEA02_0000 {
             return Ok(None);
         }
         let entries = &area[4..];
         let mut off = 0usize;
         while off + 16 <= entries.len() {
-            if le_u32(entries, off)? == 0 {
+            if LE.u32(entries, off)? == 0 {
                 break;
             }
-            let name_len = u8_at(entries, off)? as usize;
-            let index = u8_at(entries, off + 1)?;
-            let value_offs = le_u16(entries, off + 2)? as usize;
-            let value_inum = le_u32(entries, off + 4)?;
-            let value_size = le_u32(entries, off + 8)? as usize;
-            let name = slice(entries, off + 16, name_len)?;
+            let name_len = LE.u8(entries, off)? as usize;
+            let index = LE.u8(entries, off + 1)?;
+            let value_offs = LE.u16(entries, off + 2)? as usize;
+            let value_inum = LE.u32(entries, off + 4)?;
+            let value_size = LE.u32(entries, off + 8)? as usize;
+            let name = LE.slice(entries, off + 16, name_len)?;
             if index == 7 && name == want {
                 if value_inum != 0 {
                     return Err(DiskError::unsupported(
@@ -480,7 +442,7 @@ impl Ext4 {
     }
 
     /// Map a file's logical blocks below `nblocks` to physical runs.
-    fn map(&self, inode: &Inode, nblocks: u64) -> Result<Vec<Run>> {
+    fn map(&self, inode: &Inode, nblocks: u64) -> Result<Vec<Extent>> {
         let mut runs = Vec::new();
         if inode.flags & FL_EXTENTS != 0 {
             let mut visited = HashSet::new();
@@ -497,7 +459,7 @@ impl Ext4 {
             let mut reads = 0usize;
             let ib = inode.i_block();
             for i in 0..12u64 {
-                let b = le_u32(ib, i as usize * 4)? as u64;
+                let b = LE.u32(ib, i as usize * 4)? as u64;
                 if b != 0 && i < nblocks {
                     push_run(&mut runs, i, b, 1, false)?;
                 }
@@ -505,7 +467,7 @@ impl Ext4 {
             let per = self.block_size / 4;
             let mut start = 12u64;
             for level in 1..=3u32 {
-                let b = le_u32(ib, (11 + level as usize) * 4)? as u64;
+                let b = LE.u32(ib, (11 + level as usize) * 4)? as u64;
                 let span = per.saturating_pow(level);
                 if b != 0 && start < nblocks {
                     self.map_indirect(b, level, start, nblocks, &mut reads, &mut runs)?;
@@ -524,7 +486,7 @@ impl Ext4 {
         start: u64,
         nblocks: u64,
         reads: &mut usize,
-        runs: &mut Vec<Run>,
+        runs: &mut Vec<Extent>,
     ) -> Result<()> {
         *reads += 1;
         if *reads > MAX_MAP_BLOCKS {
@@ -540,7 +502,7 @@ impl Ext4 {
             if logical >= nblocks {
                 break;
             }
-            let b = le_u32(&buf, i as usize * 4)? as u64;
+            let b = LE.u32(&buf, i as usize * 4)? as u64;
             if b == 0 {
                 continue;
             }
@@ -562,16 +524,16 @@ impl Ext4 {
         budget: u16,
         nblocks: u64,
         visited: &mut HashSet<u64>,
-        runs: &mut Vec<Run>,
+        runs: &mut Vec<Extent>,
     ) -> Result<()> {
         let bad = |detail: String| {
             DiskError::corrupt("ext4 extent tree", format!("inode {}: {detail}", inode.ino))
         };
-        if le_u16(node, 0)? != 0xF30A {
+        if LE.u16(node, 0)? != 0xF30A {
             return Err(bad("bad extent header magic".into()));
         }
-        let entries = le_u16(node, 2)? as usize;
-        let depth = le_u16(node, 6)?;
+        let entries = LE.u16(node, 2)? as usize;
+        let depth = LE.u16(node, 6)?;
         if depth >= budget || depth > MAX_EXTENT_DEPTH {
             return Err(bad(format!("depth {depth} too deep")));
         }
@@ -585,10 +547,10 @@ impl Ext4 {
         }
         for i in 0..entries {
             let e = 12 + i * 12;
-            let logical = le_u32(node, e)? as u64;
+            let logical = LE.u32(node, e)? as u64;
             if depth == 0 {
-                let raw_len = le_u16(node, e + 4)? as u64;
-                let phys = ((le_u16(node, e + 6)? as u64) << 32) | le_u32(node, e + 8)? as u64;
+                let raw_len = LE.u16(node, e + 4)? as u64;
+                let phys = ((LE.u16(node, e + 6)? as u64) << 32) | LE.u32(node, e + 8)? as u64;
                 let (len, zero) = if raw_len > 32768 {
                     (raw_len - 32768, true)
                 } else {
@@ -599,7 +561,7 @@ impl Ext4 {
                 }
                 push_run(runs, logical, phys, len, zero)?;
             } else {
-                let child = ((le_u16(node, e + 8)? as u64) << 32) | le_u32(node, e + 4)? as u64;
+                let child = ((LE.u16(node, e + 8)? as u64) << 32) | LE.u32(node, e + 4)? as u64;
                 if !visited.insert(child) {
                     return Err(bad(format!("block {child} referenced twice (cycle)")));
                 }
@@ -620,7 +582,7 @@ impl Ext4 {
     }
 
     /// Open the content of `inode` (file, directory or symlink data), mapping its blocks once.
-    fn content(&self, inode: &Inode, size: u64) -> Result<Ext4File<'_>> {
+    fn content(&self, inode: &Inode, size: u64) -> Result<ExtentFile<'_, Ext4>> {
         if inode.flags & FL_INLINE_DATA != 0 {
             let mut data = self.inline_data(inode)?;
             if size > data.len() as u64 {
@@ -634,21 +596,10 @@ impl Ext4 {
                 ));
             }
             data.truncate(size as usize);
-            return Ok(Ext4File {
-                fs: self,
-                size,
-                inline: Some(data),
-                runs: Vec::new(),
-            });
+            return Ok(ExtentFile::inline(self, size, data));
         }
         let nblocks = size.div_ceil(self.block_size);
-        let runs = self.map(inode, nblocks)?;
-        Ok(Ext4File {
-            fs: self,
-            size,
-            inline: None,
-            runs,
-        })
+        Ok(ExtentFile::mapped(self, size, self.map(inode, nblocks)?))
     }
 
     /// Whole content of a small node (directory, symlink) into memory, capped at `cap` bytes.
@@ -659,17 +610,7 @@ impl Ext4 {
                 inode.ino, inode.size
             )));
         }
-        let mut file = self.content(inode, inode.size)?;
-        let mut buf = vec![0u8; inode.size as usize];
-        let mut done = 0;
-        while done < buf.len() {
-            let n = file.read_at(done as u64, &mut buf[done..])?;
-            if n == 0 {
-                break;
-            }
-            done += n;
-        }
-        Ok(buf)
+        self.content(inode, inode.size)?.read_to_end()
     }
 
     /// Parse dirents in `buf` (one directory block or inline region) into `out`.
@@ -677,8 +618,8 @@ impl Ext4 {
         let filetype = self.incompat & INCOMPAT_FILETYPE != 0;
         let mut off = 0usize;
         while off + 8 <= buf.len() {
-            let ino = le_u32(buf, off)? as u64;
-            let raw = le_u16(buf, off + 4)? as usize;
+            let ino = LE.u32(buf, off)? as u64;
+            let raw = LE.u16(buf, off + 4)? as usize;
             let rec_len = if self.block_size >= 65536 && (raw == 65535 || raw == 0) {
                 65536
             } else if self.block_size >= 65536 {
@@ -695,8 +636,8 @@ impl Ext4 {
                     ),
                 ));
             }
-            let name_len = u8_at(buf, off + 6)? as usize;
-            let ftype = u8_at(buf, off + 7)?;
+            let name_len = LE.u8(buf, off + 6)? as usize;
+            let ftype = LE.u8(buf, off + 7)?;
             let name_len = if filetype {
                 name_len
             } else {
@@ -737,7 +678,13 @@ impl Ext4 {
     }
 }
 
-fn push_run(runs: &mut Vec<Run>, logical: u64, physical: u64, len: u64, zero: bool) -> Result<()> {
+fn push_run(
+    runs: &mut Vec<Extent>,
+    logical: u64,
+    physical: u64,
+    len: u64,
+    zero: bool,
+) -> Result<()> {
     if let Some(last) = runs.last_mut()
         && !zero
         && !last.zero
@@ -752,7 +699,7 @@ fn push_run(runs: &mut Vec<Run>, logical: u64, physical: u64, len: u64, zero: bo
             "ext4 file maps to more than {MAX_RUNS} pieces"
         )));
     }
-    runs.push(Run {
+    runs.push(Extent {
         logical,
         physical,
         len,
@@ -761,74 +708,18 @@ fn push_run(runs: &mut Vec<Run>, logical: u64, physical: u64, len: u64, zero: bo
     Ok(())
 }
 
-/// Content of one open ext4 node.
-struct Ext4File<'a> {
-    fs: &'a Ext4,
-    size: u64,
-    inline: Option<Vec<u8>>,
-    runs: Vec<Run>,
-}
-
-impl FileContent for Ext4File<'_> {
-    fn size(&self) -> u64 {
-        self.size
+impl BlockReader for Ext4 {
+    fn block_size(&self) -> u64 {
+        self.block_size
     }
 
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        if offset >= self.size || buf.is_empty() {
-            return Ok(0);
-        }
-        let want = (buf.len() as u64).min(self.size - offset) as usize;
-        let buf = &mut buf[..want];
-        if let Some(data) = &self.inline {
-            let start = offset as usize;
-            buf.copy_from_slice(&data[start..start + want]);
-            return Ok(want);
-        }
-        let bs = self.fs.block_size;
-        let mut done = 0usize;
-        while done < want {
-            let pos = offset + done as u64;
-            let lblock = pos / bs;
-            let i = self.runs.partition_point(|r| r.logical <= lblock);
-            let run = i
-                .checked_sub(1)
-                .and_then(|i| self.runs.get(i))
-                .filter(|r| lblock < r.logical.saturating_add(r.len));
-            let (n, source) = match run {
-                Some(r) => {
-                    let run_end = r.logical.saturating_add(r.len).saturating_mul(bs);
-                    let n = (run_end - pos).min((want - done) as u64) as usize;
-                    let phys = if r.zero {
-                        None
-                    } else {
-                        let first = r.physical.saturating_add(lblock - r.logical);
-                        // The whole piece must lie inside the filesystem.
-                        let last = first.saturating_add((pos % bs + n as u64 - 1) / bs);
-                        self.fs.block_offset(last)?;
-                        Some(self.fs.block_offset(first)? + pos % bs)
-                    };
-                    (n, phys)
-                }
-                None => {
-                    // A hole: up to the next run.
-                    let next = self
-                        .runs
-                        .get(i)
-                        .map(|r| r.logical.saturating_mul(bs))
-                        .unwrap_or(u64::MAX);
-                    let n = (next - pos).min((want - done) as u64) as usize;
-                    (n, None)
-                }
-            };
-            let out = &mut buf[done..done + n];
-            match source {
-                Some(phys) => self.fs.read_bytes(phys, out)?,
-                None => out.fill(0),
-            }
-            done += n;
-        }
-        Ok(want)
+    const SPLIT_AT_BLOCKS: bool = false;
+
+    fn read_blocks(&self, block: u64, within: u64, out: &mut [u8]) -> Result<()> {
+        // The whole piece must lie inside the filesystem.
+        let last = block.saturating_add((within + out.len() as u64 - 1) / self.block_size);
+        self.block_offset(last)?;
+        self.read_bytes(self.block_offset(block)? + within, out)
     }
 }
 
@@ -905,15 +796,15 @@ impl Filesystem for Ext4 {
         }
         let mut meta = Metadata::new(kind, size);
         meta.mode = Some(inode.mode as u32);
-        meta.uid = Some(le_u16(raw, 0x2)? as u32 | (le_u16(raw, 0x78)? as u32) << 16);
-        meta.gid = Some(le_u16(raw, 0x18)? as u32 | (le_u16(raw, 0x7A)? as u32) << 16);
+        meta.uid = Some(LE.u16(raw, 0x2)? as u32 | (LE.u16(raw, 0x78)? as u32) << 16);
+        meta.gid = Some(LE.u16(raw, 0x18)? as u32 | (LE.u16(raw, 0x7A)? as u32) << 16);
         meta.accessed = self.time(&inode, 0x8, Some(0x8C));
         meta.changed = self.time(&inode, 0xC, Some(0x84));
         meta.modified = self.time(&inode, 0x10, Some(0x88));
         if self.extra_end(&inode) >= 0x94 {
             meta.created = self.time(&inode, 0x90, Some(0x94));
         }
-        meta.nlink = Some(le_u16(raw, 0x1A)? as u32);
+        meta.nlink = Some(LE.u16(raw, 0x1A)? as u32);
         if kind == FileKind::File && inode.flags & FL_ENCRYPT != 0 {
             meta.unreadable = Some("ext4 encrypted file");
         }
@@ -960,10 +851,4 @@ impl Filesystem for Ext4 {
         };
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
-}
-
-/// Fuzz entry: open `data` as a ext2/3/4 volume and walk and read everything.
-#[doc(hidden)]
-pub fn fuzz(data: &[u8]) {
-    crate::fuzzing::exercise_volume(data, |s| Ext4::open(s).map(|fs| Arc::new(fs) as _));
 }

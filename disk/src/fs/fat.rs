@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use tracing::debug;
 
+use crate::bytes::{le_u16, le_u32};
 use crate::fs::{DirEntry, FileContent, FileKind, Filesystem, Metadata, NodeId, Timestamp};
 use crate::source::BlockSource;
 use crate::{DiskError, Result};
@@ -44,20 +45,6 @@ enum FatType {
     Fat12,
     Fat16,
     Fat32,
-}
-
-fn le16(b: &[u8], off: usize) -> u16 {
-    match b.get(off..off + 2) {
-        Some(s) => u16::from_le_bytes([s[0], s[1]]),
-        None => 0,
-    }
-}
-
-fn le32(b: &[u8], off: usize) -> u32 {
-    match b.get(off..off + 4) {
-        Some(s) => u32::from_le_bytes([s[0], s[1], s[2], s[3]]),
-        None => 0,
-    }
 }
 
 fn corrupt(detail: impl Into<String>) -> DiskError {
@@ -91,7 +78,7 @@ impl Bpb {
         if &b[3..11] == b"NTFS    " || &b[3..11] == b"EXFAT   " {
             return Err(corrupt("boot sector is NTFS or exFAT"));
         }
-        let bytes_per_sector = u64::from(le16(b, 11));
+        let bytes_per_sector = u64::from(le_u16(b, 11).unwrap_or(0));
         if !matches!(bytes_per_sector, 512 | 1024 | 2048 | 4096) {
             return Err(corrupt(format!(
                 "BPB bytes per sector is {bytes_per_sector}"
@@ -103,12 +90,12 @@ impl Bpb {
                 "BPB sectors per cluster is {sectors_per_cluster}"
             )));
         }
-        let reserved_sectors = u64::from(le16(b, 14));
+        let reserved_sectors = u64::from(le_u16(b, 14).unwrap_or(0));
         let num_fats = u64::from(b[16]);
-        let root_entries = u64::from(le16(b, 17));
-        let total16 = u64::from(le16(b, 19));
-        let fat16 = u64::from(le16(b, 22));
-        let total32 = u64::from(le32(b, 32));
+        let root_entries = u64::from(le_u16(b, 17).unwrap_or(0));
+        let total16 = u64::from(le_u16(b, 19).unwrap_or(0));
+        let fat16 = u64::from(le_u16(b, 22).unwrap_or(0));
+        let total32 = u64::from(le_u32(b, 32).unwrap_or(0));
         if reserved_sectors == 0 || !(1..=4).contains(&num_fats) {
             return Err(corrupt(format!(
                 "BPB has {reserved_sectors} reserved sectors and {num_fats} FATs"
@@ -118,7 +105,11 @@ impl Bpb {
         let (fat_sectors, root_cluster, label_off) = if fat16 != 0 {
             (fat16, 0, 43)
         } else {
-            (u64::from(le32(b, 36)), le32(b, 44) & 0x0FFF_FFFF, 71)
+            (
+                u64::from(le_u32(b, 36).unwrap_or(0)),
+                le_u32(b, 44).unwrap_or(0) & 0x0FFF_FFFF,
+                71,
+            )
         };
         if fat_sectors == 0 || total_sectors == 0 {
             return Err(corrupt("BPB has a zero FAT size or sector count"));
@@ -191,6 +182,8 @@ pub struct Fat {
 }
 
 impl Fat {
+    /// Open the FAT12/16/32 filesystem that `source` holds (one whole volume), validating its
+    /// boot sector.
     pub fn open(source: Arc<dyn BlockSource>) -> Result<Self> {
         let mut boot = [0u8; 512];
         source.read_at(0, &mut boot)?;
@@ -390,11 +383,11 @@ impl Fat {
 
     fn first_cluster(&self, e: &[u8; 32]) -> u32 {
         let hi = if self.fat_type == FatType::Fat32 {
-            u32::from(le16(e, 20)) << 16
+            u32::from(le_u16(e, 20).unwrap_or(0)) << 16
         } else {
             0
         };
-        hi | u32::from(le16(e, 26))
+        hi | u32::from(le_u16(e, 26).unwrap_or(0))
     }
 
     /// The raw bytes of directory `dir` and the volume offset of each byte run (to map entry
@@ -477,35 +470,28 @@ fn short_name(e: &[u8; 32]) -> String {
     }
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// A FAT date and time (time 0 for date-only fields); `None` when unset or invalid.
 fn fat_time(date: u16, time: u16) -> Option<Timestamp> {
     if date == 0 {
         return None;
     }
-    let year = 1980 + i64::from(date >> 9);
-    let month = u32::from((date >> 5) & 0xF);
-    let day = u32::from(date & 0x1F);
+    let year = 1980 + (date >> 9) as i16;
+    let month = ((date >> 5) & 0xF) as i8;
+    let day = (date & 0x1F) as i64;
     let (h, m, s) = (
-        i64::from(time >> 11),
-        i64::from((time >> 5) & 0x3F),
-        i64::from(time & 0x1F) * 2,
+        (time >> 11) as i8,
+        ((time >> 5) & 0x3F) as i8,
+        (time & 0x1F) as i8 * 2,
     );
     if !(1..=12).contains(&month) || day == 0 || h > 23 || m > 59 || s > 59 {
         return None;
     }
-    let secs = days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s;
-    Some(Timestamp::new(secs, 0))
+    // A day past the end of its month (February 30) rolls over into the next month, as the
+    // plain day count always did: count days from the first of the month.
+    let first = jiff::civil::Date::new(year, month, 1).ok()?;
+    let date = first.checked_add(jiff::Span::new().days(day - 1)).ok()?;
+    let at = date.at(h, m, s, 0).to_zoned(jiff::tz::TimeZone::UTC).ok()?;
+    Some(Timestamp::new(at.timestamp().as_second(), 0))
 }
 
 impl Filesystem for Fat {
@@ -547,7 +533,7 @@ impl Filesystem for Fat {
                     .into_iter()
                     .enumerate()
                 {
-                    units[k] = le16(&e, off);
+                    units[k] = le_u16(&e, off).unwrap_or(0);
                 }
                 if seq & 0x40 != 0 && ord >= 1 {
                     lfn = Some((e[13], ord, vec![units]));
@@ -624,11 +610,11 @@ impl Filesystem for Fat {
         let mut m = if dir {
             Metadata::new(FileKind::Dir, 0)
         } else {
-            Metadata::new(FileKind::File, u64::from(le32(&e, 28)))
+            Metadata::new(FileKind::File, u64::from(le_u32(&e, 28).unwrap_or(0)))
         };
-        m.modified = fat_time(le16(&e, 24), le16(&e, 22));
-        m.accessed = fat_time(le16(&e, 18), 0);
-        m.created = fat_time(le16(&e, 16), le16(&e, 14)).map(|t| {
+        m.modified = fat_time(le_u16(&e, 24).unwrap_or(0), le_u16(&e, 22).unwrap_or(0));
+        m.accessed = fat_time(le_u16(&e, 18).unwrap_or(0), 0);
+        m.created = fat_time(le_u16(&e, 16).unwrap_or(0), le_u16(&e, 14).unwrap_or(0)).map(|t| {
             // Byte 13: hundredths of a second, 0..=199, added to the 2-second time.
             let cs = u32::from(e[13].min(199));
             Timestamp::new(t.secs + i64::from(cs / 100), (cs % 100) * 10_000_000)
@@ -646,7 +632,7 @@ impl Filesystem for Fat {
                 "fat node {node} is a directory"
             )));
         }
-        let size = u64::from(le32(&e, 28));
+        let size = u64::from(le_u32(&e, 28).unwrap_or(0));
         let runs = if size == 0 {
             Vec::new()
         } else {
@@ -711,12 +697,6 @@ impl FileContent for FatFile<'_> {
     }
 }
 
-/// Fuzz entry: open `data` as a FAT12/16/32 volume and walk and read everything.
-#[doc(hidden)]
-pub fn fuzz(data: &[u8]) {
-    crate::fuzzing::exercise_volume(data, |s| Fat::open(s).map(|fs| Arc::new(fs) as _));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -729,6 +709,18 @@ mod tests {
         assert_eq!(fat_time(date, time), Some(Timestamp::new(1_700_000_000, 0)));
         assert_eq!(fat_time(0, 0), None);
         assert_eq!(fat_time((1 << 9) | (13 << 5) | 1, 0), None);
+        // The limits of the format: 1980-01-01 and 2107-12-31 23:59:58.
+        assert_eq!(
+            fat_time((1 << 5) | 1, 0),
+            Some(Timestamp::new(315_532_800, 0))
+        );
+        let last = (127 << 9) | (12 << 5) | 31;
+        let time = (23 << 11) | (59 << 5) | 29;
+        assert_eq!(fat_time(last, time), Some(Timestamp::new(4_354_819_198, 0)));
+        // A day past the end of the month rolls over: 2023-02-30 is 2023-03-02.
+        let feb30 = ((2023 - 1980) << 9) | (2 << 5) | 30;
+        let mar2 = ((2023 - 1980) << 9) | (3 << 5) | 2;
+        assert_eq!(fat_time(feb30, 0), fat_time(mar2, 0));
     }
 
     #[test]

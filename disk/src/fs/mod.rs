@@ -15,8 +15,11 @@ pub type NodeId = u64;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FileKind {
+    /// A regular file.
     File,
+    /// A directory.
     Dir,
+    /// A symbolic link (never followed).
     Symlink,
     /// Device, FIFO, socket, or anything else that has no scannable content.
     Other,
@@ -26,11 +29,14 @@ pub enum FileKind {
 /// and nanoseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp {
+    /// Whole seconds since 1970-01-01 00:00:00 UTC (negative before).
     pub secs: i64,
+    /// Nanoseconds past `secs`, below 1,000,000,000.
     pub nanos: u32,
 }
 
 impl Timestamp {
+    /// The time `secs` seconds and `nanos` nanoseconds after the Unix epoch.
     pub const fn new(secs: i64, nanos: u32) -> Self {
         Timestamp { secs, nanos }
     }
@@ -47,16 +53,23 @@ impl Timestamp {
 /// Metadata of one node. Fields a filesystem does not keep are `None`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Metadata {
+    /// What kind of node this is.
     pub kind: FileKind,
     /// Logical size in bytes (for a sparse file, including holes).
     pub size: u64,
     /// Permission bits and file type bits as in `st_mode` (e.g. `0o100644`), where kept.
     pub mode: Option<u32>,
+    /// Owner user id, where kept.
     pub uid: Option<u32>,
+    /// Owner group id, where kept.
     pub gid: Option<u32>,
+    /// Last content modification (`mtime`).
     pub modified: Option<Timestamp>,
+    /// Last access (`atime`).
     pub accessed: Option<Timestamp>,
+    /// Last inode change (`ctime`; NTFS: MFT record change).
     pub changed: Option<Timestamp>,
+    /// Creation (birth) time.
     pub created: Option<Timestamp>,
     /// Hard-link count, where kept.
     pub nlink: Option<u32>,
@@ -91,6 +104,7 @@ pub struct DirEntry {
     /// The name as text; bytes that are not valid UTF-8 (or unpaired UTF-16 surrogates) are
     /// replaced by U+FFFD. Never contains `/` or NUL.
     pub name: String,
+    /// The node the entry names.
     pub node: NodeId,
     /// The kind if the directory entry records it (ext4 and XFS file-type fields), so the walk can
     /// skip a metadata lookup; `None` means "ask [`Filesystem::metadata`]".
@@ -131,6 +145,7 @@ pub struct ContentReader<'a> {
 }
 
 impl<'a> ContentReader<'a> {
+    /// Read `content` from its start.
     pub fn new(content: Box<dyn FileContent + 'a>) -> Self {
         ContentReader { content, pos: 0 }
     }
@@ -149,6 +164,7 @@ impl std::io::Read for ContentReader<'_> {
 
 pub mod btrfs;
 pub mod ext4;
+pub(crate) mod extents;
 pub mod fat;
 pub mod ntfs;
 pub mod xfs;

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use tracing::debug;
 
+use crate::bytes::{array, le_u16, le_u32, le_u64, utf16_le_units};
 use crate::fs::{DirEntry, FileContent, FileKind, Filesystem, Metadata, NodeId, Timestamp};
 use crate::source::BlockSource;
 use crate::{DiskError, Result};
@@ -65,39 +66,22 @@ fn corrupt(what: &'static str, detail: impl Into<String>) -> DiskError {
     DiskError::corrupt(what, detail)
 }
 
-/// Checked little-endian reads of on-disk bytes.
-fn bytes<const N: usize>(b: &[u8], off: usize) -> Option<[u8; N]> {
-    b.get(off..off.checked_add(N)?)?.try_into().ok()
-}
-fn u16_at(b: &[u8], off: usize) -> Option<u16> {
-    bytes(b, off).map(u16::from_le_bytes)
-}
-fn u32_at(b: &[u8], off: usize) -> Option<u32> {
-    bytes(b, off).map(u32::from_le_bytes)
-}
-fn u64_at(b: &[u8], off: usize) -> Option<u64> {
-    bytes(b, off).map(u64::from_le_bytes)
-}
-
 fn utf16_name(b: &[u8]) -> String {
-    let units: Vec<u16> = b
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .collect();
+    let units: Vec<u16> = utf16_le_units(b).collect();
     String::from_utf16_lossy(&units)
 }
 
 /// Apply the update sequence array of a multi-sector record (`FILE` or `INDX`) in place.
 fn apply_fixups(what: &'static str, rec: &mut [u8]) -> Result<()> {
-    let usa_off = usize::from(u16_at(rec, 4).unwrap_or(0));
-    let usa_count = usize::from(u16_at(rec, 6).unwrap_or(0));
+    let usa_off = usize::from(le_u16(rec, 4).unwrap_or(0));
+    let usa_count = usize::from(le_u16(rec, 6).unwrap_or(0));
     if usa_count == 0 || (usa_count - 1) * 512 > rec.len() {
         return Err(corrupt(what, format!("update sequence count {usa_count}")));
     }
-    let usn = bytes::<2>(rec, usa_off)
+    let usn = array::<2>(rec, usa_off)
         .ok_or_else(|| corrupt(what, "update sequence array out of record"))?;
     for i in 1..usa_count {
-        let fix = bytes::<2>(rec, usa_off + 2 * i)
+        let fix = array::<2>(rec, usa_off + 2 * i)
             .ok_or_else(|| corrupt(what, "update sequence array out of record"))?;
         let end = i * 512;
         let slot = rec
@@ -268,6 +252,8 @@ pub fn detect(head: &[u8]) -> bool {
 }
 
 impl Ntfs {
+    /// Open the NTFS filesystem that `source` holds (one whole volume), validating its
+    /// boot sector.
     pub fn open(source: Arc<dyn BlockSource>) -> Result<Self> {
         const WHAT: &str = "ntfs boot sector";
         let mut boot = [0u8; 512];
@@ -275,7 +261,7 @@ impl Ntfs {
         if !detect(&boot) {
             return Err(corrupt(WHAT, "no NTFS signature"));
         }
-        let bps = u64::from(u16_at(&boot, 11).unwrap_or(0));
+        let bps = u64::from(le_u16(&boot, 11).unwrap_or(0));
         if !matches!(bps, 256 | 512 | 1024 | 2048 | 4096) {
             return Err(corrupt(WHAT, format!("bytes per sector {bps}")));
         }
@@ -289,10 +275,10 @@ impl Ntfs {
         if !cluster_size.is_power_of_two() || cluster_size > (2 << 20) {
             return Err(corrupt(WHAT, format!("cluster size {cluster_size}")));
         }
-        let total_sectors = u64_at(&boot, 40).unwrap_or(0);
+        let total_sectors = le_u64(&boot, 40).unwrap_or(0);
         let total_clusters = (total_sectors.saturating_mul(bps) / cluster_size)
             .min(source.size() / cluster_size + 1);
-        let mft_lcn = u64_at(&boot, 48).unwrap_or(0);
+        let mft_lcn = le_u64(&boot, 48).unwrap_or(0);
         let size_byte = |v: u8| -> u64 {
             let v = v as i8;
             if v < 0 {
@@ -422,16 +408,16 @@ impl Ntfs {
     /// Flags, and the attributes of one record (without following an attribute list).
     fn parse_record(&self, rec: &[u8], n: u64) -> Result<(u16, Vec<Attr>)> {
         const WHAT: &str = "ntfs MFT record";
-        let flags = u16_at(rec, 22).unwrap_or(0);
-        let used = (u32_at(rec, 24).unwrap_or(0) as usize).min(rec.len());
-        let mut pos = usize::from(u16_at(rec, 20).unwrap_or(0));
+        let flags = le_u16(rec, 22).unwrap_or(0);
+        let used = (le_u32(rec, 24).unwrap_or(0) as usize).min(rec.len());
+        let mut pos = usize::from(le_u16(rec, 20).unwrap_or(0));
         let mut attrs = Vec::new();
         while pos + 8 <= used {
-            let ty = u32_at(rec, pos).unwrap_or(AT_END);
+            let ty = le_u32(rec, pos).unwrap_or(AT_END);
             if ty == AT_END {
                 break;
             }
-            let len = u32_at(rec, pos + 4).unwrap_or(0) as usize;
+            let len = le_u32(rec, pos + 4).unwrap_or(0) as usize;
             if len < 16 || !len.is_multiple_of(8) || pos + len > used {
                 return Err(corrupt(
                     WHAT,
@@ -442,24 +428,24 @@ impl Ntfs {
             pos += len;
             let non_resident = a[8] != 0;
             let name_len = usize::from(a[9]);
-            let name_off = usize::from(u16_at(a, 10).unwrap_or(0));
+            let name_off = usize::from(le_u16(a, 10).unwrap_or(0));
             let name = a
                 .get(name_off..name_off + 2 * name_len)
                 .map(utf16_name)
                 .ok_or_else(|| {
                     corrupt(WHAT, format!("record {n}: attribute name out of bounds"))
                 })?;
-            let flags = u16_at(a, 12).unwrap_or(0);
+            let flags = le_u16(a, 12).unwrap_or(0);
             let body = if !non_resident {
-                let vlen = u32_at(a, 16).unwrap_or(0) as usize;
-                let voff = usize::from(u16_at(a, 20).unwrap_or(0));
+                let vlen = le_u32(a, 16).unwrap_or(0) as usize;
+                let voff = usize::from(le_u16(a, 20).unwrap_or(0));
                 let v = a.get(voff..voff.saturating_add(vlen)).ok_or_else(|| {
                     corrupt(WHAT, format!("record {n}: resident value out of bounds"))
                 })?;
                 AttrBody::Resident(v.to_vec())
             } else {
                 let (Some(start_vcn), Some(roff), Some(data_size), Some(init_size)) =
-                    (u64_at(a, 16), u16_at(a, 32), u64_at(a, 48), u64_at(a, 56))
+                    (le_u64(a, 16), le_u16(a, 32), le_u64(a, 48), le_u64(a, 56))
                 else {
                     return Err(corrupt(
                         WHAT,
@@ -477,7 +463,7 @@ impl Ntfs {
                     bad_runs,
                     data_size,
                     init_size,
-                    compression_unit: u16_at(a, 34).unwrap_or(0),
+                    compression_unit: le_u16(a, 34).unwrap_or(0),
                 }
             };
             attrs.push(Attr {
@@ -498,7 +484,7 @@ impl Ntfs {
         let n = node & RECORD_MASK;
         let raw = self.read_record_raw(n)?;
         let want_seq = (node >> 48) as u16;
-        let seq = u16_at(&raw, 16).unwrap_or(0);
+        let seq = le_u16(&raw, 16).unwrap_or(0);
         if want_seq != 0 && seq != want_seq {
             return Err(DiskError::NotFound(format!(
                 "ntfs record {n}: stale directory entry (sequence {want_seq}, record has {seq})"
@@ -510,8 +496,8 @@ impl Ntfs {
             let mut extensions: Vec<u64> = Vec::new();
             let mut pos = 0usize;
             while pos + 26 <= list.len() {
-                let len = usize::from(u16_at(&list, pos + 4).unwrap_or(0));
-                let reference = u64_at(&list, pos + 16).unwrap_or(0) & RECORD_MASK;
+                let len = usize::from(le_u16(&list, pos + 4).unwrap_or(0));
+                let reference = le_u64(&list, pos + 16).unwrap_or(0) & RECORD_MASK;
                 if len < 26 {
                     return Err(corrupt(
                         "ntfs $ATTRIBUTE_LIST",
@@ -530,7 +516,7 @@ impl Ntfs {
             }
             for ext in extensions {
                 let raw = self.read_record_raw(ext)?;
-                let base = u64_at(&raw, 32).unwrap_or(0) & RECORD_MASK;
+                let base = le_u64(&raw, 32).unwrap_or(0) & RECORD_MASK;
                 if base != n {
                     return Err(corrupt(
                         "ntfs $ATTRIBUTE_LIST",
@@ -573,26 +559,26 @@ impl Ntfs {
     /// appended to `out` as (record number, namespace, name, file-name flags).
     fn index_entries(&self, node: &[u8], out: &mut Vec<(u64, u8, String, u32)>) -> Result<()> {
         const WHAT: &str = "ntfs index";
-        let first = u32_at(node, 0).unwrap_or(0) as usize;
-        let total = (u32_at(node, 4).unwrap_or(0) as usize).min(node.len());
+        let first = le_u32(node, 0).unwrap_or(0) as usize;
+        let total = (le_u32(node, 4).unwrap_or(0) as usize).min(node.len());
         let mut pos = first;
         while pos + 16 <= total {
-            let len = usize::from(u16_at(node, pos + 8).unwrap_or(0));
-            let key_len = usize::from(u16_at(node, pos + 10).unwrap_or(0));
-            let flags = u16_at(node, pos + 12).unwrap_or(0);
+            let len = usize::from(le_u16(node, pos + 8).unwrap_or(0));
+            let key_len = usize::from(le_u16(node, pos + 10).unwrap_or(0));
+            let flags = le_u16(node, pos + 12).unwrap_or(0);
             if len < 16 || pos + len > total {
                 return Err(corrupt(WHAT, format!("index entry length {len}")));
             }
             if flags & 0x02 != 0 {
                 break; // last entry: carries no key
             }
-            let reference = u64_at(node, pos).unwrap_or(0);
+            let reference = le_u64(node, pos).unwrap_or(0);
             if let Some(key) = node.get(pos + 16..pos + 16 + key_len)
                 && key.len() >= 66
             {
                 let name_len = usize::from(key[64]);
                 let namespace = key[65];
-                let fn_flags = u32_at(key, 56).unwrap_or(0);
+                let fn_flags = le_u32(key, 56).unwrap_or(0);
                 if let Some(name) = key.get(66..66 + 2 * name_len) {
                     if out.len() >= MAX_DIR_ENTRIES {
                         return Err(DiskError::Limit(format!(
@@ -623,13 +609,13 @@ impl Ntfs {
         }
         let data = rec.find(AT_DATA, "")?;
         let v = self.attr_bytes(data, 8 + 2 * 4096).ok()?;
-        let magic: [u8; 8] = bytes(&v, 0)?;
+        let magic: [u8; 8] = array(&v, 0)?;
         matches!(&magic, b"IntxLNK\x01" | b"IntxCHR\0" | b"IntxBLK\0").then_some((magic, v))
     }
 
     fn file_attrs(rec: &Record) -> u32 {
         match rec.find(AT_STANDARD_INFORMATION, "").map(|a| &a.body) {
-            Some(AttrBody::Resident(v)) => u32_at(v, 32).unwrap_or(0),
+            Some(AttrBody::Resident(v)) => le_u32(v, 32).unwrap_or(0),
             _ => 0,
         }
     }
@@ -637,7 +623,7 @@ impl Ntfs {
     fn reparse(&self, rec: &Record) -> Option<(u32, Vec<u8>)> {
         let a = rec.find(AT_REPARSE_POINT, "")?;
         let v = self.attr_bytes(a, MAX_REPARSE).ok()?;
-        Some((u32_at(&v, 0)?, v))
+        Some((le_u32(&v, 0)?, v))
     }
 }
 
@@ -710,7 +696,7 @@ impl Filesystem for Ntfs {
             .find(AT_INDEX_ROOT, "$I30")
             .ok_or_else(|| corrupt(WHAT, format!("record {dir} has no $INDEX_ROOT")))?;
         let root = self.attr_bytes(root, MAX_RESIDENT_READ)?;
-        let block_size = u64::from(u32_at(&root, 8).unwrap_or(0));
+        let block_size = u64::from(le_u32(&root, 8).unwrap_or(0));
         let mut found = Vec::new();
         self.index_entries(root.get(16..).unwrap_or(&[]), &mut found)?;
         if let Some(alloc) = rec.find(AT_INDEX_ALLOCATION, "$I30")
@@ -862,7 +848,7 @@ impl Filesystem for Ntfs {
             }
         }
         if let Some(v) = si {
-            let t = |off| u64_at(&v, off).map(Timestamp::from_filetime);
+            let t = |off| le_u64(&v, off).map(Timestamp::from_filetime);
             m.created = t(0);
             m.modified = t(8);
             m.changed = t(16);
@@ -922,7 +908,7 @@ impl Filesystem for Ntfs {
         let target = match tag {
             TAG_SYMLINK | TAG_MOUNT_POINT => {
                 let buf_off = if tag == TAG_SYMLINK { 12 } else { 8 };
-                let field = |i: usize| usize::from(u16_at(data, i).unwrap_or(0));
+                let field = |i: usize| usize::from(le_u16(data, i).unwrap_or(0));
                 let name = |off: usize, len: usize| {
                     data.get(buf_off + off..buf_off + off + len)
                         .map(utf16_name)
@@ -985,12 +971,6 @@ impl FileContent for NtfsFile<'_> {
         }
         Ok(n)
     }
-}
-
-/// Fuzz entry: open `data` as an NTFS volume and walk and read everything.
-#[doc(hidden)]
-pub fn fuzz(data: &[u8]) {
-    crate::fuzzing::exercise_volume(data, |s| Ntfs::open(s).map(|fs| Arc::new(fs) as _));
 }
 
 #[cfg(test)]

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use miniz_oxide::inflate::{TINFLStatus, decompress_to_vec_with_limit};
 
-use super::codec::{be32, be64};
-use super::{DecodedCache, check_table_fits, copy_from_unit, for_each_unit, read_clamped};
+use super::units::{DecodedCache, check_table_fits, copy_from_unit, for_each_unit, read_clamped};
+use crate::bytes::{be_u32, be_u64};
 use crate::source::{BlockSource, check_bounds};
 use crate::{DiskError, Result};
 
@@ -48,38 +48,38 @@ impl Qcow2 {
         if &h[..4] != MAGIC {
             return Err(DiskError::corrupt(WHAT, "bad magic"));
         }
-        let version = be32(&h, 4);
+        let version = be_u32(&h, 4).unwrap_or(0);
         if !(2..=3).contains(&version) {
             return Err(DiskError::unsupported(
                 WHAT,
                 format!("version {version} (2 and 3 are supported)"),
             ));
         }
-        if be64(&h, 8) != 0 {
+        if be_u64(&h, 8).unwrap_or(0) != 0 {
             return Err(DiskError::unsupported(
                 WHAT,
                 "image has a backing file (read the flattened image instead)",
             ));
         }
-        let cluster_bits = be32(&h, 20);
+        let cluster_bits = be_u32(&h, 20).unwrap_or(0);
         if !(9..=21).contains(&cluster_bits) {
             return Err(DiskError::corrupt(
                 WHAT,
                 format!("cluster_bits {cluster_bits} outside 9..=21"),
             ));
         }
-        let size = be64(&h, 24);
-        if be32(&h, 32) != 0 {
+        let size = be_u64(&h, 24).unwrap_or(0);
+        if be_u32(&h, 32).unwrap_or(0) != 0 {
             return Err(DiskError::unsupported(WHAT, "image is encrypted"));
         }
-        let l1_size = u64::from(be32(&h, 36));
-        let l1_offset = be64(&h, 40);
+        let l1_size = u64::from(be_u32(&h, 36).unwrap_or(0));
+        let l1_offset = be_u64(&h, 40).unwrap_or(0);
         if version >= 3 {
             if n < 104 {
                 return Err(DiskError::corrupt(WHAT, "version 3 header truncated"));
             }
-            let incompatible = be64(&h, 72);
-            let header_len = be32(&h, 100);
+            let incompatible = be_u64(&h, 72).unwrap_or(0);
+            let header_len = be_u32(&h, 100).unwrap_or(0);
             // Bit 0 dirty and bit 1 corrupt concern refcounts and writers, not reads.
             if incompatible & (1 << 2) != 0 {
                 return Err(DiskError::unsupported(WHAT, "external data file"));
@@ -128,7 +128,7 @@ impl Qcow2 {
         })?;
         let l1 = raw
             .chunks_exact(8)
-            .map(|c| be64(c, 0) & OFFSET_MASK)
+            .map(|c| be_u64(c, 0).unwrap_or(0) & OFFSET_MASK)
             .collect();
         Ok(Qcow2 {
             source,
@@ -213,15 +213,6 @@ impl BlockSource for Qcow2 {
                 DiskError::corrupt(WHAT, format!("data cluster at {host} unreadable: {e}"))
             })
         })
-    }
-}
-
-#[doc(hidden)]
-/// Fuzz entry: open arbitrary bytes as qcow2 and read the whole virtual disk.
-pub fn fuzz(data: &[u8]) {
-    let source: Arc<dyn BlockSource> = Arc::new(crate::source::MemSource::new(data.to_vec()));
-    if let Ok(image) = Qcow2::open(source) {
-        crate::fuzzing::exercise_source(&image);
     }
 }
 

@@ -8,8 +8,8 @@
 
 use std::sync::Arc;
 
-use super::codec::{be32, be64};
-use super::{check_table_fits, for_each_unit};
+use super::units::{check_table_fits, for_each_unit};
+use crate::bytes::{be_u32, be_u64};
 use crate::source::{BlockSource, check_bounds};
 use crate::{DiskError, Result};
 
@@ -77,12 +77,12 @@ impl Vhd {
                 return Err(DiskError::corrupt(WHAT, "no footer"));
             }
         }
-        let stored = be32(&footer, 64);
+        let stored = be_u32(&footer, 64).unwrap_or(0);
         if stored != footer_checksum(&footer) {
             return Err(DiskError::corrupt(WHAT, "footer checksum mismatch"));
         }
-        let size = be64(&footer, 48);
-        match be32(&footer, 60) {
+        let size = be_u64(&footer, 48).unwrap_or(0);
+        match be_u32(&footer, 60).unwrap_or(0) {
             2 => {
                 let data = source.size() - FOOTER;
                 if size > data {
@@ -97,7 +97,7 @@ impl Vhd {
                     layout: Layout::Fixed,
                 })
             }
-            3 => Self::open_dynamic(source, size, be64(&footer, 16)),
+            3 => Self::open_dynamic(source, size, be_u64(&footer, 16).unwrap_or(0)),
             4 => Err(DiskError::unsupported(
                 WHAT,
                 "differencing disk (needs its parent image)",
@@ -114,9 +114,9 @@ impl Vhd {
         if &h[..8] != b"cxsparse" {
             return Err(DiskError::corrupt(WHAT, "dynamic header: bad cookie"));
         }
-        let bat_at = be64(&h, 16);
-        let entries = u64::from(be32(&h, 28));
-        let block_size = u64::from(be32(&h, 32));
+        let bat_at = be_u64(&h, 16).unwrap_or(0);
+        let entries = u64::from(be_u32(&h, 28).unwrap_or(0));
+        let block_size = u64::from(be_u32(&h, 32).unwrap_or(0));
         if block_size < 512 || !block_size.is_power_of_two() {
             return Err(DiskError::corrupt(
                 WHAT,
@@ -140,7 +140,10 @@ impl Vhd {
         source
             .read_at(bat_at, &mut raw)
             .map_err(|e| DiskError::corrupt(WHAT, format!("BAT at {bat_at}: {e}")))?;
-        let bat = raw.chunks_exact(4).map(|c| be32(c, 0)).collect();
+        let bat = raw
+            .chunks_exact(4)
+            .map(|c| be_u32(c, 0).unwrap_or(0))
+            .collect();
         // One bit per sector, padded to whole sectors.
         let bitmap_bytes = (block_size / 512).div_ceil(8).next_multiple_of(512);
         Ok(Vhd {
@@ -184,15 +187,6 @@ impl BlockSource for Vhd {
                 })
             }),
         }
-    }
-}
-
-#[doc(hidden)]
-/// Fuzz entry: open arbitrary bytes as a VHD and read the whole virtual disk.
-pub fn fuzz(data: &[u8]) {
-    let source: Arc<dyn BlockSource> = Arc::new(crate::source::MemSource::new(data.to_vec()));
-    if let Ok(image) = Vhd::open(source) {
-        crate::fuzzing::exercise_source(&image);
     }
 }
 

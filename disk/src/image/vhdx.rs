@@ -8,8 +8,9 @@
 
 use std::sync::Arc;
 
-use super::codec::{array, crc32c, le16, le32, le64};
-use super::{check_table_fits, for_each_unit};
+use super::units::{check_table_fits, for_each_unit};
+use crate::bytes::{array, le_u16, le_u32, le_u64};
+use crate::crc::crc32c;
 use crate::source::{BlockSource, check_bounds};
 use crate::{DiskError, Result};
 
@@ -88,7 +89,7 @@ fn read_checked(source: &dyn BlockSource, at: u64, len: usize, what: &str) -> Re
     source
         .read_at(at, &mut b)
         .map_err(|e| DiskError::corrupt(WHAT, format!("{what} at {at}: {e}")))?;
-    let stored = le32(&b, 4);
+    let stored = le_u32(&b, 4).unwrap_or(0);
     b[4..8].fill(0);
     if crc32c(&b) != stored {
         return Err(DiskError::corrupt(
@@ -112,7 +113,7 @@ impl Vhdx {
             .into_iter()
             .filter_map(|at| read_checked(source.as_ref(), at, 4096, "header").ok())
             .filter(|h| h.starts_with(b"head"))
-            .max_by_key(|h| le64(h, 8))
+            .max_by_key(|h| le_u64(h, 8).unwrap_or(0))
             .ok_or_else(|| DiskError::corrupt(WHAT, "no valid header"))?;
         if array::<16>(&header, 48).is_some_and(|g| g != [0; 16]) {
             return Err(DiskError::unsupported(
@@ -120,7 +121,7 @@ impl Vhdx {
                 "the log holds entries not yet replayed (image was not closed cleanly)",
             ));
         }
-        let version = le16(&header, 66);
+        let version = le_u16(&header, 66).unwrap_or(0);
         if version != 1 {
             return Err(DiskError::unsupported(WHAT, format!("version {version}")));
         }
@@ -129,13 +130,16 @@ impl Vhdx {
             .filter_map(|at| read_checked(source.as_ref(), at, KIB64 as usize, "region table").ok())
             .find(|r| r.starts_with(b"regi"))
             .ok_or_else(|| DiskError::corrupt(WHAT, "no valid region table"))?;
-        let count = le32(&regions, 8).min(2047) as usize;
+        let count = le_u32(&regions, 8).unwrap_or(0).min(2047) as usize;
         let (mut bat_region, mut meta_region) = (None, None);
         for i in 0..count {
             let e = 16 + i * 32;
             let id = array::<16>(&regions, e).unwrap_or_default();
-            let loc = (le64(&regions, e + 16), u64::from(le32(&regions, e + 24)));
-            let required = le32(&regions, e + 28) & 1 != 0;
+            let loc = (
+                le_u64(&regions, e + 16).unwrap_or(0),
+                u64::from(le_u32(&regions, e + 24).unwrap_or(0)),
+            );
+            let required = le_u32(&regions, e + 28).unwrap_or(0) & 1 != 0;
             if id == BAT_GUID {
                 bat_region = Some(loc);
             } else if id == METADATA_GUID {
@@ -179,7 +183,10 @@ impl Vhdx {
         source
             .read_at(bat_at, &mut raw)
             .map_err(|e| DiskError::corrupt(WHAT, format!("BAT at {bat_at}: {e}")))?;
-        let bat = raw.chunks_exact(8).map(|c| le64(c, 0)).collect();
+        let bat = raw
+            .chunks_exact(8)
+            .map(|c| le_u64(c, 0).unwrap_or(0))
+            .collect();
         Ok(Vhdx {
             source,
             size: meta.size,
@@ -214,12 +221,12 @@ impl Metadata {
         if !m.starts_with(b"metadata") {
             return Err(DiskError::corrupt(WHAT, "metadata region: bad signature"));
         }
-        let count = usize::from(le16(&m, 10)).min(2047);
+        let count = usize::from(le_u16(&m, 10).unwrap_or(0)).min(2047);
         let item = |id: [u8; 16], want: usize| -> Result<&[u8]> {
             for i in 0..count {
                 let e = 32 + i * 32;
                 if array::<16>(&m, e) == Some(id) {
-                    let off = le32(&m, e + 16) as usize;
+                    let off = le_u32(&m, e + 16).unwrap_or(0) as usize;
                     return m
                         .get(off..off.saturating_add(want))
                         .filter(|s| s.len() == want)
@@ -229,10 +236,10 @@ impl Metadata {
             Err(DiskError::corrupt(WHAT, "metadata item missing"))
         };
         let params = item(FILE_PARAMETERS, 8)?;
-        let block_size = u64::from(le32(params, 0));
-        let has_parent = le32(params, 4) & 2 != 0;
-        let size = le64(item(VIRTUAL_DISK_SIZE, 8)?, 0);
-        let logical_sector = u64::from(le32(item(LOGICAL_SECTOR_SIZE, 4)?, 0));
+        let block_size = u64::from(le_u32(params, 0).unwrap_or(0));
+        let has_parent = le_u32(params, 4).unwrap_or(0) & 2 != 0;
+        let size = le_u64(item(VIRTUAL_DISK_SIZE, 8)?, 0).unwrap_or(0);
+        let logical_sector = u64::from(le_u32(item(LOGICAL_SECTOR_SIZE, 4)?, 0).unwrap_or(0));
         if !(MIB..=256 * MIB).contains(&block_size) || !block_size.is_power_of_two() {
             return Err(DiskError::corrupt(WHAT, format!("block size {block_size}")));
         }
@@ -291,14 +298,5 @@ impl BlockSource for Vhdx {
                 )),
             }
         })
-    }
-}
-
-#[doc(hidden)]
-/// Fuzz entry: open arbitrary bytes as a VHDX and read the whole virtual disk.
-pub fn fuzz(data: &[u8]) {
-    let source: Arc<dyn BlockSource> = Arc::new(crate::source::MemSource::new(data.to_vec()));
-    if let Ok(image) = Vhdx::open(source) {
-        crate::fuzzing::exercise_source(&image);
     }
 }

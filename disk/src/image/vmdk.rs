@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use miniz_oxide::inflate::{TINFLStatus, decompress_to_vec_zlib_with_limit};
 
-use super::codec::{le16, le32, le64};
-use super::{DecodedCache, check_table_fits, copy_from_unit, for_each_unit, read_clamped};
+use super::units::{DecodedCache, check_table_fits, copy_from_unit, for_each_unit, read_clamped};
+use crate::bytes::{le_u16, le_u32, le_u64};
 use crate::source::{BlockSource, check_bounds};
 use crate::{DiskError, Result};
 
@@ -59,7 +59,7 @@ fn parse_header(h: &[u8]) -> Result<Header> {
     if h.get(..4) != Some(MAGIC) {
         return Err(DiskError::corrupt(WHAT, "bad sparse extent magic"));
     }
-    let version = le32(h, 4);
+    let version = le_u32(h, 4).unwrap_or(0);
     if !(1..=3).contains(&version) {
         return Err(DiskError::unsupported(
             WHAT,
@@ -67,14 +67,14 @@ fn parse_header(h: &[u8]) -> Result<Header> {
         ));
     }
     Ok(Header {
-        flags: le32(h, 8),
-        capacity: le64(h, 12),
-        grain_sectors: le64(h, 20),
-        descriptor_sector: le64(h, 28),
-        descriptor_sectors: le64(h, 36),
-        gtes_per_gt: u64::from(le32(h, 44)),
-        gd_sector: le64(h, 56),
-        compress: le16(h, 77),
+        flags: le_u32(h, 8).unwrap_or(0),
+        capacity: le_u64(h, 12).unwrap_or(0),
+        grain_sectors: le_u64(h, 20).unwrap_or(0),
+        descriptor_sector: le_u64(h, 28).unwrap_or(0),
+        descriptor_sectors: le_u64(h, 36).unwrap_or(0),
+        gtes_per_gt: u64::from(le_u32(h, 44).unwrap_or(0)),
+        gd_sector: le_u64(h, 56).unwrap_or(0),
+        compress: le_u16(h, 77).unwrap_or(0),
     })
 }
 
@@ -143,7 +143,10 @@ impl Vmdk {
         source
             .read_at(gd_at, &mut raw)
             .map_err(|e| DiskError::corrupt(WHAT, format!("grain directory at {gd_at}: {e}")))?;
-        let gd = raw.chunks_exact(4).map(|c| le32(c, 0)).collect();
+        let gd = raw
+            .chunks_exact(4)
+            .map(|c| le_u32(c, 0).unwrap_or(0))
+            .collect();
         Ok(Vmdk {
             source,
             size,
@@ -178,7 +181,7 @@ impl Vmdk {
         let at = u64::from(sector) * SECTOR;
         let mut marker = [0u8; 12];
         self.source.read_at(at, &mut marker)?;
-        let len = u64::from(le32(&marker, 8));
+        let len = u64::from(le_u32(&marker, 8).unwrap_or(0));
         if len == 0 || len > 2 * self.grain + 4096 {
             return Err(DiskError::corrupt(
                 WHAT,
@@ -264,15 +267,6 @@ impl BlockSource for Vmdk {
                 DiskError::corrupt(WHAT, format!("grain {index} at sector {sector}: {e}"))
             })
         })
-    }
-}
-
-#[doc(hidden)]
-/// Fuzz entry: open arbitrary bytes as a VMDK sparse extent and read the whole virtual disk.
-pub fn fuzz(data: &[u8]) {
-    let source: Arc<dyn BlockSource> = Arc::new(crate::source::MemSource::new(data.to_vec()));
-    if let Ok(image) = Vmdk::open(source) {
-        crate::fuzzing::exercise_source(&image);
     }
 }
 

@@ -6,7 +6,8 @@
 //! 512 is tried first, then 4096.
 
 use super::Partition;
-use crate::image::codec::{array, crc32, guid_string, le32, le64};
+use crate::bytes::{array, guid_string, le_u32, le_u64, utf16_le_units};
+use crate::crc::crc32;
 use crate::source::BlockSource;
 use crate::{DiskError, Result};
 
@@ -61,14 +62,14 @@ fn read_copy(disk: &dyn BlockSource, sector: u64, lba: u64) -> Result<Option<Vec
     if !h.starts_with(SIGNATURE) {
         return Ok(None);
     }
-    let header_len = le32(&h, 12) as usize;
+    let header_len = le_u32(&h, 12).unwrap_or(0) as usize;
     if !(92..=h.len()).contains(&header_len) {
         return Err(DiskError::corrupt(
             WHAT,
             format!("header size {header_len}"),
         ));
     }
-    let stored = le32(&h, 16);
+    let stored = le_u32(&h, 16).unwrap_or(0);
     let mut copy = h[..header_len].to_vec();
     copy[16..20].fill(0);
     if crc32(&copy) != stored {
@@ -77,15 +78,18 @@ fn read_copy(disk: &dyn BlockSource, sector: u64, lba: u64) -> Result<Option<Vec
             format!("header at LBA {lba}: checksum mismatch"),
         ));
     }
-    if le64(&h, 24) != lba {
+    if le_u64(&h, 24).unwrap_or(0) != lba {
         return Err(DiskError::corrupt(
             WHAT,
-            format!("header at LBA {lba} says it is at LBA {}", le64(&h, 24)),
+            format!(
+                "header at LBA {lba} says it is at LBA {}",
+                le_u64(&h, 24).unwrap_or(0)
+            ),
         ));
     }
-    let entries_lba = le64(&h, 72);
-    let count = u64::from(le32(&h, 80));
-    let entry_size = u64::from(le32(&h, 84));
+    let entries_lba = le_u64(&h, 72).unwrap_or(0);
+    let count = u64::from(le_u32(&h, 80).unwrap_or(0));
+    let entry_size = u64::from(le_u32(&h, 84).unwrap_or(0));
     if entry_size < 128 || !entry_size.is_power_of_two() || entry_size > 4096 {
         return Err(DiskError::corrupt(WHAT, format!("entry size {entry_size}")));
     }
@@ -101,7 +105,7 @@ fn read_copy(disk: &dyn BlockSource, sector: u64, lba: u64) -> Result<Option<Vec
     let mut entries = vec![0u8; bytes as usize];
     disk.read_at(at, &mut entries)
         .map_err(|e| DiskError::corrupt(WHAT, format!("entry array at LBA {entries_lba}: {e}")))?;
-    if crc32(&entries) != le32(&h, 88) {
+    if crc32(&entries) != le_u32(&h, 88).unwrap_or(0) {
         return Err(DiskError::corrupt(
             WHAT,
             format!("entry array at LBA {entries_lba}: checksum mismatch"),
@@ -117,17 +121,13 @@ fn read_copy(disk: &dyn BlockSource, sector: u64, lba: u64) -> Result<Option<Vec
         if NO_FILESYSTEM.contains(&type_id.as_str()) {
             continue;
         }
-        let (first, last) = (le64(e, 32), le64(e, 40));
+        let (first, last) = (le_u64(e, 32).unwrap_or(0), le_u64(e, 40).unwrap_or(0));
         let extent = last
             .checked_sub(first)
             .and_then(|n| n.checked_add(1))
             .and_then(|n| n.checked_mul(sector))
             .zip(first.checked_mul(sector));
-        let name: Vec<u16> = e
-            .get(56..128)
-            .unwrap_or_default()
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        let name: Vec<u16> = utf16_le_units(e.get(56..128).unwrap_or_default())
             .take_while(|&c| c != 0)
             .collect();
         let name = String::from_utf16_lossy(&name);
@@ -149,11 +149,4 @@ fn read_copy(disk: &dyn BlockSource, sector: u64, lba: u64) -> Result<Option<Vec
         });
     }
     Ok(Some(parts))
-}
-
-#[doc(hidden)]
-/// Fuzz entry: read a GPT (primary or backup) from arbitrary bytes.
-pub fn fuzz(data: &[u8]) {
-    let disk = crate::source::MemSource::new(data.to_vec());
-    let _ = read(&disk);
 }

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use super::Partition;
 use crate::Result;
-use crate::image::codec::{has_at, le32};
+use crate::bytes::{has_at, le_u32};
 use crate::source::BlockSource;
 
 const SECTOR: u64 = 512;
@@ -36,8 +36,8 @@ fn entries(sector: &[u8; 512]) -> [Entry; 4] {
         let e = 446 + i * 16;
         Entry {
             kind: sector[e + 4],
-            start: le32(sector, e + 8),
-            sectors: le32(sector, e + 12),
+            start: le_u32(sector, e + 8).unwrap_or(0),
+            sectors: le_u32(sector, e + 12).unwrap_or(0),
         }
     })
 }
@@ -148,16 +148,6 @@ fn read_logical(disk: &dyn BlockSource, ext: Entry, parts: &mut Vec<Partition>) 
         ebr_lba = ext_start + u64::from(next.start);
     }
     tracing::warn!("MBR: more than {MAX_LOGICAL} logical partitions, the rest are ignored");
-}
-
-#[doc(hidden)]
-/// Fuzz entry: read an MBR (and its logical partitions) from arbitrary bytes.
-pub fn fuzz(data: &[u8]) {
-    let disk = crate::source::MemSource::new(data.to_vec());
-    let mut sector0 = [0u8; 512];
-    if disk.read_at(0, &mut sector0).is_ok() && parse_sector(&sector0).is_some() {
-        let _ = read(&disk, &sector0);
-    }
 }
 
 #[cfg(test)]

@@ -9,11 +9,11 @@ use std::io::Write;
 use std::ops::ControlFlow;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
-use snapsentry_disk::fs::{ContentReader, FileKind, Filesystem};
+use snapsentry_disk::fs::{ContentReader, DirEntry, FileKind, Filesystem, NodeId};
 use snapsentry_disk::walk::{WalkLimits, walk};
 
 /// What a filesystem can represent; the tree leaves out what it cannot.
@@ -367,19 +367,159 @@ pub fn assert_matches(
     );
 }
 
+/// A mounted filesystem, unmounted on drop so that a failing test leaves no mount behind.
+pub struct Mount(pub PathBuf);
+
+impl Mount {
+    /// Unmount now; whether `umount` succeeded.
+    pub fn unmount(self) -> bool {
+        let ok = Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        std::mem::forget(self);
+        ok
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Loop-mount `image` on `mnt` (created here) with `mount -o loop<,options>`, or `None` where
+/// this machine does not allow it (the caller then skips what needs the mount).
+pub fn try_loop_mount(image: &Path, mnt: &Path, options: &str) -> Option<Mount> {
+    fs::create_dir(mnt).unwrap();
+    let options = if options.is_empty() {
+        "loop".to_string()
+    } else {
+        format!("loop,{options}")
+    };
+    Command::new("mount")
+        .args(["-o", &options])
+        .arg(image)
+        .arg(mnt)
+        .output()
+        .is_ok_and(|o| o.status.success())
+        .then(|| Mount(mnt.to_path_buf()))
+}
+
+/// The entry `name` of directory `dir`; panics when there is none.
+pub fn entry(fs: &dyn Filesystem, dir: NodeId, name: &str) -> DirEntry {
+    fs.read_dir(dir)
+        .unwrap()
+        .into_iter()
+        .find(|e| e.name == name)
+        .unwrap_or_else(|| panic!("no {name} in directory node {dir}"))
+}
+
+/// The node at absolute `path`; panics naming the missing part.
+pub fn lookup(fs: &dyn Filesystem, path: &str) -> NodeId {
+    let mut node = fs.root();
+    for part in path.trim_start_matches('/').split('/') {
+        node = entry(fs, node, part).node;
+    }
+    node
+}
+
+/// The first `len` bytes of file `node`, in as many `read_at` calls as it takes; each must return
+/// some bytes (the buffer starts as `0xAA`, so a byte never written shows).
+pub fn read_exact(fs: &dyn Filesystem, node: NodeId, len: usize) -> Vec<u8> {
+    let mut c = fs.open(node).unwrap();
+    let mut got = vec![0xAAu8; len];
+    let mut done = 0;
+    while done < got.len() {
+        let n = c.read_at(done as u64, &mut got[done..]).unwrap();
+        assert!(n > 0);
+        done += n;
+    }
+    got
+}
+
+/// What [`read_everything`] met on the way.
+#[derive(Debug, Default)]
+pub struct ReadAll {
+    /// Regular files that would not open.
+    pub open_errors: usize,
+    /// Problems the walk reported (when it finished).
+    pub walk_errors: usize,
+    /// Symlinks listed without a target.
+    pub unread_links: usize,
+}
+
+/// Walk `fs` with the default limits and read every regular file (its first 4 MiB, in 64 KiB
+/// reads, stopping at the first read error): for hostile images, where it must not panic or hang.
+pub fn read_everything(fs: &dyn Filesystem) -> ReadAll {
+    let mut met = ReadAll::default();
+    let summary = walk(fs, &WalkLimits::default(), |e| {
+        if e.metadata.kind == FileKind::File {
+            match fs.open(e.node) {
+                Ok(mut c) => {
+                    let mut buf = vec![0u8; 65536];
+                    let mut off = 0;
+                    while off < 4 << 20 {
+                        match c.read_at(off, &mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => off += n as u64,
+                        }
+                    }
+                }
+                Err(_) => met.open_errors += 1,
+            }
+        }
+        if e.metadata.kind == FileKind::Symlink && e.link_target.is_none() {
+            met.unread_links += 1;
+        }
+        ControlFlow::Continue(())
+    });
+    if let Ok(s) = summary {
+        met.walk_errors = s.errors.len();
+    }
+    met
+}
+
 /// Run a tool, panicking with its name and stderr when it is missing or fails.
 pub fn run(cmd: &mut Command) -> String {
+    run_with_input(cmd, None)
+}
+
+/// [`run`] with `stdin` written to the tool's standard input (closed when `None`).
+pub fn run_with_input(cmd: &mut Command, stdin: Option<&str>) -> String {
     let name = cmd.get_program().to_string_lossy().into_owned();
-    let out = cmd.output().unwrap_or_else(|e| {
-        panic!("cannot run `{name}` ({e}); run scripts/toolchain.sh to install the test tools")
-    });
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run `{name}` ({e}); run scripts/toolchain.sh to install the test tools")
+        });
+    let mut input = child.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes()).unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    let args: Vec<_> = cmd.get_args().collect();
     assert!(
         out.status.success(),
-        "`{name}` failed ({}):\n{}",
+        "`{name}` {args:?} failed ({}):\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Run the tool `name` with `args` (see [`run`]).
+pub fn tool(name: &str, args: &[&str]) -> String {
+    run(Command::new(name).args(args))
+}
+
+/// Run the tool `name` with `args`, feeding it `stdin` (see [`run_with_input`]).
+pub fn tool_with_input(name: &str, args: &[&str], stdin: &str) -> String {
+    run_with_input(Command::new(name).args(args), Some(stdin))
 }
 
 /// A sparse image file of `size` bytes in `dir`.
@@ -388,6 +528,31 @@ pub fn blank_image(dir: &Path, name: &str, size: u64) -> PathBuf {
     let f = fs::File::create(&path).unwrap();
     f.set_len(size).unwrap();
     path
+}
+
+/// A sparse image file of `size` bytes in `dir` whose first 64 bytes of every 4 KiB block are
+/// pseudo-random (seeded by `size`), so offsets can be told apart.
+pub fn noisy_image(dir: &Path, name: &str, size: u64) -> PathBuf {
+    let path = dir.join(name);
+    let mut data = vec![0u8; size as usize];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ size;
+    for chunk in data.chunks_mut(4096) {
+        for b in chunk.iter_mut().take(64) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+    }
+    fs::write(&path, &data).unwrap();
+    path
+}
+
+/// Overwrite the bytes at `offset` of the file at `path` with `bytes`.
+pub fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(bytes, offset).unwrap();
 }
 
 /// `SystemTime` → seconds, for tests that set times themselves.

@@ -8,10 +8,14 @@
 
 use std::collections::HashMap;
 
-use super::{Ext4, Run, be_u32};
+use super::Ext4;
+use crate::bytes::{Fields, be_u16};
+use crate::fs::extents::{Extent, lookup};
 use crate::{DiskError, Result};
 
 const WHAT: &str = "jbd2 journal";
+/// Fields of jbd2 structures (big-endian).
+const BE: Fields = Fields::be("jbd2");
 const MAGIC: u32 = 0xC03B_3998;
 
 const DESCRIPTOR: u32 = 1;
@@ -65,21 +69,19 @@ impl Copy {
 /// The journal file: its logical blocks mapped to byte offsets.
 struct Log<'a> {
     fs: &'a Ext4,
-    runs: Vec<Run>,
+    runs: Vec<Extent>,
 }
 
 impl Log<'_> {
     fn offset(&self, lblock: u64) -> Result<u64> {
-        let i = self.runs.partition_point(|r| r.logical <= lblock);
-        let run = i
-            .checked_sub(1)
-            .and_then(|i| self.runs.get(i))
-            .filter(|r| lblock < r.logical.saturating_add(r.len) && !r.zero)
+        let run = lookup(&self.runs, lblock)
+            .ok()
+            .filter(|r| !r.zero)
             .ok_or_else(|| {
                 DiskError::corrupt(WHAT, format!("journal block {lblock} is not mapped"))
             })?;
         self.fs
-            .block_offset(r_phys(run, lblock))
+            .block_offset(run.physical_of(lblock))
             .map_err(|_| DiskError::corrupt(WHAT, format!("journal block {lblock} out of range")))
     }
 
@@ -88,10 +90,6 @@ impl Log<'_> {
         self.fs.source.read_at(self.offset(lblock)?, &mut buf)?;
         Ok(buf)
     }
-}
-
-fn r_phys(run: &Run, lblock: u64) -> u64 {
-    run.physical.saturating_add(lblock - run.logical)
 }
 
 /// One committed (or pending) transaction's block copies: (fs block, journal block, escaped).
@@ -113,22 +111,22 @@ pub(super) fn replay(fs: &Ext4, journal_ino: u64) -> Result<HashMap<u64, Copy>> 
         runs: fs.map(&inode, nblocks)?,
     };
     let sb = log.block(0)?;
-    let blocktype = be_u32(&sb, 4)?;
-    if be_u32(&sb, 0)? != MAGIC || !(blocktype == SUPERBLOCK_V1 || blocktype == SUPERBLOCK_V2) {
+    let blocktype = BE.u32(&sb, 4)?;
+    if BE.u32(&sb, 0)? != MAGIC || !(blocktype == SUPERBLOCK_V1 || blocktype == SUPERBLOCK_V2) {
         return Err(DiskError::corrupt(WHAT, "bad journal superblock"));
     }
-    if be_u32(&sb, 0xC)? as u64 != bs {
+    if BE.u32(&sb, 0xC)? as u64 != bs {
         return Err(DiskError::unsupported(
             WHAT,
             "journal block size differs from the filesystem's",
         ));
     }
-    let maxlen = (be_u32(&sb, 0x10)? as u64).min(nblocks);
-    let first = be_u32(&sb, 0x14)? as u64;
-    let mut seq = be_u32(&sb, 0x18)?;
-    let start = be_u32(&sb, 0x1C)? as u64;
+    let maxlen = (BE.u32(&sb, 0x10)? as u64).min(nblocks);
+    let first = BE.u32(&sb, 0x14)? as u64;
+    let mut seq = BE.u32(&sb, 0x18)?;
+    let start = BE.u32(&sb, 0x1C)? as u64;
     let incompat = if blocktype == SUPERBLOCK_V2 {
-        be_u32(&sb, 0x28)?
+        BE.u32(&sb, 0x28)?
     } else {
         0
     };
@@ -170,10 +168,10 @@ pub(super) fn replay(fs: &Ext4, journal_ino: u64) -> Result<HashMap<u64, Copy>> 
             break;
         }
         let Ok(block) = log.block(pos) else { break };
-        if be_u32(&block, 0)? != MAGIC || be_u32(&block, 8)? != seq {
+        if BE.u32(&block, 0)? != MAGIC || BE.u32(&block, 8)? != seq {
             break;
         }
-        match be_u32(&block, 4)? {
+        match BE.u32(&block, 4)? {
             DESCRIPTOR => {
                 let mut off = 12usize;
                 let end = block.len().saturating_sub(tail);
@@ -182,18 +180,16 @@ pub(super) fn replay(fs: &Ext4, journal_ino: u64) -> Result<HashMap<u64, Copy>> 
                     if off + tag_size > end {
                         break;
                     }
-                    let lo = be_u32(&block, off)? as u64;
+                    let lo = BE.u32(&block, off)? as u64;
                     let (flags, hi) = if csum3 {
-                        (be_u32(&block, off + 4)?, be_u32(&block, off + 8)? as u64)
+                        (BE.u32(&block, off + 4)?, BE.u32(&block, off + 8)? as u64)
                     } else {
-                        let f = u16::from_be_bytes([
-                            *block.get(off + 6).unwrap_or(&0),
-                            *block.get(off + 7).unwrap_or(&0),
-                        ]) as u32;
+                        // Inside the block: `off + tag_size <= end` was checked above.
+                        let f = u32::from(be_u16(&block, off + 6).unwrap_or(0));
                         (
                             f,
                             if wide {
-                                be_u32(&block, off + 8)? as u64
+                                BE.u32(&block, off + 8)? as u64
                             } else {
                                 0
                             },
@@ -222,14 +218,14 @@ pub(super) fn replay(fs: &Ext4, journal_ino: u64) -> Result<HashMap<u64, Copy>> 
                 seq = seq.wrapping_add(1);
             }
             REVOKE => {
-                let count = (be_u32(&block, 12)? as usize).min(block.len().saturating_sub(tail));
+                let count = (BE.u32(&block, 12)? as usize).min(block.len().saturating_sub(tail));
                 let width = if wide { 8 } else { 4 };
                 let mut off = 16usize;
                 while off + width <= count {
                     let b = if wide {
-                        (be_u32(&block, off)? as u64) << 32 | be_u32(&block, off + 4)? as u64
+                        (BE.u32(&block, off)? as u64) << 32 | BE.u32(&block, off + 4)? as u64
                     } else {
-                        be_u32(&block, off)? as u64
+                        BE.u32(&block, off)? as u64
                     };
                     pending_revokes.push(b);
                     off += width;
