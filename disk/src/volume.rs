@@ -35,7 +35,7 @@ pub struct Volume {
 
 /// What the CLI and the Job report about a volume: one entry of the JSON output's `volumes`
 /// (camelCase fields; `offset` is not serialised). Ids, and how LVM, encrypted and swap volumes
-/// are listed, are in `docs/contracts.md` ("Volume ids").
+/// are listed, are in `docs/architecture.md` ("Volume ids").
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VolumeInfo {
