@@ -1,7 +1,7 @@
 //! `snapsentry-scan ls`: volumes and files of an image, no detection.
 //!
 //! Prints every volume `open_disk` finds and every node of every scanned volume, as aligned
-//! columns for people or as the JSON document DESIGN.md fixes for tools:
+//! columns for people or as the JSON document `docs/cli.md` fixes for tools:
 //! `{"volumes": [VolumeInfo…], "files": [{"volume","path","kind","size","mode","uid","gid",
 //! "modified","accessed","sha256"}]}`.
 
@@ -23,7 +23,7 @@ pub enum LsFormat {
     /// Aligned columns, for people.
     #[default]
     Table,
-    /// One JSON document (DESIGN.md "CLI").
+    /// One JSON document (`docs/cli.md`).
     Json,
 }
 
@@ -414,39 +414,23 @@ fn print_table(
 
 /// RFC 3339 in UTC: `2024-05-01T12:34:56Z`, or `2024-05-01T12:34:56.000000001Z` when the
 /// nanoseconds are non-zero. `None` for years outside 0000–9999, which RFC 3339 cannot write.
-///
-/// Kept free of dependencies and of this command so it can move to a shared crate (the engine
-/// reports file times too).
 pub fn rfc3339(t: Timestamp) -> Option<String> {
-    let days = t.secs.div_euclid(86_400);
-    let rem = t.secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    if !(0..=9999).contains(&y) || t.nanos >= 1_000_000_000 {
+    if t.nanos >= 1_000_000_000 {
         return None;
     }
-    let (hh, mm, ss) = (rem / 3600, rem / 60 % 60, rem % 60);
+    let utc = jiff::civil::date(1970, 1, 1)
+        .at(0, 0, 0, 0)
+        .checked_add(jiff::SignedDuration::from_secs(t.secs))
+        .ok()?;
+    if utc.year() < 0 {
+        return None;
+    }
     let frac = if t.nanos == 0 {
         String::new()
     } else {
         format!(".{:09}", t.nanos)
     };
-    Some(format!(
-        "{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}{frac}Z"
-    ))
-}
-
-/// Proleptic Gregorian date of `days` since 1970-01-01 (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    Some(format!("{}{frac}Z", utc.strftime("%Y-%m-%dT%H:%M:%S")))
 }
 
 #[cfg(test)]
