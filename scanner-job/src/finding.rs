@@ -1,7 +1,7 @@
 //! The finding model both front ends share: engine findings ([`Located`]) grouped per (rule,
-//! fingerprint) with sorted, capped locations and merged metadata ([`group_findings`]), at most
-//! so many per machine ([`cap_findings`]), and the SecretFinding each group becomes
-//! ([`finding_object`]). A Job applies those objects; `--format yaml` prints them. Names and
+//! fingerprint) with sorted, capped locations and merged metadata (`group_findings`), at most
+//! so many per machine (`cap_findings`), and the SecretFinding each group becomes
+//! (`finding_object`). A Job applies those objects; `--format yaml` prints them. Names and
 //! labels come from [`snapsentry_crds::contract`].
 //!
 //! Everything here is built from the engine's redacted findings (a prefix of at most four

@@ -44,8 +44,8 @@ struct ScanCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Job(_)) {
+    let parsed = Cli::parse();
+    let default_level = if matches!(parsed.command, Command::Job(_)) {
         "info"
     } else {
         "warn"
@@ -61,7 +61,7 @@ fn main() -> ExitCode {
     } else {
         logs.init();
     }
-    let result = match cli.command {
+    let result = match parsed.command {
         Command::Image(c) => cli::run(cli::Target::Image, &c.scan, &c.manifest),
         Command::Dir(c) => cli::run(cli::Target::Dir, &c.scan, &c.manifest),
         Command::Ls(args) => ls::run(&args),

@@ -1,6 +1,6 @@
 //! The CLI's scan report and its renderings: `table` for people, `json` (the stable contract in
 //! `docs/cli.md`), `jsonl` (one finding per line), `sarif` (SARIF 2.1.0 for code-scanning tools,
-//! [`sarif`](mod@sarif)) and `yaml` (a multi-document stream of SecretFinding manifests for
+//! in the `sarif` submodule) and `yaml` (a multi-document stream of SecretFinding manifests for
 //! `kubectl apply`, [`manifests`], built by the finding model that builds the Job's objects).
 //! It renders what the pipeline found; it scans nothing and writes to no API.
 //!

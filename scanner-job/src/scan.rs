@@ -1,5 +1,5 @@
 //! The scan pipeline both front ends run: list the files of directories and volumes (a
-//! [`Listing`], filtered by [`ScanOptions`]), then read them on `threads` workers from a shared
+//! `Listing`, filtered by [`ScanOptions`]), then read them on `threads` workers from a shared
 //! queue (each bounded by `max_file_size`) and run the engine over each. Results come back in
 //! listing order, so nothing downstream depends on scheduling.
 //!
@@ -79,7 +79,7 @@ impl FileInfo {
 }
 
 /// Where a file's bytes come from.
-pub(crate) enum Content {
+enum Content {
     Disk(PathBuf),
     Node { fs: usize, node: NodeId },
 }
