@@ -9,13 +9,15 @@ use std::io::Write;
 use std::ops::ControlFlow;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context;
 use serde::Serialize;
-use sha2::Digest;
 use snapsentry_disk::source::FileSource;
 use snapsentry_disk::{FileKind, Filesystem, NodeId, Timestamp, VolumeInfo, WalkLimits, walk};
+
+mod hash;
+
+use hash::hash_files;
 
 /// Output format of `ls`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -72,10 +74,6 @@ pub struct FileRow {
 /// Rows walked, hashed and written per step of `ls --format json`: memory stays bounded by this
 /// (and by the directory stack of the walk), whatever the number of files in the image.
 const CHUNK_ROWS: usize = 4096;
-
-/// Bytes read per `read_at` while hashing: large reads keep per-call overhead (and, for qcow2,
-/// per-call cluster lookups) off the profile.
-const HASH_BUFFER: usize = 256 * 1024;
 
 pub fn run(args: &LsArgs) -> anyhow::Result<ExitCode> {
     let disk = open(&args.path)?;
@@ -247,82 +245,6 @@ pub fn render(
     Ok(())
 }
 
-/// Hash every regular file of `rows` in parallel: workers take the next file from a shared
-/// counter (the filesystems are `Sync`), so one huge file does not hold up the others.
-fn hash_files(filesystems: &[Option<&dyn Filesystem>], rows: &mut [FileRow]) {
-    let jobs: Vec<usize> = (0..rows.len())
-        .filter(|&i| rows[i].kind == FileKind::File)
-        .collect();
-    if jobs.is_empty() {
-        return;
-    }
-    let threads = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(1, 8)
-        .min(jobs.len());
-    let next = AtomicUsize::new(0);
-    let rows_ro: &[FileRow] = rows;
-    let results: Vec<(usize, Option<String>)> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut done = Vec::new();
-                    let mut buf = vec![0u8; HASH_BUFFER];
-                    loop {
-                        let Some(&row) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                            return done;
-                        };
-                        let r = &rows_ro[row];
-                        let Some(fs) = filesystems.get(r.volume_index).copied().flatten() else {
-                            continue;
-                        };
-                        match sha256(fs, r.node, &mut buf) {
-                            Ok(hex) => done.push((row, Some(hex))),
-                            Err(e) => {
-                                eprintln!("snapsentry-scan: warning: {}:{}: {e}", r.volume, r.path);
-                                done.push((row, None));
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap_or_default())
-            .collect()
-    });
-    for (row, hex) in results {
-        rows[row].sha256 = hex;
-    }
-}
-
-fn sha256(fs: &dyn Filesystem, node: NodeId, buf: &mut [u8]) -> anyhow::Result<String> {
-    let mut content = fs.open(node)?;
-    let mut hasher = sha2::Sha256::new();
-    let mut offset = 0u64;
-    loop {
-        let n = content.read_at(offset, buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        offset += n as u64;
-    }
-    Ok(hex(&hasher.finalize()))
-}
-
-/// Lowercase hex without a `format!` per byte.
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 0xf)] as char);
-    }
-    s
-}
-
 /// Write `rows` as columns padded to their widest cell; the last column is not padded.
 fn write_columns(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> {
     let columns = rows.first().map_or(0, Vec::len);
@@ -435,6 +357,8 @@ pub fn rfc3339(t: Timestamp) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use sha2::Digest;
+
     use super::*;
 
     #[test]
@@ -532,7 +456,7 @@ mod tests {
             .collect();
         assert_eq!(files.len(), n);
         let f7 = files.iter().find(|f| f["path"] == "/many/f7").unwrap();
-        assert_eq!(f7["sha256"], hex(&sha2::Sha256::digest(b"7\n")));
+        assert_eq!(f7["sha256"], hash::hex(&sha2::Sha256::digest(b"7\n")));
         assert!(files.iter().all(|f| f["sha256"].is_string()));
     }
 
@@ -623,7 +547,7 @@ mod tests {
         assert_eq!(conf["modified"], "2024-05-01T12:34:56Z");
         assert_eq!(
             conf["sha256"],
-            hex(&sha2::Sha256::digest(b"password = hunter2\n"))
+            hash::hex(&sha2::Sha256::digest(b"password = hunter2\n"))
         );
         let etc = files.iter().find(|f| f["path"] == "/etc").unwrap();
         assert_eq!(etc["kind"], "dir");
