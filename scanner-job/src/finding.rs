@@ -72,13 +72,13 @@ impl FindingScope {
 #[derive(Debug)]
 pub(crate) struct Group {
     pub(crate) rule_id: String,
-    pub(crate) secret_type: String,
-    pub(crate) severity: Severity,
+    secret_type: String,
+    severity: Severity,
     pub(crate) fingerprint: String,
-    pub(crate) redacted: String,
-    pub(crate) metadata: FindingMetadata,
+    redacted: String,
+    metadata: FindingMetadata,
     /// The first [`limits::MAX_LOCATIONS`], by volume, path and line.
-    pub(crate) locations: Vec<FindingLocation>,
+    locations: Vec<FindingLocation>,
     /// All locations, also those not listed.
     pub(crate) location_count: u32,
 }
