@@ -31,7 +31,7 @@
 #                     case for the 512 MiB limit (e.g. MANY_FILES=1000000; off by default)
 #
 # Both sides use the same parallelism: `ls --sha256` hashes with
-# available_parallelism() clamped to 1..8 threads (scanner-job/src/ls.rs), so the baseline runs
+# available_parallelism() clamped to 1..8 threads (scanner-job/src/ls/hash.rs), so the baseline runs
 # `xargs -P` with `nproc` clamped the same way. Cold runs drop the page cache first
 # (`sync; echo 3 > /proc/sys/vm/drop_caches`), so both sides read from disk.
 #

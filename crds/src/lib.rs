@@ -29,6 +29,8 @@ mod assignment;
 mod attack_path;
 mod common;
 pub mod contract;
+#[cfg(feature = "engine")]
+pub mod from_engine;
 pub mod label_value;
 mod recommendation;
 mod scan_policy;

@@ -6,10 +6,10 @@
 //!
 //! 1. applies `phase: Scanning` and `progress` to the ScannedMachine's status (at most one
 //!    progress update per [`Options::progress_interval`]);
-//! 2. scans every assigned disk with the CLI's pipeline (open_disk → walk → engine, on all
-//!    cores), volume ids prefixed with the disk index (`disk0/p2`); an image path is read as a
-//!    file, an EBS snapshot through the EBS direct APIs ([`snapsentry_cloud::aws::ebs`]);
-//! 3. writes one SecretFinding per (rule, fingerprint) — at most [`limits::MAX_LOCATIONS`]
+//! 2. scans every assigned disk ([`scan_disks`]) with the CLI's pipeline ([`crate::scan`]: walk →
+//!    engine, on all cores) and [`ScanOptions`] from the assignment's rules;
+//! 3. writes one SecretFinding per (rule, fingerprint), as the finding model
+//!    ([`crate::finding`]) builds it — at most [`limits::MAX_LOCATIONS`]
 //!    locations and the assignment's `maxFindings` objects — by server-side apply as
 //!    [`contract::SCANNER`], keeping `spec.firstSeen` of an existing finding and never sending
 //!    `spec.triage` (people's triage, applied by another field manager, survives a rescan);
@@ -23,7 +23,6 @@
 //! Exit codes: 0 when the scan finished (findings or not); 1 when the API server could not be
 //! reached or written, or no volume could be scanned; 2 on an unusable assignment or key.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -34,28 +33,23 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use snapsentry_crds::contract::{self, Assessment, finding_name};
-use snapsentry_crds::label_value::slugify;
+use snapsentry_crds::contract;
 use snapsentry_crds::{
-    ASSIGNMENT_ENV, AuthorizedKey, DiskSource, FINGERPRINT_KEY_ENV, FindingLocation,
-    FindingMetadata, MachinePhase, ScanAssignment, ScanProgress, ScanSummary, ScannedMachine,
-    SecretFinding, SecretFindingSpec, SecretTarget, Severity, SnapshotReadStats, SshKeyFacts,
-    TargetKind, VolumeResult, limits,
+    ASSIGNMENT_ENV, FINGERPRINT_KEY_ENV, MachinePhase, ScanAssignment, ScanProgress, ScanSummary,
+    ScannedMachine, SecretFinding, limits,
 };
-use snapsentry_disk::source::FileSource;
-use snapsentry_disk::{BlockSource, Filesystem};
-use snapsentry_engine::{Engine, EngineConfig, Finding, paths};
 
-use crate::report::{FileInfo, Format, Skipped};
-use crate::scan::{self, Counters, ScanArgs};
-use snapsentry_cloud::aws::ebs::{EbsOptions, EbsSnapshotSource, EbsSnapshotSpec, EbsStats};
+use crate::finding::{FindingScope, cap_findings, finding_object, group_findings};
+use crate::options::ScanOptions;
+use crate::scan::Counters;
+use snapsentry_cloud::aws::ebs::EbsOptions;
+
+mod disks;
+
+pub use disks::{DiskScan, scan_disks};
 
 /// Default time between two progress updates.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
-/// Default `--max-file-size` of a Job when the policy sets none.
-pub const DEFAULT_MAX_FILE_SIZE: u64 = 64 << 20;
 
 /// `snapsentry-scan job` flags (everything else comes from the assignment).
 #[derive(clap::Args, Debug)]
@@ -272,20 +266,16 @@ pub async fn run(
             "extra rules ConfigMap {cm}: not supported in this build"
         ));
     }
-    let engine = Engine::new(EngineConfig {
-        extra_rules: Vec::new(),
-        disabled: a.rules.disable.clone(),
-        fingerprint_key: key,
-    })?;
+    let scan_options = ScanOptions::for_assignment(&a.rules, options.threads);
+    let engine = scan_options.engine(key)?;
 
     // Scan on blocking threads while this task reports progress.
     let counters = Arc::new(Counters::default());
     let mut scan_task = tokio::task::spawn_blocking({
         let counters = counters.clone();
-        let a = a.clone();
-        let threads = options.threads;
+        let disks = a.disks.clone();
         let ebs = options.ebs.clone();
-        move || scan_disks_counted(&a, &engine, threads, &ebs, &counters)
+        move || disks::scan_disks_counted(&disks, &engine, &scan_options, &ebs, &counters)
     });
     let mut ticker = tokio::time::interval(options.progress_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -323,10 +313,11 @@ pub async fn run(
     let now = Time(Timestamp::now());
     let findings_api: Api<SecretFinding> = Api::namespaced(client.clone(), &a.namespace);
     let mut names = Vec::with_capacity(groups.len());
+    let scope = FindingScope::of_assignment(a);
     for g in &groups {
-        let name = finding_name(&a.machine, &g.rule_id, &g.fingerprint);
+        let name = scope.name(g);
         let existing = findings_api.get_opt(&name).await?;
-        let object = finding_object(a, g, &name, existing.as_ref(), exposed, &now)?;
+        let object = finding_object(&scope, g, existing.as_ref(), exposed, &now)?;
         findings_api
             .patch(
                 &name,
@@ -424,471 +415,6 @@ async fn apply_machine_status(
     Ok(())
 }
 
-/// What the disks of an assignment yielded.
-#[derive(Debug, Default)]
-pub struct DiskScan {
-    /// Every volume of every disk (ids prefixed `disk<N>/`), or the disk itself when it could
-    /// not be opened.
-    pub volumes: Vec<VolumeResult>,
-    /// Errors met, one line each, never a secret value.
-    pub errors: Vec<String>,
-    /// Every engine finding, ungrouped.
-    pub findings: Vec<Located>,
-    /// Authorized SSH keys, deduplicated, at most [`limits::MAX_AUTHORIZED_KEYS`].
-    pub authorized_keys: Vec<AuthorizedKey>,
-    /// EBS direct read counters summed over the snapshot disks; `None` when there were none.
-    pub snapshot_reads: Option<SnapshotReadStats>,
-}
-
-/// One engine finding with where it was found.
-#[derive(Debug)]
-pub struct Located {
-    pub finding: Finding,
-    /// Volume id, `disk<N>/<volume>`.
-    pub volume: String,
-    /// Path inside the volume's filesystem.
-    pub path: String,
-    pub file: FileInfo,
-}
-
-/// Open every disk of `a`, list its volumes' files and scan them all, writing nothing: what a
-/// Job does between reading its assignment and writing objects. Blocking; EBS snapshots are
-/// read with `ebs`.
-pub fn scan_disks(
-    a: &ScanAssignment,
-    engine: &Engine,
-    threads: Option<usize>,
-    ebs: &EbsOptions,
-) -> DiskScan {
-    scan_disks_counted(a, engine, threads, ebs, &Counters::default())
-}
-
-/// Open one disk's block source: an image file, or an EBS snapshot (kept in `snapshots` for
-/// its counters).
-fn open_source(
-    source: &DiskSource,
-    ebs: &EbsOptions,
-    snapshots: &mut Vec<Arc<EbsSnapshotSource>>,
-) -> Result<Arc<dyn BlockSource>, String> {
-    if let DiskSource::Image { path } = source {
-        return FileSource::open(std::path::Path::new(path))
-            .map(|s| Arc::new(s) as Arc<dyn BlockSource>)
-            .map_err(|e| e.to_string());
-    }
-    if let Some(spec) = EbsSnapshotSpec::from_disk_source(source) {
-        let snapshot =
-            Arc::new(EbsSnapshotSource::open(&spec, ebs.clone()).map_err(|e| e.to_string())?);
-        snapshots.push(snapshot.clone());
-        return Ok(snapshot);
-    }
-    let kind = match source {
-        DiskSource::AzureSnapshot { .. } => "Azure snapshots",
-        DiskSource::GcpSnapshot { .. } => "GCP snapshots",
-        _ => "these disk sources",
-    };
-    Err(format!("{kind} are not supported in this build"))
-}
-
-/// [`scan_disks`], counting files and bytes into `counters` as it goes (the Job's progress).
-fn scan_disks_counted(
-    a: &ScanAssignment,
-    engine: &Engine,
-    threads: Option<usize>,
-    ebs: &EbsOptions,
-    counters: &Counters,
-) -> DiskScan {
-    let args = ScanArgs {
-        path: PathBuf::new(),
-        format: Format::Json,
-        output: None,
-        rules: Vec::new(),
-        disable: a.rules.disable.clone(),
-        include_tests: a.rules.include_tests,
-        max_file_size: a.rules.max_file_size_bytes.unwrap_or(DEFAULT_MAX_FILE_SIZE),
-        threads,
-        exit_code: 0,
-        no_progress: true,
-    };
-    let mut out = DiskScan::default();
-    let mut skipped = Skipped::default();
-    let mut jobs = Vec::new();
-    let mut filesystems: Vec<Arc<dyn Filesystem>> = Vec::new();
-    let mut snapshots = Vec::new();
-    for (i, disk) in a.disks.iter().enumerate() {
-        let prefix = format!("disk{i}");
-        let opened = open_source(&disk.source, ebs, &mut snapshots)
-            .and_then(|src| snapsentry_disk::open_disk(src).map_err(|e| e.to_string()));
-        let disk_image = match opened {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(disk = %disk.id, volume = %prefix, error = %e, "disk not readable");
-                out.errors.push(format!("{prefix} ({}): {e}", disk.id));
-                out.volumes.push(VolumeResult {
-                    id: prefix,
-                    filesystem: None,
-                    scanned: false,
-                    error: Some(e),
-                });
-                continue;
-            }
-        };
-        for volume in disk_image.volumes {
-            let info = volume.info;
-            let id = format!("{prefix}/{}", info.id);
-            let mut result = VolumeResult {
-                id: id.clone(),
-                filesystem: info.filesystem.clone(),
-                scanned: info.scanned,
-                error: info.error.clone(),
-            };
-            if let Some(fs) = volume.fs {
-                let index = filesystems.len();
-                filesystems.push(fs.clone());
-                if let Err(e) =
-                    scan::collect_volume(&*fs, index, &id, &args, &mut jobs, &mut skipped)
-                {
-                    result.scanned = false;
-                    result.error = Some(format!("{e:#}"));
-                }
-            }
-            if let Some(e) = &result.error {
-                out.errors.push(format!("{id}: {e}"));
-            }
-            out.volumes.push(result);
-        }
-    }
-    let excluded: Vec<Glob> = a.rules.exclude_paths.iter().map(|p| Glob::new(p)).collect();
-    jobs.retain(|j| !excluded.iter().any(|g| g.matches(&j.path)));
-    tracing::info!(
-        files = jobs.len(),
-        volumes = out.volumes.len(),
-        "files listed"
-    );
-
-    let results = scan::scan_all(engine, &jobs, &filesystems, &args, counters);
-    if !snapshots.is_empty() {
-        let mut total = EbsStats::default();
-        for s in &snapshots {
-            let st = s.stats();
-            tracing::info!(
-                snapshot = %s.snapshot_id(), blocks_listed = st.blocks_listed,
-                blocks_fetched = st.blocks_fetched, bytes_fetched = st.bytes_fetched,
-                retries = st.retries, checksum_mismatches = st.checksum_mismatches,
-                "EBS snapshot read"
-            );
-            total += st;
-        }
-        out.snapshot_reads = Some(SnapshotReadStats {
-            blocks_listed: total.blocks_listed,
-            blocks_fetched: total.blocks_fetched,
-            bytes_fetched: total.bytes_fetched,
-            retries: total.retries,
-        });
-    }
-    let mut keys = BTreeSet::new();
-    for (job, scanned) in jobs.iter().zip(results) {
-        let Some(scanned) = scanned else { continue };
-        let volume = job.volume.clone().unwrap_or_default();
-        for f in scanned.findings {
-            out.findings.push(Located {
-                finding: f,
-                volume: volume.clone(),
-                path: job.path.clone(),
-                file: job.file.clone(),
-            });
-        }
-        for k in scanned.authorized_keys {
-            let user = paths::home_user(&job.path).unwrap_or_else(|| "unknown".into());
-            keys.insert((user, k.fingerprint, job.path.clone()));
-        }
-    }
-    out.authorized_keys = keys
-        .into_iter()
-        .take(limits::MAX_AUTHORIZED_KEYS)
-        .map(|(user, fingerprint, path)| AuthorizedKey {
-            user,
-            fingerprint,
-            path,
-        })
-        .collect();
-    out
-}
-
-/// All locations of one (rule, fingerprint).
-#[derive(Debug)]
-pub(crate) struct Group {
-    pub(crate) rule_id: String,
-    secret_type: String,
-    severity: Severity,
-    pub(crate) fingerprint: String,
-    redacted: String,
-    metadata: FindingMetadata,
-    locations: Vec<FindingLocation>,
-    location_count: u32,
-}
-
-/// Group findings per (rule, fingerprint), most severe first, locations sorted and capped.
-pub(crate) fn group_findings(findings: Vec<Located>, exclude_types: &[String]) -> Vec<Group> {
-    let excluded: BTreeSet<String> = exclude_types.iter().map(|t| slugify(t)).collect();
-    let mut groups: BTreeMap<(String, String), (Group, BTreeSet<LocKey>)> = BTreeMap::new();
-    for l in findings {
-        let f = &l.finding;
-        if excluded.contains(&slugify(&f.secret_type)) {
-            continue;
-        }
-        let entry = groups
-            .entry((f.rule_id.clone(), f.fingerprint.clone()))
-            .or_insert_with(|| {
-                (
-                    Group {
-                        rule_id: f.rule_id.clone(),
-                        secret_type: f.secret_type.clone(),
-                        severity: convert(&f.severity).unwrap_or(Severity::Medium),
-                        fingerprint: f.fingerprint.clone(),
-                        redacted: f.redacted.clone(),
-                        metadata: FindingMetadata::default(),
-                        locations: Vec::new(),
-                        location_count: 0,
-                    },
-                    BTreeSet::new(),
-                )
-            });
-        merge_metadata(&mut entry.0.metadata, f);
-        entry.1.insert(LocKey {
-            volume: l.volume,
-            path: l.path,
-            line: u32::try_from(f.line).ok(),
-            file: l.file,
-        });
-    }
-    let mut out: Vec<Group> = groups
-        .into_values()
-        .map(|(mut g, locs)| {
-            g.location_count = u32::try_from(locs.len()).unwrap_or(u32::MAX);
-            g.locations = locs
-                .into_iter()
-                .take(limits::MAX_LOCATIONS)
-                .map(LocKey::into_location)
-                .collect();
-            g
-        })
-        .collect();
-    out.sort_by(|a, b| {
-        b.severity
-            .cmp(&a.severity)
-            .then_with(|| a.rule_id.cmp(&b.rule_id))
-            .then_with(|| a.fingerprint.cmp(&b.fingerprint))
-    });
-    out
-}
-
-/// Keep at most `max_findings` groups (0: [`limits::MAX_FINDINGS_PER_MACHINE`], never more than
-/// it), the most severe; the error to record when some were dropped.
-pub(crate) fn cap_findings(groups: &mut Vec<Group>, max_findings: u32) -> Option<String> {
-    let max = match max_findings as usize {
-        0 => limits::MAX_FINDINGS_PER_MACHINE,
-        n => n.min(limits::MAX_FINDINGS_PER_MACHINE),
-    };
-    let total = groups.len();
-    (total > max).then(|| {
-        groups.truncate(max);
-        format!("findings truncated: {max} of {total} written (most severe first)")
-    })
-}
-
-/// A location while grouping (ordered by volume, path, line).
-#[derive(Debug)]
-struct LocKey {
-    volume: String,
-    path: String,
-    line: Option<u32>,
-    file: FileInfo,
-}
-
-impl PartialEq for LocKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == std::cmp::Ordering::Equal
-    }
-}
-impl Eq for LocKey {}
-impl PartialOrd for LocKey {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for LocKey {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (&self.volume, &self.path, self.line).cmp(&(&other.volume, &other.path, other.line))
-    }
-}
-
-impl LocKey {
-    fn into_location(self) -> FindingLocation {
-        let time = |s: &Option<String>| s.as_deref().and_then(|s| s.parse().ok()).map(Time);
-        FindingLocation {
-            volume: self.volume,
-            path: self.path,
-            line: self.line,
-            size: Some(self.file.size),
-            mode: self.file.mode.clone(),
-            uid: self.file.uid,
-            modified: time(&self.file.modified),
-            accessed: time(&self.file.accessed),
-        }
-    }
-}
-
-/// Fill what `metadata` lacks from one more occurrence of the secret.
-fn merge_metadata(m: &mut FindingMetadata, f: &Finding) {
-    let src = &f.metadata;
-    if m.expires_at.is_none() {
-        m.expires_at = src
-            .expires_at
-            .as_deref()
-            .and_then(|s| s.parse().ok())
-            .map(Time);
-    }
-    if m.aws_account_id.is_none() {
-        m.aws_account_id = src.aws_account_id.clone();
-    }
-    if m.target.is_none()
-        && let Some(t) = &src.target
-    {
-        let kind = convert(&t.kind).unwrap_or(TargetKind::Host);
-        // An RDS database is listed (and reached) by its endpoint host; the identifier alone
-        // (`db1` of `db1.abc.<region>.rds.amazonaws.com`) is not unique across accounts.
-        let name = match kind {
-            TargetKind::Rds => t.host.clone().or_else(|| t.name.clone()),
-            _ => t.name.clone().or_else(|| t.host.clone()),
-        };
-        if let Some(name) = name {
-            m.target = Some(SecretTarget { kind, name });
-        }
-    }
-    if m.ssh.is_none()
-        && let Some(s) = &src.ssh
-    {
-        m.ssh = Some(SshKeyFacts {
-            algorithm: s.algorithm.clone().unwrap_or_else(|| "unknown".into()),
-            public_key_fingerprint: s.fingerprint.clone(),
-            encrypted: s.encrypted,
-        });
-    }
-    let confidence = convert::<_, String>(&f.confidence);
-    let rank = |c: &Option<String>| match c.as_deref() {
-        Some("high") => 3,
-        Some("medium") => 2,
-        Some("low") => 1,
-        _ => 0,
-    };
-    if rank(&confidence) > rank(&m.confidence) {
-        m.confidence = confidence;
-    }
-}
-
-/// Convert between the engine's and the API's enums, which serialize alike.
-fn convert<T: Serialize, U: DeserializeOwned>(t: &T) -> Option<U> {
-    serde_json::from_value(serde_json::to_value(t).ok()?).ok()
-}
-
-/// The server-side apply body of one SecretFinding: spec (never `triage`) and the nine query
-/// labels. Labels the operator refines after correlation (severity, state, verified, target-kind)
-/// keep an existing finding's value, so a rescan does not undo the operator's assessment.
-pub(crate) fn finding_object(
-    a: &ScanAssignment,
-    g: &Group,
-    name: &str,
-    existing: Option<&SecretFinding>,
-    exposed: bool,
-    now: &Time,
-) -> Result<serde_json::Value, Error> {
-    let spec = SecretFindingSpec {
-        policy: a.policy.clone(),
-        machine: a.machine.clone(),
-        cloud: a.cloud,
-        rule_id: g.rule_id.clone(),
-        secret_type: g.secret_type.clone(),
-        rule_severity: g.severity,
-        fingerprint: g.fingerprint.clone(),
-        redacted: g.redacted.clone(),
-        locations: g.locations.clone(),
-        location_count: g.location_count,
-        metadata: g.metadata.clone(),
-        scan_id: a.scan_id.clone(),
-        first_seen: existing.map_or_else(|| now.clone(), |f| f.spec.first_seen.clone()),
-        last_seen: now.clone(),
-        triage: None,
-    };
-    let assessment = Assessment::scanned(
-        &spec,
-        exposed,
-        existing.and_then(|f| f.metadata.labels.as_ref()),
-    );
-    let labels = contract::finding_labels(&spec, &assessment);
-    let mut spec = serde_json::to_value(&spec)?;
-    if let Some(obj) = spec.as_object_mut() {
-        obj.remove("triage");
-    }
-    Ok(serde_json::json!({
-        "apiVersion": SecretFinding::api_version(&()),
-        "kind": SecretFinding::kind(&()),
-        "metadata": { "name": name, "namespace": a.namespace, "labels": labels },
-        "spec": spec,
-    }))
-}
-
-/// A path glob (`exclusions.paths`): `**` matches across `/`, `*` and `?` within one segment.
-struct Glob {
-    pattern: Vec<char>,
-}
-
-impl Glob {
-    fn new(p: &str) -> Self {
-        Glob {
-            pattern: p.chars().collect(),
-        }
-    }
-
-    fn matches(&self, path: &str) -> bool {
-        let text: Vec<char> = path.chars().collect();
-        glob_match(&self.pattern, &text)
-    }
-}
-
-fn glob_match(p: &[char], t: &[char]) -> bool {
-    // Iterative matcher with memo over (pattern index, text index); bounded by |p|·|t|.
-    let (np, nt) = (p.len(), t.len());
-    let mut memo = vec![None::<bool>; (np + 1) * (nt + 1)];
-    fn go(p: &[char], t: &[char], i: usize, j: usize, memo: &mut [Option<bool>]) -> bool {
-        let idx = i * (t.len() + 1) + j;
-        if let Some(v) = memo[idx] {
-            return v;
-        }
-        let v = if i == p.len() {
-            j == t.len()
-        } else if p[i] == '*' && p.get(i + 1) == Some(&'*') {
-            // `**/` also matches nothing.
-            let next = if p.get(i + 2) == Some(&'/') {
-                i + 3
-            } else {
-                i + 2
-            };
-            go(p, t, next, j, memo)
-                || (next != i + 2 && go(p, t, i + 2, j, memo))
-                || (j < t.len() && go(p, t, i, j + 1, memo))
-        } else if p[i] == '*' {
-            go(p, t, i + 1, j, memo) || (j < t.len() && t[j] != '/' && go(p, t, i, j + 1, memo))
-        } else if j < t.len() && (p[i] == t[j] || (p[i] == '?' && t[j] != '/')) {
-            go(p, t, i + 1, j + 1, memo)
-        } else {
-            false
-        };
-        memo[idx] = Some(v);
-        v
-    }
-    go(p, t, 0, 0, &mut memo)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -908,145 +434,5 @@ mod tests {
             let e = parse_assignment(&bad).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{e}");
         }
-    }
-
-    fn located(rule: &str, severity: &str, fp: &str, path: &str, line: usize) -> Located {
-        let finding = Finding {
-            rule_id: rule.into(),
-            title: rule.into(),
-            secret_type: format!("{rule} type"),
-            severity: serde_json::from_value(serde_json::json!(severity)).unwrap(),
-            confidence: snapsentry_engine::Confidence::High,
-            line,
-            fingerprint: fp.into(),
-            redacted: "abcd…(40)".into(),
-            metadata: Default::default(),
-        };
-        Located {
-            finding,
-            volume: "disk0/p1".into(),
-            path: path.into(),
-            file: FileInfo {
-                size: 10,
-                modified: Some("2026-11-01T00:00:00Z".into()),
-                ..FileInfo::default()
-            },
-        }
-    }
-
-    #[test]
-    fn findings_group_per_rule_and_fingerprint_with_capped_locations() {
-        let mut input = Vec::new();
-        for i in 0..25 {
-            input.push(located(
-                "aws",
-                "high",
-                "hmac-sha256:aa",
-                &format!("/f{i:02}"),
-                1,
-            ));
-        }
-        // The same location twice counts once.
-        input.push(located("aws", "high", "hmac-sha256:aa", "/f00", 1));
-        input.push(located("aws", "high", "hmac-sha256:bb", "/g", 2));
-        input.push(located("ssh", "critical", "hmac-sha256:aa", "/k", 1));
-        input.push(located("noise", "low", "hmac-sha256:cc", "/n", 1));
-        let groups = group_findings(input, &["Noise type".to_owned()]);
-        let keys: Vec<(&str, &str)> = groups
-            .iter()
-            .map(|g| (g.rule_id.as_str(), g.fingerprint.as_str()))
-            .collect();
-        assert_eq!(
-            keys,
-            [
-                ("ssh", "hmac-sha256:aa"),
-                ("aws", "hmac-sha256:aa"),
-                ("aws", "hmac-sha256:bb")
-            ]
-        );
-        let aws = &groups[1];
-        assert_eq!(aws.location_count, 25);
-        assert_eq!(aws.locations.len(), limits::MAX_LOCATIONS);
-        assert_eq!(aws.locations[0].path, "/f00");
-        assert_eq!(aws.locations[19].path, "/f19");
-        assert_eq!(aws.locations[0].size, Some(10));
-        assert!(aws.locations[0].modified.is_some());
-        assert_eq!(aws.metadata.confidence.as_deref(), Some("high"));
-
-        let mut capped = groups;
-        assert_eq!(cap_findings(&mut capped, 500), None);
-        let e = cap_findings(&mut capped, 1).unwrap();
-        assert_eq!(e, "findings truncated: 1 of 3 written (most severe first)");
-        assert_eq!(capped[0].rule_id, "ssh");
-    }
-
-    #[test]
-    fn globs() {
-        let m = |p: &str, t: &str| Glob::new(p).matches(t);
-        assert!(m("/var/lib/docker/**", "/var/lib/docker/a/b/c"));
-        assert!(!m("/var/lib/docker/**", "/var/lib/dockerx/a"));
-        assert!(m("**/.env", "/opt/app/.env"));
-        assert!(m("**/.env", ".env"));
-        assert!(m(
-            "/home/*/.aws/credentials",
-            "/home/alice/.aws/credentials"
-        ));
-        assert!(!m("/home/*/.aws/credentials", "/home/a/b/.aws/credentials"));
-        assert!(m("/tmp/?.txt", "/tmp/a.txt"));
-        assert!(!m("/tmp/?.txt", "/tmp/ab.txt"));
-    }
-
-    #[test]
-    fn labels_keep_the_operators_assessment_and_people_s_triage() {
-        let a = parse_assignment(
-            r#"{"version":1,"policy":"Lab","namespace":"ns","machine":"lab-web","instanceId":"i",
-            "scanId":"s2","cloud":"aws","disks":[{"id":"d","source":{"kind":"image","path":"/x"}}],
-            "maxFindings":500}"#,
-        )
-        .unwrap();
-        let g = Group {
-            rule_id: "aws-access-key".into(),
-            secret_type: "AWS access key".into(),
-            severity: Severity::High,
-            fingerprint: "hmac-sha256:abcdef0123456789".into(),
-            redacted: "AKIA…(20)".into(),
-            metadata: FindingMetadata::default(),
-            locations: vec![],
-            location_count: 0,
-        };
-        let now = Time(Timestamp::now());
-        let fresh = finding_object(&a, &g, "n", None, true, &now).unwrap();
-        let l = &fresh["metadata"]["labels"];
-        assert_eq!(l["snapsentry.io/policy"], "lab");
-        assert_eq!(l["snapsentry.io/secret-type"], "aws-access-key");
-        assert_eq!(l["snapsentry.io/state"], "active");
-        assert_eq!(l["snapsentry.io/verified"], "unverified");
-        assert_eq!(l["snapsentry.io/exposed"], "true");
-        assert_eq!(l["snapsentry.io/target-kind"], "none");
-        assert_eq!(l["snapsentry.io/severity"], "high");
-        assert!(fresh["spec"].get("triage").is_none());
-
-        let mut old: SecretFinding =
-            serde_json::from_value(fresh.clone()).expect("the apply body is a SecretFinding");
-        let first = Time("2026-01-01T00:00:00Z".parse().unwrap());
-        old.spec.first_seen = first.clone();
-        old.metadata.labels.as_mut().unwrap().extend([
-            (
-                "snapsentry.io/state".to_owned(),
-                "false-positive".to_owned(),
-            ),
-            ("snapsentry.io/verified".to_owned(), "verified".to_owned()),
-            ("snapsentry.io/severity".to_owned(), "critical".to_owned()),
-        ]);
-        let again = finding_object(&a, &g, "n", Some(&old), false, &now).unwrap();
-        let l = &again["metadata"]["labels"];
-        assert_eq!(l["snapsentry.io/state"], "false-positive");
-        assert_eq!(l["snapsentry.io/verified"], "verified");
-        assert_eq!(l["snapsentry.io/severity"], "critical");
-        assert_eq!(l["snapsentry.io/exposed"], "false");
-        assert_eq!(
-            again["spec"]["firstSeen"],
-            serde_json::to_value(&first).unwrap()
-        );
     }
 }

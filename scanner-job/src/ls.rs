@@ -1,7 +1,7 @@
 //! `snapsentry-scan ls`: volumes and files of an image, no detection.
 //!
 //! Prints every volume `open_disk` finds and every node of every scanned volume, as aligned
-//! columns for people or as the JSON document DESIGN.md fixes for tools:
+//! columns for people or as the JSON document `docs/cli.md` fixes for tools:
 //! `{"volumes": [VolumeInfo…], "files": [{"volume","path","kind","size","mode","uid","gid",
 //! "modified","accessed","sha256"}]}`.
 
@@ -9,13 +9,15 @@ use std::io::Write;
 use std::ops::ControlFlow;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context;
 use serde::Serialize;
-use sha2::Digest;
 use snapsentry_disk::source::FileSource;
 use snapsentry_disk::{FileKind, Filesystem, NodeId, Timestamp, VolumeInfo, WalkLimits, walk};
+
+mod hash;
+
+use hash::hash_files;
 
 /// Output format of `ls`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -23,7 +25,7 @@ pub enum LsFormat {
     /// Aligned columns, for people.
     #[default]
     Table,
-    /// One JSON document (DESIGN.md "CLI").
+    /// One JSON document (`docs/cli.md`).
     Json,
 }
 
@@ -72,10 +74,6 @@ pub struct FileRow {
 /// Rows walked, hashed and written per step of `ls --format json`: memory stays bounded by this
 /// (and by the directory stack of the walk), whatever the number of files in the image.
 const CHUNK_ROWS: usize = 4096;
-
-/// Bytes read per `read_at` while hashing: large reads keep per-call overhead (and, for qcow2,
-/// per-call cluster lookups) off the profile.
-const HASH_BUFFER: usize = 256 * 1024;
 
 pub fn run(args: &LsArgs) -> anyhow::Result<ExitCode> {
     let disk = open(&args.path)?;
@@ -247,82 +245,6 @@ pub fn render(
     Ok(())
 }
 
-/// Hash every regular file of `rows` in parallel: workers take the next file from a shared
-/// counter (the filesystems are `Sync`), so one huge file does not hold up the others.
-fn hash_files(filesystems: &[Option<&dyn Filesystem>], rows: &mut [FileRow]) {
-    let jobs: Vec<usize> = (0..rows.len())
-        .filter(|&i| rows[i].kind == FileKind::File)
-        .collect();
-    if jobs.is_empty() {
-        return;
-    }
-    let threads = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(1, 8)
-        .min(jobs.len());
-    let next = AtomicUsize::new(0);
-    let rows_ro: &[FileRow] = rows;
-    let results: Vec<(usize, Option<String>)> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut done = Vec::new();
-                    let mut buf = vec![0u8; HASH_BUFFER];
-                    loop {
-                        let Some(&row) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                            return done;
-                        };
-                        let r = &rows_ro[row];
-                        let Some(fs) = filesystems.get(r.volume_index).copied().flatten() else {
-                            continue;
-                        };
-                        match sha256(fs, r.node, &mut buf) {
-                            Ok(hex) => done.push((row, Some(hex))),
-                            Err(e) => {
-                                eprintln!("snapsentry-scan: warning: {}:{}: {e}", r.volume, r.path);
-                                done.push((row, None));
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap_or_default())
-            .collect()
-    });
-    for (row, hex) in results {
-        rows[row].sha256 = hex;
-    }
-}
-
-fn sha256(fs: &dyn Filesystem, node: NodeId, buf: &mut [u8]) -> anyhow::Result<String> {
-    let mut content = fs.open(node)?;
-    let mut hasher = sha2::Sha256::new();
-    let mut offset = 0u64;
-    loop {
-        let n = content.read_at(offset, buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        offset += n as u64;
-    }
-    Ok(hex(&hasher.finalize()))
-}
-
-/// Lowercase hex without a `format!` per byte.
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 0xf)] as char);
-    }
-    s
-}
-
 /// Write `rows` as columns padded to their widest cell; the last column is not padded.
 fn write_columns(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> {
     let columns = rows.first().map_or(0, Vec::len);
@@ -414,43 +336,29 @@ fn print_table(
 
 /// RFC 3339 in UTC: `2024-05-01T12:34:56Z`, or `2024-05-01T12:34:56.000000001Z` when the
 /// nanoseconds are non-zero. `None` for years outside 0000–9999, which RFC 3339 cannot write.
-///
-/// Kept free of dependencies and of this command so it can move to a shared crate (the engine
-/// reports file times too).
 pub fn rfc3339(t: Timestamp) -> Option<String> {
-    let days = t.secs.div_euclid(86_400);
-    let rem = t.secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    if !(0..=9999).contains(&y) || t.nanos >= 1_000_000_000 {
+    if t.nanos >= 1_000_000_000 {
         return None;
     }
-    let (hh, mm, ss) = (rem / 3600, rem / 60 % 60, rem % 60);
+    let utc = jiff::civil::date(1970, 1, 1)
+        .at(0, 0, 0, 0)
+        .checked_add(jiff::SignedDuration::from_secs(t.secs))
+        .ok()?;
+    if utc.year() < 0 {
+        return None;
+    }
     let frac = if t.nanos == 0 {
         String::new()
     } else {
         format!(".{:09}", t.nanos)
     };
-    Some(format!(
-        "{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}{frac}Z"
-    ))
-}
-
-/// Proleptic Gregorian date of `days` since 1970-01-01 (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    Some(format!("{}{frac}Z", utc.strftime("%Y-%m-%dT%H:%M:%S")))
 }
 
 #[cfg(test)]
 mod tests {
+    use sha2::Digest;
+
     use super::*;
 
     #[test]
@@ -548,7 +456,7 @@ mod tests {
             .collect();
         assert_eq!(files.len(), n);
         let f7 = files.iter().find(|f| f["path"] == "/many/f7").unwrap();
-        assert_eq!(f7["sha256"], hex(&sha2::Sha256::digest(b"7\n")));
+        assert_eq!(f7["sha256"], hash::hex(&sha2::Sha256::digest(b"7\n")));
         assert!(files.iter().all(|f| f["sha256"].is_string()));
     }
 
@@ -639,7 +547,7 @@ mod tests {
         assert_eq!(conf["modified"], "2024-05-01T12:34:56Z");
         assert_eq!(
             conf["sha256"],
-            hex(&sha2::Sha256::digest(b"password = hunter2\n"))
+            hash::hex(&sha2::Sha256::digest(b"password = hunter2\n"))
         );
         let etc = files.iter().find(|f| f["path"] == "/etc").unwrap();
         assert_eq!(etc["kind"], "dir");

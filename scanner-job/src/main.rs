@@ -2,12 +2,13 @@
 //!
 //! It reads a disk image, a block device, a directory or (in a Job) a cloud snapshot, walks every
 //! filesystem on it without mounting, runs the detection engine over each file and reports
-//! findings — never the secret values themselves. See DESIGN.md "CLI" for the contract.
+//! findings — never the secret values themselves. The contract (flags, formats, exit codes) is
+//! docs/cli.md.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use snapsentry_scanner::{job, ls, report, scan};
+use snapsentry_scanner::{cli, job, ls, report};
 
 #[derive(Parser)]
 #[command(
@@ -37,14 +38,14 @@ enum Command {
 #[derive(clap::Args)]
 struct ScanCommand {
     #[command(flatten)]
-    scan: scan::ScanArgs,
+    scan: cli::ScanArgs,
     #[command(flatten)]
     manifest: report::ManifestArgs,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Job(_)) {
+    let parsed = Cli::parse();
+    let default_level = if matches!(parsed.command, Command::Job(_)) {
         "info"
     } else {
         "warn"
@@ -60,16 +61,16 @@ fn main() -> ExitCode {
     } else {
         logs.init();
     }
-    let result = match cli.command {
-        Command::Image(c) => scan::run(scan::Target::Image, &c.scan, &c.manifest),
-        Command::Dir(c) => scan::run(scan::Target::Dir, &c.scan, &c.manifest),
+    let result = match parsed.command {
+        Command::Image(c) => cli::run(cli::Target::Image, &c.scan, &c.manifest),
+        Command::Dir(c) => cli::run(cli::Target::Dir, &c.scan, &c.manifest),
         Command::Ls(args) => ls::run(&args),
         Command::Job(args) => return job::main(&args),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            // One line, the reason the input was unusable (DESIGN.md: exit 2).
+            // One line, the reason the input was unusable (docs/cli.md: exit 2).
             eprintln!("snapsentry-scan: {e:#}");
             ExitCode::from(2)
         }

@@ -1,95 +1,94 @@
-//! `snapsentry-scan image` and `dir`: walk, detect, report.
+//! The scan pipeline both front ends run: list the files of directories and volumes (a
+//! `Listing`, filtered by [`ScanOptions`]), then read them on `threads` workers from a shared
+//! queue (each bounded by `max_file_size`) and run the engine over each. Results come back in
+//! listing order, so nothing downstream depends on scheduling.
 //!
-//! The walk (a directory tree, or every volume of a disk image through `snapsentry-disk`) first
-//! lists the files to scan; then `--threads` workers take files from a shared queue, read each
-//! (bounded by `--max-file-size`) and run the engine over it. Results are merged and sorted, so
-//! the report does not depend on scheduling.
+//! It opens no disk and writes nothing: the CLI ([`crate::cli`]) and the Job ([`crate::job`])
+//! say what to list and turn the results into a report or API objects.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
-use snapsentry_disk::source::FileSource;
-use snapsentry_disk::{FileKind, Filesystem, NodeId, WalkLimits, walk};
-use snapsentry_engine::{Engine, EngineConfig, paths};
+use serde::Serialize;
+use snapsentry_disk::{FileKind, Filesystem, Metadata, NodeId, WalkLimits, walk};
+use snapsentry_engine::{Engine, FileScan, paths, time};
 
-use crate::key;
-use crate::report::{
-    AuthorizedKeyRow, FileInfo, Format, ManifestArgs, PrivateKeyRow, Report, ReportFinding,
-    Skipped, Source, Stats,
-};
+use crate::glob::Glob;
+use crate::options::ScanOptions;
 
-/// What is scanned.
-pub enum Target {
-    Image,
-    Dir,
+/// Files not scanned, by reason.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Skipped {
+    /// In a test, example or fixture directory (see `--include-tests`).
+    pub test_directory: u64,
+    /// Larger than `--max-file-size`.
+    pub too_large: u64,
+    /// Content unreadable by design (compressed/encrypted NTFS files, …) or unlistable directories.
+    pub unreadable: u64,
 }
 
-/// Arguments shared by `image` and `dir`.
-#[derive(clap::Args)]
-pub struct ScanArgs {
-    /// Image, block device or directory.
-    pub path: PathBuf,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
-    /// Write the report to FILE instead of standard output.
-    #[arg(short = 'o', long = "output", value_name = "FILE")]
-    pub output: Option<PathBuf>,
-    /// Extra rule file (YAML, same format as the built-in rules); repeatable.
-    #[arg(long = "rules", value_name = "FILE")]
-    pub rules: Vec<PathBuf>,
-    /// Turn off a rule by id; repeatable.
-    #[arg(long = "disable", value_name = "RULE_ID")]
-    pub disable: Vec<String>,
-    /// Also scan test, example and fixture directories (skipped by default).
-    #[arg(long)]
-    pub include_tests: bool,
-    /// Skip files larger than this (bytes, or with a K/M/G/KiB/MiB/GiB suffix).
-    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
-    pub max_file_size: u64,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Exit with this code when anything is found (default 0).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub exit_code: u8,
-    /// No progress counter on standard error.
-    #[arg(long)]
-    pub no_progress: bool,
+/// File facts reported with a finding.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileInfo {
+    /// Size in bytes.
+    pub size: u64,
+    /// Permission bits in octal (`0600`), where the filesystem keeps them.
+    pub mode: Option<String>,
+    /// Owner.
+    pub uid: Option<u32>,
+    /// Group.
+    pub gid: Option<u32>,
+    /// Last modification, RFC 3339.
+    pub modified: Option<String>,
+    /// Last access, RFC 3339.
+    pub accessed: Option<String>,
 }
 
-/// `64MiB`, `10M`, `4096`.
-fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{s:?}: not a size"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        other => return Err(format!("{other:?}: unknown size unit")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?}: too large"))
+impl FileInfo {
+    /// Facts of a file of a filesystem read by `snapsentry-disk`.
+    pub fn from_disk(m: &Metadata) -> Self {
+        FileInfo {
+            size: m.size,
+            mode: m.mode.map(|m| format!("{:04o}", m & 0o7777)),
+            uid: m.uid,
+            gid: m.gid,
+            modified: m.modified.map(|t| time::rfc3339(t.secs)),
+            accessed: m.accessed.map(|t| time::rfc3339(t.secs)),
+        }
+    }
+
+    /// Facts of a file of the local filesystem (`dir`).
+    pub fn from_std(m: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        FileInfo {
+            size: m.len(),
+            mode: Some(format!("{:04o}", m.mode() & 0o7777)),
+            uid: Some(m.uid()),
+            gid: Some(m.gid()),
+            modified: Some(time::rfc3339(m.mtime())),
+            accessed: Some(time::rfc3339(m.atime())),
+        }
+    }
 }
 
 /// Where a file's bytes come from.
-pub(crate) enum Content {
+enum Content {
     Disk(PathBuf),
     Node { fs: usize, node: NodeId },
 }
 
 /// One file to scan.
-pub(crate) struct Job {
+pub(crate) struct FileTask {
+    /// Volume id; `None` for a directory.
     pub(crate) volume: Option<String>,
+    /// Path inside the volume's filesystem (or below the directory), `/`-separated.
     pub(crate) path: String,
     pub(crate) file: FileInfo,
     content: Content,
@@ -103,249 +102,143 @@ pub(crate) struct Counters {
     pub(crate) errors: AtomicU64,
 }
 
-/// Scan, render in `args.format` (`manifest` names the machine of `yaml` manifests) and write
-/// the report; the exit code follows `--exit-code`.
-pub fn run(target: Target, args: &ScanArgs, manifest: &ManifestArgs) -> anyhow::Result<ExitCode> {
-    let started = Instant::now();
-    let engine = build_engine(args)?;
-    let mut skipped = Skipped::default();
-    let mut jobs = Vec::new();
-    let mut filesystems: Vec<Arc<dyn Filesystem>> = Vec::new();
-    let (source, volumes) = match target {
-        Target::Dir => {
-            let meta = std::fs::metadata(&args.path)
-                .with_context(|| format!("{}", args.path.display()))?;
-            anyhow::ensure!(meta.is_dir(), "{}: not a directory", args.path.display());
-            collect_dir(&args.path, args, &mut jobs, &mut skipped)?;
-            (
-                Source {
-                    kind: "dir",
-                    path: args.path.display().to_string(),
-                    format: None,
-                    size_bytes: None,
-                },
-                Vec::new(),
-            )
+/// The files to scan, listed before any is read.
+pub(crate) struct Listing<'a> {
+    options: &'a ScanOptions,
+    excluded: Vec<Glob>,
+    /// The files admitted, in listing order.
+    pub(crate) tasks: Vec<FileTask>,
+    filesystems: Vec<Arc<dyn Filesystem>>,
+    /// Files left out, by reason (test directories, too large, unreadable).
+    pub(crate) skipped: Skipped,
+}
+
+impl<'a> Listing<'a> {
+    /// An empty listing that admits files as `options` say.
+    pub(crate) fn new(options: &'a ScanOptions) -> Self {
+        Listing {
+            options,
+            excluded: options.exclude_paths.iter().map(|p| Glob::new(p)).collect(),
+            tasks: Vec::new(),
+            filesystems: Vec::new(),
+            skipped: Skipped::default(),
         }
-        Target::Image => {
-            let src =
-                FileSource::open(&args.path).with_context(|| format!("{}", args.path.display()))?;
-            let disk = snapsentry_disk::open_disk(Arc::new(src))
-                .with_context(|| format!("{}", args.path.display()))?;
-            let mut infos = Vec::new();
-            for volume in disk.volumes {
-                let mut info = volume.info;
-                if let Some(fs) = volume.fs {
-                    let index = filesystems.len();
-                    filesystems.push(fs.clone());
-                    if let Err(e) =
-                        collect_volume(&*fs, index, &info.id, args, &mut jobs, &mut skipped)
-                    {
-                        info.scanned = false;
-                        info.error = Some(format!("{e:#}"));
-                    }
+    }
+
+    /// Decide whether a regular file is scanned; count it in `skipped` if not (a path excluded
+    /// by `exclude_paths` is not counted).
+    fn admit(&mut self, path: &str, size: u64) -> bool {
+        if self.excluded.iter().any(|g| g.matches(path)) {
+            return false;
+        }
+        if !self.options.include_tests && paths::is_test_path(path) {
+            self.skipped.test_directory += 1;
+            return false;
+        }
+        if size > self.options.max_file_size {
+            self.skipped.too_large += 1;
+            return false;
+        }
+        true
+    }
+
+    /// List the regular files under `root` (symlinks are not followed), sorted by path.
+    pub(crate) fn add_dir(&mut self, root: &Path) -> anyhow::Result<()> {
+        let mut stack = vec![root.to_path_buf()];
+        let first = self.tasks.len();
+        while let Some(dir) = stack.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if dir == root => {
+                    return Err(e).with_context(|| format!("{}", root.display()));
                 }
-                infos.push(info);
-            }
-            (
-                Source {
-                    kind: "image",
-                    path: args.path.display().to_string(),
-                    format: Some(disk.format.to_string()),
-                    size_bytes: Some(disk.size),
-                },
-                infos,
-            )
-        }
-    };
-
-    let counters = Counters::default();
-    let results = scan_all(&engine, &jobs, &filesystems, args, &counters);
-
-    let mut findings = Vec::new();
-    let mut private_keys = Vec::new();
-    let mut authorized_keys = Vec::new();
-    for (job, scan) in jobs.iter().zip(results) {
-        let Some(scan) = scan else { continue };
-        for f in scan.findings {
-            findings.push(ReportFinding::new(
-                f,
-                job.volume.clone(),
-                job.path.clone(),
-                job.file.clone(),
-            ));
-        }
-        for k in scan.private_keys {
-            private_keys.push(PrivateKeyRow {
-                volume: job.volume.clone(),
-                path: job.path.clone(),
-                line: k.line,
-                fingerprint: k.info.fingerprint,
-                algorithm: k.info.algorithm,
-                encrypted: k.info.encrypted,
-            });
-        }
-        for k in scan.authorized_keys {
-            authorized_keys.push(AuthorizedKeyRow {
-                volume: job.volume.clone(),
-                path: job.path.clone(),
-                user: paths::home_user(&job.path),
-                line: k.line,
-                algorithm: k.algorithm,
-                fingerprint: k.fingerprint,
-            });
-        }
-    }
-    let report = Report::new(
-        source,
-        volumes,
-        Stats {
-            files: counters.files.load(Ordering::Relaxed),
-            bytes_scanned: counters.bytes.load(Ordering::Relaxed),
-            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            errors: counters.errors.load(Ordering::Relaxed),
-            skipped,
-        },
-        findings,
-        private_keys,
-        authorized_keys,
-    );
-    let rendered = report.render(args.format, engine.rules(), manifest)?;
-    match &args.output {
-        Some(path) => {
-            std::fs::write(path, rendered).with_context(|| format!("{}", path.display()))?
-        }
-        None => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(&rendered)?;
-            out.flush()?;
-        }
-    }
-    Ok(if report.findings.is_empty() || args.exit_code == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(args.exit_code)
-    })
-}
-
-fn build_engine(args: &ScanArgs) -> anyhow::Result<Engine> {
-    let mut extra = Vec::new();
-    for path in &args.rules {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("--rules {}", path.display()))?;
-        extra.push((path.display().to_string(), text));
-    }
-    let config = EngineConfig {
-        extra_rules: extra,
-        disabled: args.disable.clone(),
-        fingerprint_key: key::fingerprint_key()?,
-    };
-    Ok(Engine::new(config)?)
-}
-
-/// Decide whether a regular file is scanned; count it in `skipped` if not.
-fn admit(path: &str, size: u64, args: &ScanArgs, skipped: &mut Skipped) -> bool {
-    if !args.include_tests && paths::is_test_path(path) {
-        skipped.test_directory += 1;
-        return false;
-    }
-    if size > args.max_file_size {
-        skipped.too_large += 1;
-        return false;
-    }
-    true
-}
-
-/// List the regular files under `root` (symlinks are not followed).
-fn collect_dir(
-    root: &Path,
-    args: &ScanArgs,
-    jobs: &mut Vec<Job>,
-    skipped: &mut Skipped,
-) -> anyhow::Result<()> {
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if dir == root => return Err(e).with_context(|| format!("{}", root.display())),
-            Err(e) => {
-                tracing::warn!(dir = %dir.display(), error = %e, "directory not readable");
-                skipped.unreadable += 1;
-                continue;
-            }
-        };
-        let mut entries: Vec<_> = entries.filter_map(Result::ok).collect();
-        entries.sort_by_key(|e| e.file_name());
-        for entry in entries.into_iter().rev() {
-            let full = entry.path();
-            let Ok(meta) = std::fs::symlink_metadata(&full) else {
-                skipped.unreadable += 1;
-                continue;
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "directory not readable");
+                    self.skipped.unreadable += 1;
+                    continue;
+                }
             };
-            if meta.is_dir() {
-                stack.push(full);
-                continue;
+            let mut entries: Vec<_> = entries.filter_map(Result::ok).collect();
+            entries.sort_by_key(|e| e.file_name());
+            for entry in entries.into_iter().rev() {
+                let full = entry.path();
+                let Ok(meta) = std::fs::symlink_metadata(&full) else {
+                    self.skipped.unreadable += 1;
+                    continue;
+                };
+                if meta.is_dir() {
+                    stack.push(full);
+                    continue;
+                }
+                if !meta.is_file() {
+                    continue;
+                }
+                let rel = full.strip_prefix(root).unwrap_or(&full);
+                let path = format!("/{}", rel.to_string_lossy().replace('\\', "/"));
+                if !self.admit(&path, meta.len()) {
+                    continue;
+                }
+                self.tasks.push(FileTask {
+                    volume: None,
+                    path,
+                    file: FileInfo::from_std(&meta),
+                    content: Content::Disk(full),
+                });
             }
-            if !meta.is_file() {
-                continue;
-            }
-            let rel = full.strip_prefix(root).unwrap_or(&full);
-            let path = format!("/{}", rel.to_string_lossy().replace('\\', "/"));
-            if !admit(&path, meta.len(), args, skipped) {
-                continue;
-            }
-            jobs.push(Job {
-                volume: None,
-                path,
-                file: FileInfo::from_std(&meta),
-                content: Content::Disk(full),
-            });
         }
+        self.tasks[first..].sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(())
     }
-    jobs.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(())
-}
 
-/// List the regular files of one volume.
-pub(crate) fn collect_volume(
-    fs: &dyn Filesystem,
-    index: usize,
-    volume: &str,
-    args: &ScanArgs,
-    jobs: &mut Vec<Job>,
-    skipped: &mut Skipped,
-) -> anyhow::Result<()> {
-    let summary = walk(fs, &WalkLimits::default(), |entry| {
-        let m = &entry.metadata;
-        if m.kind != FileKind::File {
-            return ControlFlow::Continue(());
+    /// List the regular files of one volume, whose id is `volume`.
+    pub(crate) fn add_volume(
+        &mut self,
+        fs: Arc<dyn Filesystem>,
+        volume: &str,
+    ) -> anyhow::Result<()> {
+        let index = self.filesystems.len();
+        self.filesystems.push(fs.clone());
+        let summary = walk(&*fs, &WalkLimits::default(), |entry| {
+            let m = &entry.metadata;
+            if m.kind != FileKind::File {
+                return ControlFlow::Continue(());
+            }
+            if m.unreadable.is_some() {
+                self.skipped.unreadable += 1;
+                return ControlFlow::Continue(());
+            }
+            if self.admit(&entry.path, m.size) {
+                self.tasks.push(FileTask {
+                    volume: Some(volume.to_string()),
+                    file: FileInfo::from_disk(m),
+                    path: entry.path,
+                    content: Content::Node {
+                        fs: index,
+                        node: entry.node,
+                    },
+                });
+            }
+            ControlFlow::Continue(())
+        })?;
+        for e in &summary.errors {
+            tracing::warn!(volume, path = %e.path, error = %e.error, "walk error");
         }
-        if m.unreadable.is_some() {
-            skipped.unreadable += 1;
-            return ControlFlow::Continue(());
-        }
-        if admit(&entry.path, m.size, args, skipped) {
-            jobs.push(Job {
-                volume: Some(volume.to_string()),
-                file: FileInfo::from_disk(m),
-                path: entry.path,
-                content: Content::Node {
-                    fs: index,
-                    node: entry.node,
-                },
-            });
-        }
-        ControlFlow::Continue(())
-    })?;
-    for e in &summary.errors {
-        tracing::warn!(volume, path = %e.path, error = %e.error, "walk error");
+        Ok(())
     }
-    Ok(())
+
+    /// Scan every listed file; result `i` belongs to `tasks[i]` (`None`: unreadable).
+    pub(crate) fn scan(&self, engine: &Engine, counters: &Counters) -> Vec<Option<FileScan>> {
+        scan_all(engine, self, self.options, counters)
+    }
 }
 
 /// Read a whole file (at most `limit` bytes).
-fn read_job(job: &Job, filesystems: &[Arc<dyn Filesystem>], limit: u64) -> anyhow::Result<Vec<u8>> {
-    match &job.content {
+fn read_task(
+    task: &FileTask,
+    filesystems: &[Arc<dyn Filesystem>],
+    limit: u64,
+) -> anyhow::Result<Vec<u8>> {
+    match &task.content {
         Content::Disk(path) => {
             let mut buf = Vec::new();
             std::fs::File::open(path)?
@@ -371,29 +264,30 @@ fn read_job(job: &Job, filesystems: &[Arc<dyn Filesystem>], limit: u64) -> anyho
     }
 }
 
-/// Scan every job on `--threads` workers; result `i` belongs to job `i` (`None`: unreadable).
-pub(crate) fn scan_all(
+/// Scan every task of `listing` on `options.threads` workers; result `i` belongs to task `i`
+/// (`None`: unreadable).
+fn scan_all(
     engine: &Engine,
-    jobs: &[Job],
-    filesystems: &[Arc<dyn Filesystem>],
-    args: &ScanArgs,
+    listing: &Listing,
+    options: &ScanOptions,
     counters: &Counters,
-) -> Vec<Option<snapsentry_engine::FileScan>> {
-    let threads = args
+) -> Vec<Option<FileScan>> {
+    let (tasks, filesystems) = (&listing.tasks, &listing.filesystems);
+    let threads = options
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .clamp(1, 256);
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let finished = AtomicBool::new(false);
-    let show_progress = !args.no_progress && std::io::stderr().is_terminal();
-    let mut results: Vec<Option<snapsentry_engine::FileScan>> = Vec::with_capacity(jobs.len());
-    results.resize_with(jobs.len(), || None);
+    let show_progress = options.progress && std::io::stderr().is_terminal();
+    let mut results: Vec<Option<FileScan>> = Vec::with_capacity(tasks.len());
+    results.resize_with(tasks.len(), || None);
     std::thread::scope(|scope| {
         if show_progress {
             let (done, finished) = (&done, &finished);
             scope.spawn(move || {
-                let total = jobs.len();
+                let total = tasks.len();
                 while !finished.load(Ordering::Relaxed) {
                     eprint!(
                         "\rscanning: {}/{} files",
@@ -411,16 +305,16 @@ pub(crate) fn scan_all(
                     let mut local = Vec::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(job) = jobs.get(i) else { break };
-                        match read_job(job, filesystems, args.max_file_size) {
+                        let Some(task) = tasks.get(i) else { break };
+                        match read_task(task, filesystems, options.max_file_size) {
                             Ok(data) => {
                                 counters.files.fetch_add(1, Ordering::Relaxed);
                                 counters.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-                                local.push((i, engine.scan(&job.path, &data)));
+                                local.push((i, engine.scan(&task.path, &data)));
                             }
                             Err(e) => {
                                 counters.errors.fetch_add(1, Ordering::Relaxed);
-                                tracing::warn!(volume = job.volume.as_deref(), path = %job.path, error = %e, "file not readable");
+                                tracing::warn!(volume = task.volume.as_deref(), path = %task.path, error = %e, "file not readable");
                             }
                         }
                         done.fetch_add(1, Ordering::Relaxed);
@@ -438,17 +332,4 @@ pub(crate) fn scan_all(
         finished.store(true, Ordering::Relaxed);
     });
     results
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
-        assert_eq!(parse_size("10k"), Ok(10 << 10));
-        assert_eq!(parse_size("123"), Ok(123));
-        assert!(parse_size("1x").is_err());
-    }
 }
