@@ -24,13 +24,15 @@ pub mod images;
 #[cfg(feature = "control-plane")]
 mod provider;
 #[cfg(feature = "control-plane")]
+mod registry;
+#[cfg(feature = "control-plane")]
 mod targets;
 
 #[cfg(feature = "control-plane")]
 pub use error::{Error, Result};
 #[cfg(feature = "control-plane")]
-pub use provider::{
-    Inventory, InventoryMachine, Provider, ProviderContext, SnapshotRef, from_spec,
-};
+pub use provider::{Inventory, InventoryMachine, Provider, ProviderContext, SnapshotRef};
+#[cfg(feature = "control-plane")]
+pub use registry::from_spec;
 #[cfg(feature = "control-plane")]
 pub use targets::{TargetInventory, normalize_target_name};

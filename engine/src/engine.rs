@@ -2,9 +2,10 @@
 
 use std::collections::HashSet;
 
+use crate::TargetKind;
 use crate::encoding::{self, TextKind};
 use crate::prefilter::Prefilter;
-use crate::rules::{self, Rule, RuleError, TargetKind};
+use crate::rules::{self, Rule, RuleError};
 use crate::ssh::{self, AuthorizedKey, SshKeyInfo};
 use crate::{Finding, FindingMetadata, Severity, Target, paths, redact, validate};
 

@@ -25,7 +25,7 @@
 
 #![warn(missing_docs)]
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub mod codec;
 pub mod encoding;
@@ -39,8 +39,32 @@ pub mod time;
 pub mod validate;
 
 pub use engine::{Engine, EngineConfig, FileScan, PrivateKeyFound};
-pub use rules::{Confidence, Rule, RuleError, RuleSpec, Severity, TargetKind, slugify};
+pub use rules::{Confidence, Rule, RuleError, RuleSpec, Severity, slugify};
 pub use ssh::{AuthorizedKey, SshKeyInfo};
+
+/// Kind of resource a secret opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetKind {
+    /// Another virtual machine (an SSH private key).
+    Vm,
+    /// An Azure storage account.
+    StorageAccount,
+    /// An Azure SQL (or other SQL) database server.
+    SqlDatabase,
+    /// An Amazon RDS instance, named by its endpoint host.
+    Rds,
+    /// An Amazon S3 bucket (a presigned URL names it).
+    S3Bucket,
+    /// An Azure Cosmos DB account.
+    Cosmos,
+    /// A container registry.
+    Registry,
+    /// A host named by the secret that is none of the above.
+    Host,
+    /// No particular resource.
+    None,
+}
 
 /// The resource a secret opens.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

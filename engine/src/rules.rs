@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use regex::bytes::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};
 
+use crate::TargetKind;
 use crate::validate::Validator;
 
 /// Rule files compiled into the binary.
@@ -70,30 +71,6 @@ impl Confidence {
             _ => Confidence::Low,
         }
     }
-}
-
-/// Kind of resource a secret opens.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TargetKind {
-    /// Another virtual machine (an SSH private key).
-    Vm,
-    /// An Azure storage account.
-    StorageAccount,
-    /// An Azure SQL (or other SQL) database server.
-    SqlDatabase,
-    /// An Amazon RDS instance, named by its endpoint host.
-    Rds,
-    /// An Amazon S3 bucket (a presigned URL names it).
-    S3Bucket,
-    /// An Azure Cosmos DB account.
-    Cosmos,
-    /// A container registry.
-    Registry,
-    /// A host named by the secret that is none of the above.
-    Host,
-    /// No particular resource.
-    None,
 }
 
 /// `target:` of a rule: which capture group names the resource.

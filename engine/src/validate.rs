@@ -4,9 +4,8 @@
 //! Every function here sees secret bytes, so none of them logs or formats its input.
 
 use crate::codec::base64_decode;
-use crate::rules::TargetKind;
 use crate::time::{parse_timestamp, rfc3339};
-use crate::{FindingMetadata, Target};
+use crate::{FindingMetadata, Target, TargetKind};
 
 /// A named validator, parsed from a rule's `validators:` entry.
 #[derive(Clone, Debug, PartialEq)]

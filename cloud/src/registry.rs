@@ -1,0 +1,87 @@
+//! Which cloud serves a `spec.providers[]` entry: the one place that knows every cloud module, so
+//! the [`Provider`] trait and the clouds implementing it do not depend on each other.
+
+use snapsentry_crds::ProviderSpec;
+
+use crate::aws::AwsProvider;
+use crate::error::{Error, Result};
+use crate::images::ImagesSource;
+use crate::provider::Provider;
+
+/// The provider for one `spec.providers[]` entry.
+pub fn from_spec(spec: &ProviderSpec) -> Result<Box<dyn Provider>> {
+    if let Some(images) = &spec.images {
+        return Ok(Box::new(ImagesSource::new(images.clone())));
+    }
+    if let Some(aws) = &spec.aws {
+        return Ok(Box::new(AwsProvider::new(aws.clone())));
+    }
+    let provider = match (&spec.azure, &spec.gcp) {
+        (Some(_), _) => "azure",
+        (_, Some(_)) => "gcp",
+        _ => "none",
+    };
+    let message = if provider == "none" {
+        "set exactly one of aws, azure, gcp, images".to_owned()
+    } else {
+        "not available in this build yet".to_owned()
+    };
+    Err(Error::Provider { provider, message })
+}
+
+#[cfg(test)]
+mod tests {
+    use snapsentry_crds::{GcpProvider, ImagesProvider};
+
+    use snapsentry_crds::Cloud;
+
+    use super::*;
+
+    #[test]
+    fn providers_from_spec() {
+        let images = ProviderSpec {
+            aws: None,
+            azure: None,
+            gcp: None,
+            images: Some(ImagesProvider {
+                persistent_volume_claim: None,
+                machines: vec![],
+            }),
+        };
+        assert_eq!(from_spec(&images).unwrap().cloud(), Cloud::Image);
+        let gcp = ProviderSpec {
+            images: None,
+            gcp: Some(GcpProvider {
+                projects: vec!["p".into()],
+                zones: vec![],
+                credentials_secret: None,
+                selector: Default::default(),
+            }),
+            ..images.clone()
+        };
+        let err = from_spec(&gcp).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "provider gcp: not available in this build yet"
+        );
+        let aws = ProviderSpec {
+            images: None,
+            aws: Some(snapsentry_crds::AwsProvider {
+                regions: vec!["eu-west-1".into()],
+                credentials_secret: None,
+                assume_role_arn: None,
+                external_id: None,
+                endpoint_url: None,
+                selector: Default::default(),
+                snapshot_strategy: None,
+            }),
+            ..images.clone()
+        };
+        assert_eq!(from_spec(&aws).unwrap().cloud(), Cloud::Aws);
+        let none = ProviderSpec {
+            images: None,
+            ..images
+        };
+        assert!(from_spec(&none).is_err());
+    }
+}
