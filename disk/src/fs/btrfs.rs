@@ -843,10 +843,10 @@ impl FileContent for BtrfsFile<'_> {
     }
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        if offset >= self.size || buf.is_empty() {
+        let want = super::readable(self.size, offset, buf.len());
+        if want == 0 {
             return Ok(0);
         }
-        let want = (buf.len() as u64).min(self.size - offset) as usize;
         let buf = &mut buf[..want];
         // The extent covering `offset`: the last starting at or before it.
         let idx = self.extents.partition_point(|(start, _)| *start <= offset);

@@ -101,10 +101,10 @@ impl<R: BlockReader> FileContent for ExtentFile<'_, R> {
     }
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        if offset >= self.size || buf.is_empty() {
+        let want = super::readable(self.size, offset, buf.len());
+        if want == 0 {
             return Ok(0);
         }
-        let want = (buf.len() as u64).min(self.size - offset) as usize;
         let buf = &mut buf[..want];
         if let Some(data) = &self.inline {
             let start = offset as usize;

@@ -673,10 +673,10 @@ impl FileContent for FatFile<'_> {
     }
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        if offset >= self.size || buf.is_empty() {
+        let want = super::readable(self.size, offset, buf.len());
+        if want == 0 {
             return Ok(0);
         }
-        let want = (buf.len() as u64).min(self.size - offset) as usize;
         let mut done = 0usize;
         let mut run_start = 0u64;
         for &(off, len) in &self.runs {

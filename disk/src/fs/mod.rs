@@ -120,6 +120,16 @@ pub trait FileContent: Send {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize>;
 }
 
+/// How many bytes a read of `len` at `offset` returns from a file of `size` bytes: 0 at or past
+/// the end — the one clamp every [`FileContent::read_at`] starts with.
+pub(crate) fn readable(size: u64, offset: u64, len: usize) -> usize {
+    if offset >= size {
+        0
+    } else {
+        (len as u64).min(size - offset) as usize
+    }
+}
+
 /// A read-only filesystem.
 pub trait Filesystem: Send + Sync {
     /// Short lowercase name: `ext2`, `ext3`, `ext4`, `xfs`, `ntfs`, `vfat`, `btrfs`.
