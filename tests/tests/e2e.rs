@@ -1,0 +1,13 @@
+//! The end-to-end suite as one test binary: each module below was a test binary of its own, and
+//! every one of them linked the operator, the kube client and the AWS SDKs — one link instead of
+//! seven is most of what a warm `make test` spends building. The tests still run two at a time,
+//! now across modules too. `scanner_job.rs` stays a binary of its own: it installs its own
+//! trace-level `tracing` subscriber for the whole process.
+
+mod api;
+mod aws_provider;
+mod controlplane;
+mod moto;
+mod operator_aws;
+mod operator_images;
+mod operator_real_scanner;
