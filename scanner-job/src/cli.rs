@@ -3,7 +3,7 @@
 //! exit code. The flags, formats and exit codes are the contract in `docs/cli.md`.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -105,7 +105,9 @@ fn parse_size(s: &str) -> Result<u64, String> {
 pub fn run(target: Target, args: &ScanArgs, manifest: &ManifestArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let options = args.options()?;
-    let engine = options.engine(key::fingerprint_key()?)?;
+    if let Target::Image = target {
+        check_image_input(&args.path)?;
+    }
     let mut listing = Listing::new(&options);
     let (source, volumes) = match target {
         Target::Dir => {
@@ -151,6 +153,8 @@ pub fn run(target: Target, args: &ScanArgs, manifest: &ManifestArgs) -> anyhow::
         }
     };
 
+    // The key after the input: an unusable input is the error to report, not a missing key.
+    let engine = options.engine(key::fingerprint_key()?)?;
     let counters = Counters::default();
     let results = listing.scan(&engine, &counters);
 
@@ -213,16 +217,79 @@ pub fn run(target: Target, args: &ScanArgs, manifest: &ManifestArgs) -> anyhow::
             out.flush()?;
         }
     }
-    Ok(if report.findings.is_empty() || args.exit_code == 0 {
-        ExitCode::SUCCESS
+    let coverage = &report.coverage;
+    let mut err = std::io::stderr().lock();
+    if matches!(args.format, Format::Jsonl | Format::Yaml) {
+        // Neither stream has room for a summary its consumers would not choke on.
+        writeln!(err, "{}", coverage.summary())?;
+    }
+    for line in coverage.warnings() {
+        writeln!(err, "{line}")?;
+    }
+    Ok(ExitCode::from(
+        coverage.exit_code(report.findings.len(), args.exit_code),
+    ))
+}
+
+/// Refuse at once what `image` (and `ls`) cannot read as a disk: a directory (`dir` scans those), a FIFO,
+/// a socket or a character device (reading one could block forever or never end).
+pub(crate) fn check_image_input(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let shown = path.display();
+    let kind = std::fs::metadata(path)
+        .with_context(|| format!("{shown}"))?
+        .file_type();
+    if kind.is_dir() {
+        anyhow::bail!("{shown}: is a directory; scan it with `snapsentry-scan dir {shown}`");
+    }
+    let what = if kind.is_file() || kind.is_block_device() {
+        return Ok(());
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_char_device() {
+        "a character device"
     } else {
-        ExitCode::from(args.exit_code)
-    })
+        "not a regular file"
+    };
+    anyhow::bail!("{shown}: {what}, not a disk image or block device")
+}
+
+/// `e` and its causes, `: `-separated, each said once: a cause whose text its parent already
+/// ends with (an I/O error its wrapper printed) is left out.
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn causes_are_said_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let text = io.to_string();
+        #[derive(Debug, thiserror::Error)]
+        #[error("read failed at offset 0: {0}")]
+        struct Wrapper(#[source] std::io::Error);
+        let e = anyhow::Error::new(Wrapper(io)).context("disk.img");
+        assert_eq!(
+            error_chain(&e),
+            format!("disk.img: read failed at offset 0: {text}")
+        );
+    }
 
     #[test]
     fn sizes() {

@@ -16,6 +16,7 @@
 //! by the end-to-end tests against a real API server.
 
 pub mod cli;
+pub mod coverage;
 pub mod finding;
 pub mod glob;
 pub mod job;

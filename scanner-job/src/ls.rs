@@ -76,6 +76,7 @@ pub struct FileRow {
 const CHUNK_ROWS: usize = 4096;
 
 pub fn run(args: &LsArgs) -> anyhow::Result<ExitCode> {
+    crate::cli::check_image_input(&args.path)?;
     let disk = open(&args.path)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

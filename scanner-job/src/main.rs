@@ -52,7 +52,11 @@ fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SNAPSENTRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // Colour only for a person at a terminal, and never under NO_COLOR (no-color.org).
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let logs = tracing_subscriber::fmt()
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .with_env_filter(filter);
     // Jobs log JSON (`SNAPSENTRY_LOG_FORMAT=json`, set by the operator) for log collectors.
@@ -71,7 +75,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // One line, the reason the input was unusable (docs/cli.md: exit 2).
-            eprintln!("snapsentry-scan: {e:#}");
+            eprintln!("snapsentry-scan: {}", cli::error_chain(&e));
             ExitCode::from(2)
         }
     }

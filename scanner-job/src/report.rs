@@ -14,6 +14,7 @@ use serde::Serialize;
 use snapsentry_disk::VolumeInfo;
 use snapsentry_engine::{Finding, FindingMetadata, Rule, Severity};
 
+use crate::coverage::Coverage;
 use crate::scan::{FileInfo, Skipped};
 
 pub mod manifests;
@@ -133,6 +134,8 @@ pub struct Report {
     pub stats: Stats,
     pub findings: Vec<ReportFinding>,
     pub ssh: Ssh,
+    /// How much of the input was read (volumes scanned and skipped, files, bytes).
+    pub coverage: Coverage,
 }
 
 impl Report {
@@ -151,7 +154,13 @@ impl Report {
             .sort_by(|a, b| (&a.volume, &a.path, a.line).cmp(&(&b.volume, &b.path, b.line)));
         authorized_keys
             .sort_by(|a, b| (&a.volume, &a.path, a.line).cmp(&(&b.volume, &b.path, b.line)));
+        let coverage = Coverage::new(
+            (source.kind == "image").then_some(volumes.as_slice()),
+            stats.files,
+            stats.bytes_scanned,
+        );
         Report {
+            coverage,
             source,
             volumes,
             stats,
@@ -262,7 +271,8 @@ impl Report {
             s.skipped.too_large,
             s.skipped.unreadable,
             s.errors
-        )
+        )?;
+        writeln!(out, "{}", self.coverage.summary())
     }
 }
 

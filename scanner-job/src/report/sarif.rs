@@ -79,7 +79,29 @@ impl Report {
                 }},
                 "results": results,
                 "columnKind": "unicodeCodePoints",
+                "invocations": [self.sarif_invocation()],
+                "properties": {"coverage": self.coverage},
             }],
+        })
+    }
+}
+
+impl Report {
+    /// The run's one invocation: whether anything could be scanned, and a warning notification
+    /// per volume not scanned plus the verdict (`coverage` is also in the run's properties).
+    fn sarif_invocation(&self) -> serde_json::Value {
+        let notifications: Vec<_> = self
+            .coverage
+            .warnings()
+            .into_iter()
+            .map(|text| {
+                let text = text.strip_prefix("warning: ").unwrap_or(&text).to_string();
+                serde_json::json!({"level": "warning", "message": {"text": text}})
+            })
+            .collect();
+        serde_json::json!({
+            "executionSuccessful": self.coverage.status != crate::coverage::Status::None,
+            "toolExecutionNotifications": notifications,
         })
     }
 }
