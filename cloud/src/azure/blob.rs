@@ -518,4 +518,78 @@ mod tests {
             "{e}"
         );
     }
+
+    /// A page list in two pages (`NextMarker`) from a one-blob HTTP server: both pages are asked
+    /// for, in order, and only the written ranges are fetched.
+    #[test]
+    fn page_lists_are_followed_across_markers() {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let blob = |at: u64| (at % 251) as u8 + 1;
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let (mut line, mut range) = (String::new(), None);
+                reader.read_line(&mut line).unwrap();
+                loop {
+                    let mut h = String::new();
+                    reader.read_line(&mut h).unwrap();
+                    if let Some(r) = h.strip_prefix("x-ms-range: bytes=") {
+                        let (a, b) = r.trim().split_once('-').unwrap();
+                        range = Some((a.parse::<u64>().unwrap(), b.parse::<u64>().unwrap()));
+                    }
+                    if h.trim().is_empty() {
+                        break;
+                    }
+                }
+                let (status, extra, body): (&str, &str, Vec<u8>) = if line.starts_with("HEAD") {
+                    ("200 OK", "x-ms-blob-type: PageBlob\r\n", vec![])
+                } else if line.contains("marker=m1%2Fx%3D") {
+                    let xml = "<PageList><PageRange><Start>4096</Start><End>8191</End></PageRange><NextMarker/></PageList>";
+                    ("200 OK", "", xml.into())
+                } else if line.contains("comp=pagelist") {
+                    let xml = "<PageList><PageRange><Start>0</Start><End>511</End></PageRange><NextMarker>m1/x=</NextMarker></PageList>";
+                    ("200 OK", "", xml.into())
+                } else {
+                    let (a, b) = range.unwrap();
+                    assert!(
+                        b < 512 || a >= 4096,
+                        "an unwritten range was fetched: {a}-{b}"
+                    );
+                    ("206 Partial Content", "", (a..=b).map(blob).collect())
+                };
+                let length = if line.starts_with("HEAD") {
+                    8192
+                } else {
+                    body.len()
+                };
+                let mut out = stream;
+                let head = format!(
+                    "HTTP/1.1 {status}\r\n{extra}Content-Length: {length}\r\nConnection: close\r\n\r\n"
+                );
+                out.write_all(head.as_bytes()).unwrap();
+                out.write_all(&body).unwrap();
+            }
+        });
+        let url = format!("http://127.0.0.1:{port}/acct/c/disk.vhd?sv=1&sig=s");
+        let source = SasPageBlobSource::open(&url, BlobOptions::default()).unwrap();
+        assert_eq!(source.allocated_ranges(), Some(vec![0..512, 4096..8192]));
+        let mut all = vec![0u8; 8192];
+        source.read_at(0, &mut all).unwrap();
+        let want: Vec<u8> = (0..8192u64)
+            .map(|at| {
+                if (512..4096).contains(&at) {
+                    0
+                } else {
+                    blob(at)
+                }
+            })
+            .collect();
+        assert_eq!(all, want);
+        let stats = source.stats();
+        assert_eq!((stats.bytes_fetched, stats.written_bytes), (4608, 4608));
+        // HEAD, two page list pages, two ranged GETs.
+        assert_eq!((stats.requests, stats.retries), (5, 0));
+    }
 }
