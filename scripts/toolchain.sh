@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the end-to-end tests run: Debian tools for disk images, a Python venv with moto, and a
+# Installs what the end-to-end tests run: Debian tools for disk images, a Python venv with moto, Azurite, and a
 # Kubernetes control plane (kube-apiserver, kubectl, etcd, helm) built from the official Go modules at
 # the versions pinned in tests/controlplane/versions.env.
 #
@@ -81,6 +81,26 @@ install_moto() {
 	"$venv/bin/moto_server" --help >/dev/null || die "$venv/bin/moto_server does not run"
 	echo "${packages[*]}" >"$stamp"
 	report "moto" "installed ${packages[*]} in $((SECONDS - started))s"
+}
+
+# Azurite (the Azure Storage emulator) from npm, pinned; the harness runs its `azurite-blob`.
+azurite_version=3.37.0
+
+install_azurite() {
+	local prefix="$cache/azurite"
+	local stamp="$prefix/.azurite-version"
+	if [[ -x $prefix/node_modules/.bin/azurite-blob && -f $stamp && $(<"$stamp") == "$azurite_version" ]]; then
+		report "azurite" "ok (cached)"
+		return
+	fi
+	command -v npm >/dev/null || die "npm is not on PATH; Azurite is installed from npm (on Debian: apt-get install npm)"
+	local started=$SECONDS
+	mkdir -p "$prefix"
+	npm install --prefix "$prefix" --no-audit --no-fund --silent "azurite@$azurite_version" \
+		|| die "npm install azurite@$azurite_version failed"
+	"$prefix/node_modules/.bin/azurite-blob" --help >/dev/null || die "$prefix/node_modules/.bin/azurite-blob does not run"
+	echo "$azurite_version" >"$stamp"
+	report "azurite" "installed $azurite_version in $((SECONDS - started))s"
 }
 
 require_go() {
@@ -172,4 +192,5 @@ if [[ ${1:-} == --apt-only ]]; then
 	exit 0
 fi
 install_moto
+install_azurite
 install_control_plane

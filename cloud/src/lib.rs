@@ -13,10 +13,13 @@
 //!
 //! - control plane: [`Provider`], [`ProviderContext`], [`Inventory`], [`InventoryMachine`],
 //!   [`SnapshotRef`], [`from_spec`], [`TargetInventory`], the crate's [`Error`];
-//! - data plane: [`aws::ebs`] (`EbsSnapshotSource`).
+//! - data plane: [`aws::ebs`] (`EbsSnapshotSource`), [`azure::blob`] (`SasPageBlobSource`, a
+//!   snapshot's page blob read over its SAS URL).
 
 #[cfg(any(feature = "control-plane", feature = "data-plane"))]
 pub mod aws;
+#[cfg(feature = "data-plane")]
+pub mod azure;
 #[cfg(feature = "control-plane")]
 mod error;
 #[cfg(feature = "control-plane")]

@@ -1,5 +1,6 @@
 //! The end-to-end test harness: a real etcd + kube-apiserver on loopback, cloud emulators, and disk
-//! image builders, started by the tests themselves. AWS is a patched moto server ([`moto`]).
+//! image builders, started by the tests themselves. AWS is a patched moto server ([`moto`]); Azure
+//! blob storage is Azurite ([`azurite`]).
 //! An end-to-end test of the operator builds a [`world::World`] (a namespace, the Job runner, the
 //! operator in-process, its logs captured by [`logs`]) from its provider's setup.
 //!
@@ -17,6 +18,7 @@
 //! # }
 //! ```
 
+pub mod azurite;
 pub mod controlplane;
 pub mod image;
 pub mod jobrunner;

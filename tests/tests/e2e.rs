@@ -6,6 +6,7 @@
 
 mod api;
 mod aws_provider;
+mod azure_blob;
 mod controlplane;
 mod moto;
 mod operator_aws;

@@ -266,7 +266,7 @@ fn ranges_of(indices: &[u64], block_size: u64, size: u64) -> Vec<Range<u64>> {
 
 /// Run `fut` on `handle` and wait for it from this (plain or blocking) thread without
 /// `block_on`, which would panic inside another runtime's worker.
-fn wait_on<T: Send + 'static>(
+pub(crate) fn wait_on<T: Send + 'static>(
     handle: &tokio::runtime::Handle,
     fut: impl std::future::Future<Output = T> + Send + 'static,
 ) -> Option<T> {

@@ -1,0 +1,9 @@
+//! Azure. The data plane: a managed disk snapshot, exported as a SAS URL to its page blob, read
+//! as a [`snapsentry_disk::BlockSource`] ([`blob::SasPageBlobSource`]).
+
+#[cfg(feature = "data-plane")]
+pub mod blob;
+#[cfg(feature = "data-plane")]
+mod requests;
+#[cfg(feature = "data-plane")]
+pub mod sas;
