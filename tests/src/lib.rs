@@ -18,6 +18,7 @@
 //! ```
 
 pub mod controlplane;
+pub mod fake_arm;
 pub mod image;
 pub mod jobrunner;
 pub mod logs;

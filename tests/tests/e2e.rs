@@ -7,6 +7,7 @@
 mod api;
 mod aws_provider;
 mod controlplane;
+mod fake_arm;
 mod moto;
 mod operator_aws;
 mod operator_images;
