@@ -181,6 +181,17 @@ fn list_all(arm: &FakeArm, token: &str, first: &str) -> Result<(Vec<Value>, usiz
     Ok((items, pages))
 }
 
+/// Every `provider_type` (e.g. `Microsoft.Network/networkInterfaces`) of [`SUB`], all pages.
+fn list_in_subscription(
+    arm: &FakeArm,
+    token: &str,
+    provider_type: &str,
+    api_version: &str,
+) -> Result<Vec<Value>> {
+    let url = format!("/subscriptions/{SUB}/providers/{provider_type}?{api_version}");
+    list_all(arm, token, &url).map(|(items, _)| items)
+}
+
 fn names(items: &[Value]) -> Vec<&str> {
     items
         .iter()
@@ -546,12 +557,12 @@ fn sas_grants_and_deletes_follow_the_documented_operations() -> Result<()> {
 fn network_lists_have_the_documented_shape() -> Result<()> {
     let (arm, token) = started(100)?;
     let list = |rtype: &str| {
-        list_all(
+        list_in_subscription(
             &arm,
             &token,
-            &format!("/subscriptions/{SUB}/providers/Microsoft.Network/{rtype}?{NETWORK_API}"),
+            &format!("Microsoft.Network/{rtype}"),
+            NETWORK_API,
         )
-        .map(|(items, _)| items)
     };
     let nics = list("networkInterfaces")?;
     let documented_nics = documented("NetworkInterfaceListAll.json", "200")?;
@@ -624,14 +635,8 @@ fn network_lists_have_the_documented_shape() -> Result<()> {
 #[test]
 fn data_service_lists_have_the_documented_shape() -> Result<()> {
     let (arm, token) = started(100)?;
-    let list = |provider: &str| {
-        list_all(
-            &arm,
-            &token,
-            &format!("/subscriptions/{SUB}/providers/{provider}?api-version=2023-05-01"),
-        )
-        .map(|(items, _)| items)
-    };
+    let list =
+        |provider: &str| list_in_subscription(&arm, &token, provider, "api-version=2023-05-01");
     let accounts = list("Microsoft.Storage/storageAccounts")?;
     assert_shape(
         &documented("StorageAccountList.json", "200")?["value"][0],
