@@ -165,6 +165,8 @@ impl FakeArm {
             .arg(&port_file)
             .current_dir(dir.path())
             .env("PYTHONUNBUFFERED", "1")
+            // No __pycache__ beside arm_fleet.py in the source tree.
+            .env("PYTHONDONTWRITEBYTECODE", "1")
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr);
