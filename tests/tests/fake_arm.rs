@@ -90,6 +90,18 @@ fn vm_lists_have_the_documented_shape_page_and_report_power_state() -> Result<()
         &["/properties/networkProfile/networkInterfaces/0/id"],
     )?;
     ensure!(web["tags"]["env"] == "prod");
+    // Managed disks: the documented VM with managed OS and data disks.
+    assert_shape(
+        &shape::documented("VirtualMachine_Get.json", "200")?,
+        &web,
+        &[
+            "/properties/storageProfile/osDisk/managedDisk/id",
+            "/properties/storageProfile/dataDisks/0/lun",
+            "/properties/storageProfile/dataDisks/0/name",
+            "/properties/storageProfile/dataDisks/0/diskSizeGB",
+            "/properties/storageProfile/dataDisks/0/managedDisk/id",
+        ],
+    )?;
     let os = &web["properties"]["storageProfile"]["osDisk"];
     ensure!(os["managedDisk"]["id"] == rg_path("rg-web", "Microsoft.Compute/disks/web-os"));
     ensure!(web["properties"]["storageProfile"]["dataDisks"][0]["lun"] == 0);
@@ -406,6 +418,17 @@ fn network_lists_have_the_documented_shape() -> Result<()> {
     }
     let ips = list("publicIPAddresses")?;
     ensure!(names(&ips) == ["web-ip"] && ips[0]["properties"]["ipAddress"] == "20.1.2.3");
+    // The documented second address is the one with an ipAddress.
+    assert_shape(
+        &documented("PublicIpAddressListAll.json", "200")?["value"][1],
+        &ips[0],
+        &[
+            "/id",
+            "/name",
+            "/properties/ipAddress",
+            "/properties/ipConfiguration/id",
+        ],
+    )?;
     let subnets = list("virtualNetworks")?;
     ensure!(
         subnets[0]["properties"]["subnets"][0]["properties"]["networkSecurityGroup"]["id"]
