@@ -7,9 +7,9 @@
 mod fixture;
 mod shape;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
-use snapsentry_tests::fake_arm::{FakeArm, Response};
+use snapsentry_tests::fake_arm::{Error, FakeArm, Response};
 
 use fixture::{
     COMPUTE_API, DISK_API, NETWORK_API, SUB, WEB_OS_SAS, expect, list_all, list_in_subscription,
@@ -45,6 +45,14 @@ fn tokens_and_api_version_are_required_like_arm() -> Result<()> {
     let (subscriptions, _) = list_all(&arm, &token, "/subscriptions?api-version=2022-12-01")?;
     ensure!(subscriptions.len() == 1 && subscriptions[0]["subscriptionId"] == SUB);
     ensure!(arm.state()?["tokensIssued"] == 1);
+    // A fleet naming its client secret refuses others, like Entra ID (AADSTS7000215).
+    arm.load_fleet(&json!({"clientSecret": "not-what-the-harness-sends", "subscriptions": {}}))?;
+    match arm.token() {
+        Err(Error::Status {
+            status: 401, body, ..
+        }) => ensure!(body.contains("invalid_client")),
+        other => bail!("a wrong client secret got {other:?}"),
+    }
     Ok(())
 }
 
