@@ -20,6 +20,7 @@
 
 pub mod azurite;
 pub mod controlplane;
+pub mod fake_arm;
 pub mod image;
 pub mod jobrunner;
 pub mod logs;

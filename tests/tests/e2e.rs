@@ -8,6 +8,7 @@ mod api;
 mod aws_provider;
 mod azure_blob;
 mod controlplane;
+mod fake_arm;
 mod moto;
 mod operator_aws;
 mod operator_images;

@@ -1,0 +1,395 @@
+//! A fake Azure Resource Manager for Azure tests: `tests/azure/fake_arm.py` (Python standard library
+//! only) on a free loopback port. Azure has no emulator for its control plane, so this fake answers
+//! the ARM calls snapsentry's Azure provider makes (VM, disk and snapshot calls with the
+//! long-running-operation dance, SAS grants pointing at Azurite, network and data-service listings)
+//! in the documented shapes; `tests/tests/fake_arm.rs` checks it against Microsoft's published
+//! examples. Its header lists every endpoint and the control API.
+//!
+//! The interpreter is the venv's of `scripts/toolchain.sh` when there is one, else `python3` on
+//! `PATH`.
+//!
+//! ```no_run
+//! # fn example() -> Result<(), snapsentry_tests::fake_arm::Error> {
+//! use snapsentry_tests::fake_arm::FakeArm;
+//!
+//! let arm = FakeArm::start()?;
+//! arm.load_fleet(&serde_json::json!({"subscriptions": {"sub-1": {"resourceGroups": {}}}}))?;
+//! let token = arm.token()?;
+//! let vms = arm.request("GET", "/subscriptions/sub-1/providers/Microsoft.Compute/virtualMachines?api-version=2024-07-01", Some(&token), None)?;
+//! let state = arm.state()?;
+//! # drop((vms, state));
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fs::{self, File};
+use std::io::{self, Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tracing::debug;
+
+use crate::controlplane::cache_dir;
+use crate::process::{log_tail, spawn_on_long_lived_thread, tied_to_this_process};
+
+/// The tenant the tests ask tokens of (the fake accepts any unless the fleet names one).
+pub const TENANT: &str = "00000000-0000-0000-0000-00000000feed";
+
+/// Lines of the server's log quoted in an error.
+const LOG_TAIL_LINES: usize = 40;
+
+/// Readiness polling interval.
+const POLL_INTERVAL: Duration = Duration::from_millis(25);
+
+/// How long the server may take to listen.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long one request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the fake could not be started or a request to it failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file system, process or socket operation failed.
+    #[error("{context}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying failure.
+        #[source]
+        source: io::Error,
+    },
+    /// The server exited while starting.
+    #[error("fake ARM exited during startup ({status}); last lines of its log:\n{tail}")]
+    Exited {
+        /// How it exited.
+        status: ExitStatus,
+        /// The end of its log.
+        tail: String,
+    },
+    /// The server did not become ready in time.
+    #[error("fake ARM not ready after {STARTUP_TIMEOUT:?}; last lines of its log:\n{tail}")]
+    NotReady {
+        /// The end of its log.
+        tail: String,
+    },
+    /// A request got an unexpected answer.
+    #[error("fake ARM {request}: HTTP {status}: {body}")]
+    Status {
+        /// Method and path.
+        request: String,
+        /// The HTTP status.
+        status: u16,
+        /// The response body.
+        body: String,
+    },
+    /// A body was not the JSON expected.
+    #[error("{context}: invalid JSON")]
+    Json {
+        /// What was parsed.
+        context: String,
+        /// The underlying failure.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl Error {
+    fn io(context: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Io { context, source }
+    }
+}
+
+/// One HTTP answer of the fake.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// The headers, names as sent.
+    pub headers: Vec<(String, String)>,
+    /// The body as text.
+    pub body: String,
+}
+
+impl Response {
+    /// The value of header `name` (case-insensitive), if sent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The body parsed as JSON.
+    pub fn json(&self) -> Result<serde_json::Value, Error> {
+        serde_json::from_str(&self.body).map_err(|source| Error::Json {
+            context: format!("HTTP {} body", self.status),
+            source,
+        })
+    }
+}
+
+/// A running fake ARM server; dropping it kills the server and removes its directory.
+#[derive(Debug)]
+pub struct FakeArm {
+    // Field order is drop order: the server goes before the directory holding its log.
+    child: Child,
+    dir: tempfile::TempDir,
+    log: PathBuf,
+    port: u16,
+}
+
+impl FakeArm {
+    /// Starts the fake on a free loopback port (it binds port 0 and writes the port it got to a
+    /// file, so there is no race for it) and waits until it answers.
+    pub fn start() -> Result<Self, Error> {
+        let started = Instant::now();
+        let dir = tempfile::Builder::new()
+            .prefix("snapsentry-fake-arm-")
+            .tempdir()
+            .map_err(Error::io("creating the fake ARM directory"))?;
+        let log = dir.path().join("fake_arm.log");
+        let port_file = dir.path().join("port");
+        let stdout =
+            File::create(&log).map_err(Error::io(format!("creating {}", log.display())))?;
+        let stderr = stdout
+            .try_clone()
+            .map_err(Error::io("duplicating a log file handle"))?;
+        let mut command = tied_to_this_process(python());
+        command
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("azure/fake_arm.py"))
+            .arg("--port-file")
+            .arg(&port_file)
+            .current_dir(dir.path())
+            .env("PYTHONUNBUFFERED", "1")
+            // No __pycache__ beside arm_fleet.py in the source tree.
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        let child = spawn_on_long_lived_thread(command).map_err(Error::io(
+            "starting the fake ARM through setpriv (util-linux)",
+        ))?;
+        let mut arm = FakeArm {
+            child,
+            dir,
+            log,
+            port: 0,
+        };
+        arm.wait_ready(&port_file, started + STARTUP_TIMEOUT)?;
+        debug!(endpoint = %arm.endpoint(), elapsed = ?started.elapsed(), "fake ARM ready");
+        Ok(arm)
+    }
+
+    fn wait_ready(&mut self, port_file: &Path, deadline: Instant) -> Result<(), Error> {
+        loop {
+            if let Some(status) = self
+                .child
+                .try_wait()
+                .map_err(Error::io("waiting for the fake ARM"))?
+            {
+                let tail = self.log_tail();
+                return Err(Error::Exited { status, tail });
+            }
+            if self.port == 0 {
+                self.port = fs::read_to_string(port_file)
+                    .ok()
+                    .and_then(|text| text.trim().parse().ok())
+                    .unwrap_or(0);
+            }
+            if self.port != 0 && self.state().is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let tail = self.log_tail();
+                return Err(Error::NotReady { tail });
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`: both the ARM endpoint and the authority host (token endpoint
+    /// `{endpoint}/{tenant}/oauth2/v2.0/token`).
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Replaces the fake's state with the fleet `spec`: `{"pageSize": n, "tenant", "clientId",
+    /// "clientSecret" (each optional; when given, the token endpoint checks them), "subscriptions":
+    /// {SUB: {"resourceGroups": {RG: {"location", "vms": [{"name", "osType": "Linux"|"Windows",
+    /// "powerState": "running"|"deallocated"|..., "location", "tags", "size", "osDisk": {"name",
+    /// "sizeGB", "sas": AZURITE_SAS_URL} or {"name", "vhd": URI}, "dataDisks": [{"name", "sizeGB",
+    /// "sas"}], "nics": [{"name", "privateIp", "publicIp": {"name", "ip"}, "nsg", "vnet", "subnet",
+    /// "subnetNsg"}]}], "nsgs": [{"name", "rules": [{"name", "port", "source", "access",
+    /// "priority", "direction", "protocol"}]}], "loadBalancers": [{"name", "publicIp",
+    /// "inboundNatRules": [{"name", "frontendPort", "backendPort", "nic"}]}], "storageAccounts" |
+    /// "sqlServers" | "postgresFlexibleServers" | "mysqlFlexibleServers" | "cosmosAccounts" |
+    /// "keyVaults": [{"name", "location", "tags", "properties": {...}}]}}}}}`. A snapshot of a
+    /// disk (or of a snapshot) shares its source's SAS URL.
+    pub fn load_fleet(&self, spec: &serde_json::Value) -> Result<(), Error> {
+        self.control("POST", "/_snapsentry/fleet", Some(spec))
+            .map(drop)
+    }
+
+    /// `{"snapshots": [ID...], "activeGrants": n, "grants": [ID...], "grantsEver": n,
+    /// "tokensIssued": n}`.
+    pub fn state(&self) -> Result<serde_json::Value, Error> {
+        self.control("GET", "/_snapsentry/state", None)
+    }
+
+    /// Replaces the fault plan and zeroes the counters, e.g. `{"snapshots.put": {"throttleEvery":
+    /// 2, "serverErrorEvery": 3, "serverErrorStatus": 503}}` (operation names in the fake's header).
+    pub fn set_faults(&self, plan: &serde_json::Value) -> Result<(), Error> {
+        self.control("POST", "/_snapsentry/faults", Some(plan))
+            .map(drop)
+    }
+
+    /// Calls per operation since the last [`Self::set_faults`]: `{"snapshots.put": {"calls": n,
+    /// "throttled": n, "serverErrors": n}, ...}`.
+    pub fn fault_counters(&self) -> Result<serde_json::Value, Error> {
+        self.control("GET", "/_snapsentry/faults", None)
+    }
+
+    /// A bearer token from the client-credentials flow, as a client would get it.
+    pub fn token(&self) -> Result<String, Error> {
+        let path = format!("/{TENANT}/oauth2/v2.0/token");
+        let form = "grant_type=client_credentials&client_id=snapsentry&client_secret=fake\
+                    &scope=https%3A%2F%2Fmanagement.azure.com%2F.default";
+        let response = self.send("POST", &path, None, Some(form))?;
+        let body = expect_ok(response, &path)?;
+        body["access_token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Status {
+                request: format!("POST {path}"),
+                status: 200,
+                body: "no access_token".into(),
+            })
+    }
+
+    /// One request to the fake; `target` is a path with query or a full URL on this server (a
+    /// `nextLink`, an `Azure-AsyncOperation` URL), `token` goes into `Authorization: Bearer`.
+    pub fn request(
+        &self,
+        method: &str,
+        target: &str,
+        token: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Response, Error> {
+        let path = target.strip_prefix(&self.endpoint()).unwrap_or(target);
+        let body = body.map(ToString::to_string);
+        self.send(method, path, token, body.as_deref())
+    }
+
+    fn control(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, Error> {
+        expect_ok(self.request(method, path, None, body)?, path)
+    }
+
+    /// A minimal HTTP/1.1 exchange (the tests crate has no HTTP client dependency): one request
+    /// per connection, read to EOF.
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> Result<Response, Error> {
+        let exchange = || -> io::Result<Response> {
+            let mut stream = TcpStream::connect_timeout(
+                &SocketAddr::from((Ipv4Addr::LOCALHOST, self.port)),
+                REQUEST_TIMEOUT,
+            )?;
+            stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+            let body = body.unwrap_or_default();
+            let content_type = if body.starts_with('{') {
+                "application/json"
+            } else {
+                "application/x-www-form-urlencoded"
+            };
+            let auth = token
+                .map(|token| format!("Authorization: Bearer {token}\r\n"))
+                .unwrap_or_default();
+            write!(
+                stream,
+                "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n{auth}\
+                 Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+                self.port,
+                body.len()
+            )?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response)?;
+            parse_response(&response)
+        };
+        exchange().map_err(Error::io(format!("fake ARM {method} {path}")))
+    }
+
+    /// The server's log so far (requests, tracebacks), for a failing test to print.
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.log, LOG_TAIL_LINES)
+    }
+
+    /// The temporary directory of this server (its log is `fake_arm.log` there).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for FakeArm {
+    fn drop(&mut self) {
+        // SIGKILL: the fake's state lives in memory and dies with it.
+        if let Err(error) = self.child.kill() {
+            debug!(%error, "kill fake ARM");
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// The venv's interpreter when `scripts/toolchain.sh` made one, else `python3` from `PATH`.
+fn python() -> PathBuf {
+    let venv = cache_dir().join("venv/bin/python");
+    if venv.is_file() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
+/// The JSON body of a 200 answer to `what`, or an error quoting the answer.
+fn expect_ok(response: Response, what: &str) -> Result<serde_json::Value, Error> {
+    if response.status != 200 {
+        return Err(Error::Status {
+            request: what.to_owned(),
+            status: response.status,
+            body: response.body,
+        });
+    }
+    response.json()
+}
+
+fn parse_response(text: &str) -> io::Result<Response> {
+    let invalid = || io::Error::new(io::ErrorKind::InvalidData, "malformed HTTP response");
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(invalid)?;
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(invalid)?;
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned()))
+        .collect();
+    Ok(Response {
+        status,
+        headers,
+        body: body.to_owned(),
+    })
+}
