@@ -347,7 +347,7 @@ fn iso8601(time: SystemTime) -> String {
     )
 }
 
-/// One HTTP/1.1 request to 127.0.0.1:`port`, `Connection: close`, read to EOF: status and body.
+/// One request to Azurite on 127.0.0.1:`port` (with its `x-ms-version`): status and body.
 fn http(
     port: u16,
     method: &str,
@@ -355,28 +355,10 @@ fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> io::Result<(u16, Vec<u8>)> {
-    let mut stream = connect(port)?;
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
-         x-ms-version: {VERSION}\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let invalid = || io::Error::new(io::ErrorKind::InvalidData, "malformed HTTP response");
-    let end = find(&response, b"\r\n\r\n").ok_or_else(invalid)?;
-    let status = std::str::from_utf8(&response[..end])
-        .ok()
-        .and_then(|h| h.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(invalid)?;
-    Ok((status, response[end + 4..].to_vec()))
+    let mut all = vec![("x-ms-version", VERSION)];
+    all.extend_from_slice(headers);
+    let response = crate::http::request(port, method, path, &all, body, IO_TIMEOUT)?;
+    Ok((response.status, response.body))
 }
 
 fn connect(port: u16) -> io::Result<TcpStream> {

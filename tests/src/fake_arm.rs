@@ -23,8 +23,7 @@
 //! ```
 
 use std::fs::{self, File};
-use std::io::{self, Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -302,31 +301,31 @@ impl FakeArm {
         token: Option<&str>,
         body: Option<&str>,
     ) -> Result<Response, Error> {
+        let body = body.unwrap_or_default();
+        let content_type = if body.starts_with('{') {
+            "application/json"
+        } else {
+            "application/x-www-form-urlencoded"
+        };
+        let auth = token.map(|token| format!("Bearer {token}"));
+        let mut headers = vec![("Content-Type", content_type)];
+        if let Some(auth) = &auth {
+            headers.push(("Authorization", auth));
+        }
         let exchange = || -> io::Result<Response> {
-            let mut stream = TcpStream::connect_timeout(
-                &SocketAddr::from((Ipv4Addr::LOCALHOST, self.port)),
+            let r = crate::http::request(
+                self.port,
+                method,
+                path,
+                &headers,
+                body.as_bytes(),
                 REQUEST_TIMEOUT,
             )?;
-            stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
-            let body = body.unwrap_or_default();
-            let content_type = if body.starts_with('{') {
-                "application/json"
-            } else {
-                "application/x-www-form-urlencoded"
-            };
-            let auth = token
-                .map(|token| format!("Authorization: Bearer {token}\r\n"))
-                .unwrap_or_default();
-            write!(
-                stream,
-                "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n{auth}\
-                 Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
-                self.port,
-                body.len()
-            )?;
-            let mut response = String::new();
-            stream.read_to_string(&mut response)?;
-            parse_response(&response)
+            Ok(Response {
+                status: r.status,
+                body: r.text(),
+                headers: r.headers,
+            })
         };
         exchange().map_err(Error::io(format!("fake ARM {method} {path}")))
     }
@@ -372,24 +371,4 @@ fn expect_ok(response: Response, what: &str) -> Result<serde_json::Value, Error>
         });
     }
     response.json()
-}
-
-fn parse_response(text: &str) -> io::Result<Response> {
-    let invalid = || io::Error::new(io::ErrorKind::InvalidData, "malformed HTTP response");
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(invalid)?;
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|line| line.split(' ').nth(1))
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(invalid)?;
-    let headers = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned()))
-        .collect();
-    Ok(Response {
-        status,
-        headers,
-        body: body.to_owned(),
-    })
 }

@@ -21,6 +21,7 @@
 pub mod azurite;
 pub mod controlplane;
 pub mod fake_arm;
+pub mod http;
 pub mod image;
 pub mod jobrunner;
 pub mod logs;

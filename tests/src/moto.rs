@@ -21,8 +21,7 @@
 //! ```
 
 use std::fs::{self, File};
-use std::io::{self, Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -419,36 +418,21 @@ impl Drop for Moto {
     }
 }
 
-/// A minimal HTTP/1.1 client for the loopback control API (the tests crate has no HTTP client
-/// dependency, and these are a handful of tiny JSON requests): one request per connection, read to
-/// EOF.
+/// One JSON request to the loopback control API: status and body text.
 fn http_request(
     port: u16,
     method: &str,
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(
-        &SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+    let body = body.map(ToString::to_string).unwrap_or_default();
+    let response = crate::http::request(
+        port,
+        method,
+        path,
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
         CONTROL_TIMEOUT,
     )?;
-    stream.set_read_timeout(Some(CONTROL_TIMEOUT))?;
-    stream.set_write_timeout(Some(CONTROL_TIMEOUT))?;
-    let body = body.map(ToString::to_string).unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let invalid = || io::Error::new(io::ErrorKind::InvalidData, "malformed HTTP response");
-    let (head, body) = response.split_once("\r\n\r\n").ok_or_else(invalid)?;
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(invalid)?;
-    Ok((status, body.to_owned()))
+    Ok((response.status, response.text()))
 }
