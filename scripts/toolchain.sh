@@ -83,24 +83,22 @@ install_moto() {
 	report "moto" "installed ${packages[*]} in $((SECONDS - started))s"
 }
 
-# Azurite (the Azure Storage emulator) from npm, pinned; the harness runs its `azurite-blob`.
-azurite_version=3.37.0
 
 install_azurite() {
 	local prefix="$cache/azurite"
 	local stamp="$prefix/.azurite-version"
-	if [[ -x $prefix/node_modules/.bin/azurite-blob && -f $stamp && $(<"$stamp") == "$azurite_version" ]]; then
+	if [[ -x $prefix/node_modules/.bin/azurite-blob && -f $stamp && $(<"$stamp") == "$AZURITE_VERSION" ]]; then
 		report "azurite" "ok (cached)"
 		return
 	fi
 	command -v npm >/dev/null || die "npm is not on PATH; Azurite is installed from npm (on Debian: apt-get install npm)"
 	local started=$SECONDS
 	mkdir -p "$prefix"
-	npm install --prefix "$prefix" --no-audit --no-fund --silent "azurite@$azurite_version" \
-		|| die "npm install azurite@$azurite_version failed"
+	npm install --prefix "$prefix" --no-audit --no-fund --silent "azurite@$AZURITE_VERSION" \
+		|| die "npm install azurite@$AZURITE_VERSION failed"
 	"$prefix/node_modules/.bin/azurite-blob" --help >/dev/null || die "$prefix/node_modules/.bin/azurite-blob does not run"
-	echo "$azurite_version" >"$stamp"
-	report "azurite" "installed $azurite_version in $((SECONDS - started))s"
+	echo "$AZURITE_VERSION" >"$stamp"
+	report "azurite" "installed $AZURITE_VERSION in $((SECONDS - started))s"
 }
 
 require_go() {
