@@ -24,7 +24,6 @@ use std::fs::File;
 use std::io::{self, Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -36,7 +35,7 @@ use sha2::Sha256;
 use tracing::debug;
 
 use crate::controlplane::cache_dir;
-use crate::process::{log_tail, spawn_on_long_lived_thread, tied_to_this_process};
+use crate::process::{Server, tied_to_this_process};
 
 /// Azurite's development storage account.
 pub const ACCOUNT: &str = "devstoreaccount1";
@@ -96,8 +95,7 @@ fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
 /// A running `azurite-blob`; dropping it kills the server.
 #[derive(Debug)]
 pub struct Azurite {
-    child: Child,
-    dir: tempfile::TempDir,
+    server: Server,
     port: u16,
 }
 
@@ -108,43 +106,30 @@ impl Azurite {
         if !bin.is_file() {
             return Err(Error::Missing { bin });
         }
-        let dir = tempfile::Builder::new()
-            .prefix("snapsentry-azurite-")
-            .tempdir()
-            .map_err(io_error("creating the Azurite directory"))?;
-        let log = dir.path().join("azurite.log");
-        let stdout = File::create(&log).map_err(io_error("creating the Azurite log"))?;
-        let stderr = stdout
-            .try_clone()
-            .map_err(io_error("duplicating a handle"))?;
-        let mut command = tied_to_this_process(&bin);
-        command
-            // In memory (which excludes --location); the working directory is a fresh one.
-            .args(["--blobHost", "127.0.0.1", "--blobPort", "0"])
-            .args([
-                "--disableTelemetry",
-                "--skipApiVersionCheck",
-                "--inMemoryPersistence",
-                "--extentMemoryLimit",
-                "1024",
-                "--disableProductStyleUrl",
-                "--silent",
-            ])
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr);
-        let child = spawn_on_long_lived_thread(command).map_err(io_error(
+        let server = Server::spawn("snapsentry-azurite-", "azurite.log", |_| {
+            let mut command = tied_to_this_process(&bin);
+            command
+                // In memory (which excludes --location); the working directory is a fresh one.
+                .args(["--blobHost", "127.0.0.1", "--blobPort", "0"])
+                .args([
+                    "--disableTelemetry",
+                    "--skipApiVersionCheck",
+                    "--inMemoryPersistence",
+                    "--extentMemoryLimit",
+                    "1024",
+                    "--disableProductStyleUrl",
+                    "--silent",
+                ]);
+            command
+        })
+        .map_err(io_error(
             "starting azurite-blob through setpriv (util-linux)",
         ))?;
-        let mut azurite = Azurite {
-            child,
-            dir,
-            port: 0,
-        };
+        let log = server.log.clone();
+        let mut azurite = Azurite { server, port: 0 };
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         while azurite.port == 0 {
-            let exited = azurite.child.try_wait().ok().flatten().is_some();
+            let exited = azurite.server.child.try_wait().ok().flatten().is_some();
             if exited || Instant::now() >= deadline {
                 return Err(Error::NotReady {
                     tail: azurite.log_tail(),
@@ -171,7 +156,7 @@ impl Azurite {
 
     /// The last lines of the server's log.
     pub fn log_tail(&self) -> String {
-        log_tail(&self.dir.path().join("azurite.log"), 40)
+        self.server.log_tail(40)
     }
 
     /// Creates the container `name`.
@@ -292,13 +277,6 @@ impl Azurite {
                 body: String::from_utf8_lossy(&answer).into_owned(),
             })
         }
-    }
-}
-
-impl Drop for Azurite {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

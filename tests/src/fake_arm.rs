@@ -22,16 +22,16 @@
 //! # }
 //! ```
 
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use tracing::debug;
 
 use crate::controlplane::cache_dir;
-use crate::process::{log_tail, spawn_on_long_lived_thread, tied_to_this_process};
+use crate::process::{Server, tied_to_this_process};
 
 /// The tenant the tests ask tokens of (the fake accepts any unless the fleet names one).
 pub const TENANT: &str = "00000000-0000-0000-0000-00000000feed";
@@ -134,10 +134,7 @@ impl Response {
 /// A running fake ARM server; dropping it kills the server and removes its directory.
 #[derive(Debug)]
 pub struct FakeArm {
-    // Field order is drop order: the server goes before the directory holding its log.
-    child: Child,
-    dir: tempfile::TempDir,
-    log: PathBuf,
+    server: Server,
     port: u16,
 }
 
@@ -146,38 +143,22 @@ impl FakeArm {
     /// file, so there is no race for it) and waits until it answers.
     pub fn start() -> Result<Self, Error> {
         let started = Instant::now();
-        let dir = tempfile::Builder::new()
-            .prefix("snapsentry-fake-arm-")
-            .tempdir()
-            .map_err(Error::io("creating the fake ARM directory"))?;
-        let log = dir.path().join("fake_arm.log");
-        let port_file = dir.path().join("port");
-        let stdout =
-            File::create(&log).map_err(Error::io(format!("creating {}", log.display())))?;
-        let stderr = stdout
-            .try_clone()
-            .map_err(Error::io("duplicating a log file handle"))?;
-        let mut command = tied_to_this_process(python());
-        command
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("azure/fake_arm.py"))
-            .arg("--port-file")
-            .arg(&port_file)
-            .current_dir(dir.path())
-            .env("PYTHONUNBUFFERED", "1")
-            // No __pycache__ beside arm_fleet.py in the source tree.
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr);
-        let child = spawn_on_long_lived_thread(command).map_err(Error::io(
+        let server = Server::spawn("snapsentry-fake-arm-", "fake_arm.log", |dir| {
+            let mut command = tied_to_this_process(python());
+            command
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("azure/fake_arm.py"))
+                .arg("--port-file")
+                .arg(dir.join("port"))
+                .env("PYTHONUNBUFFERED", "1")
+                // No __pycache__ beside arm_fleet.py in the source tree.
+                .env("PYTHONDONTWRITEBYTECODE", "1");
+            command
+        })
+        .map_err(Error::io(
             "starting the fake ARM through setpriv (util-linux)",
         ))?;
-        let mut arm = FakeArm {
-            child,
-            dir,
-            log,
-            port: 0,
-        };
+        let port_file = server.dir.path().join("port");
+        let mut arm = FakeArm { server, port: 0 };
         arm.wait_ready(&port_file, started + STARTUP_TIMEOUT)?;
         debug!(endpoint = %arm.endpoint(), elapsed = ?started.elapsed(), "fake ARM ready");
         Ok(arm)
@@ -186,6 +167,7 @@ impl FakeArm {
     fn wait_ready(&mut self, port_file: &Path, deadline: Instant) -> Result<(), Error> {
         loop {
             if let Some(status) = self
+                .server
                 .child
                 .try_wait()
                 .map_err(Error::io("waiting for the fake ARM"))?
@@ -332,22 +314,12 @@ impl FakeArm {
 
     /// The server's log so far (requests, tracebacks), for a failing test to print.
     pub fn log_tail(&self) -> String {
-        log_tail(&self.log, LOG_TAIL_LINES)
+        self.server.log_tail(LOG_TAIL_LINES)
     }
 
     /// The temporary directory of this server (its log is `fake_arm.log` there).
     pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for FakeArm {
-    fn drop(&mut self) {
-        // SIGKILL: the fake's state lives in memory and dies with it.
-        if let Err(error) = self.child.kill() {
-            debug!(%error, "kill fake ARM");
-        }
-        let _ = self.child.wait();
+        self.server.dir.path()
     }
 }
 

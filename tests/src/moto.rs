@@ -20,16 +20,16 @@
 //! # }
 //! ```
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use tracing::debug;
 
 use crate::controlplane::cache_dir;
-use crate::process::{log_tail, spawn_on_long_lived_thread, tied_to_this_process};
+use crate::process::{Server, tied_to_this_process};
 
 /// The region every moto resource of the tests lives in.
 pub const REGION: &str = "us-east-1";
@@ -161,10 +161,7 @@ fn scripts_dir() -> PathBuf {
 /// A running moto server; dropping it kills the server and removes its directory.
 #[derive(Debug)]
 pub struct Moto {
-    // Field order is drop order: the server goes before the directory holding its log.
-    child: Child,
-    dir: tempfile::TempDir,
-    log: PathBuf,
+    server: Server,
     port: u16,
     python: PathBuf,
 }
@@ -183,33 +180,19 @@ impl Moto {
             return Err(Error::MissingVenv { python });
         }
         let started = Instant::now();
-        let dir = tempfile::Builder::new()
-            .prefix("snapsentry-moto-")
-            .tempdir()
-            .map_err(Error::io("creating the moto directory"))?;
-        let log = dir.path().join("moto.log");
-        let port_file = dir.path().join("port");
-        let stdout =
-            File::create(&log).map_err(Error::io(format!("creating {}", log.display())))?;
-        let stderr = stdout
-            .try_clone()
-            .map_err(Error::io("duplicating a log file handle"))?;
-        let mut command = tied_to_this_process(&python);
-        command
-            .arg(scripts_dir().join("snapsentry_moto.py"))
-            .arg("--port-file")
-            .arg(&port_file)
-            .current_dir(dir.path())
-            .env("PYTHONUNBUFFERED", "1")
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr);
-        let child = spawn_on_long_lived_thread(command)
-            .map_err(Error::io("starting moto through setpriv (util-linux)"))?;
+        let server = Server::spawn("snapsentry-moto-", "moto.log", |dir| {
+            let mut command = tied_to_this_process(&python);
+            command
+                .arg(scripts_dir().join("snapsentry_moto.py"))
+                .arg("--port-file")
+                .arg(dir.join("port"))
+                .env("PYTHONUNBUFFERED", "1");
+            command
+        })
+        .map_err(Error::io("starting moto through setpriv (util-linux)"))?;
+        let port_file = server.dir.path().join("port");
         let mut moto = Moto {
-            child,
-            dir,
-            log,
+            server,
             port: 0,
             python,
         };
@@ -230,6 +213,7 @@ impl Moto {
     ) -> Result<(), Error> {
         loop {
             if let Some(status) = self
+                .server
                 .child
                 .try_wait()
                 .map_err(Error::io("waiting for moto"))?
@@ -238,7 +222,7 @@ impl Moto {
                 return Err(Error::Exited {
                     status,
                     hint: venv_hint(&tail),
-                    log: self.log.clone(),
+                    log: self.server.log.clone(),
                     tail,
                 });
             }
@@ -254,7 +238,7 @@ impl Moto {
             if Instant::now() >= deadline {
                 return Err(Error::NotReady {
                     timeout,
-                    log: self.log.clone(),
+                    log: self.server.log.clone(),
                     tail: self.log_tail(),
                 });
             }
@@ -399,22 +383,12 @@ impl Moto {
 
     /// The server's log so far (requests, tracebacks), for a failing test to print.
     pub fn log_tail(&self) -> String {
-        log_tail(&self.log, LOG_TAIL_LINES)
+        self.server.log_tail(LOG_TAIL_LINES)
     }
 
     /// The temporary directory of this server (its log is `moto.log` there).
     pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        // SIGKILL: moto's state lives in memory and dies with it.
-        if let Err(error) = self.child.kill() {
-            debug!(%error, "kill moto");
-        }
-        let _ = self.child.wait();
+        self.server.dir.path()
     }
 }
 

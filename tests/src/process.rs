@@ -2,9 +2,10 @@
 //! benchmark) that die with the test process, however it ends, and their log files.
 
 use std::fmt::Write as _;
+use std::fs::File;
 use std::io;
-use std::path::Path;
-use std::process::{Child, Command, Output};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock, mpsc};
 
 /// A command that runs `program` so that it dies with this process, however the process ends
@@ -46,6 +47,57 @@ pub fn spawn_on_long_lived_thread(command: Command) -> io::Result<Child> {
         .send((command, reply))
         .map_err(|_| gone())?;
     answer.recv().map_err(|_| gone())?
+}
+
+/// A loopback server the harness started (moto, the fake ARM, Azurite): the process, tied to this
+/// one, and the temporary directory holding its log. Dropping it kills the server — its state
+/// lives in memory — before the directory goes.
+#[derive(Debug)]
+pub struct Server {
+    /// The server process.
+    pub child: Child,
+    /// Its standard output and error.
+    pub log: PathBuf,
+    /// Its working directory (the log, a port file).
+    pub dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts the command `program_and_args` returns for the server's fresh working directory
+    /// (named `prefix…`), tied to this process, with standard input closed and standard output
+    /// and error in `log_name` there.
+    pub fn spawn(
+        prefix: &str,
+        log_name: &str,
+        program_and_args: impl FnOnce(&Path) -> Command,
+    ) -> io::Result<Server> {
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
+        let log = dir.path().join(log_name);
+        let stdout = File::create(&log)?;
+        let stderr = stdout.try_clone()?;
+        let mut command = program_and_args(dir.path());
+        command
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        let child = spawn_on_long_lived_thread(command)?;
+        Ok(Server { child, log, dir })
+    }
+
+    /// The last `lines` lines of its log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        log_tail(&self.log, lines)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Err(error) = self.child.kill() {
+            tracing::debug!(%error, log = %self.log.display(), "kill server");
+        }
+        let _ = self.child.wait();
+    }
 }
 
 /// The last `lines` lines of the log file `log`, each indented by two spaces, for an error message.
