@@ -4,7 +4,7 @@ Why this exists: Azure has no emulator for its control plane. Azurite emulates B
 disk and snapshot contents are read through SAS URLs), but listing VMs, taking disk snapshots,
 granting SAS access to them and listing the network and data services around a VM are ARM calls. This
 fake answers exactly those calls with the documented response shapes (tests/tests/fake_arm.rs checks
-it against Microsoft's published examples in tests/azure/examples/), including ARM's long-running
+it against the shapes of Microsoft's published examples, tests/azure/documented_shapes.json), including ARM's long-running
 operation dance: 202 Accepted with `Azure-AsyncOperation` and `Location` headers, an operation that
 reports InProgress once and then Succeeded. It is deliberately small: no validation beyond what
 snapsentry's provider relies on, Python 3.11 standard library only. arm_fleet.py builds the resources

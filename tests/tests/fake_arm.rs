@@ -1,5 +1,5 @@
-//! The fake ARM (`tests/azure/fake_arm.py`) against Microsoft's documented examples
-//! (`tests/azure/examples/`): every response the Azure provider relies on has the documented field
+//! The fake ARM (`tests/azure/fake_arm.py`) against the shapes of Microsoft's documented examples
+//! (`tests/azure/documented_shapes.json`): every response the Azure provider relies on has the documented field
 //! names and JSON types, the long-running-operation dance (202 + `Azure-AsyncOperation` +
 //! `Location`, InProgress, Succeeded) works for snapshot create, delete and SAS grants, lists page
 //! with `nextLink`, and tokens, `api-version` and fault injection behave like ARM.

@@ -1,15 +1,21 @@
-//! The documented examples of `tests/azure/examples/` and the comparison of the fake's answers with
-//! them: the same field names and JSON types.
+//! The documented response shapes (`tests/azure/documented_shapes.json`) and the comparison of the
+//! fake's answers with them: the same field names and JSON types.
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 
+/// The documented responses of example `name` (`{"responses": {status: {"body" | "headers"}}}`),
+/// as far as the provider relies on them: field paths and JSON types, from
+/// `tests/azure/documented_shapes.json`.
 pub fn example(name: &str) -> Result<Value> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("azure/examples")
-        .join(name);
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("azure/documented_shapes.json");
     let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
-    Ok(serde_json::from_str(&text)?)
+    let shapes: Value = serde_json::from_str(&text)?;
+    let responses = shapes
+        .get(name)
+        .with_context(|| format!("{name}: not in {}", path.display()))?;
+    Ok(serde_json::json!({ "responses": responses }))
 }
 
 /// The documented response body `status` of example `name`.
