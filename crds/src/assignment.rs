@@ -3,8 +3,10 @@
 //! The operator serializes it as JSON into the Job's `SNAPSENTRY_ASSIGNMENT` environment variable;
 //! `snapsentry-scan job` parses it back. It lives here, not in the operator, because the scanner
 //! depends on this crate and not on the operator. It never carries a secret: cloud credentials
-//! come from the scanner's service account (workload identity) and the fingerprint key from the
-//! `SNAPSENTRY_FINGERPRINT_KEY` variable, which the Job fills from a Secret.
+//! come from the scanner's service account (workload identity), an Azure snapshot's read SAS URL
+//! from a file the Job mounts from a Secret (`sasFile` of [`DiskSource::AzureSnapshot`]), and the
+//! fingerprint key from the `SNAPSENTRY_FINGERPRINT_KEY` variable, which the Job fills from a
+//! Secret.
 //!
 //! ```
 //! use snapsentry_crds::{AssignedDisk, Cloud, DiskSource, ScanAssignment};
@@ -110,13 +112,15 @@ pub enum DiskSource {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         external_id: Option<String>,
     },
-    /// An Azure managed-disk snapshot (resource id); the scanner requests its own SAS.
+    /// An Azure managed-disk snapshot, read as a page blob through a read-only SAS URL that the
+    /// operator grants and hands to the Job in a file (a Secret mounted in its container): the
+    /// SAS never appears in the assignment, and the scanner needs no Azure rights.
     AzureSnapshot {
-        /// Resource id of the snapshot.
+        /// Resource id of the snapshot (for reports).
         snapshot_id: String,
-        /// Azure endpoint override (emulators).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        endpoint_url: Option<String>,
+        /// Path, inside the Job's container, of the file holding the snapshot's read SAS URL
+        /// (surrounding whitespace ignored).
+        sas_file: String,
     },
     /// A Compute Engine snapshot.
     GcpSnapshot {
@@ -149,4 +153,29 @@ pub struct AssignmentRules {
     /// Secret types (label values) not to report.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude_secret_types: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An Azure disk names the file holding its SAS URL, never the URL itself.
+    #[test]
+    fn azure_snapshots_carry_the_sas_file_path() {
+        let source = DiskSource::AzureSnapshot {
+            snapshot_id:
+                "/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/snapshots/d".into(),
+            sas_file: "/var/run/snapsentry/sas/disk0".into(),
+        };
+        let json = serde_json::to_value(&source).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "kind": "azureSnapshot",
+                "snapshotId": "/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/snapshots/d",
+                "sasFile": "/var/run/snapsentry/sas/disk0",
+            })
+        );
+        assert_eq!(serde_json::from_value::<DiskSource>(json).unwrap(), source);
+    }
 }
