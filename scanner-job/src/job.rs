@@ -43,6 +43,7 @@ use crate::finding::{FindingScope, cap_findings, finding_object, group_findings}
 use crate::options::ScanOptions;
 use crate::scan::Counters;
 use snapsentry_cloud::aws::ebs::EbsOptions;
+use snapsentry_cloud::azure::blob::BlobOptions;
 
 mod disks;
 
@@ -103,6 +104,8 @@ pub struct Options {
     pub progress_interval: Duration,
     /// How EBS snapshots are read (concurrency, cache, retries, credentials).
     pub ebs: EbsOptions,
+    /// How Azure snapshots' page blobs are read (concurrency, request size, cache, retries).
+    pub azure: BlobOptions,
 }
 
 impl Default for Options {
@@ -111,6 +114,7 @@ impl Default for Options {
             threads: None,
             progress_interval: PROGRESS_INTERVAL,
             ebs: EbsOptions::default(),
+            azure: BlobOptions::default(),
         }
     }
 }
@@ -274,8 +278,11 @@ pub async fn run(
     let mut scan_task = tokio::task::spawn_blocking({
         let counters = counters.clone();
         let disks = a.disks.clone();
-        let ebs = options.ebs.clone();
-        move || disks::scan_disks_counted(&disks, &engine, &scan_options, &ebs, &counters)
+        let readers = disks::Readers {
+            ebs: options.ebs.clone(),
+            azure: options.azure.clone(),
+        };
+        move || disks::scan_disks_counted(&disks, &engine, &scan_options, &readers, &counters)
     });
     let mut ticker = tokio::time::interval(options.progress_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

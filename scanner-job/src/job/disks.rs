@@ -1,5 +1,6 @@
-//! The disks of a Job's assignment: each opened (an image file, or an EBS snapshot through the
-//! EBS direct APIs), its volumes listed with ids prefixed by the disk index (`disk0/p2`), and all
+//! The disks of a Job's assignment: each opened (an image file, an EBS snapshot through the EBS
+//! direct APIs, or an Azure snapshot's page blob through the read SAS URL in the file the
+//! assignment names), its volumes listed with ids prefixed by the disk index (`disk0/p2`), and all
 //! of them scanned by the pipeline ([`crate::scan`]). Writes nothing.
 
 use std::collections::BTreeSet;
@@ -17,6 +18,7 @@ use crate::finding::Located;
 use crate::options::ScanOptions;
 use crate::scan::{Counters, Listing};
 use snapsentry_cloud::aws::ebs::{EbsOptions, EbsSnapshotSource, EbsSnapshotSpec, EbsStats};
+use snapsentry_cloud::azure::blob::{BlobOptions, SasPageBlobSource};
 
 /// What the disks of an assignment yielded.
 #[derive(Debug, Default)]
@@ -30,13 +32,14 @@ pub struct DiskScan {
     pub findings: Vec<Located>,
     /// Authorized SSH keys, deduplicated, at most [`limits::MAX_AUTHORIZED_KEYS`].
     pub authorized_keys: Vec<AuthorizedKey>,
-    /// EBS direct read counters summed over the snapshot disks; `None` when there were none.
+    /// Snapshot read counters (EBS direct reads, Azure page blob reads) summed over the snapshot
+    /// disks; `None` when there were none.
     pub snapshot_reads: Option<SnapshotReadStats>,
 }
 
 /// Open every disk of `a`, list its volumes' files and scan them all, writing nothing: what a
 /// Job does between reading its assignment and writing objects. Blocking; EBS snapshots are
-/// read with `ebs`.
+/// read with `ebs`, Azure snapshots with [`BlobOptions::default`].
 pub fn scan_disks(
     a: &ScanAssignment,
     engine: &Engine,
@@ -44,15 +47,105 @@ pub fn scan_disks(
     ebs: &EbsOptions,
 ) -> DiskScan {
     let options = ScanOptions::for_assignment(&a.rules, threads);
-    scan_disks_counted(&a.disks, engine, &options, ebs, &Counters::default())
+    let readers = Readers {
+        ebs: ebs.clone(),
+        azure: BlobOptions::default(),
+    };
+    scan_disks_counted(&a.disks, engine, &options, &readers, &Counters::default())
 }
 
-/// Open one disk's block source: an image file, or an EBS snapshot (kept in `snapshots` for
-/// its counters).
+/// How snapshots are read, per cloud.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Readers {
+    /// EBS direct reads.
+    pub ebs: EbsOptions,
+    /// Azure page blob reads.
+    pub azure: BlobOptions,
+}
+
+/// The snapshot sources opened so far, kept for their read counters.
+#[derive(Default)]
+struct Snapshots {
+    ebs: Vec<Arc<EbsSnapshotSource>>,
+    azure: Vec<Arc<SasPageBlobSource>>,
+}
+
+impl Snapshots {
+    /// Counters summed over every snapshot, each logged; `None` when there were none. An Azure
+    /// blob's ranged GETs and other requests count as blocks fetched, its written page ranges as
+    /// blocks listed.
+    fn stats(&self) -> Option<SnapshotReadStats> {
+        if self.ebs.is_empty() && self.azure.is_empty() {
+            return None;
+        }
+        let mut total = EbsStats::default();
+        for s in &self.ebs {
+            let st = s.stats();
+            tracing::info!(
+                snapshot = %s.snapshot_id(), blocks_listed = st.blocks_listed,
+                blocks_fetched = st.blocks_fetched, bytes_fetched = st.bytes_fetched,
+                retries = st.retries, checksum_mismatches = st.checksum_mismatches,
+                "EBS snapshot read"
+            );
+            total += st;
+        }
+        let mut out = SnapshotReadStats {
+            blocks_listed: total.blocks_listed,
+            blocks_fetched: total.blocks_fetched,
+            bytes_fetched: total.bytes_fetched,
+            retries: total.retries,
+        };
+        for s in &self.azure {
+            let st = s.stats();
+            tracing::info!(
+                blob = %s.url(), written_ranges = st.written_ranges,
+                written_bytes = st.written_bytes, requests = st.requests,
+                bytes_fetched = st.bytes_fetched, retries = st.retries,
+                "Azure snapshot read"
+            );
+            out.blocks_listed += st.written_ranges;
+            out.blocks_fetched += st.requests;
+            out.bytes_fetched += st.bytes_fetched;
+            out.retries += st.retries;
+        }
+        Some(out)
+    }
+}
+
+/// Why an Azure snapshot's SAS file is unusable: names the file, never its content.
+#[derive(Debug, thiserror::Error)]
+enum SasFileError {
+    #[error("Azure snapshot SAS file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Azure snapshot SAS file {path} is empty")]
+    Empty { path: String },
+}
+
+/// The read SAS URL in `path`, trimmed.
+fn read_sas_file(path: &str) -> Result<String, SasFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SasFileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let url = text.trim();
+    if url.is_empty() {
+        return Err(SasFileError::Empty {
+            path: path.to_owned(),
+        });
+    }
+    Ok(url.to_owned())
+}
+
+/// Open one disk's block source: an image file, an EBS snapshot or an Azure snapshot (the
+/// snapshots kept in `snapshots` for their counters).
 fn open_source(
     source: &DiskSource,
-    ebs: &EbsOptions,
-    snapshots: &mut Vec<Arc<EbsSnapshotSource>>,
+    readers: &Readers,
+    snapshots: &mut Snapshots,
 ) -> Result<Arc<dyn BlockSource>, String> {
     if let DiskSource::Image { path } = source {
         return FileSource::open(std::path::Path::new(path))
@@ -60,13 +153,21 @@ fn open_source(
             .map_err(|e| e.to_string());
     }
     if let Some(spec) = EbsSnapshotSpec::from_disk_source(source) {
-        let snapshot =
-            Arc::new(EbsSnapshotSource::open(&spec, ebs.clone()).map_err(|e| e.to_string())?);
-        snapshots.push(snapshot.clone());
+        let snapshot = Arc::new(
+            EbsSnapshotSource::open(&spec, readers.ebs.clone()).map_err(|e| e.to_string())?,
+        );
+        snapshots.ebs.push(snapshot.clone());
         return Ok(snapshot);
     }
+    if let DiskSource::AzureSnapshot { sas_file, .. } = source {
+        let url = read_sas_file(sas_file).map_err(|e| e.to_string())?;
+        let blob = Arc::new(
+            SasPageBlobSource::open(&url, readers.azure.clone()).map_err(|e| e.to_string())?,
+        );
+        snapshots.azure.push(blob.clone());
+        return Ok(blob);
+    }
     let kind = match source {
-        DiskSource::AzureSnapshot { .. } => "Azure snapshots",
         DiskSource::GcpSnapshot { .. } => "GCP snapshots",
         _ => "these disk sources",
     };
@@ -79,15 +180,15 @@ pub(super) fn scan_disks_counted(
     disks: &[AssignedDisk],
     engine: &Engine,
     options: &ScanOptions,
-    ebs: &EbsOptions,
+    readers: &Readers,
     counters: &Counters,
 ) -> DiskScan {
     let mut out = DiskScan::default();
     let mut listing = Listing::new(options);
-    let mut snapshots = Vec::new();
+    let mut snapshots = Snapshots::default();
     for (i, disk) in disks.iter().enumerate() {
         let prefix = format!("disk{i}");
-        let opened = open_source(&disk.source, ebs, &mut snapshots)
+        let opened = open_source(&disk.source, readers, &mut snapshots)
             .and_then(|src| snapsentry_disk::open_disk(src).map_err(|e| e.to_string()));
         let disk_image = match opened {
             Ok(d) => d,
@@ -131,25 +232,7 @@ pub(super) fn scan_disks_counted(
     );
 
     let results = listing.scan(engine, counters);
-    if !snapshots.is_empty() {
-        let mut total = EbsStats::default();
-        for s in &snapshots {
-            let st = s.stats();
-            tracing::info!(
-                snapshot = %s.snapshot_id(), blocks_listed = st.blocks_listed,
-                blocks_fetched = st.blocks_fetched, bytes_fetched = st.bytes_fetched,
-                retries = st.retries, checksum_mismatches = st.checksum_mismatches,
-                "EBS snapshot read"
-            );
-            total += st;
-        }
-        out.snapshot_reads = Some(SnapshotReadStats {
-            blocks_listed: total.blocks_listed,
-            blocks_fetched: total.blocks_fetched,
-            bytes_fetched: total.bytes_fetched,
-            retries: total.retries,
-        });
-    }
+    out.snapshot_reads = snapshots.stats();
     let mut keys = BTreeSet::new();
     for (task, scanned) in listing.tasks.iter().zip(results) {
         let Some(scanned) = scanned else { continue };
