@@ -1,8 +1,11 @@
 //! Azure data plane against Azurite: an ext4 disk as a fixed VHD, uploaded sparse as a page blob,
 //! read through `SasPageBlobSource` over a read-only SAS URL — byte for byte, fetching only the
 //! written ranges; `open_disk` finds the filesystem inside; injected 503/429 answers are retried
-//! and counted; an expired SAS fails without showing its signature.
+//! and counted; an expired SAS fails without showing its signature. The scanner Job's disk scan
+//! (`snapsentry_scanner::job::scan_disks`) reads an `azureSnapshot` disk through the SAS URL in
+//! the file its assignment names, and finds the secrets planted on it.
 
+use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,13 +13,21 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, ensure};
+use snapsentry_cloud::aws::ebs::EbsOptions;
 use snapsentry_cloud::azure::blob::{AzureBlobError, BlobOptions, SasPageBlobSource};
+use snapsentry_crds::{AssignedDisk, Cloud, DiskSource, ScanAssignment};
 use snapsentry_disk::{BlockSource, WalkLimits, open_disk, walk};
+use snapsentry_scanner::job::{self, DiskScan};
+use snapsentry_scanner::options::ScanOptions;
 use snapsentry_tests::azurite::{Azurite, FaultProxy};
 
 const CONTAINER: &str = "snapshots";
 const SECRET_PATH: &str = "/etc/app/credentials.env";
 const SECRET: &[u8] = b"DB_PASSWORD=correct-horse-battery-staple\n";
+/// An AWS key pair planted for the scanner to find.
+const AWS_PATH: &str = "/home/alice/.aws/credentials";
+const AWS_KEY_ID: &str = "AKIAQYLPMN5HHHFPZAM2";
+const AWS_SECRET: &str = "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";
 
 /// An ext4 disk holding a few files, converted to a fixed VHD (the footer in its last 512 bytes,
 /// as Azure stores a managed disk).
@@ -25,6 +36,13 @@ fn fixed_vhd(dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(tree.join("etc/app"))?;
     std::fs::write(tree.join("etc/app/credentials.env"), SECRET)?;
     std::fs::write(tree.join("etc/hostname"), b"azure-vm\n")?;
+    std::fs::create_dir_all(tree.join("home/alice/.aws"))?;
+    std::fs::write(
+        tree.join(AWS_PATH.trim_start_matches('/')),
+        format!(
+            "[default]\naws_access_key_id = {AWS_KEY_ID}\naws_secret_access_key = {AWS_SECRET}\n"
+        ),
+    )?;
     // A larger file so the written ranges span several requests.
     let big: Vec<u8> = (0..3_000_000u32)
         .map(|i| (i * 31 + i / 4096) as u8)
@@ -80,6 +98,148 @@ fn assert_same_bytes(source: &dyn BlockSource, local: &[u8]) -> Result<()> {
             offset + n
         );
         offset += n;
+    }
+    Ok(())
+}
+
+/// The signature of a SAS URL.
+fn signature(url: &str) -> Result<String> {
+    Ok(url
+        .split("sig=")
+        .nth(1)
+        .context("the SAS URL is signed")?
+        .to_owned())
+}
+
+/// An assignment of one Azure snapshot disk whose read SAS URL is in `sas_file`.
+fn azure_assignment(sas_file: &Path) -> Result<ScanAssignment> {
+    Ok(ScanAssignment {
+        version: ScanAssignment::VERSION,
+        policy: "lab-azure".into(),
+        namespace: "snapsentry".into(),
+        machine: "lab-azure-vm".into(),
+        instance_id: "azure-vm".into(),
+        scan_id: "20261206-213000".into(),
+        cloud: Cloud::Azure,
+        disks: vec![AssignedDisk {
+            id: "osdisk".into(),
+            source: DiskSource::AzureSnapshot {
+                snapshot_id: "/subscriptions/0000/resourceGroups/lab/providers/Microsoft.Compute/snapshots/osdisk".into(),
+                sas_file: sas_file.to_str().context("UTF-8 temp path")?.to_owned(),
+            },
+        }],
+        rules: Default::default(),
+        max_findings: 500,
+    })
+}
+
+/// The scanner Job's disk scan of `a`, on two threads.
+fn job_scan(a: &ScanAssignment) -> Result<DiskScan> {
+    let engine =
+        ScanOptions::for_assignment(&a.rules, Some(2)).engine(b"azure-test-key".to_vec())?;
+    Ok(job::scan_disks(a, &engine, Some(2), &EbsOptions::default()))
+}
+
+/// `Ok` when nothing of `scan` shown (errors, `Debug`) holds any of `hidden`.
+fn shows_none_of(scan: &DiskScan, hidden: &[&str]) -> Result<()> {
+    let shown = format!("{:?}\n{scan:?}", scan.errors);
+    for h in hidden.iter().chain(&["sig="]) {
+        ensure!(!shown.contains(h), "{h:?} shown in the scan: {shown}");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_scanner_job_reads_an_azure_snapshot_through_the_sas_in_its_file() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (azurite, _vhd, _) = uploaded(dir.path())?;
+    let url = azurite.read_sas_url(CONTAINER, "disk.vhd", in_an_hour());
+    let sig = signature(&url)?;
+    let sas_file = dir.path().join("sas-url");
+    std::fs::write(&sas_file, format!("  {url}\n"))?;
+    let a = azure_assignment(&sas_file)?;
+    ensure!(
+        !serde_json::to_string(&a)?.contains(&sig),
+        "the assignment never carries the SAS"
+    );
+
+    let scan = job_scan(&a)?;
+    ensure!(
+        scan.errors.is_empty(),
+        "{:?}\n{}",
+        scan.errors,
+        azurite.log_tail()
+    );
+    ensure!(
+        scan.volumes
+            .iter()
+            .any(|v| v.scanned && v.filesystem.as_deref() == Some("ext4")),
+        "{:?}",
+        scan.volumes
+    );
+    let found: BTreeSet<(&str, &str)> = scan
+        .findings
+        .iter()
+        .map(|l| (l.finding.rule_id.as_str(), l.path.as_str()))
+        .collect();
+    ensure!(found.contains(&("aws-access-key", AWS_PATH)), "{found:?}");
+    let reads = scan.snapshot_reads.clone().context("snapshot read stats")?;
+    ensure!(
+        reads.blocks_listed > 0 && reads.blocks_fetched > 0 && reads.bytes_fetched > 0,
+        "{reads:?}"
+    );
+    shows_none_of(&scan, &[&sig, AWS_KEY_ID, AWS_SECRET])?;
+
+    // A refused (expired) SAS: the disk is reported unreadable, still without the signature.
+    let expired = azurite.read_sas_url(
+        CONTAINER,
+        "disk.vhd",
+        SystemTime::now() - Duration::from_secs(3600),
+    );
+    std::fs::write(&sas_file, &expired)?;
+    let scan = job_scan(&a)?;
+    ensure!(
+        scan.errors.len() == 1 && scan.errors[0].contains("403"),
+        "{:?}",
+        scan.errors
+    );
+    ensure!(
+        scan.volumes.len() == 1 && !scan.volumes[0].scanned,
+        "{:?}",
+        scan.volumes
+    );
+    shows_none_of(&scan, &[&signature(&expired)?])?;
+    Ok(())
+}
+
+#[test]
+fn a_missing_or_empty_sas_file_is_a_clear_error_naming_the_file() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let missing = dir.path().join("no-such-sas");
+    let empty = dir.path().join("empty-sas");
+    std::fs::write(&empty, " \n")?;
+    for (file, says) in [(&missing, "No such file"), (&empty, "is empty")] {
+        let scan = job_scan(&azure_assignment(file)?)?;
+        let path = file.display().to_string();
+        ensure!(
+            scan.errors.len() == 1
+                && scan.errors[0].contains(&path)
+                && scan.errors[0].contains("SAS file")
+                && scan.errors[0].contains(says),
+            "{:?}",
+            scan.errors
+        );
+        let volume = &scan.volumes[..];
+        ensure!(
+            volume.len() == 1
+                && !volume[0].scanned
+                && volume[0]
+                    .error
+                    .as_deref()
+                    .is_some_and(|e| e.contains(&path)),
+            "{volume:?}"
+        );
+        ensure!(scan.snapshot_reads.is_none(), "{:?}", scan.snapshot_reads);
     }
     Ok(())
 }
@@ -187,11 +347,7 @@ fn an_expired_sas_fails_clearly_without_showing_its_signature() -> Result<()> {
         "disk.vhd",
         SystemTime::now() - Duration::from_secs(3600),
     );
-    let signature = url
-        .split("sig=")
-        .nth(1)
-        .context("the SAS URL is signed")?
-        .to_owned();
+    let signature = signature(&url)?;
     let Err(error) = SasPageBlobSource::open(&url, BlobOptions::default()) else {
         anyhow::bail!("an expired SAS opened the blob");
     };
