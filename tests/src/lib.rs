@@ -26,6 +26,7 @@ pub mod image;
 pub mod jobrunner;
 pub mod logs;
 pub mod moto;
+pub mod planted;
 pub mod process;
 pub mod random;
 pub mod world;

@@ -20,14 +20,13 @@ use snapsentry_disk::{BlockSource, WalkLimits, open_disk, walk};
 use snapsentry_scanner::job::{self, DiskScan};
 use snapsentry_scanner::options::ScanOptions;
 use snapsentry_tests::azurite::{Azurite, FaultProxy};
+use snapsentry_tests::planted::{AWS_KEY_ID, AWS_SECRET};
 
 const CONTAINER: &str = "snapshots";
 const SECRET_PATH: &str = "/etc/app/credentials.env";
 const SECRET: &[u8] = b"DB_PASSWORD=correct-horse-battery-staple\n";
 /// An AWS key pair planted for the scanner to find.
 const AWS_PATH: &str = "/home/alice/.aws/credentials";
-const AWS_KEY_ID: &str = "AKIAQYLPMN5HHHFPZAM2";
-const AWS_SECRET: &str = "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";
 
 /// An ext4 disk holding a few files, converted to a fixed VHD (the footer in its last 512 bytes,
 /// as Azure stores a managed disk).

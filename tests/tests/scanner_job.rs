@@ -22,12 +22,11 @@ use snapsentry_crds::{
 };
 use snapsentry_scanner::job::{self, Options};
 use snapsentry_tests::controlplane::{ControlPlane, create_namespace};
+use snapsentry_tests::planted::{AWS_KEY_ID, AWS_SECRET};
 use snapsentry_tests::process::ok;
 use snapsentry_tests::repo;
 
 const KEY: &[u8] = b"scanner-job-test-fingerprint-key-0123456789";
-const AWS_KEY_ID: &str = "AKIAQYLPMN5HHHFPZAM2";
-const AWS_SECRET: &str = "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";
 
 /// Everything logged by this process, at trace level (the scanner's "stderr").
 fn logs() -> Arc<Mutex<Vec<u8>>> {
