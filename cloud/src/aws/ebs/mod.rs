@@ -42,6 +42,8 @@ pub const EBS_BLOCK_SIZE: u64 = 512 * 1024;
 
 /// Largest page `ListSnapshotBlocks` returns.
 const LIST_PAGE: i32 = 10_000;
+/// Longest [`EbsSnapshotSource::stats`] waits for the fetches in flight to end.
+pub const STATS_SETTLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Why a snapshot could not be opened or a block read. Never carries block contents.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -335,8 +337,22 @@ impl EbsSnapshotSource {
         &self.shared.snapshot_id
     }
 
-    /// Counters so far.
+    /// Counters once the fetches in flight (readahead included) have ended, so a retry of a
+    /// block nobody waited for is still counted; after [`STATS_SETTLE`] the counters as they are.
     pub fn stats(&self) -> EbsStats {
+        let deadline = std::time::Instant::now() + STATS_SETTLE;
+        let mut cache = self.lock_cache();
+        while cache.pending > 0 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            cache = match self.shared.arrived.wait_timeout(cache, left) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        drop(cache);
         let c = &self.shared.counters;
         EbsStats {
             blocks_listed: c.listed.load(Ordering::Relaxed),
