@@ -34,7 +34,9 @@ mod targets;
 #[cfg(feature = "control-plane")]
 pub use error::{Error, Result};
 #[cfg(feature = "control-plane")]
-pub use provider::{Inventory, InventoryMachine, Provider, ProviderContext, SnapshotRef};
+pub use provider::{
+    Inventory, InventoryMachine, Provider, ProviderContext, ReadGrant, SnapshotRef,
+};
 #[cfg(feature = "control-plane")]
 pub use registry::from_spec;
 #[cfg(feature = "control-plane")]

@@ -8,7 +8,9 @@
 //!
 //! The methods return boxed futures so providers can sit behind `dyn Provider` in one list.
 
-use futures::future::BoxFuture;
+use std::collections::BTreeMap;
+
+use futures::future::{BoxFuture, FutureExt};
 use jiff::Timestamp;
 use snapsentry_crds::{AssignedDisk, Cloud, Exposure, MachineDisk};
 
@@ -73,6 +75,25 @@ pub struct SnapshotRef {
     pub created: bool,
 }
 
+/// What the scanner needs, besides its own identity, to read a machine's snapshots: for Azure, one
+/// read-only SAS URL per snapshot. Each entry is a file the operator writes into the Job's own
+/// Secret, mounted at [`snapsentry_crds::contract::GRANTS_DIR`]; the [`AssignedDisk`]s of
+/// [`Provider::reader_config`] name those files. The contents are credentials: `Debug` shows the
+/// file names only, and they never reach a CR, event, log, metric or error.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ReadGrant {
+    /// File name (a Secret key) to contents.
+    pub files: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for ReadGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadGrant")
+            .field("files", &self.files.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
 /// A source of machines.
 pub trait Provider: Send + Sync {
     /// Which cloud the machines are in.
@@ -90,8 +111,23 @@ pub trait Provider: Send + Sync {
         scan_id: &'a str,
     ) -> BoxFuture<'a, Result<Vec<SnapshotRef>>>;
 
-    /// Delete the snapshots this scan created (those with `created`); others are left alone.
-    fn delete_snapshots<'a>(
+    /// Grant the scanner read access to `snapshots` (just before its Job is created), for about
+    /// `duration`. Providers whose scanner reads with its own identity grant nothing (the default).
+    fn grant_read<'a>(
+        &'a self,
+        ctx: &'a ProviderContext,
+        machine: &'a InventoryMachine,
+        snapshots: &'a [SnapshotRef],
+        duration: std::time::Duration,
+    ) -> BoxFuture<'a, Result<ReadGrant>> {
+        let _ = (ctx, machine, snapshots, duration);
+        async { Ok(ReadGrant::default()) }.boxed()
+    }
+
+    /// A scan is done with `snapshots`: end every read grant [`Provider::grant_read`] made on
+    /// them, and delete those the scan created (`created`); others are left alone. Idempotent:
+    /// a snapshot or grant already gone is not an error.
+    fn release_snapshots<'a>(
         &'a self,
         ctx: &'a ProviderContext,
         snapshots: &'a [SnapshotRef],

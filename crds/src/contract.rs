@@ -6,6 +6,7 @@
 //!   which process owns which of them.
 //! - [`annotations`] and [`FINALIZER`]: the operator's bookkeeping on objects.
 //! - [`OPERATOR`] and [`SCANNER`]: field managers (and the `managed-by` value).
+//! - [`GRANTS_DIR`]: where a scanner Job reads the credentials its provider granted it.
 //! - [`finding_name`], [`machine_name`], [`job_name`]: object names, stable across scans.
 //!
 //! Label *values* (slugs, states) come from [`crate::label_value`].
@@ -21,6 +22,11 @@ pub const OPERATOR: &str = "snapsentry-operator";
 /// Field manager of what the scanner writes (SecretFinding spec and labels, its part of a
 /// ScannedMachine's status).
 pub const SCANNER: &str = "snapsentry-scanner";
+
+/// Where a scanner Job's container finds the files of its read grant (for Azure, one SAS URL per
+/// snapshot): the Job's own Secret, created by the operator just before the Job and deleted when
+/// the Job ends.
+pub const GRANTS_DIR: &str = "/var/run/snapsentry/grants";
 
 /// Finalizer on ScanPolicies: the operator deletes the snapshots and Jobs of a scan in progress
 /// before the policy goes.

@@ -378,7 +378,7 @@ async fn snapshots_are_created_tagged_reused_deleted_and_swept() -> Result<()> {
         region: Some(REGION.into()),
         created: true,
     });
-    p.delete_snapshots(&ctx, &to_delete)
+    p.release_snapshots(&ctx, &to_delete)
         .await
         .context("delete")?;
     for s in &snaps {
@@ -392,7 +392,7 @@ async fn snapshots_are_created_tagged_reused_deleted_and_swept() -> Result<()> {
         snapshot_exists(&ec2, &user).await,
         "the user's snapshot was deleted"
     );
-    p.delete_snapshots(&ctx, &to_delete)
+    p.release_snapshots(&ctx, &to_delete)
         .await
         .context("delete twice")?;
 
@@ -514,7 +514,7 @@ async fn newest_existing_picks_and_creates_nothing() -> Result<()> {
         .len();
     assert_eq!(before, after, "nothing created");
     // Not created, so not deleted.
-    p.delete_snapshots(&ctx, &picked).await?;
+    p.release_snapshots(&ctx, &picked).await?;
     assert!(snapshot_exists(&ec2, &made[1]).await);
     Ok(())
 }

@@ -79,7 +79,7 @@ impl Provider for AwsProvider {
         .boxed()
     }
 
-    fn delete_snapshots<'a>(
+    fn release_snapshots<'a>(
         &'a self,
         ctx: &'a ProviderContext,
         snapshots: &'a [SnapshotRef],

@@ -98,7 +98,7 @@ impl Provider for ImagesSource {
         futures::future::ready(Ok(snapshots)).boxed()
     }
 
-    fn delete_snapshots<'a>(
+    fn release_snapshots<'a>(
         &'a self,
         _ctx: &'a ProviderContext,
         _snapshots: &'a [SnapshotRef],
@@ -206,7 +206,7 @@ mod tests {
             block_on(s.prepare_snapshots(&ctx(), &inv.machines[1], "20261122-140000")).unwrap();
         assert_eq!(snaps.len(), 2);
         assert!(snaps.iter().all(|s| !s.created));
-        block_on(s.delete_snapshots(&ctx(), &snaps)).unwrap();
+        block_on(s.release_snapshots(&ctx(), &snaps)).unwrap();
         assert_eq!(block_on(s.sweep(&ctx(), Timestamp::now())).unwrap(), 0);
     }
 

@@ -73,7 +73,7 @@ pub(super) async fn delete_recorded(scope: &Scope<'_>, machines: &[ScannedMachin
             continue;
         }
         let (_, provider) = scope.provider_of(m)?;
-        provider.delete_snapshots(&pctx, &snapshots).await?;
+        provider.release_snapshots(&pctx, &snapshots).await?;
         annotate(scope, &m.name_any(), None).await?;
     }
     scope
