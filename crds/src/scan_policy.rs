@@ -183,24 +183,49 @@ pub enum SnapshotStrategy {
 }
 
 /// Azure virtual machines, read through snapshot SAS URLs.
+///
+/// Credentials, first match wins: `credentialsSecret` (a client secret or a client certificate
+/// of the app registration `clientId` in `tenantId`); workload identity (the operator's pod has
+/// `AZURE_FEDERATED_TOKEN_FILE`, `AZURE_CLIENT_ID` and `AZURE_TENANT_ID`, as the AKS workload
+/// identity webhook sets them; `clientId`/`tenantId` here override the variables); else the
+/// managed identity of the node (user-assigned when `clientId` is set).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AzureProvider {
     /// Subscription ids to list virtual machines in.
     #[schemars(length(min = 1))]
     pub subscriptions: Vec<String>,
-    /// Only these resource groups (default: all).
+    /// Only these resource groups (default: all), in every listed subscription.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resource_groups: Vec<String>,
-    /// Secret in the policy's namespace holding the credentials.
+    /// Microsoft Entra tenant (directory) id of the credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    /// Application (client) id: of the app registration for `credentialsSecret` and workload
+    /// identity, of the user-assigned managed identity otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Secret in the policy's namespace with key `clientSecret`, or `clientCertificate` (PEM:
+    /// the certificate and its unencrypted private key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
-    /// Endpoint override (emulators).
+    /// Resource Manager endpoint (default `https://management.azure.com`; sovereign clouds,
+    /// emulators). Tokens are asked for its `/.default` scope.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint_url: Option<String>,
-    /// Which instances to select, and which to leave out.
+    pub arm_endpoint: Option<String>,
+    /// Microsoft Entra authority host (default `AZURE_AUTHORITY_HOST`, else
+    /// `https://login.microsoftonline.com`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority_host: Option<String>,
+    /// Which VMs to select, and which to leave out. `ids` match a VM's resource id or its name
+    /// (case-insensitive); `states` are power states (`running`, `stopped`, `deallocated`, …;
+    /// default running and stopped).
     #[serde(default)]
     pub selector: InstanceSelector,
+    /// `create` (default): an incremental snapshot of every managed disk for the scan, deleted
+    /// after it. `newestExisting`: scan the newest existing snapshot of each disk, create nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_strategy: Option<SnapshotStrategy>,
 }
 
 /// Google Compute Engine instances.
