@@ -296,6 +296,9 @@ fn attack_paths(
             targets.push((t.kind, t.name.clone(), None));
         }
         for (kind, target, user) in targets {
+            let target_cloud = (kind == TargetKind::Vm)
+                .then(|| machines.get(target.as_str()).map(|m| m.spec.cloud))
+                .flatten();
             let name = format!(
                 "ap-{}",
                 short_hash(&[input.policy, &spec.machine, &a.name, kind.as_str(), &target])
@@ -317,7 +320,7 @@ fn attack_paths(
             let spec = AttackPathSpec {
                 policy: input.policy.to_owned(),
                 cloud: spec.cloud,
-                title: attack_path_title(spec.cloud, exposure.internet_facing, kind),
+                title: attack_path_title(spec.cloud, exposure.internet_facing, kind, target_cloud),
                 risk: a.status.severity.unwrap_or(spec.rule_severity),
                 entry: PathEntry {
                     machine: spec.machine.clone(),
@@ -337,6 +340,7 @@ fn attack_paths(
                     kind,
                     name: target,
                     user,
+                    cloud: target_cloud,
                 },
             };
             out.push(AttackPath {

@@ -2,7 +2,10 @@
 
 use snapsentry_crds::{Cloud, TargetKind};
 
-/// The title of a path from a machine of `cloud` through a secret to a `target` of this kind.
+/// The title of a path from a machine of `cloud` through a secret to a `target` of this kind; a
+/// VM target is named by its own cloud (`target_cloud`, default the entry's), so a path that
+/// crosses clouds says where it lands: "Exposed Vulnerable VM has an insecure SSH private key that
+/// is used to authenticate to an EC2 instance".
 ///
 /// The wording follows Microsoft Defender for Cloud's agentless machine secrets attack paths
 /// (its "attack path reference" and "machine secrets" pages), e.g. AWS: "Exposed Vulnerable EC2
@@ -11,13 +14,20 @@ use snapsentry_crds::{Cloud, TargetKind};
 /// account"; GCP: "… GCP VM instance …". Where Defender has no path for a combination (GCP →
 /// storage, image machines) the same sentence shape is used with neutral nouns, e.g. "Exposed
 /// machine has an insecure SSH private key that is used to authenticate to another machine".
-pub fn title(cloud: Cloud, exposed: bool, target: TargetKind) -> String {
-    let (machine, peer) = match cloud {
+pub fn title(
+    cloud: Cloud,
+    exposed: bool,
+    target: TargetKind,
+    target_cloud: Option<Cloud>,
+) -> String {
+    let nouns = |cloud| match cloud {
         Cloud::Azure => ("VM", "a VM"),
         Cloud::Aws => ("EC2 instance", "an EC2 instance"),
         Cloud::Gcp => ("GCP VM instance", "a GCP VM instance"),
         Cloud::Image => ("machine", "another machine"),
     };
+    let (machine, _) = nouns(cloud);
+    let (_, peer) = nouns(target_cloud.unwrap_or(cloud));
     let entry = match (cloud, exposed) {
         (Cloud::Image, true) => "Exposed machine".to_owned(),
         (Cloud::Image, false) => "Machine".to_owned(),
@@ -163,10 +173,26 @@ mod tests {
         ];
         for (cloud, exposed, kind, want) in cases {
             assert_eq!(
-                title(cloud, exposed, kind),
+                title(cloud, exposed, kind, Option::None),
                 want,
                 "{cloud:?} {exposed} {kind:?}"
             );
         }
+    }
+
+    #[test]
+    fn ssh_paths_that_cross_clouds_name_the_target_cloud() {
+        assert_eq!(
+            title(Cloud::Azure, true, TargetKind::Vm, Some(Cloud::Aws)),
+            "Exposed Vulnerable VM has an insecure SSH private key that is used to authenticate to an EC2 instance"
+        );
+        assert_eq!(
+            title(Cloud::Aws, false, TargetKind::Vm, Some(Cloud::Azure)),
+            "Vulnerable EC2 instance has an insecure SSH private key that is used to authenticate to a VM"
+        );
+        assert_eq!(
+            title(Cloud::Aws, false, TargetKind::Vm, Some(Cloud::Aws)),
+            title(Cloud::Aws, false, TargetKind::Vm, None)
+        );
     }
 }

@@ -434,6 +434,34 @@ fn image_machines_get_neutral_titles_and_their_own_recommendation() {
     assert_eq!(c.findings[0].labels[keys::CLOUD], "image");
 }
 
+/// A key on an exposed Azure VM that an EC2 instance authorizes: one verified path that crosses
+/// clouds, titled by where it lands, its target carrying the target's cloud.
+#[test]
+fn ssh_paths_cross_clouds() {
+    let machines = vec![
+        machine_in(Cloud::Azure, "az-web", true),
+        with_authorized(machine_in(Cloud::Aws, "ec2-db", false), "admin", KEY),
+    ];
+    let mut f = ssh_finding("az-web", KEY, "s1");
+    f.spec.cloud = Cloud::Azure;
+    let findings = vec![f];
+    let c = correlate(&input(
+        &machines,
+        &findings,
+        &TargetInventory::default(),
+        ts(0),
+    ));
+    assert_eq!(c.attack_paths.len(), 1);
+    let path = &c.attack_paths[0].spec;
+    assert_eq!(
+        path.title,
+        "Exposed Vulnerable VM has an insecure SSH private key that is used to authenticate to an EC2 instance"
+    );
+    assert_eq!(path.cloud, Cloud::Azure);
+    assert_eq!(path.target.name, "ec2-db");
+    assert_eq!(path.target.cloud, Some(Cloud::Aws));
+}
+
 #[test]
 fn owner_and_namespace_are_set_on_what_correlation_creates() {
     let machines = vec![
