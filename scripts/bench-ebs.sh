@@ -35,63 +35,17 @@ done
 [[ -x $PY ]] || { echo "bench-ebs: $PY missing; run scripts/toolchain.sh" >&2; exit 2; }
 
 rm -rf -- "$WORK"
-mkdir -p "$WORK/tree"
+mkdir -p "$WORK"
+# shellcheck source=scripts/lib/bench-image.sh
+source "$REPO/scripts/lib/bench-image.sh"
 
 echo "== build bench_ebs (release)" >&2
 cargo build -q --release -p snapsentry-scanner --example bench_ebs
 BENCH=$CARGO_TARGET_DIR/release/examples/bench_ebs
 
-echo "== tree: $((SIZE_MB * 2 / 3)) MiB of /usr" >&2
-# Whole directories of /usr until about 2/3 of the filesystem is used; readable regular files only.
-python3 - "$WORK/tree" $((SIZE_MB * 2 / 3 * 1024 * 1024)) <<'EOF'
-import os, shutil, sys
-dest, budget = sys.argv[1], int(sys.argv[2])
-used = 0
-for root, dirs, files in os.walk("/usr"):
-    dirs.sort()
-    for name in sorted(files):
-        src = os.path.join(root, name)
-        try:
-            if os.path.islink(src) or not os.path.isfile(src):
-                continue
-            size = os.path.getsize(src)
-            if used + size > budget:
-                continue
-            dst = os.path.join(dest, os.path.relpath(src, "/"))
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-            shutil.copyfile(src, dst)
-            used += size
-        except OSError:
-            pass
-    if used >= budget * 0.98:
-        break
-print(f"copied {used / 2**20:.0f} MiB", file=sys.stderr)
-EOF
-# A planted secret, so the scan has something to find.
-mkdir -p "$WORK/tree/root/.aws"
-printf '[default]\naws_access_key_id = AKIAWB5WKH7DNSIPZZ7F\naws_secret_access_key = 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\n' \
-    >"$WORK/tree/root/.aws/credentials"
-
-echo "== image: ${SIZE_MB} MiB ext4" >&2
-IMAGE=$WORK/disk.img
-mke2fs -q -F -t ext4 -E nodiscard -d "$WORK/tree" "$IMAGE" "${SIZE_MB}M" >&2
-rm -rf -- "$WORK/tree"
-
-# 512 KiB blocks holding any used ext4 block, from the free-block lists of dumpe2fs.
-NEEDED=$(dumpe2fs "$IMAGE" 2>/dev/null | python3 -c '
-import re, sys
-text = sys.stdin.read()
-bs = int(re.search(r"^Block size:\s+(\d+)", text, re.M).group(1))
-count = int(re.search(r"^Block count:\s+(\d+)", text, re.M).group(1))
-free = bytearray(count)
-for line in re.findall(r"^\s+Free blocks: (.*)$", text, re.M):
-    for part in filter(None, (p.strip() for p in line.split(","))):
-        a, _, b = part.partition("-")
-        a = int(a); b = int(b or a)
-        free[a:b + 1] = b"\x01" * (b - a + 1)
-per = 512 * 1024 // bs
-print(sum(1 for i in range(0, count, per) if 0 in free[i:i + per]))
-')
+bench_image "$WORK" "$SIZE_MB"
+# 512 KiB blocks (the EBS block size) holding any used ext4 block.
+NEEDED=$(used_blocks "$IMAGE" $((512 * 1024)))
 
 echo "== moto" >&2
 PORT_FILE=$WORK/moto.port
