@@ -3,10 +3,12 @@
 //! A VM is internet-facing when one of its NICs can be reached from the internet and the network
 //! security groups (NSGs) in the way let the traffic in:
 //!
-//! - **A way in**: a public IP address on one of the NIC's IP configurations, or an inbound NAT
+//! - **A way in**: a public IP address on one of the NIC's IP configurations; an inbound NAT
 //!   rule of a load balancer whose frontend has a public IP and whose backend is one of the NIC's
 //!   IP configurations (the NAT rule's `backendIPConfiguration`, or the IP configuration's
-//!   `loadBalancerInboundNatRules`). A NAT rule lets in only its backend port.
+//!   `loadBalancerInboundNatRules`); or a load-balancing rule from such a frontend to a backend
+//!   pool the IP configuration is in (`loadBalancerBackendAddressPools`). A rule lets in only its
+//!   backend port (every port for an HA-ports rule, backend port 0).
 //! - **The NSGs**: Azure evaluates inbound traffic against the NSG of the IP configuration's
 //!   subnet, then against the NSG of the NIC; traffic gets in only when every NSG that exists
 //!   allows it. Each NSG's inbound rules (its own and the defaults: AllowVnetInBound 65000,
@@ -23,8 +25,8 @@
 //!   Basic, ARM's old default.
 //!
 //! An NSG that a NIC or subnet names but that the listing did not return (another subscription,
-//! no read permission) cannot be evaluated and is left out of the path. Load-balancing rules
-//! (backend pools) and NAT pools are not ways in here; only single-VM inbound NAT rules are.
+//! no read permission) cannot be evaluated and is left out of the path. NAT rules for a backend
+//! pool (port ranges, as scale sets use) are not ways in here.
 //! The reasons name both halves in words: the way in, and each NSG rule that allowed it with the
 //! ports that end up open.
 
@@ -34,7 +36,8 @@ use snapsentry_crds::Exposure;
 
 use super::network::{
     IpConfiguration, LoadBalancer, NetworkInterface, NetworkSecurityGroup, PortRange,
-    PublicIpAddress, SecurityRule, SubResource, Transport, VirtualNetwork, display_name, same_id,
+    PublicIpAddress, SecurityRule, SubResource, Transport, VirtualNetwork, display_name, name_of,
+    same_id,
 };
 
 /// The network resources of the subscriptions a policy covers, indexed by lower-cased id.
@@ -168,6 +171,48 @@ impl NetworkView {
                     ),
                     public_ip: ip,
                     only: Some((backend, transports)),
+                });
+            }
+        }
+        for lb in &self.load_balancers {
+            for rule in &lb.properties.load_balancing_rules {
+                let p = &rule.properties;
+                let pools = &config.properties.load_balancer_backend_address_pools;
+                let Some(pool) = p
+                    .backend_address_pool
+                    .iter()
+                    .chain(&p.backend_address_pools)
+                    .find(|b| pools.iter().any(|m| same_id(&m.id, &b.id)))
+                else {
+                    continue;
+                };
+                let transports = Transport::of(&p.protocol);
+                if transports.is_empty() {
+                    continue;
+                }
+                let Some(ip) = self.frontend_public_ip(lb, p.frontend_ip_configuration.as_ref())
+                else {
+                    continue;
+                };
+                let backend = p.backend_port.or(p.frontend_port).unwrap_or(0);
+                let ports = match backend {
+                    0 => "all ports".to_owned(),
+                    port => format!(
+                        "{}→{port}/{}",
+                        p.frontend_port.unwrap_or(port),
+                        transport_names(transports)
+                    ),
+                };
+                ways.push(WayIn {
+                    reason: format!(
+                        "load balancer {} rule {} {ports} from public IP {} to backend pool {} with NIC {nic_name}",
+                        display_name(&lb.name, &lb.id),
+                        display_name(&rule.name, &rule.id),
+                        ip.display(),
+                        name_of(&pool.id),
+                    ),
+                    public_ip: ip,
+                    only: (backend != 0).then_some((backend, transports)),
                 });
             }
         }

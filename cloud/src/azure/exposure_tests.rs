@@ -358,3 +358,42 @@ fn unknown_nics_are_not_exposed() {
     let view = NetworkView::default();
     assert_eq!(view.exposure(&["/nope".into()]), Exposure::default());
 }
+
+#[test]
+fn a_load_balancing_rule_to_the_nics_backend_pool_is_a_way_in() {
+    let lb = id("loadBalancers", "web-lb");
+    let frontend = format!("{lb}/frontendIPConfigurations/frontend");
+    let pool = format!("{lb}/backendAddressPools/web-pool");
+    let balancer: LoadBalancer = parse(json!({"name": "web-lb", "id": lb, "properties": {
+        "frontendIPConfigurations": [{"id": frontend,
+            "properties": {"publicIPAddress": {"id": id("publicIPAddresses", "lb-ip")}}}],
+        "loadBalancingRules": [{"name": "https", "properties": {
+            "frontendIPConfiguration": {"id": frontend}, "backendAddressPool": {"id": pool},
+            "frontendPort": 443, "backendPort": 8443, "protocol": "Tcp"}}]}}));
+    let mut member = nic("web-nic", None, Some("web-nsg"));
+    member.properties.ip_configurations[0]
+        .properties
+        .load_balancer_backend_address_pools = vec![parse(json!({"id": pool.to_uppercase()}))];
+    let view = |nic| {
+        NetworkView::new(
+            vec![nic],
+            vec![public_ip("lb-ip", "203.0.113.10", "Standard")],
+            vec![nsg(
+                "web-nsg",
+                &[("allow-app", 100, "Allow", "Internet", "8443", "Tcp")],
+            )],
+            vec![],
+            vec![balancer.clone()],
+        )
+    };
+    let e = exposure_of(&view(member), "web-nic");
+    assert_eq!(
+        e.reasons,
+        [
+            "load balancer web-lb rule https 443→8443/tcp from public IP 203.0.113.10 to backend pool web-pool with NIC web-nic",
+            "NSG web-nsg rule allow-app allows Internet on 8443/tcp",
+        ]
+    );
+    // Not in the pool: no way in.
+    assert!(!exposure_of(&view(nic("web-nic", None, Some("web-nsg"))), "web-nic").internet_facing);
+}
