@@ -18,7 +18,7 @@
 
 #[cfg(any(feature = "control-plane", feature = "data-plane"))]
 pub mod aws;
-#[cfg(feature = "data-plane")]
+#[cfg(any(feature = "control-plane", feature = "data-plane"))]
 pub mod azure;
 #[cfg(feature = "control-plane")]
 mod error;

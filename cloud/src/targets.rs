@@ -54,9 +54,13 @@ impl TargetInventory {
     }
 }
 
-/// The name a resource is compared by: lowercase without a trailing dot; a storage account or an
-/// Azure SQL server named by its host name (`acct.blob.core.windows.net`,
-/// `srv.database.windows.net`) compares by its first label, as the inventory lists it.
+/// The name a resource is compared by: lowercase without a trailing dot; an Azure resource named
+/// by its host name compares by its first label, as the inventory lists it and as secrets name
+/// it: a storage account (`acct.blob.core.windows.net`), an Azure SQL server
+/// (`srv.database.windows.net`), a PostgreSQL or MySQL flexible server
+/// (`srv.postgres.database.azure.com`), a Cosmos DB account (`acct.documents.azure.com`), a Key
+/// Vault (`kv.vault.azure.net`, kind `Host`) — in the public cloud, Azure Government and Azure
+/// China.
 pub fn normalize_target_name(kind: TargetKind, name: &str) -> String {
     let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
     let first_label = |suffixes: &[&str]| -> Option<String> {
@@ -65,11 +69,32 @@ pub fn normalize_target_name(kind: TargetKind, name: &str) -> String {
             .any(|s| name.ends_with(s))
             .then(|| name.split('.').next().unwrap_or_default().to_owned())
     };
-    match kind {
-        TargetKind::StorageAccount => first_label(&[".core.windows.net"]).unwrap_or(name),
-        TargetKind::SqlDatabase => first_label(&[".database.windows.net"]).unwrap_or(name),
-        _ => name,
-    }
+    let suffixes: &[&str] = match kind {
+        TargetKind::StorageAccount => &[
+            ".core.windows.net",
+            ".core.usgovcloudapi.net",
+            ".core.chinacloudapi.cn",
+        ],
+        TargetKind::SqlDatabase => &[
+            ".database.windows.net",
+            ".database.azure.com",
+            ".database.usgovcloudapi.net",
+            ".database.chinacloudapi.cn",
+        ],
+        TargetKind::Cosmos => &[
+            ".documents.azure.com",
+            ".documents.azure.us",
+            ".documents.azure.cn",
+            ".cosmos.azure.com",
+        ],
+        TargetKind::Host => &[
+            ".vault.azure.net",
+            ".vault.usgovcloudapi.net",
+            ".vault.azure.cn",
+        ],
+        _ => &[],
+    };
+    first_label(suffixes).unwrap_or(name)
 }
 
 #[cfg(test)]
@@ -116,5 +141,52 @@ mod tests {
             inv.exists(TargetKind::SqlDatabase, "prod-sql.database.windows.net"),
             Some(true)
         );
+    }
+
+    #[test]
+    fn azure_host_names_compare_by_resource_name() {
+        let cases = [
+            (
+                TargetKind::SqlDatabase,
+                "Orders-PG.postgres.database.azure.com",
+                "orders-pg",
+            ),
+            (
+                TargetKind::SqlDatabase,
+                "shop.mysql.database.azure.com.",
+                "shop",
+            ),
+            (
+                TargetKind::SqlDatabase,
+                "gov.database.usgovcloudapi.net",
+                "gov",
+            ),
+            (
+                TargetKind::SqlDatabase,
+                "cn.postgres.database.chinacloudapi.cn",
+                "cn",
+            ),
+            (
+                TargetKind::StorageAccount,
+                "acct.blob.core.chinacloudapi.cn",
+                "acct",
+            ),
+            (TargetKind::Cosmos, "catalog.documents.azure.com", "catalog"),
+            (TargetKind::Host, "prod-kv.vault.azure.net", "prod-kv"),
+            // Other hosts keep their full name.
+            (
+                TargetKind::Host,
+                "db.internal.example.com",
+                "db.internal.example.com",
+            ),
+            (
+                TargetKind::Rds,
+                "db1.abc.us-east-1.rds.amazonaws.com",
+                "db1.abc.us-east-1.rds.amazonaws.com",
+            ),
+        ];
+        for (kind, name, expected) in cases {
+            assert_eq!(normalize_target_name(kind, name), expected, "{name}");
+        }
     }
 }

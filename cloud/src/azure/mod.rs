@@ -3,7 +3,13 @@
 
 #[cfg(feature = "data-plane")]
 pub mod blob;
+#[cfg(feature = "control-plane")]
+pub mod exposure;
+#[cfg(feature = "control-plane")]
+pub mod network;
 #[cfg(feature = "data-plane")]
 mod requests;
 #[cfg(feature = "data-plane")]
 pub mod sas;
+#[cfg(feature = "control-plane")]
+pub mod services;
