@@ -263,7 +263,9 @@ async fn start_machine(
         }
         Err(e) => {
             fail_before_job(scope, m, scan_id, "GrantFailed", "Grant", &e, now).await?;
-            // Nothing will read them: release what was prepared now.
+            // Nothing will read them: release everything prepared now (a grant may have been
+            // made on some before the failure), recorded first so a failed release is retried.
+            snapshots::record(scope, m, &snapshots).await?;
             snapshots::release_finished(scope, m, scan_id).await;
             return Ok(());
         }
