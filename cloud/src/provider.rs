@@ -112,7 +112,10 @@ pub trait Provider: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<SnapshotRef>>>;
 
     /// Grant the scanner read access to `snapshots` (just before its Job is created), for about
-    /// `duration`. Providers whose scanner reads with its own identity grant nothing (the default).
+    /// `duration` (the operator passes the Job's active deadline plus a margin, and ends the grant
+    /// through [`Provider::release_snapshots`] as soon as the Job ends). May be called again for
+    /// the same snapshots when an operator restarted before the Job existed. Providers whose
+    /// scanner reads with its own identity grant nothing (the default).
     fn grant_read<'a>(
         &'a self,
         ctx: &'a ProviderContext,
@@ -124,9 +127,12 @@ pub trait Provider: Send + Sync {
         async { Ok(ReadGrant::default()) }.boxed()
     }
 
-    /// A scan is done with `snapshots`: end every read grant [`Provider::grant_read`] made on
-    /// them, and delete those the scan created (`created`); others are left alone. Idempotent:
-    /// a snapshot or grant already gone is not an error.
+    /// A scan is done with `snapshots` (the operator calls it as soon as the machine's Job ends,
+    /// and again for anything left when the scan finishes or the policy goes): end every read
+    /// grant [`Provider::grant_read`] made on them, and delete those the scan created
+    /// (`created`); others are left alone. Only `snapshot_id`, `region` and `created` are known
+    /// after an operator restart (`disk_id` is empty). Idempotent: a snapshot or grant already
+    /// gone is not an error.
     fn release_snapshots<'a>(
         &'a self,
         ctx: &'a ProviderContext,

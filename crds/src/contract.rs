@@ -24,8 +24,9 @@ pub const OPERATOR: &str = "snapsentry-operator";
 pub const SCANNER: &str = "snapsentry-scanner";
 
 /// Where a scanner Job's container finds the files of its read grant (for Azure, one SAS URL per
-/// snapshot): the Job's own Secret, created by the operator just before the Job and deleted when
-/// the Job ends.
+/// snapshot): the Job's own Secret (named and labelled like the Job, mounted read-only with mode
+/// 0400), created by the operator just before the Job, owned by the Job once it exists, and
+/// deleted when the Job ends.
 pub const GRANTS_DIR: &str = "/var/run/snapsentry/grants";
 
 /// Finalizer on ScanPolicies: the operator deletes the snapshots and Jobs of a scan in progress
@@ -69,8 +70,10 @@ pub mod annotations {
     pub const SCAN_NOW: &str = "snapsentry.io/scan-now";
     /// On a ScannedMachine: index of the `spec.providers[]` entry it came from.
     pub const PROVIDER_INDEX: &str = "snapsentry.io/provider-index";
-    /// On a ScannedMachine: comma-separated ids of the snapshots the running scan created for it,
-    /// until they are deleted.
+    /// On a ScannedMachine: the snapshots the running scan must release for it, comma-separated,
+    /// until they are released (as soon as its Job ends): a bare id is a snapshot the scan
+    /// created (grants ended, then deleted), `existing:<id>` an existing snapshot it was granted
+    /// read access to (grants ended, kept). Older operators wrote bare ids only.
     pub const SNAPSHOTS: &str = "snapsentry.io/snapshots";
 }
 

@@ -6,7 +6,9 @@
 //! `SNAPSENTRY_FINGERPRINT_KEY` from the installation's Secret. The pod runs with no privilege:
 //! non-root, read-only root filesystem, no capabilities, `RuntimeDefault` seccomp, an `emptyDir`
 //! for `/tmp`. Its service account token is mounted only because the scanner writes its
-//! SecretFindings and its ScannedMachine status itself.
+//! SecretFindings and its ScannedMachine status itself. A Job whose provider granted read access
+//! (Azure: a SAS URL per snapshot) also mounts its own grant Secret ([`crate::grant`]) read-only
+//! at [`contract::GRANTS_DIR`].
 
 use std::collections::BTreeMap;
 
@@ -14,7 +16,8 @@ use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -73,6 +76,44 @@ pub struct JobRequest<'a> {
     pub disks: Vec<AssignedDisk>,
     /// PersistentVolumeClaim (in the Job's namespace) holding disk images, mounted read-only.
     pub images_claim: Option<&'a str>,
+    /// The Job's grant Secret (in the Job's namespace), mounted read-only at
+    /// [`contract::GRANTS_DIR`]; `None` when the provider granted nothing.
+    pub grant_secret: Option<&'a str>,
+}
+
+/// Mode of the grant files in the Job's container: readable by their owner only.
+pub const GRANT_FILE_MODE: i32 = 0o400;
+
+/// `activeDeadlineSeconds` of the policy's scanner Jobs.
+pub fn active_deadline_seconds(policy: &ScanPolicy, settings: &JobSettings) -> i64 {
+    policy
+        .spec
+        .scanner
+        .as_ref()
+        .and_then(|s| s.timeout_seconds)
+        .unwrap_or(settings.default_timeout_seconds)
+}
+
+/// Labels of a scanner Job, its pod and its grant Secret.
+pub fn job_labels(
+    policy: &ScanPolicy,
+    machine: &str,
+    scan_id: &str,
+) -> Result<BTreeMap<String, String>> {
+    Ok(BTreeMap::from([
+        (labels::POLICY.to_owned(), slugify(name_of(policy)?)),
+        (
+            labels::POLICY_NAMESPACE.to_owned(),
+            slugify(namespace_of(policy)?),
+        ),
+        (labels::MACHINE.to_owned(), slugify(machine)),
+        (labels::SCAN_ID.to_owned(), slugify(scan_id)),
+        (labels::MANAGED_BY.to_owned(), contract::OPERATOR.to_owned()),
+        (
+            "app.kubernetes.io/name".to_owned(),
+            "snapsentry-scanner".to_owned(),
+        ),
+    ]))
 }
 
 /// The assignment for one machine from the policy's rules and exclusions.
@@ -134,17 +175,7 @@ pub fn scanner_job(
     let assignment = assignment(policy, req)?;
     let scanner = policy.spec.scanner.clone().unwrap_or_default();
 
-    let labels = BTreeMap::from([
-        (labels::POLICY.to_owned(), slugify(policy_name)),
-        (labels::POLICY_NAMESPACE.to_owned(), slugify(policy_ns)),
-        (labels::MACHINE.to_owned(), slugify(req.machine)),
-        (labels::SCAN_ID.to_owned(), slugify(req.scan_id)),
-        (labels::MANAGED_BY.to_owned(), contract::OPERATOR.to_owned()),
-        (
-            "app.kubernetes.io/name".to_owned(),
-            "snapsentry-scanner".to_owned(),
-        ),
-    ]);
+    let labels = job_labels(policy, req.machine, req.scan_id)?;
     let owner_references = (policy_ns == settings.namespace)
         .then(|| {
             policy.controller_owner_ref(&()).map(|o| {
@@ -181,6 +212,24 @@ pub fn scanner_job(
         mounts.push(VolumeMount {
             name: "images".into(),
             mount_path: IMAGES_MOUNT.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    if let Some(secret) = req.grant_secret {
+        volumes.push(Volume {
+            name: "grants".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.to_owned()),
+                default_mode: Some(GRANT_FILE_MODE),
+                optional: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "grants".into(),
+            mount_path: contract::GRANTS_DIR.into(),
             read_only: Some(true),
             ..Default::default()
         });
@@ -301,11 +350,7 @@ pub fn scanner_job(
         },
         spec: Some(JobSpec {
             backoff_limit: Some(0),
-            active_deadline_seconds: Some(
-                scanner
-                    .timeout_seconds
-                    .unwrap_or(settings.default_timeout_seconds),
-            ),
+            active_deadline_seconds: Some(active_deadline_seconds(policy, settings)),
             ttl_seconds_after_finished: Some(settings.ttl_seconds_after_finished),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
@@ -321,7 +366,7 @@ pub fn scanner_job(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use k8s_openapi::api::core::v1::Toleration;
     use snapsentry_crds::{
         DiskSource, ExclusionsSpec, ImagesProvider, ProviderSpec, RulesSpec, ScanPolicySpec,
@@ -378,7 +423,7 @@ mod tests {
         p
     }
 
-    fn settings() -> JobSettings {
+    pub(crate) fn settings() -> JobSettings {
         JobSettings {
             namespace: "snapsentry".into(),
             image: "ghcr.io/snapsentry/snapsentry-scan:0.1.0".into(),
@@ -405,7 +450,39 @@ mod tests {
                 },
             }],
             images_claim: Some("vm-images"),
+            grant_secret: None,
         }
+    }
+
+    fn volume<'j>(job: &'j Job, name: &str) -> Option<(&'j Volume, &'j VolumeMount)> {
+        let pod = job.spec.as_ref()?.template.spec.as_ref()?;
+        let volume = pod.volumes.iter().flatten().find(|v| v.name == name)?;
+        let mount = pod.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == name)?;
+        Some((volume, mount))
+    }
+
+    #[test]
+    fn only_a_job_with_a_grant_mounts_its_secret() {
+        let job = scanner_job(&policy("snapsentry"), &request(), &settings()).unwrap();
+        assert!(volume(&job, "grants").is_none());
+        let req = JobRequest {
+            grant_secret: Some("grant-secret"),
+            ..request()
+        };
+        let job = scanner_job(&policy("snapsentry"), &req, &settings()).unwrap();
+        let (v, m) = volume(&job, "grants").expect("grant volume");
+        let secret = v.secret.as_ref().expect("a secret volume");
+        assert_eq!(secret.secret_name.as_deref(), Some("grant-secret"));
+        assert_eq!(secret.default_mode, Some(0o400));
+        assert_eq!(secret.optional, Some(false));
+        assert_eq!(
+            (m.mount_path.as_str(), m.read_only),
+            ("/var/run/snapsentry/grants", Some(true))
+        );
     }
 
     #[test]

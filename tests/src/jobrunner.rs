@@ -4,7 +4,9 @@
 //! It watches the namespace's Jobs, runs each new Job's container command as a local process
 //! with the container's environment (`valueFrom.secretKeyRef` resolved by reading the Secret;
 //! paths under a PersistentVolumeClaim's mount rewritten to a local directory given to the
-//! runner), and writes the Job status the way the Job controller does, which kube-apiserver
+//! runner; a `secret` volume written, with its `defaultMode`, into a temporary directory of the
+//! Job, removed when its process ends, and paths under its mount rewritten there — in the
+//! environment's values and in the arguments), and writes the Job status the way the Job controller does, which kube-apiserver
 //! validates: `startTime` and `active` first; then `SuccessCriteriaMet` before `Complete` (with
 //! `completionTime`), or `FailureTarget` before `Failed` (never a `completionTime`), with the
 //! `succeeded`/`failed` counts. `activeDeadlineSeconds` kills the process and fails the Job with
@@ -14,12 +16,13 @@
 //! scanner.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::{Job, JobCondition};
-use k8s_openapi::api::core::v1::{Container, EnvVar, Secret};
+use k8s_openapi::api::core::v1::{Container, EnvVar, Secret, SecretVolumeSource};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -28,6 +31,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 const POLL: Duration = Duration::from_millis(200);
+/// Mode of a secret volume's files when the volume sets none (kubelet's default).
+const SECRET_DEFAULT_MODE: i32 = 0o644;
 
 /// What the runner runs and where.
 #[derive(Clone, Debug, Default)]
@@ -194,7 +199,8 @@ async fn run_job(
         r.max_running = r.max_running.max(r.running.len());
     }
     let outcome = match prepare(&client, &options, &job).await {
-        Ok(mut command) => {
+        // The volumes' directories live as long as the process.
+        Ok((mut command, _volumes)) => {
             let deadline = job
                 .spec
                 .as_ref()
@@ -224,12 +230,13 @@ async fn run_job(
     }
 }
 
-/// The process for a Job's (first) container.
+/// The process for a Job's (first) container, and the temporary directories of its `secret`
+/// volumes (removed when dropped).
 async fn prepare(
     client: &kube::Client,
     options: &JobRunnerOptions,
     job: &Job,
-) -> Result<Command, String> {
+) -> Result<(Command, Vec<tempfile::TempDir>), String> {
     let pod = job
         .spec
         .as_ref()
@@ -248,30 +255,36 @@ async fn prepare(
     };
     let (program, args) = argv.split_first().ok_or("container without a command")?;
 
-    // Mount path → local directory, for the claims the runner knows.
-    let mut mounts: Vec<(String, String)> = Vec::new();
-    for m in container.volume_mounts.iter().flatten() {
-        let claim = pod
-            .volumes
-            .iter()
-            .flatten()
-            .find(|v| v.name == m.name)
-            .and_then(|v| v.persistent_volume_claim.as_ref())
-            .map(|c| c.claim_name.as_str());
-        if let Some(local) = claim.and_then(|c| options.claims.get(c)) {
-            mounts.push((
-                m.mount_path.trim_end_matches('/').to_owned(),
-                local.display().to_string(),
-            ));
-        }
-    }
     let namespace = job
         .metadata
         .namespace
         .as_deref()
         .unwrap_or(&options.namespace);
-    let mut command = Command::new(program);
-    command.args(args);
+    // Mount path → local directory, for the claims the runner knows and the secret volumes.
+    let mut mounts: Vec<(String, String)> = Vec::new();
+    let mut volumes = Vec::new();
+    for m in container.volume_mounts.iter().flatten() {
+        let Some(volume) = pod.volumes.iter().flatten().find(|v| v.name == m.name) else {
+            continue;
+        };
+        let local = if let Some(secret) = &volume.secret {
+            let dir = secret_volume(client, namespace, &volume.name, secret).await?;
+            let path = dir.path().display().to_string();
+            volumes.push(dir);
+            path
+        } else if let Some(local) = volume
+            .persistent_volume_claim
+            .as_ref()
+            .and_then(|c| options.claims.get(&c.claim_name))
+        {
+            local.display().to_string()
+        } else {
+            continue;
+        };
+        mounts.push((m.mount_path.trim_end_matches('/').to_owned(), local));
+    }
+    let mut command = Command::new(rewrite_paths(program, &mounts));
+    command.args(args.iter().map(|a| rewrite_paths(a, &mounts)));
     for var in container.env.iter().flatten() {
         let value = env_value(client, namespace, var).await?;
         command.env(&var.name, rewrite_paths(&value, &mounts));
@@ -280,7 +293,56 @@ async fn prepare(
         command.env(k, v);
     }
     command.kill_on_drop(true);
-    Ok(command)
+    Ok((command, volumes))
+}
+
+/// A `secret` volume as kubelet makes it: one file per key of the Secret, with the volume's
+/// `defaultMode`, in a new temporary directory. A missing Secret fails the Job (kubelet would
+/// keep its pod pending until the deadline) unless the volume is `optional`.
+async fn secret_volume(
+    client: &kube::Client,
+    namespace: &str,
+    volume: &str,
+    source: &SecretVolumeSource,
+) -> Result<tempfile::TempDir, String> {
+    let name = source.secret_name.as_deref().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = secrets
+        .get_opt(name)
+        .await
+        .map_err(|e| format!("secret volume {volume}: reading Secret {namespace}/{name}: {e}"))?;
+    let dir = tempfile::tempdir().map_err(|e| format!("secret volume {volume}: {e}"))?;
+    let Some(secret) = secret else {
+        if source.optional == Some(true) {
+            return Ok(dir);
+        }
+        return Err(format!(
+            "secret volume {volume}: Secret {namespace}/{name} not found (kubelet would keep the pod pending)"
+        ));
+    };
+    let files = secret
+        .data
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k, v.0))
+        .chain(
+            secret
+                .string_data
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k, v.into_bytes())),
+        );
+    let mode = source.default_mode.unwrap_or(SECRET_DEFAULT_MODE) as u32;
+    for (key, bytes) in files {
+        write_file(&dir.path().join(&key), &bytes, mode)
+            .map_err(|e| format!("secret volume {volume}: writing key {key}: {e}"))?;
+    }
+    Ok(dir)
+}
+
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    std::fs::write(path, bytes)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
 /// `"/images/web-01.raw"` → `"/tmp/x/web-01.raw"` inside any value (plain or JSON).

@@ -19,6 +19,7 @@
 //! ```
 
 pub mod azurite;
+pub mod chart_rbac;
 pub mod controlplane;
 pub mod fake_arm;
 pub mod http;

@@ -11,5 +11,6 @@ mod controlplane;
 mod fake_arm;
 mod moto;
 mod operator_aws;
+mod operator_grants;
 mod operator_images;
 mod operator_real_scanner;

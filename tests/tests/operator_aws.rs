@@ -8,6 +8,7 @@
 //! win-01 holds Windows secrets; build-01 carries the exclusion tag. Every planted secret is fresh.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
@@ -167,8 +168,8 @@ impl Aws {
 }
 
 /// `examples/aws/scanpolicy.yaml` as a user would adapt it: this namespace, moto as the
-/// endpoint, the credentials Secret, no cross-account role.
-async fn apply_policy(w: &World, name: &str) -> Result<()> {
+/// endpoint, the credentials Secret, no cross-account role; `concurrency` when given.
+async fn apply_policy(w: &World, name: &str, concurrency: Option<u32>) -> Result<()> {
     let example = std::fs::read_to_string(repo().join("examples/aws/scanpolicy.yaml"))?;
     let mut policy: ScanPolicy = serde_yaml::from_str(&example)?;
     policy.metadata.name = Some(name.into());
@@ -182,6 +183,9 @@ async fn apply_policy(w: &World, name: &str) -> Result<()> {
     aws.assume_role_arn = None;
     aws.external_id = None;
     policy.spec.scanner = None;
+    if concurrency.is_some() {
+        policy.spec.concurrency = concurrency;
+    }
     // The example scans nightly; the annotation asks for a scan now, as a user would.
     policy
         .metadata
@@ -258,7 +262,7 @@ async fn an_aws_fleet_scanned_through_ebs_direct_reads() -> Result<()> {
         "getSnapshotBlock": { "throttleEvery": 7, "serverErrorEvery": 11 }
     }))?;
     w.start_operator()?;
-    apply_policy(&w, "aws-production").await?;
+    apply_policy(&w, "aws-production", None).await?;
     let p = wait_scan_finished(&w, "aws-production", 240).await?;
     let status = p.status.clone().context("status")?;
     let counts = status.machines.clone().context("machine counts")?;
@@ -412,7 +416,8 @@ async fn an_aws_fleet_scanned_through_ebs_direct_reads() -> Result<()> {
     Ok(())
 }
 
-/// A scanner killed mid-scan: the machines fail, and the snapshots are deleted all the same.
+/// A scanner killed mid-scan: the machines fail, and the snapshots are deleted all the same — each
+/// machine's as soon as its Job fails, so with one machine at a time there is never more than one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_scanner_leaves_no_snapshot() -> Result<()> {
     // The Job's command: the real scanner, killed with SIGKILL once it has started reading.
@@ -424,10 +429,27 @@ async fn a_killed_scanner_leaves_no_snapshot() -> Result<()> {
     ];
     let mut w = aws_world("aws-killed", Some(killer)).await?;
     w.start_operator()?;
-    apply_policy(&w, "aws-killed").await?;
-    let p = wait_scan_finished(&w, "aws-killed", 180).await?;
+    apply_policy(&w, "aws-killed", Some(1)).await?;
+    let most = AtomicUsize::new(0);
+    let watch = async {
+        loop {
+            if let Ok(s) = w.cloud.snapsentry_snapshots().await {
+                most.fetch_max(s.len(), Ordering::Relaxed);
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    };
+    let p = tokio::select! {
+        p = wait_scan_finished(&w, "aws-killed", 180) => p?,
+        _ = watch => unreachable!("the watch never ends"),
+    };
     let counts = p.status.and_then(|s| s.machines).context("counts")?;
     assert_eq!((counts.total, counts.failed), (3, 3), "{counts:?}");
+    let most = most.load(Ordering::Relaxed);
+    assert!(
+        most <= 1,
+        "{most} snapshots at once: released only at the scan's end"
+    );
     let left = w.cloud.snapsentry_snapshots().await?;
     assert!(left.is_empty(), "snapshots left behind: {left:?}");
     w.stop_operator().await?;
@@ -442,7 +464,7 @@ async fn an_operator_restarted_before_its_jobs_takes_no_second_snapshot() -> Res
     let mut w = aws_world("aws-restart", None).await?;
     w.forbid_jobs().await?;
     w.start_operator()?;
-    apply_policy(&w, "aws-restart").await?;
+    apply_policy(&w, "aws-restart", None).await?;
 
     // Wait for the first machine's snapshot; its Job is refused, so the operator retries (every
     // 5 s) from the top: each retry must find and reuse the snapshot, never take another.
@@ -487,7 +509,7 @@ async fn deleting_a_policy_mid_scan_deletes_its_snapshots() -> Result<()> {
     let mut w = aws_world("aws-delete", None).await?;
     w.forbid_jobs().await?;
     w.start_operator()?;
-    apply_policy(&w, "aws-delete").await?;
+    apply_policy(&w, "aws-delete", None).await?;
     wait_for_a_snapshot(&w).await?;
     w.api::<ScanPolicy>()
         .delete("aws-delete", &DeleteParams::default())

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use snapsentry_crds::{MachinePhase, ScanPolicy, ScannedMachine, SecretFinding};
@@ -163,11 +164,23 @@ async fn three_machines_two_at_a_time_then_ready() -> Result<()> {
     let uid = p.uid().unwrap();
     for j in &jobs {
         assert!(j.owner_references().iter().any(|o| o.uid == uid));
+        // Images are read with the scanner's own access: no grant, so no grant volume.
+        let pod = j.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+        let volumes = pod.and_then(|p| p.volumes.as_ref()).context("volumes")?;
+        assert!(volumes.iter().all(|v| v.secret.is_none()), "{volumes:?}");
     }
+    // …and no grant Secret (only the world's fingerprint key).
+    let secrets = w.api::<Secret>().list(&ListParams::default()).await?.items;
+    let names: Vec<String> = secrets.iter().map(|s| s.name_any()).collect();
+    assert_eq!(names, ["snapsentry-fingerprint"]);
     let machines = w.machines().await?;
     assert_eq!(machines.len(), 3);
     for (name, m) in &machines {
         assert_eq!(phase(m), Some(MachinePhase::Scanned), "{name}");
+        assert!(
+            !m.annotations().contains_key("snapsentry.io/snapshots"),
+            "an image is its own snapshot: nothing to release ({name})"
+        );
         assert!(m.owner_references().iter().any(|o| o.uid == uid), "{name}");
         assert_eq!(
             m.status

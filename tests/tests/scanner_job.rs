@@ -21,10 +21,10 @@ use snapsentry_crds::{
     ScannedMachine, ScannedMachineSpec, SecretFinding, TriageState, labels,
 };
 use snapsentry_scanner::job::{self, Options};
+use snapsentry_tests::chart_rbac;
 use snapsentry_tests::controlplane::{ControlPlane, create_namespace};
 use snapsentry_tests::planted::{AWS_KEY_ID, AWS_SECRET};
 use snapsentry_tests::process::ok;
-use snapsentry_tests::repo;
 
 const KEY: &[u8] = b"scanner-job-test-fingerprint-key-0123456789";
 
@@ -60,48 +60,11 @@ impl Write for LogWriter {
     }
 }
 
-/// kubectl reading a manifest (through a temp file: the harness's kubectl has no stdin).
-fn kubectl_apply(cp: &ControlPlane, manifest: &str) -> Result<String> {
-    let mut file = tempfile::NamedTempFile::new()?;
-    file.write_all(manifest.as_bytes())?;
-    let path = file.path().to_str().context("temp path")?.to_owned();
-    Ok(ok(
-        cp.kubectl(["apply", "-f", path.as_str()])?,
-        "kubectl apply",
-    )?)
-}
-
 /// The chart's RBAC installed in namespace `snapsentry`, and a client acting as the scanner's
 /// service account, so the Job is proven to work with exactly the chart's permissions.
 async fn scanner_client(cp: &ControlPlane, admin: &kube::Client) -> Result<kube::Client> {
-    if let Err(e) = create_namespace(admin, "snapsentry").await {
-        let exists = matches!(&e, kube::Error::Api(s) if s.code == 409);
-        ensure!(exists, "namespace snapsentry: {e}");
-    }
-    let rendered = ok(
-        Command::new(cp.helm()?)
-            .args([
-                "template",
-                "snapsentry",
-                "--namespace",
-                "snapsentry",
-                "--show-only",
-                "templates/rbac.yaml",
-            ])
-            .arg(repo().join("charts/snapsentry"))
-            .output()?,
-        "helm template",
-    )?;
-    kubectl_apply(cp, &rendered)?;
-    let kubeconfig = kube::config::Kubeconfig::read_from(cp.kubeconfig())?;
-    let mut config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await?;
-    config.auth_info.impersonate =
-        Some("system:serviceaccount:snapsentry:snapsentry-scanner".into());
-    Ok(kube::Client::try_from(config)?)
+    chart_rbac::install(cp, admin, "snapsentry").await?;
+    Ok(chart_rbac::client_as(cp, "snapsentry", chart_rbac::SCANNER).await?)
 }
 
 async fn machine(client: &kube::Client, ns: &str, name: &str, exposed: bool) -> Result<()> {

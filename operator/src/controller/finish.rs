@@ -1,4 +1,4 @@
-//! Finishing a scan once every machine is done: delete its snapshots, correlate the policy's
+//! Finishing a scan once every machine is done: release what is left of its snapshots, correlate the policy's
 //! findings, write finding statuses and labels, AttackPaths, Recommendations and per-machine
 //! counts, and the policy's status. Correlation is idempotent, so finishing twice writes the
 //! same objects.
@@ -26,7 +26,7 @@ use super::status::set_condition;
 use crate::correlate::{self, CorrelationInput};
 use crate::error::Result;
 
-/// Every machine is done: delete snapshots, correlate, write the policy's children and status.
+/// Every machine is done: release snapshots left recorded, correlate, write the policy's children and status.
 pub(super) async fn finish_scan(
     scope: &Scope<'_>,
     scan_id: &str,
@@ -34,8 +34,9 @@ pub(super) async fn finish_scan(
     now: Timestamp,
 ) -> Result<()> {
     let policy = scope.policy;
-    let machines = scope.machines().await?;
-    snapshots::delete_recorded(scope, &machines).await?;
+    let mut machines = scope.machines().await?;
+    // Each machine's were released when its Job ended; this is the backstop.
+    snapshots::release_recorded(scope, &mut machines, Some(scan_id)).await?;
 
     let targets = target_inventory(scope).await;
     let findings: Vec<SecretFinding> = scope

@@ -1,6 +1,7 @@
 //! Machines and their scanner Jobs in a running scan: each machine's phase from its Job (or,
-//! once the Job is gone, from what the scanner recorded) synchronised into its status, and the
-//! next machines snapshotted and given a Job under the policy's concurrency.
+//! once the Job is gone, from what the scanner recorded) synchronised into its status, a
+//! finished machine's snapshots and grant released at once, and the next machines snapshotted,
+//! granted read access and given a Job under the policy's concurrency.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +14,7 @@ use kube::runtime::events::EventType;
 use snapsentry_crds::{MachinePhase, ScanProgress, ScannedMachine, ScannedMachineStatus, labels};
 
 use super::children::{JobOutcome, job_outcome};
+use super::grants;
 use super::inventory::inventory_machine;
 use super::scan::next_to_start;
 use super::scope::{Scope, delete_if_present};
@@ -22,6 +24,7 @@ use crate::correlate::slugify;
 use crate::error::Result;
 use crate::job::{JobRequest, scanner_job};
 use crate::metrics::ScanResult;
+use snapsentry_cloud::SnapshotRef;
 
 /// A machine's phase in scan `scan_id`, from its Job (`job`) and what it recorded.
 pub fn phase_in_scan(
@@ -82,7 +85,11 @@ pub(super) async fn sync_machines(
         let job = jobs.get(&slugify(&m.name_any()));
         let (phase, outcome) = phase_in_scan(&m, job, scan_id);
         let job_name = job.map(|j| j.name_any());
-        let m = sync_machine(scope, m, phase, outcome, job_name, scan_id, now).await?;
+        let mut m = sync_machine(scope, m, phase, outcome, job_name, scan_id, now).await?;
+        if matches!(phase, MachinePhase::Scanned | MachinePhase::Failed) {
+            // Its Job ended (or it failed before having one): nothing reads its snapshots now.
+            snapshots::release_finished(scope, &mut m, scan_id).await;
+        }
         view.push(m);
     }
     Ok(view)
@@ -222,7 +229,8 @@ async fn patch_machine_status(
     scope.merge_status::<ScannedMachine>(name, &status).await
 }
 
-/// Snapshot a machine, record it as `Scanning` in this scan, and create its Job if absent.
+/// Snapshot a machine, grant the scanner read access, record it as `Scanning` in this scan, and
+/// create its grant Secret (if the provider granted anything) and its Job if absent.
 async fn start_machine(
     scope: &Scope<'_>,
     m: &mut ScannedMachine,
@@ -233,39 +241,32 @@ async fn start_machine(
     let (index, provider) = scope.provider_of(m)?;
     let inv = inventory_machine(m);
     let pctx = scope.provider_ctx();
-    let mut st = m.status.clone().unwrap_or_default();
+    let settings = scope.ctx.config.job_settings();
     let snapshots = match provider.prepare_snapshots(&pctx, &inv, scan_id).await {
         Ok(s) => s,
         Err(e) => {
-            if e.is_provider() {
-                // Rebuild its clients (and read its credentials again) next time.
-                scope.forget_providers();
-            }
-            st.phase = Some(MachinePhase::Failed);
-            st.progress = Some(ScanProgress {
-                scan_id: scan_id.to_owned(),
-                started_at: Some(Time(now)),
-                ..Default::default()
-            });
-            set_condition(
-                &mut st.conditions,
-                "Scanned",
-                "False",
-                "SnapshotFailed",
-                &e.to_string(),
-                scope.policy.metadata.generation,
-                now,
-            );
-            patch_machine_status(scope, &name, &st, true).await?;
-            scope
-                .event(
-                    EventType::Warning,
-                    "MachineScanFailed",
-                    "Snapshot",
-                    format!("machine {name} failed in scan {scan_id}: {e}"),
-                )
-                .await;
-            m.status = Some(st);
+            return fail_before_job(scope, m, scan_id, "SnapshotFailed", "Snapshot", &e, now).await;
+        }
+    };
+    // The created ones are recorded before any grant or Job exists: a restart in between finds
+    // them to release.
+    let created: Vec<SnapshotRef> = snapshots.iter().filter(|s| s.created).cloned().collect();
+    snapshots::record(scope, m, &created).await?;
+    let duration = grants::grant_duration(scope.policy, &settings);
+    let grant = match provider.grant_read(&pctx, &inv, &snapshots, duration).await {
+        Ok(g) if g.files.is_empty() => g,
+        Ok(g) => {
+            // Granted: existing snapshots now need releasing too (their grants ended), recorded
+            // before the Secret and the Job exist.
+            snapshots::record(scope, m, &snapshots).await?;
+            g
+        }
+        Err(e) => {
+            fail_before_job(scope, m, scan_id, "GrantFailed", "Grant", &e, now).await?;
+            // Nothing will read them: release everything prepared now (a grant may have been
+            // made on some before the failure), recorded first so a failed release is retried.
+            snapshots::record(scope, m, &snapshots).await?;
+            snapshots::release_finished(scope, m, scan_id).await;
             return Ok(());
         }
     };
@@ -273,23 +274,27 @@ async fn start_machine(
         .images
         .as_ref()
         .and_then(|i| i.persistent_volume_claim.as_deref());
-    let request = JobRequest {
+    let mut request = JobRequest {
         machine: &name,
         instance_id: &m.spec.instance_id,
         cloud: m.spec.cloud,
         scan_id,
         disks: provider.reader_config(&inv, &snapshots),
         images_claim,
+        grant_secret: None,
     };
-    let job = scanner_job(scope.policy, &request, &scope.ctx.config.job_settings())?;
+    let secret = grants::grant_secret(scope.policy, &request, &settings, &grant)?;
+    let secret_name = secret.as_ref().map(|s| s.name());
+    request.grant_secret = secret_name.as_deref();
+    let job = scanner_job(scope.policy, &request, &settings)?;
     let job_name = job.name_any();
-    // Recorded before the Job exists: a restart in between finds the snapshots to delete.
-    let created: Vec<String> = snapshots
-        .iter()
-        .filter(|s| s.created)
-        .map(|s| s.snapshot_id.clone())
-        .collect();
-    snapshots::record(scope, m, &created).await?;
+    let secrets = scope.secrets();
+    if let Some(secret) = &secret {
+        // First the Secret, then the Job that mounts it.
+        grants::apply(&secrets, secret).await?;
+    }
+    let created: Vec<String> = created.into_iter().map(|s| s.snapshot_id).collect();
+    let mut st = m.status.clone().unwrap_or_default();
     st.phase = Some(MachinePhase::Scanning);
     st.progress = Some(ScanProgress {
         scan_id: scan_id.to_owned(),
@@ -300,25 +305,77 @@ async fn start_machine(
         job: Some(job_name.clone()),
     });
     patch_machine_status(scope, &name, &st, true).await?;
-    match scope.jobs().create(&PostParams::default(), &job).await {
-        Ok(_) => {
-            tracing::info!(policy = %scope.name, machine = %name, job = %job_name, "scanner Job created")
+    let jobs = scope.jobs();
+    let job = match jobs.create(&PostParams::default(), &job).await {
+        Ok(job) => {
+            tracing::info!(policy = %scope.name, machine = %name, job = %job_name, grant = secret.is_some(), "scanner Job created");
+            job
         }
-        Err(kube::Error::Api(s)) if s.is_already_exists() => {}
+        Err(kube::Error::Api(s)) if s.is_already_exists() => jobs.get(&job_name).await?,
         Err(e) => return Err(e.into()),
+    };
+    if let Some(secret) = &secret_name {
+        // The garbage collector now deletes the Secret with the Job, should the operator not.
+        grants::adopt(&secrets, secret, &job).await?;
     }
     m.status = Some(st);
     Ok(())
 }
 
-/// Delete all of the policy's Jobs, of every scan (Jobs in another namespace than the policy
-/// carry no owner reference, so nothing else would).
+/// Machine `m` failed in scan `scan_id` before its Job existed (`reason` `SnapshotFailed` or
+/// `GrantFailed`): record it in its status, with a Warning event (`action`).
+async fn fail_before_job(
+    scope: &Scope<'_>,
+    m: &mut ScannedMachine,
+    scan_id: &str,
+    reason: &str,
+    action: &str,
+    error: &snapsentry_cloud::Error,
+    now: Timestamp,
+) -> Result<()> {
+    if error.is_provider() {
+        // Rebuild its clients (and read its credentials again) next time.
+        scope.forget_providers();
+    }
+    let name = m.name_any();
+    let mut st = m.status.clone().unwrap_or_default();
+    st.phase = Some(MachinePhase::Failed);
+    st.progress = Some(ScanProgress {
+        scan_id: scan_id.to_owned(),
+        started_at: Some(Time(now)),
+        ..Default::default()
+    });
+    set_condition(
+        &mut st.conditions,
+        "Scanned",
+        "False",
+        reason,
+        &error.to_string(),
+        scope.policy.metadata.generation,
+        now,
+    );
+    patch_machine_status(scope, &name, &st, true).await?;
+    scope
+        .event(
+            EventType::Warning,
+            "MachineScanFailed",
+            action,
+            format!("machine {name} failed in scan {scan_id}: {error}"),
+        )
+        .await;
+    m.status = Some(st);
+    Ok(())
+}
+
+/// Delete all of the policy's Jobs, of every scan, and their grant Secrets (Jobs in another
+/// namespace than the policy carry no owner reference, so nothing else would; a grant Secret
+/// whose Job was never created has no owner at all).
 pub(super) async fn delete_all(scope: &Scope<'_>) -> Result<()> {
     let jobs = scope.jobs();
     for job in scope.list(&jobs, &scope.job_selector(None)).await? {
         delete_if_present(&jobs, &job.name_any()).await?;
     }
-    Ok(())
+    grants::delete_selected(&scope.secrets(), &scope.job_selector(None)).await
 }
 
 #[cfg(test)]

@@ -3,13 +3,15 @@
 //! status), which also watches the scanner Jobs of each policy.
 //!
 //! The reconciler's steps, one per module: [`inventory`] (inventory ↔ ScannedMachines),
-//! [`jobs`] (machines and their scanner Jobs), `snapshots` (snapshot bookkeeping), `finish`
+//! [`jobs`] (machines and their scanner Jobs), [`grants`] (a Job's grant Secret), `snapshots`
+//! (snapshot bookkeeping and release), `finish`
 //! (correlation and its objects); `scope` is a policy's APIs and helpers, [`providers`] its
 //! providers, cached across reconciles in the [`Context`].
 
 pub mod children;
 pub mod config;
 mod finish;
+pub mod grants;
 pub mod http;
 pub mod inventory;
 pub mod jobs;

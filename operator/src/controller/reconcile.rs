@@ -9,9 +9,12 @@
 //!   machine and scan id, created if absent): running → `Scanning`, complete → `Scanned`, failed
 //!   → `Failed`; once the Job is gone (its TTL), from the scanner's `status.lastScan` of this
 //!   scan; a machine without either is still `Pending`;
-//! - snapshots a scan created are recorded in the machine's `snapsentry.io/snapshots` annotation
-//!   before its Job exists (the scanner rewrites `status.progress`), and deleted from there;
-//! - when every machine is done, snapshots are deleted and the policy's findings are correlated;
+//! - snapshots a scan created (and existing ones it was granted read access to) are recorded in
+//!   the machine's `snapsentry.io/snapshots` annotation before its Job exists (the scanner
+//!   rewrites `status.progress`), and released from there — grants ended, created ones deleted,
+//!   the Job's grant Secret deleted — as soon as the machine's Job ends;
+//! - when every machine is done, whatever is still recorded is released and the policy's findings
+//!   are correlated;
 //!   correlation is idempotent, so finishing twice writes the same objects.
 //!
 //! The steps live one per module: [`super::inventory`] (inventory → ScannedMachines),
@@ -220,14 +223,14 @@ async fn advance_scan(
     Ok(false)
 }
 
-/// The policy is being deleted: delete the snapshots of a scan in progress and the policy's
-/// Jobs (Jobs in another namespace than the policy carry no owner reference, so nothing else
+/// The policy is being deleted: release the snapshots of a scan in progress, delete the policy's
+/// Jobs and their grant Secrets (Jobs in another namespace than the policy carry no owner reference, so nothing else
 /// would). ScannedMachines, AttackPaths and Recommendations go with the policy through their
 /// owner references.
 pub async fn cleanup(policy: &ScanPolicy, ctx: &Context) -> Result<Action> {
     let scope = Scope::new(policy, ctx)?;
-    let machines = scope.machines().await?;
-    snapshots::delete_recorded(&scope, &machines).await?;
+    let mut machines = scope.machines().await?;
+    snapshots::release_recorded(&scope, &mut machines, None).await?;
     // Everything the policy's scans ever created, recorded or not.
     snapshots::sweep_all(&scope).await?;
     jobs::delete_all(&scope).await?;

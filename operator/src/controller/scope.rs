@@ -3,6 +3,7 @@
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
@@ -62,6 +63,11 @@ impl<'a> Scope<'a> {
 
     /// Scanner Jobs, in the operator's namespace.
     pub(super) fn jobs(&self) -> Api<Job> {
+        Api::namespaced(self.ctx.client.clone(), &self.ctx.config.namespace)
+    }
+
+    /// Scanner Jobs' grant Secrets, in the operator's namespace (see [`super::grants`]).
+    pub(super) fn secrets(&self) -> Api<Secret> {
         Api::namespaced(self.ctx.client.clone(), &self.ctx.config.namespace)
     }
 

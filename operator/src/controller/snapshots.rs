@@ -1,80 +1,174 @@
-//! Snapshot bookkeeping: the snapshots a scan created are recorded in the machine's
-//! [`annotations::SNAPSHOTS`] before its Job exists, counted in `snapsentry_active_snapshots`,
-//! and deleted from there when the scan finishes or the policy goes; leftovers nobody recorded
-//! are swept by their tags.
+//! Snapshot bookkeeping: the snapshots a machine's scan must release — those it created and
+//! existing ones it was granted read access to — are recorded in the machine's
+//! [`annotations::SNAPSHOTS`] before its Job (and, for created ones, any grant) exists, counted (the created ones) in
+//! `snapsentry_active_snapshots`, and released from there as soon as the machine's Job ends
+//! (with the Job's grant Secret), or at the latest when the scan finishes or the policy goes;
+//! leftovers nobody recorded are swept by their tags.
 
 use jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
+use kube::runtime::events::EventType;
 use snapsentry_crds::ScannedMachine;
-use snapsentry_crds::contract::annotations;
+use snapsentry_crds::contract::{annotations, job_name};
 
+use super::grants;
 use super::scope::Scope;
 use crate::error::Result;
 use snapsentry_cloud::{Provider, SnapshotRef};
 
-/// Record (`Some`, comma-separated ids) or forget (`None`) the snapshots of machine `name`.
-async fn annotate(scope: &Scope<'_>, name: &str, value: Option<String>) -> Result<()> {
-    let patch = serde_json::json!({ "metadata": { "annotations": {
-        annotations::SNAPSHOTS: value,
-    }}});
-    scope.merge::<ScannedMachine>(name, &patch).await
+/// Prefix of an entry of [`annotations::SNAPSHOTS`] naming an existing snapshot the scan only
+/// read (granted, never deleted); a bare id is one the scan created.
+const EXISTING: &str = "existing:";
+
+/// The annotation's value for `snapshots` (comma-separated; see [`EXISTING`]).
+fn encode(snapshots: &[SnapshotRef]) -> String {
+    snapshots
+        .iter()
+        .map(|s| {
+            if s.created {
+                s.snapshot_id.clone()
+            } else {
+                format!("{EXISTING}{}", s.snapshot_id)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
-/// Record the snapshots a scan `created` for machine `m` (on the machine and in `m`), before its
-/// Job exists: a restart in between finds them to delete.
-pub(super) async fn record(
-    scope: &Scope<'_>,
-    m: &mut ScannedMachine,
-    created: &[String],
-) -> Result<()> {
-    if created.is_empty() {
-        return Ok(());
-    }
-    let value = created.join(",");
-    annotate(scope, &m.name_any(), Some(value.clone())).await?;
-    m.metadata
-        .annotations
-        .get_or_insert_with(Default::default)
-        .insert(annotations::SNAPSHOTS.to_owned(), value);
-    Ok(())
-}
-
-/// Snapshots the running scan created for `m` (its [`annotations::SNAPSHOTS`]).
-pub fn recorded(m: &ScannedMachine) -> Vec<SnapshotRef> {
-    m.annotations()
-        .get(annotations::SNAPSHOTS)
-        .into_iter()
-        .flat_map(|v| v.split(','))
-        .filter(|id| !id.is_empty())
-        .map(|id| SnapshotRef {
-            disk_id: String::new(),
-            snapshot_id: id.to_owned(),
-            region: m.spec.region.clone(),
-            created: true,
+/// The snapshots an annotation value records (bare ids, the only entries of the older format,
+/// are snapshots the scan created).
+fn decode(value: &str, region: Option<&String>) -> Vec<SnapshotRef> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .filter_map(|entry| {
+            let (id, created) = match entry.strip_prefix(EXISTING) {
+                Some(id) => (id, false),
+                None => (entry, true),
+            };
+            (!id.is_empty()).then(|| SnapshotRef {
+                disk_id: String::new(),
+                snapshot_id: id.to_owned(),
+                region: region.cloned(),
+                created,
+            })
         })
         .collect()
 }
 
-/// Show the snapshots recorded on the policy's machines in `snapsentry_active_snapshots`.
+/// Record (`Some`) or forget (`None`) the snapshots of machine `m`, on the machine and in `m`.
+async fn annotate(scope: &Scope<'_>, m: &mut ScannedMachine, value: Option<String>) -> Result<()> {
+    let patch = serde_json::json!({ "metadata": { "annotations": {
+        annotations::SNAPSHOTS: value,
+    }}});
+    scope.merge::<ScannedMachine>(&m.name_any(), &patch).await?;
+    let local = m.metadata.annotations.get_or_insert_with(Default::default);
+    match value {
+        Some(v) => local.insert(annotations::SNAPSHOTS.to_owned(), v),
+        None => local.remove(annotations::SNAPSHOTS),
+    };
+    Ok(())
+}
+
+/// Record snapshots of machine `m` the scan must release — those it created, before any grant
+/// exists, and those it was granted read access to, before the grant Secret and the Job exist —
+/// so a restart in between finds them. Adds to what is already recorded (an earlier attempt of
+/// the same machine may have chosen others).
+pub(super) async fn record(
+    scope: &Scope<'_>,
+    m: &mut ScannedMachine,
+    snapshots: &[SnapshotRef],
+) -> Result<()> {
+    let mut all = recorded(m);
+    for s in snapshots {
+        match all.iter_mut().find(|r| r.snapshot_id == s.snapshot_id) {
+            Some(r) => r.created |= s.created,
+            None => all.push(s.clone()),
+        }
+    }
+    if all.is_empty() || all == recorded(m) {
+        return Ok(());
+    }
+    annotate(scope, m, Some(encode(&all))).await
+}
+
+/// Snapshots recorded on `m` (its [`annotations::SNAPSHOTS`]) for the running scan to release.
+pub fn recorded(m: &ScannedMachine) -> Vec<SnapshotRef> {
+    m.annotations()
+        .get(annotations::SNAPSHOTS)
+        .map(|v| decode(v, m.spec.region.as_ref()))
+        .unwrap_or_default()
+}
+
+/// Show the snapshots the running scan created and has not deleted yet in
+/// `snapsentry_active_snapshots`.
 pub(super) fn report_active(scope: &Scope<'_>, machines: &[ScannedMachine]) {
-    let active: usize = machines.iter().map(|m| recorded(m).len()).sum();
+    let active: usize = machines
+        .iter()
+        .map(|m| recorded(m).iter().filter(|s| s.created).count())
+        .sum();
     scope
         .ctx
         .metrics
         .set_policy_snapshots(&scope.policy_key(), active as i64);
 }
 
-/// Delete the snapshots recorded on the machines, then forget them (annotation and metric).
-pub(super) async fn delete_recorded(scope: &Scope<'_>, machines: &[ScannedMachine]) -> Result<()> {
-    let pctx = scope.provider_ctx();
-    for m in machines {
-        let snapshots = recorded(m);
-        if snapshots.is_empty() {
-            continue;
-        }
+/// Release what is recorded on `m`: end the grants and delete the created snapshots, delete the
+/// grant Secret of its Job in scan `scan_id` (when known), then forget them.
+async fn release_machine(
+    scope: &Scope<'_>,
+    m: &mut ScannedMachine,
+    scan_id: Option<&str>,
+) -> Result<()> {
+    if !m.annotations().contains_key(annotations::SNAPSHOTS) {
+        return Ok(());
+    }
+    let snapshots = recorded(m);
+    if !snapshots.is_empty() {
         let (_, provider) = scope.provider_of(m)?;
-        provider.release_snapshots(&pctx, &snapshots).await?;
-        annotate(scope, &m.name_any(), None).await?;
+        provider
+            .release_snapshots(&scope.provider_ctx(), &snapshots)
+            .await?;
+    }
+    if let Some(id) = scan_id {
+        let secret = job_name(&scope.name, &m.name_any(), id);
+        grants::delete(&scope.secrets(), &secret).await?;
+    }
+    annotate(scope, m, None).await
+}
+
+/// Machine `m`'s Job of scan `scan_id` ended (or it finished without one): release its
+/// snapshots and grant Secret now. A failure keeps the record, so the next reconcile tries
+/// again; it is reported (log, Warning event) and does not hold up other machines.
+pub(super) async fn release_finished(scope: &Scope<'_>, m: &mut ScannedMachine, scan_id: &str) {
+    if let Err(e) = release_machine(scope, m, Some(scan_id)).await {
+        if e.is_provider() {
+            scope.forget_providers();
+        }
+        let name = m.name_any();
+        tracing::warn!(policy = %scope.name, machine = %name, %scan_id, error = %e, "releasing snapshots failed; retrying at the next reconcile");
+        scope
+            .event(
+                EventType::Warning,
+                "ReleaseFailed",
+                "Release",
+                format!("releasing the snapshots of machine {name} (scan {scan_id}) failed, will retry: {e}"),
+            )
+            .await;
+    }
+}
+
+/// Release everything still recorded on the machines (the backstop of a finishing scan, whose
+/// id is `scan_id`, and of a policy's deletion), then report no active snapshots. A failure is
+/// returned: snapshots are copies of disks full of secrets.
+pub(super) async fn release_recorded(
+    scope: &Scope<'_>,
+    machines: &mut [ScannedMachine],
+    scan_id: Option<&str>,
+) -> Result<()> {
+    for m in machines {
+        release_machine(scope, m, scan_id).await?;
     }
     scope
         .ctx
@@ -117,4 +211,39 @@ pub(super) async fn sweep_all(scope: &Scope<'_>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(id: &str, created: bool) -> SnapshotRef {
+        SnapshotRef {
+            disk_id: String::new(),
+            snapshot_id: id.into(),
+            region: Some("westeurope".into()),
+            created,
+        }
+    }
+
+    #[test]
+    fn the_annotation_says_which_snapshots_were_created() {
+        let id = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/snapshots/a";
+        let both = vec![snap(id, true), snap("snap-2", false)];
+        let value = encode(&both);
+        assert_eq!(value, format!("{id},existing:snap-2"));
+        let region = "westeurope".to_owned();
+        assert_eq!(decode(&value, Some(&region)), both);
+    }
+
+    #[test]
+    fn the_older_format_lists_created_snapshots() {
+        let region = "westeurope".to_owned();
+        assert_eq!(
+            decode("snap-1,,snap-2", Some(&region)),
+            vec![snap("snap-1", true), snap("snap-2", true)]
+        );
+        assert!(decode("", None).is_empty());
+        assert!(decode("existing:", None).is_empty());
+    }
 }
