@@ -202,6 +202,12 @@ async fn inventory_selects_across_subscriptions_pages_and_retries() -> Result<()
         "{:?}",
         names(&inv.machines)
     );
+    // One token served every Compute and ARM call of the provider (cached).
+    ensure!(
+        arm.state()?["tokensIssued"] == 1,
+        "{}",
+        arm.state()?["tokensIssued"]
+    );
     let counters = arm.fault_counters()?;
     ensure!(
         counters["virtualMachines.list"]["throttled"].as_u64() > Some(0)

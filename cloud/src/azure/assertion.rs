@@ -154,6 +154,67 @@ mod tests {
         );
     }
 
+    /// A throwaway certificate and key from `openssl` (the Debian package), PEM.
+    fn openssl_pem(dir: &std::path::Path) -> String {
+        let (key, cert) = (dir.join("k.pem"), dir.join("c.pem"));
+        let status = std::process::Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=snapsentry-unit", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl runs");
+        assert!(status.status.success(), "openssl failed");
+        std::fs::read_to_string(cert).unwrap() + &std::fs::read_to_string(key).unwrap()
+    }
+
+    #[test]
+    fn assertions_are_rs256_jwts_naming_the_certificate() {
+        let dir = std::env::temp_dir().join(format!("snapsentry-assertion-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pem = openssl_pem(&dir);
+        let key = CertificateKey::from_pem(&pem).unwrap();
+        let der = pem_blocks(&pem, "CERTIFICATE").unwrap().remove(0);
+        let sha1 = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &der);
+        assert_eq!(key.x5t, URL_SAFE_NO_PAD.encode(sha1.as_ref()));
+        assert!(!format!("{key:?}").contains("PRIVATE"));
+        let jwt = key
+            .assertion("app-1", "https://login/t/oauth2/v2.0/token", 1_000)
+            .unwrap();
+        let parts: Vec<&str> = jwt.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let decode = |p: &str| -> serde_json::Value {
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).unwrap()).unwrap()
+        };
+        let (header, claims) = (decode(parts[0]), decode(parts[1]));
+        assert_eq!(header["alg"], "RS256");
+        assert_eq!(header["x5t"], key.x5t.as_str());
+        assert_eq!(claims["aud"], "https://login/t/oauth2/v2.0/token");
+        assert_eq!(
+            (claims["iss"].as_str(), claims["sub"].as_str()),
+            (Some("app-1"), Some("app-1"))
+        );
+        assert_eq!(
+            (claims["nbf"].as_i64(), claims["exp"].as_i64()),
+            (Some(1_000), Some(1_600))
+        );
+        let public = ring::signature::UnparsedPublicKey::new(
+            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            key.key.public().as_ref(),
+        );
+        let signed = format!("{}.{}", parts[0], parts[1]);
+        public
+            .verify(
+                signed.as_bytes(),
+                &URL_SAFE_NO_PAD.decode(parts[2]).unwrap(),
+            )
+            .expect("the signature verifies");
+        std::fs::remove_dir_all(dir).ok();
+    }
+
     #[test]
     fn pem_blocks_in_order() {
         let pem = "x\n-----BEGIN CERTIFICATE-----\nAQI=\n-----END CERTIFICATE-----\n\
