@@ -306,12 +306,16 @@ async fn every_credential_kind_gets_tokens_and_a_wrong_secret_is_named() -> Resu
     // A wrong secret: a clear error naming the Secret and Entra's code, never the value.
     let ctx = secret_context("azure-wrong", "clientSecret", "not-the-secret-XYZ").await?;
     let p = AzureProvider::new(with_secret.clone()).with_environment(AzureEnvironment::default());
-    let e = p
+    let error = p
         .inventory(&ctx)
         .await
         .err()
-        .context("a wrong secret worked")?
-        .to_string();
+        .context("a wrong secret worked")?;
+    ensure!(
+        matches!(error, snapsentry_cloud::Error::AzureCredentials { .. }) && error.is_provider(),
+        "{error:?}"
+    );
+    let e = error.to_string();
     ensure!(
         e.contains("Secret azure-credentials") && e.contains("invalid_client"),
         "{e}"

@@ -10,12 +10,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use azure_core::auth::TokenCredential;
 use azure_core::headers::HeaderName;
 use azure_core::{HttpClient, Method, Request, Url};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::auth::AzureCredential;
 use crate::error::{Error, Result};
 use crate::wait::SnapshotWait;
 
@@ -166,7 +166,7 @@ pub(super) fn status_of(e: &Error) -> Option<u16> {
 pub struct Arm {
     http: Arc<dyn HttpClient>,
     endpoint: Url,
-    credential: Arc<dyn TokenCredential>,
+    credential: Arc<AzureCredential>,
     scope: String,
     retry: Retry,
 }
@@ -186,7 +186,7 @@ impl Arm {
     pub fn new(
         http: Arc<dyn HttpClient>,
         endpoint: Url,
-        credential: Arc<dyn TokenCredential>,
+        credential: Arc<AzureCredential>,
         scope: String,
         retry: Retry,
     ) -> Self {
@@ -224,14 +224,7 @@ impl Arm {
         body: Option<&Value>,
         operation: &str,
     ) -> Result<Answer> {
-        let token = self
-            .credential
-            .get_token(&[self.scope.as_str()])
-            .await
-            .map_err(|e| Error::AzureCredentials {
-                secret: "token".into(),
-                reason: e.to_string(),
-            })?;
+        let token = self.credential.token(&self.scope).await?;
         let mut req = Request::new(self.url(target, api_version)?, method);
         req.insert_header("authorization", format!("Bearer {}", token.token.secret()));
         if let Some(body) = body {

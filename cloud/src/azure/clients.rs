@@ -179,6 +179,9 @@ impl AzureProvider {
         let scope = format!("{endpoint}/.default");
         let http = azure_core::new_http_client();
         let credential = Arc::new(self.credential(ctx, http.clone()).await?);
+        // A first token now: a refused credential fails here, as an AzureCredentials error,
+        // rather than inside the first Compute call; later calls take it from the cache.
+        credential.token(&scope).await?;
         tracing::debug!(policy = %ctx.policy, credential = credential.kind_name(), %endpoint, "Azure clients");
         let compute = azure_mgmt_compute::package_2024_07_01::Client::builder(credential.clone())
             .endpoint(url.clone())
