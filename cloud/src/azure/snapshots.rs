@@ -108,6 +108,21 @@ fn provisioning_state(s: &Snapshot) -> Option<&str> {
     s.properties.as_ref()?.provisioning_state.as_deref()
 }
 
+/// A Compute call's outcome with "not found" (404) as `None`.
+fn found<T>(operation: &str, outcome: azure_core::Result<T>) -> Result<Option<T>> {
+    match outcome {
+        Ok(v) => Ok(Some(v)),
+        Err(e) => {
+            let e = compute_error(operation, &e);
+            if status_of(&e) == Some(404) {
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
 fn bad_id(id: &str) -> Error {
     provider_error(format!("{id} is not an ARM resource id"))
 }
@@ -136,17 +151,7 @@ impl AzureProvider {
                 .await
         }
         .await;
-        match got {
-            Ok(s) => Ok(Some(s)),
-            Err(e) => {
-                let e = compute_error("get snapshot", &e);
-                if status_of(&e) == Some(404) {
-                    Ok(None)
-                } else {
-                    Err(e)
-                }
-            }
-        }
+        found("get snapshot", got)
     }
 
     /// Polls until the snapshot's `provisioningState` is `Succeeded` (bounded by the wait).
@@ -407,27 +412,14 @@ impl AzureProvider {
             .revoke_access(sub, rg, name)
             .send()
             .await;
-        match sent {
-            Ok(r) => {
-                clients
-                    .arm
-                    .wait_operation(
-                        r.as_raw_response().headers(),
-                        &self.wait,
-                        "end snapshot access",
-                    )
-                    .await?;
-                Ok(())
-            }
-            Err(e) => {
-                let e = compute_error("end snapshot access", &e);
-                if status_of(&e) == Some(404) {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            }
+        if let Some(r) = found("end snapshot access", sent)? {
+            let headers = r.as_raw_response().headers();
+            clients
+                .arm
+                .wait_operation(headers, &self.wait, "end snapshot access")
+                .await?;
         }
+        Ok(())
     }
 
     /// Deletes a snapshot if it is snapsentry's; returns whether it was deleted. A 409 (the
@@ -449,30 +441,22 @@ impl AzureProvider {
                 .delete(&sub, &rg, &name)
                 .send()
                 .await;
-            match sent {
-                Ok(r) => {
+            match found("delete snapshot", sent) {
+                Ok(Some(r)) => {
+                    let headers = r.as_raw_response().headers();
                     clients
                         .arm
-                        .wait_operation(
-                            r.as_raw_response().headers(),
-                            &self.wait,
-                            "delete snapshot",
-                        )
+                        .wait_operation(headers, &self.wait, "delete snapshot")
                         .await?;
                     return Ok(true);
                 }
-                Err(e) => {
-                    let e = compute_error("delete snapshot", &e);
-                    match status_of(&e) {
-                        Some(404) => return Ok(false),
-                        Some(409) if attempt < DELETE_TRIES => {
-                            tracing::debug!(snapshot = %id, attempt, "snapshot busy; deleting again");
-                            tokio::time::sleep(pause).await;
-                            pause = self.wait.next_poll(pause);
-                        }
-                        _ => return Err(e),
-                    }
+                Ok(None) => return Ok(false),
+                Err(e) if status_of(&e) == Some(409) && attempt < DELETE_TRIES => {
+                    tracing::debug!(snapshot = %id, attempt, "snapshot busy; deleting again");
+                    tokio::time::sleep(pause).await;
+                    pause = self.wait.next_poll(pause);
                 }
+                Err(e) => return Err(e),
             }
         }
         Ok(false)
