@@ -22,9 +22,33 @@ pub enum Error {
     /// keys, never values).
     #[error("AWS credentials Secret {secret}: {reason}")]
     AwsCredentials { secret: String, reason: String },
+    /// An Azure Resource Manager call failed: the operation, the HTTP status and ARM error code
+    /// where there was an answer, ARM's message (never a token, a secret or a SAS URL).
+    #[error("Azure {operation}: {}{message}", code_text(*status, code.as_deref()))]
+    Azure {
+        operation: String,
+        status: Option<u16>,
+        code: Option<String>,
+        message: String,
+    },
+    /// The credentials of an Azure provider are missing, incomplete or refused by Microsoft Entra
+    /// ID (`secret` names the `credentialsSecret`, or the kind of credential; the reason names
+    /// keys and Entra's error code, never values).
+    #[error("Azure credentials {secret}: {reason}")]
+    AzureCredentials { secret: String, reason: String },
     /// The Kubernetes API refused or failed a request (reading a credentials Secret).
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+}
+
+/// `HTTP 409 Conflict: ` and the like, before an Azure error's message.
+fn code_text(status: Option<u16>, code: Option<&str>) -> String {
+    match (status, code) {
+        (Some(s), Some(c)) => format!("HTTP {s} {c}: "),
+        (Some(s), None) => format!("HTTP {s}: "),
+        (None, Some(c)) => format!("{c}: "),
+        (None, None) => String::new(),
+    }
 }
 
 impl Error {

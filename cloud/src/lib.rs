@@ -30,6 +30,8 @@ mod provider;
 mod registry;
 #[cfg(feature = "control-plane")]
 mod targets;
+#[cfg(feature = "control-plane")]
+mod wait;
 
 #[cfg(feature = "control-plane")]
 pub use error::{Error, Result};
@@ -41,3 +43,5 @@ pub use provider::{
 pub use registry::from_spec;
 #[cfg(feature = "control-plane")]
 pub use targets::{TargetInventory, normalize_target_name};
+#[cfg(feature = "control-plane")]
+pub use wait::SnapshotWait;

@@ -4,6 +4,7 @@
 use snapsentry_crds::ProviderSpec;
 
 use crate::aws::AwsProvider;
+use crate::azure::AzureProvider;
 use crate::error::{Error, Result};
 use crate::images::ImagesSource;
 use crate::provider::Provider;
@@ -16,11 +17,10 @@ pub fn from_spec(spec: &ProviderSpec) -> Result<Box<dyn Provider>> {
     if let Some(aws) = &spec.aws {
         return Ok(Box::new(AwsProvider::new(aws.clone())));
     }
-    let provider = match (&spec.azure, &spec.gcp) {
-        (Some(_), _) => "azure",
-        (_, Some(_)) => "gcp",
-        _ => "none",
-    };
+    if let Some(azure) = &spec.azure {
+        return Ok(Box::new(AzureProvider::new(azure.clone())));
+    }
+    let provider = if spec.gcp.is_some() { "gcp" } else { "none" };
     let message = if provider == "none" {
         "set exactly one of aws, azure, gcp, images".to_owned()
     } else {
@@ -78,6 +78,22 @@ mod tests {
             ..images.clone()
         };
         assert_eq!(from_spec(&aws).unwrap().cloud(), Cloud::Aws);
+        let azure = ProviderSpec {
+            aws: None,
+            azure: Some(snapsentry_crds::AzureProvider {
+                subscriptions: vec!["00000000-0000-0000-0000-000000000001".into()],
+                resource_groups: vec![],
+                tenant_id: None,
+                client_id: None,
+                credentials_secret: None,
+                arm_endpoint: None,
+                authority_host: None,
+                selector: Default::default(),
+                snapshot_strategy: None,
+            }),
+            ..aws.clone()
+        };
+        assert_eq!(from_spec(&azure).unwrap().cloud(), Cloud::Azure);
         let none = ProviderSpec {
             images: None,
             ..images

@@ -95,6 +95,10 @@ pub struct MachineDisk {
     /// Disk size in bytes, where known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_bytes: Option<u64>,
+    /// Why the disk cannot be scanned (an Azure VM's unmanaged VHD disk: only managed disks can
+    /// be snapshotted); absent for disks that are scanned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsupported: Option<String>,
 }
 
 /// Scan lifecycle of a machine.

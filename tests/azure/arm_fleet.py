@@ -55,6 +55,9 @@ class Fleet:
         self.tenant = spec.get("tenant")
         self.client_id = spec.get("clientId")
         self.client_secret = spec.get("clientSecret")
+        self.federated_token = spec.get("federatedToken")
+        self.certificate = spec.get("certificate")  # {"modulus": hex, "exponent": int}
+        self.managed_identity_client_id = spec.get("managedIdentityClientId")
         self.subscriptions = {}
         self.resources = {}  # lower-cased id -> body
         self.blobs = {}  # lower-cased disk or snapshot id -> SAS URL of its page blob

@@ -13,7 +13,17 @@ it serves from a fleet spec.
 Covered (every ARM call needs `Authorization: Bearer <token>` from the token endpoint, else 401, and
 an `api-version` query parameter, any value, else 400 MissingApiVersionParameter):
 
-  POST /{tenant}/oauth2/v2.0/token                    client-credentials flow (form body)
+  POST /{tenant}/oauth2/v2.0/token                    client-credentials flow (form body): a
+                                                      client_secret, or a client_assertion (jwt-bearer):
+                                                      the fleet's federatedToken (workload identity),
+                                                      or an RS256 JWT (client certificate) whose
+                                                      signature verifies with the fleet's certificate
+                                                      modulus/exponent, aud = this token URL, iss = sub
+                                                      = client_id, not expired
+  GET  /metadata/identity/oauth2/token                the IMDS token of a managed identity: needs
+                                                      `Metadata: true`, api-version and resource; a
+                                                      client_id must be the fleet's
+                                                      managedIdentityClientId when it names one
   GET  /subscriptions                                 subscriptions of the fleet
   GET  [/subscriptions/S[/resourceGroups/G]]/providers/Microsoft.Compute/virtualMachines
                                                       `statusOnly=true` / `$expand=instanceView`
@@ -49,19 +59,22 @@ Control API (no token needed):
   DELETE /_snapsentry/faults   no faults, counters zeroed
 Operation names are "<resource type>.<verb>": virtualMachines.list, disks.get, disks.list,
 snapshots.{put,get,delete,list,beginGetAccess,endGetAccess}, operations.get, <network or data
-service type>.list, subscriptions.list, token.post.
+service type>.list, subscriptions.list, token.post, imds.get.
 
 Usage: python3 fake_arm.py --port-file FILE [--port 0]; the bound port is written to FILE once the
 server accepts connections.
 """
 
 import argparse
+import base64
+import hashlib
 import json
 import os
 import re
 import secrets
 import sys
 import threading
+import time
 import traceback
 import urllib.parse
 import uuid
@@ -81,6 +94,34 @@ ROUTES = [
                 r"(?P<provider>[^/]+)/(?P<type>[^/]+)/(?P<name>[^/]+)$", re.I), "resource"),
     (re.compile("^" + SCOPE + r"(?P<provider>[^/]+)/(?P<type>[^/]+)$", re.I), "list"),
 ]
+
+
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+# DER of the DigestInfo that precedes a SHA-256 hash in a PKCS#1 v1.5 signature (RFC 8017).
+SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
+
+
+def b64url(text):
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def verify_rs256(token, modulus_hex, exponent):
+    """The claims of an RS256 JWT whose signature verifies with the RSA public key, else None."""
+    try:
+        header, claims, signature = token.split(".")
+        if json.loads(b64url(header)).get("alg") != "RS256":
+            return None
+        n = int(modulus_hex, 16)
+        size = (n.bit_length() + 7) // 8
+        decoded = pow(int.from_bytes(b64url(signature), "big"), int(exponent), n)
+        digest = hashlib.sha256(f"{header}.{claims}".encode()).digest()
+        suffix = b"\x00" + SHA256_DIGEST_INFO + digest
+        expected = b"\x00\x01" + b"\xff" * (size - 3 - len(suffix) + 1) + suffix
+        if decoded.to_bytes(size, "big") != expected:
+            return None
+        return json.loads(b64url(claims))
+    except (ValueError, TypeError, json.JSONDecodeError):
+        return None
 
 
 def arm_error(status, code, message):
@@ -168,6 +209,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self.send(*self.control(method, url.path, raw))
             if method == "POST" and url.path.endswith("/oauth2/v2.0/token"):
                 return self.send(*self.token(url.path, raw))
+            if method == "GET" and url.path == "/metadata/identity/oauth2/token":
+                return self.send(*self.imds(query))
             if self.headers.get("Authorization") != f"Bearer {STATE.token}":
                 return self.send(*arm_error(401, "AuthenticationFailed",
                                             "Authentication failed. The 'Authorization' header "
@@ -189,8 +232,15 @@ class Handler(BaseHTTPRequestHandler):
         if form.get("grant_type") != "client_credentials":
             return 400, {"error": "unsupported_grant_type"}
         if (fleet.tenant and tenant != fleet.tenant) or (
-                fleet.client_id and form.get("client_id") != fleet.client_id) or (
-                fleet.client_secret and form.get("client_secret") != fleet.client_secret):
+                fleet.client_id and form.get("client_id") != fleet.client_id):
+            return 401, {"error": "unauthorized_client",
+                         "error_description": "AADSTS700016: Application not found in the "
+                                              "directory."}
+        if "client_assertion" in form:
+            refused = self.assertion_refused(form, path)
+            if refused:
+                return 401, {"error": "invalid_client", "error_description": refused}
+        elif fleet.client_secret and form.get("client_secret") != fleet.client_secret:
             return 401, {"error": "invalid_client",
                          "error_description": "AADSTS7000215: Invalid client secret provided."}
         fault = STATE.fault_for("token.post")
@@ -200,6 +250,50 @@ class Handler(BaseHTTPRequestHandler):
             STATE.tokens_issued += 1
         return 200, {"token_type": "Bearer", "expires_in": 3600, "ext_expires_in": 3600,
                      "access_token": STATE.token}
+
+    def assertion_refused(self, form, path):
+        """Why Entra would refuse the client assertion of `form` (None: accepted)."""
+        fleet = STATE.fleet
+        assertion = form["client_assertion"]
+        if form.get("client_assertion_type") != JWT_BEARER:
+            return "AADSTS50027: client_assertion_type must be jwt-bearer."
+        if fleet.federated_token is not None and assertion == fleet.federated_token:
+            return None
+        cert = fleet.certificate
+        claims = cert and verify_rs256(assertion, cert["modulus"], cert.get("exponent", 65537))
+        if not claims:
+            return ("AADSTS700027: Client assertion failed signature validation."
+                    if cert else "AADSTS70021: No matching federated identity record found.")
+        client = form.get("client_id")
+        if not (claims.get("iss") == claims.get("sub") == client
+                and str(claims.get("aud", "")).endswith(path)
+                and float(claims.get("exp", 0)) > time.time()):
+            return "AADSTS700024: Client assertion is not within its valid time range or " \
+                   "names another client or audience."
+        return None
+
+    def imds(self, query):
+        """The managed identity token endpoint of the instance metadata service."""
+        if self.headers.get("Metadata", "").lower() != "true":
+            return 400, {"error": "invalid_request",
+                         "error_description": "Required metadata header not specified"}
+        if "api-version" not in query or not query.get("resource"):
+            return 400, {"error": "invalid_request",
+                         "error_description": "Required query variable 'resource' or "
+                                              "'api-version' is missing"}
+        wanted = STATE.fleet.managed_identity_client_id
+        if wanted and query.get("client_id", wanted) != wanted:
+            return 400, {"error": "invalid_request", "error_description": "Identity not found"}
+        fault = STATE.fault_for("imds.get")
+        if fault:
+            return fault[0], {"error": "temporarily_unavailable"}, fault[2]
+        with STATE.lock:
+            STATE.tokens_issued += 1
+        expires = int(time.time()) + 86399
+        return 200, {"access_token": STATE.token, "expires_in": "86399",
+                     "expires_on": str(expires), "not_before": str(expires - 86399),
+                     "resource": query["resource"], "token_type": "Bearer",
+                     "client_id": wanted or "00000000-0000-0000-0000-0000000000ad"}
 
     def control(self, method, path, raw):
         if path == "/_snapsentry/fleet" and method == "POST":

@@ -199,7 +199,11 @@ impl FakeArm {
     }
 
     /// Replaces the fake's state with the fleet `spec`: `{"pageSize": n, "tenant", "clientId",
-    /// "clientSecret" (each optional; when given, the token endpoint checks them), "subscriptions":
+    /// "clientSecret" (each optional; when given, the token endpoint checks them), "federatedToken"
+    /// (the workload identity assertion accepted), "certificate": {"modulus": HEX, "exponent": n}
+    /// (the public key client-certificate assertions must verify with, e.g.
+    /// [`TestCertificate::modulus`]), "managedIdentityClientId" (the only `client_id` IMDS
+    /// accepts), "subscriptions":
     /// {SUB: {"resourceGroups": {RG: {"location", "vms": [{"name", "osType": "Linux"|"Windows",
     /// "powerState": "running"|"deallocated"|..., "location", "tags", "size", "osDisk": {"name",
     /// "sizeGB", "sas": AZURITE_SAS_URL} or {"name", "vhd": URI}, "dataDisks": [{"name", "sizeGB",
@@ -249,6 +253,34 @@ impl FakeArm {
                 status: 200,
                 body: "no access_token".into(),
             })
+    }
+
+    /// A token request with this form body (any flow) at the fake's token endpoint for
+    /// [`TENANT`]; the answer as it comes.
+    pub fn request_token(&self, form: &str) -> Result<Response, Error> {
+        self.send(
+            "POST",
+            &format!("/{TENANT}/oauth2/v2.0/token"),
+            None,
+            Some(form),
+        )
+    }
+
+    /// `GET /metadata/identity/oauth2/token?{query}` as a managed identity asks IMDS, with the
+    /// `Metadata: true` header when `metadata`.
+    pub fn imds_token(&self, query: &str, metadata: bool) -> Result<Response, Error> {
+        let path = format!("/metadata/identity/oauth2/token?{query}");
+        let mut headers = Vec::new();
+        if metadata {
+            headers.push(("Metadata", "true"));
+        }
+        let r = crate::http::request(self.port, "GET", &path, &headers, b"", REQUEST_TIMEOUT)
+            .map_err(Error::io(format!("fake ARM GET {path}")))?;
+        Ok(Response {
+            status: r.status,
+            body: r.text(),
+            headers: r.headers,
+        })
     }
 
     /// One request to the fake; `target` is a path with query or a full URL on this server (a
@@ -321,6 +353,88 @@ impl FakeArm {
     pub fn dir(&self) -> &Path {
         self.server.dir.path()
     }
+}
+
+/// A self-signed RSA certificate made with `openssl` for client-certificate credentials: the
+/// PEM a `clientCertificate` Secret key holds, and the public modulus the fake verifies with.
+#[derive(Debug)]
+pub struct TestCertificate {
+    /// The certificate and its unencrypted PKCS#8 private key, PEM.
+    pub pem: String,
+    /// The RSA modulus, uppercase hex (the fleet's `certificate.modulus`).
+    pub modulus: String,
+    /// The private key file (for [`TestCertificate::sign`]).
+    pub key_file: PathBuf,
+}
+
+impl TestCertificate {
+    /// A new certificate and key in `dir` (the test's temporary directory).
+    pub fn generate(dir: &Path) -> Result<Self, Error> {
+        let key_file = dir.join("client.key");
+        let cert_file = dir.join("client.crt");
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=snapsentry-test",
+            "-keyout",
+            &key_file.display().to_string(),
+            "-out",
+            &cert_file.display().to_string(),
+        ])?;
+        let modulus = String::from_utf8_lossy(&openssl(&[
+            "rsa",
+            "-noout",
+            "-modulus",
+            "-in",
+            &key_file.display().to_string(),
+        ])?)
+        .trim()
+        .trim_start_matches("Modulus=")
+        .to_owned();
+        let read =
+            |p: &Path| fs::read_to_string(p).map_err(Error::io(format!("reading {}", p.display())));
+        let pem = format!("{}{}", read(&cert_file)?, read(&key_file)?);
+        Ok(Self {
+            pem,
+            modulus,
+            key_file,
+        })
+    }
+
+    /// The RS256 (PKCS#1 v1.5, SHA-256) signature of `input` with the key.
+    pub fn sign(&self, input: &[u8]) -> Result<Vec<u8>, Error> {
+        let data = self.key_file.with_extension("input");
+        fs::write(&data, input).map_err(Error::io("writing the signing input"))?;
+        openssl(&[
+            "dgst",
+            "-sha256",
+            "-sign",
+            &self.key_file.display().to_string(),
+            &data.display().to_string(),
+        ])
+    }
+}
+
+/// Runs `openssl` (the Debian package) with `args`; its standard output.
+fn openssl(args: &[&str]) -> Result<Vec<u8>, Error> {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .map_err(Error::io("running openssl"))?;
+    if !out.status.success() {
+        return Err(Error::Status {
+            request: format!("openssl {}", args.first().unwrap_or(&"")),
+            status: 0,
+            body: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    Ok(out.stdout)
 }
 
 /// The venv's interpreter when `scripts/toolchain.sh` made one, else `python3` from `PATH`.

@@ -7,6 +7,7 @@
 mod api;
 mod aws_provider;
 mod azure_blob;
+mod azure_provider;
 mod controlplane;
 mod fake_arm;
 mod moto;

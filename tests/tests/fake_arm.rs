@@ -9,7 +9,7 @@ mod shape;
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
-use snapsentry_tests::fake_arm::{Error, FakeArm, Response};
+use snapsentry_tests::fake_arm::{Error, FakeArm, Response, TENANT, TestCertificate};
 
 use fixture::{
     COMPUTE_API, DISK_API, NETWORK_API, SUB, WEB_OS_SAS, expect, list_all, list_in_subscription,
@@ -53,6 +53,151 @@ fn tokens_and_api_version_are_required_like_arm() -> Result<()> {
         }) => ensure!(body.contains("invalid_client")),
         other => bail!("a wrong client secret got {other:?}"),
     }
+    Ok(())
+}
+
+/// A client-credentials form with a jwt-bearer client assertion for client `app-1`.
+fn assertion_form(assertion: &str) -> String {
+    format!(
+        "grant_type=client_credentials&client_id=app-1&client_assertion_type=\
+         urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion=\
+         {assertion}&scope=https%3A%2F%2Fmanagement.azure.com%2F.default"
+    )
+}
+
+#[test]
+fn workload_identity_assertions_must_be_the_federated_token() -> Result<()> {
+    let arm = FakeArm::start()?;
+    arm.load_fleet(
+        &json!({"clientId": "app-1", "federatedToken": "federated-jwt",
+                           "subscriptions": {}}),
+    )?;
+    let accepted = expect(
+        arm.request_token(&assertion_form("federated-jwt"))?,
+        200,
+        "federated token",
+    )?;
+    ensure!(accepted.json()?["access_token"].is_string());
+    let refused = expect(
+        arm.request_token(&assertion_form("another-jwt"))?,
+        401,
+        "another assertion",
+    )?;
+    ensure!(refused.json()?["error"] == "invalid_client");
+    let wrong_type =
+        arm.request_token(&assertion_form("federated-jwt").replace("jwt-bearer", "x"))?;
+    ensure!(
+        wrong_type.status == 401,
+        "assertion type: {}",
+        wrong_type.status
+    );
+    // Another client id is refused before any assertion is looked at.
+    let other = arm.request_token(&assertion_form("federated-jwt").replace("app-1", "app-2"))?;
+    ensure!(other.status == 401 && other.json()?["error"] == "unauthorized_client");
+    ensure!(arm.state()?["tokensIssued"] == 1);
+    Ok(())
+}
+
+#[test]
+fn certificate_assertions_are_verified_rs256_jwts() -> Result<()> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    let arm = FakeArm::start()?;
+    let dir = tempfile::tempdir()?;
+    let cert = TestCertificate::generate(dir.path())?;
+    arm.load_fleet(
+        &json!({"clientId": "app-1", "certificate": {"modulus": cert.modulus},
+                           "subscriptions": {}}),
+    )?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let audience = format!("{}/{TENANT}/oauth2/v2.0/token", arm.endpoint());
+    let jwt = |claims: Value| -> Result<String> {
+        let input = format!(
+            "{}.{}",
+            B64.encode(json!({"alg": "RS256", "typ": "JWT", "x5t": "test"}).to_string()),
+            B64.encode(claims.to_string())
+        );
+        let signature = cert.sign(input.as_bytes())?;
+        Ok(format!("{input}.{}", B64.encode(signature)))
+    };
+    let claims = json!({"aud": audience, "iss": "app-1", "sub": "app-1", "jti": "1",
+                        "nbf": now, "exp": now + 600});
+    let good = jwt(claims.clone())?;
+    expect(
+        arm.request_token(&assertion_form(&good))?,
+        200,
+        "signed assertion",
+    )?;
+    // A signature over other claims (the first character of the signature changed).
+    let (head, sig) = good.rsplit_once('.').context("jwt")?;
+    let flipped = if sig.starts_with('A') { "B" } else { "A" };
+    let tampered = format!("{head}.{flipped}{}", &sig[1..]);
+    let refused = expect(
+        arm.request_token(&assertion_form(&tampered))?,
+        401,
+        "tampered",
+    )?;
+    ensure!(
+        refused.json()?["error_description"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("AADSTS700027")),
+        "{}",
+        refused.body
+    );
+    for (field, value) in [
+        ("iss", json!("app-2")),
+        ("exp", json!(now - 60)),
+        ("aud", json!("https://elsewhere/oauth2/v2.0/token")),
+    ] {
+        let mut bad = claims.clone();
+        bad[field] = value;
+        let refused = arm.request_token(&assertion_form(&jwt(bad)?))?;
+        ensure!(refused.status == 401, "{field}: {}", refused.status);
+    }
+    ensure!(arm.state()?["tokensIssued"] == 1);
+    Ok(())
+}
+
+#[test]
+fn managed_identity_tokens_come_from_imds() -> Result<()> {
+    let arm = FakeArm::start()?;
+    arm.load_fleet(&json!({"managedIdentityClientId": "mi-1",
+                           "subscriptions": {SUB: {"resourceGroups": {}}}}))?;
+    let query = "api-version=2018-02-01&resource=https%3A%2F%2Fmanagement.azure.com";
+    let answer = expect(arm.imds_token(query, true)?, 200, "IMDS")?.json()?;
+    // IMDS sends expires_in as a string.
+    ensure!(answer["expires_in"].is_string() && answer["token_type"] == "Bearer");
+    let token = answer["access_token"].as_str().context("access_token")?;
+    expect(
+        arm.request(
+            "GET",
+            "/subscriptions?api-version=2022-12-01",
+            Some(token),
+            None,
+        )?,
+        200,
+        "ARM with the IMDS token",
+    )?;
+    expect(
+        arm.imds_token(&format!("{query}&client_id=mi-1"), true)?,
+        200,
+        "mi-1",
+    )?;
+    let refused = expect(arm.imds_token(query, false)?, 400, "no Metadata header")?;
+    ensure!(refused.json()?["error"] == "invalid_request");
+    expect(
+        arm.imds_token(&format!("{query}&client_id=mi-2"), true)?,
+        400,
+        "mi-2",
+    )?;
+    expect(
+        arm.imds_token("api-version=2018-02-01", true)?,
+        400,
+        "no resource",
+    )?;
+    ensure!(arm.state()?["tokensIssued"] == 2);
     Ok(())
 }
 

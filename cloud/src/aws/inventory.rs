@@ -130,6 +130,7 @@ pub fn disks(instance: &Instance, sizes: &BTreeMap<String, u64>) -> Vec<MachineD
             id: volume.to_owned(),
             device: (!device.is_empty()).then(|| device.to_owned()),
             size_bytes: sizes.get(volume).copied(),
+            unsupported: None,
         })
         .collect()
 }

@@ -163,6 +163,7 @@ pub(super) mod tests {
                     id: (*v).into(),
                     device: None,
                     size_bytes: None,
+                    unsupported: None,
                 })
                 .collect(),
         };

@@ -3,8 +3,6 @@
 //! completed; deleted only when they carry `snapsentry.io/managed-by=snapsentry`, after a scan or
 //! by the sweep of a policy's leftovers.
 
-use std::time::Duration;
-
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{
     Filter, InstanceSpecification, ResourceType, Snapshot, SnapshotState, Tag, TagSpecification,
@@ -14,6 +12,7 @@ use jiff::Timestamp;
 use super::AwsProvider;
 use super::clients::{RegionClients, aws_error, provider_error};
 use crate::error::Result;
+pub use crate::wait::SnapshotWait;
 use crate::{InventoryMachine, ProviderContext, SnapshotRef};
 
 /// Tag on every snapshot snapsentry creates; delete permissions can be scoped to it.
@@ -26,25 +25,6 @@ pub const POLICY_TAG: &str = "snapsentry.io/policy";
 pub const SCAN_ID_TAG: &str = "snapsentry.io/scan-id";
 /// Instance whose volume the snapshot copies.
 pub const INSTANCE_TAG: &str = "snapsentry.io/instance";
-
-/// How long [`Provider::prepare_snapshots`](crate::Provider::prepare_snapshots) waits for
-/// snapshots to complete, and how often it looks (the interval doubles up to `max_poll`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SnapshotWait {
-    pub timeout: Duration,
-    pub first_poll: Duration,
-    pub max_poll: Duration,
-}
-
-impl Default for SnapshotWait {
-    fn default() -> Self {
-        Self {
-            timeout: Duration::from_secs(20 * 60),
-            first_poll: Duration::from_secs(2),
-            max_poll: Duration::from_secs(30),
-        }
-    }
-}
 
 /// `StartTime` as a jiff timestamp.
 fn start_time(s: &Snapshot) -> Option<Timestamp> {
@@ -217,7 +197,7 @@ impl AwsProvider {
             }
             tracing::debug!(region = %rc.region, pending = pending.len(), "waiting for snapshots");
             tokio::time::sleep(poll).await;
-            poll = (poll * 2).min(self.wait.max_poll);
+            poll = self.wait.next_poll(poll);
         }
     }
 

@@ -58,6 +58,7 @@ impl ImagesSource {
                         id: d.clone(),
                         device: None,
                         size_bytes: None,
+                        unsupported: None,
                     })
                     .collect(),
             })

@@ -181,6 +181,7 @@ pub(crate) mod tests {
                 id: "vol-1".into(),
                 device: Some("/dev/xvda".into()),
                 size_bytes: Some(8 << 30),
+                unsupported: None,
             }],
         }
     }
