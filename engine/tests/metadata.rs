@@ -220,3 +220,14 @@ fn crypt_hashes_outside_shadow_and_shadow_stays_low() {
     assert_eq!(scan.findings.len(), 1, "{:#?}", scan.findings);
     assert_eq!(scan.findings[0].rule_id, "shadow-password-hash");
 }
+
+#[test]
+fn quoted_netrc_password_is_the_whole_value() {
+    let e = engine();
+    let quoted = e.scan(
+        "/home/ops/.netrc",
+        b"machine a.contoso.com login ops password \"N8yZbzYzv6 BzsfJpzk19\"\n",
+    );
+    let f = only(&quoted.findings, "netrc-password");
+    assert_eq!(f.redacted, "N8yZ…(21)");
+}
