@@ -169,6 +169,10 @@ def ftp_files(c: Corpus) -> None:
     c.file("/etc/vsftpd/ftpd.passwd", "vsftpd", "openssl passwd -1").secret(
         "partner:" + openssl_passwd("-1", c.strong())).secret(
         "scanner:" + openssl_passwd("-1", "scanner")).write()
+    # ProFTPD's ftpasswd writes AuthUserFile lines like /etc/passwd: user:hash:uid:gid:gecos:home:shell.
+    c.file("/etc/proftpd/ftpd.passwd", "proftpd", "mkpasswd -m sha-512, openssl passwd -1 (ftpasswd format)").secret(
+        f"webdev:{mkpasswd('sha-512', c.strong())}:2001:2001::/var/www:/bin/false").secret(
+        f"uploads:{openssl_passwd('-1', 'uploads2023')}:2002:2001::/srv/uploads:/bin/false").write()
     # courier userdb(8): name<TAB>field=value|field=value...
     c.file("/etc/courier/userdb", "courier-userdb", "openssl passwd -1").secret(
         f"jane\tuid=5000|gid=5000|home=/var/mail/jane|systempw={openssl_passwd('-1', c.strong())}").write()
@@ -216,7 +220,8 @@ def git_files(c: Corpus) -> None:
     # Written by hand (or by older tools): the user name's @ not percent-encoded.
     c.file("/home/jane/.git-credentials", "git-credentials", "hand-written, unencoded @ in the user").secret(
         f"https://jane.doe@contoso.com:{c.strong()}@dev.azure.com").secret(
-        f"https://ops@contoso.com:{c.strong()}@bitbucket.org").write()
+        f"https://ops@contoso.com:{c.strong()}@bitbucket.org").secret(
+        f"https://ci:{c.strong()}@git.contoso.com:8443/platform/deploy.git").write()
 
 
 def docker_files(c: Corpus) -> None:
@@ -258,7 +263,8 @@ def pgpass_files(c: Corpus) -> None:
     c.file("/home/app/.pgpass", "pgpass", "PostgreSQL .pgpass").decoy(
         "# hostname:port:database:username:password", "commented").secret(
         f"db01.internal:5432:shop:shop:{c.strong()}").secret(
-        f"*:*:*:replicator:{c.strong(24)}").write()
+        f"*:*:*:replicator:{c.strong(24)}").secret(
+        f"db02.internal:6432:*:pgbouncer:{c.strong(8)}\\:{c.strong(8)}").write()
     c.file("/var/lib/postgresql/.pgpass", "pgpass", "PostgreSQL .pgpass").secret(
         "localhost:5432:*:postgres:password", weak=True).write()
     c.file("/home/report/.pgpass", "pgpass", "PostgreSQL .pgpass").secret(
@@ -272,7 +278,8 @@ def pgpass_files(c: Corpus) -> None:
 def mysql_files(c: Corpus) -> None:
     # MySQL manual, "Using Option Files": [client] user=, password=.
     c.file("/root/.my.cnf", "mysql-option-file", "MySQL option file").add("[client]", "user=root").secret(
-        f"password={c.strong()}").write()
+        f"password={c.strong()}").add("", "[mysqldump]", "user=backup").secret(
+        f"password='{c.strong(8)}#{c.strong(8)}'").write()
     c.file("/home/app/.my.cnf", "mysql-option-file", "MySQL option file").add("[client]", "user = app").secret(
         'password = "welcome1"', weak=True).add("host = db01.internal").write()
     # Debian's /etc/mysql/debian.cnf, as the mariadb-server maintainer scripts write it.
@@ -297,6 +304,9 @@ def netrc_files(c: Corpus) -> None:
     c.file("/root/.netrc", "netrc", ".netrc (one line)").secret(
         f"machine backup.contoso.com login backup password {c.strong()}").add(
         "default login anonymous password guest@").write()
+    # curl 7.84+ reads quoted values, so a password may hold spaces.
+    c.file("/home/ops/.netrc", "netrc", ".netrc (quoted, curl)").secret(
+        f'machine artifacts.contoso.com login ops password "{c.strong(10)} {c.strong(10)}"').write()
     c.file("/etc/skel/.netrc", "netrc", ".netrc template").decoy(
         "machine ftp.contoso.com login ${USER} password ${FTP_PASSWORD}", "template").write()
 
@@ -401,7 +411,9 @@ def aws_files(c: Corpus) -> None:
     kid = lambda: "AKIA" + c.key(string.ascii_uppercase + "234567", 16)  # noqa: E731
     c.file("/home/ops/.aws/credentials", "aws-credentials", "AWS CLI credentials file").add(
         "[default]", f"aws_access_key_id = {kid()}").secret(
-        f"aws_secret_access_key = {c.key(b64, 40)}").write()
+        f"aws_secret_access_key = {c.key(b64, 40)}").add(
+        "", "[profile-ci]", f"aws_access_key_id={kid()}").secret(
+        f"aws_secret_access_key={c.key(b64, 40)}").add("aws_session_token=").write()
     # Keys one character short or long (copied with a character lost, a compatible service).
     c.file("/home/ci/.aws/credentials", "aws-credentials", "AWS CLI credentials (non-canonical keys)").add(
         "[deploy]", f"aws_access_key_id = {kid()[:-1]}").secret(
