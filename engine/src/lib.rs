@@ -31,6 +31,7 @@ pub mod codec;
 pub mod encoding;
 mod engine;
 pub mod paths;
+pub mod placeholder;
 pub mod prefilter;
 pub mod redact;
 pub mod rules;
