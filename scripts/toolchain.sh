@@ -19,6 +19,8 @@ cache="${SNAPSENTRY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/snapsentry}"
 apt_packages=(
 	e2fsprogs xfsprogs ntfs-3g dosfstools mtools gdisk fdisk lvm2 btrfs-progs qemu-utils putty-tools
 	openssh-client cryptsetup-bin debootstrap openssl
+	# The real-software corpus (tests/corpus-real): htpasswd, mkpasswd, git credential-store.
+	apache2-utils whois git
 	# setpriv (the harness ties server processes to the test process with it) and flock.
 	util-linux
 )

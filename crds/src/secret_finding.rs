@@ -130,6 +130,10 @@ pub struct FindingMetadata {
     /// Rule confidence (`high`, `medium`, `low`); OS package trees lower it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confidence: Option<String>,
+    /// A real but guessable password (a word, a common password, a test value) in a field that
+    /// is certainly a credential; such findings have confidence `low`. Omitted when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub weak_password: bool,
 }
 
 /// A resource a secret opens.

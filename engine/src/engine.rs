@@ -5,9 +5,12 @@ use std::collections::HashSet;
 use crate::TargetKind;
 use crate::encoding::{self, TextKind};
 use crate::prefilter::Prefilter;
-use crate::rules::{self, Rule, RuleError};
+use crate::rules::{self, Rule, RuleError, SecretEncoding};
 use crate::ssh::{self, AuthorizedKey, SshKeyInfo};
-use crate::{Finding, FindingMetadata, Severity, Target, paths, redact, validate};
+use crate::validate::Placeholder;
+use crate::{
+    Confidence, Finding, FindingMetadata, Severity, Target, codec, paths, redact, validate,
+};
 
 /// How the engine is built.
 #[derive(Clone, Debug, Default)]
@@ -224,17 +227,36 @@ impl Engine {
             let Some(secret) = rule.secret_groups.iter().find_map(|&g| caps.get(g)) else {
                 continue;
             };
-            let secret_bytes = secret.as_bytes();
+            let decoded: Vec<u8>;
+            let secret_bytes = match rule.spec.decode {
+                None => secret.as_bytes(),
+                Some(SecretEncoding::Base64) => match codec::base64_decode(secret.as_bytes()) {
+                    Some(d) => {
+                        decoded = d;
+                        &decoded
+                    }
+                    None => continue,
+                },
+            };
             if secret_bytes.is_empty() {
                 continue;
             }
-            if rule.check_placeholder
-                && !rule.spec.ssh_private_key
-                && validate::is_placeholder(secret_bytes)
-            {
-                continue;
+            let mut weak_password = false;
+            if rule.check_placeholder && !rule.spec.ssh_private_key {
+                match validate::placeholder_kind(secret_bytes) {
+                    Some(Placeholder::Template) => continue,
+                    Some(Placeholder::Weak) if !rule.spec.credential_field => continue,
+                    Some(Placeholder::Weak) => weak_password = true,
+                    None => {
+                        weak_password =
+                            rule.spec.credential_field && validate::is_weak_password(secret_bytes);
+                    }
+                }
             }
-            let mut meta = FindingMetadata::default();
+            let mut meta = FindingMetadata {
+                weak_password,
+                ..FindingMetadata::default()
+            };
             if let Some(g) = rule.target_group.and_then(|g| caps.get(g)) {
                 meta.target = Some(target_from(rule, g.as_bytes()));
             } else if let Some(t) = &rule.spec.target
@@ -284,6 +306,11 @@ impl Engine {
                         info: info.clone(),
                     });
                 }
+            }
+            if weak_password {
+                // Certainly a credential, but a weak value is also what defaults and leftover
+                // templates hold: less sure it is the live secret.
+                confidence = Confidence::Low;
             }
             if paths::is_package_tree(ctx.path) {
                 confidence = confidence.lower();

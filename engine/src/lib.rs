@@ -31,6 +31,7 @@ pub mod codec;
 pub mod encoding;
 mod engine;
 pub mod paths;
+pub mod placeholder;
 pub mod prefilter;
 pub mod redact;
 pub mod rules;
@@ -39,7 +40,7 @@ pub mod time;
 pub mod validate;
 
 pub use engine::{Engine, EngineConfig, FileScan, PrivateKeyFound};
-pub use rules::{Confidence, Rule, RuleError, RuleSpec, Severity, slugify};
+pub use rules::{Confidence, Rule, RuleError, RuleSpec, SecretEncoding, Severity, slugify};
 pub use ssh::{AuthorizedKey, SshKeyInfo};
 
 /// Kind of resource a secret opens.
@@ -93,6 +94,10 @@ pub struct FindingMetadata {
     /// SSH private key facts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ssh: Option<SshKeyInfo>,
+    /// A real password that is guessable: a word, a common password or a test value, in a field
+    /// that is certainly a credential (rules with `credentialField`). Omitted when false.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub weak_password: bool,
 }
 
 /// One secret found in one file. Never holds the secret itself.

@@ -151,6 +151,10 @@ pub struct RuleSpec {
     /// Optional: regexes over the file path; the rule runs only on files they match.
     #[serde(default)]
     pub paths: Vec<String>,
+    /// Optional: regexes over the file path; the rule never runs on files they match (a file
+    /// another rule owns, such as `/etc/shadow`).
+    #[serde(default)]
+    pub exclude_paths: Vec<String>,
     /// Optional: validator names applied to each match, in order (see [`Validator`]).
     #[serde(default)]
     pub validators: Vec<String>,
@@ -170,10 +174,28 @@ pub struct RuleSpec {
     /// Optional: run the built-in placeholder check on the secret (default true).
     #[serde(default)]
     pub check_placeholder: Option<bool>,
+    /// Optional: the secret is, by its position, certainly a credential (the password column of
+    /// a `.pgpass` line, `wp-config.php`'s `DB_PASSWORD`): a word or test value the placeholder
+    /// check would drop is reported as a weak password instead (`weakPassword`, confidence low),
+    /// and a guessable value is flagged `weakPassword` too. Templates and references still drop.
+    #[serde(default)]
+    pub credential_field: bool,
+    /// Optional: how the captured secret is encoded (`base64`); the checks, fingerprint and
+    /// redaction see the decoded value, and a secret that does not decode is no finding.
+    #[serde(default)]
+    pub decode: Option<SecretEncoding>,
     /// Optional: this rule finds SSH private keys; findings get key metadata (algorithm,
     /// encryption, public key fingerprint) and feed `ssh.privateKeys`.
     #[serde(default)]
     pub ssh_private_key: bool,
+}
+
+/// How a rule's captured secret is encoded (`decode:`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretEncoding {
+    /// Standard or URL-safe base64.
+    Base64,
 }
 
 /// Why rules could not be loaded. Messages name the file and rule, never matched text.
@@ -220,6 +242,8 @@ pub struct Rule {
     pub regex: Regex,
     /// `spec.paths`, compiled.
     pub paths: Vec<Regex>,
+    /// `spec.exclude_paths`, compiled.
+    pub exclude_paths: Vec<Regex>,
     /// `spec.validators`, parsed.
     pub validators: Vec<Validator>,
     /// Capture groups that may hold the secret, first participating one wins: every group named
@@ -244,7 +268,11 @@ impl Rule {
 
     /// True when the rule may run on a file at `path`.
     pub fn applies_to(&self, path: &str) -> bool {
-        self.paths.is_empty() || self.paths.iter().any(|p| p.is_match(path.as_bytes()))
+        (self.paths.is_empty() || self.paths.iter().any(|p| p.is_match(path.as_bytes())))
+            && !self
+                .exclude_paths
+                .iter()
+                .any(|p| p.is_match(path.as_bytes()))
     }
 
     /// Path rule: no keywords, regex runs over the whole file.
@@ -348,6 +376,11 @@ fn compile_rule(file: &str, spec: RuleSpec) -> Result<Rule, RuleError> {
         .iter()
         .map(|p| compile_regex(p).map_err(|e| invalid(format!("paths: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
+    let exclude_paths = spec
+        .exclude_paths
+        .iter()
+        .map(|p| compile_regex(p).map_err(|e| invalid(format!("excludePaths: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
     let validators = spec
         .validators
         .iter()
@@ -361,6 +394,7 @@ fn compile_rule(file: &str, spec: RuleSpec) -> Result<Rule, RuleError> {
         file: file.to_string(),
         regex,
         paths,
+        exclude_paths,
         validators,
         secret_groups,
         target_group,

@@ -4,6 +4,8 @@
 //! Every function here sees secret bytes, so none of them logs or formats its input.
 
 use crate::codec::base64_decode;
+use crate::placeholder::DOCUMENTATION_VALUES;
+pub use crate::placeholder::{Placeholder, is_placeholder, is_weak_password, placeholder_kind};
 use crate::time::{parse_timestamp, rfc3339};
 use crate::{FindingMetadata, Target, TargetKind};
 
@@ -101,157 +103,6 @@ pub fn shannon_entropy(data: &[u8]) -> f64 {
             -p * p.log2()
         })
         .sum()
-}
-
-/// Values published in vendor documentation; never findings.
-const DOCUMENTATION_VALUES: &[&str] = &[
-    "AKIAIOSFODNN7EXAMPLE",
-    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-    "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY",
-    "AKIAI44QH8DHBEXAMPLE",
-    // The Cosmos DB emulator's well-known key.
-    "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw==",
-    // Azurite's well-known development storage key.
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==",
-];
-
-/// Whole values that are words, not secrets.
-const PLACEHOLDER_WORDS: &[&str] = &[
-    "password",
-    "passwd",
-    "secret",
-    "token",
-    "none",
-    "null",
-    "nil",
-    "true",
-    "false",
-    "undefined",
-    "pass",
-    "pwd",
-    "admin",
-    "root",
-    "user",
-    "username",
-    "string",
-    "value",
-    "key",
-    "apikey",
-    "api_key",
-    "required",
-    "optional",
-    "empty",
-    "default",
-    "prompt",
-    "ask",
-    "env",
-];
-
-/// Markers that make a value a placeholder, reference or test value wherever they appear.
-const PLACEHOLDER_MARKERS: &[&str] = &[
-    "example",
-    "changeme",
-    "change_me",
-    "change-me",
-    "dummy",
-    "placeholder",
-    "your_",
-    "your-",
-    "yourpass",
-    "yoursecret",
-    "yourtoken",
-    "yourkey",
-    "xxxx",
-    "****",
-    "...",
-    "\u{2026}",
-    "####",
-    "redacted",
-    "sample",
-    "fake",
-    "test",
-    "os.environ",
-    "process.env",
-    "getenv",
-    "environ[",
-    "env[",
-    "env(",
-    "secretkeyref",
-    "valuefrom",
-    "vault:",
-    "keyvault",
-    "lorem",
-    "foobar",
-    "insert",
-    "replace",
-    "todo",
-    "fixme",
-    "<%",
-    "%>",
-    "<your",
-    "_here",
-    "-here",
-    "*sensitive*data*deleted*",
-];
-
-/// The built-in placeholder check: true when `secret` is a template, a reference to where the
-/// real value lives, a documentation example or an obviously made-up value.
-pub fn is_placeholder(secret: &[u8]) -> bool {
-    let Ok(s) = std::str::from_utf8(secret) else {
-        return false;
-    };
-    let t = s.trim_matches(|c: char| c.is_whitespace() || c == '"' || c == '\'');
-    if t.len() < 3 {
-        return true;
-    }
-    if DOCUMENTATION_VALUES.iter().any(|d| t.contains(d)) {
-        return true;
-    }
-    let lower = t.to_ascii_lowercase();
-    if PLACEHOLDER_WORDS.contains(&lower.as_str()) {
-        return true;
-    }
-    if PLACEHOLDER_MARKERS.iter().any(|m| lower.contains(m)) {
-        return true;
-    }
-    // Templates and references: ${VAR}, $VAR, $(cmd), {{ var }}, %VAR%, <your-key>, [secret].
-    let b = t.as_bytes();
-    if t.starts_with("${")
-        || t.starts_with("$(")
-        || t.starts_with("{{")
-        || t.starts_with("#{")
-        || t.contains("${")
-        || t.contains("{{")
-        || (b[0] == b'$'
-            && b[1..]
-                .iter()
-                .all(|c| c.is_ascii_alphanumeric() || *c == b'_'))
-        || (b[0] == b'%' && b[b.len() - 1] == b'%')
-        || (b[0] == b'<' && b[b.len() - 1] == b'>')
-        || (b[0] == b'[' && b[b.len() - 1] == b']')
-        || (b[0] == b'{' && b[b.len() - 1] == b'}')
-    {
-        return true;
-    }
-    // One repeated character, or a short repeated unit ("abababab", "123123123").
-    let distinct = {
-        let mut seen = [false; 256];
-        b.iter()
-            .filter(|&&c| !std::mem::replace(&mut seen[usize::from(c)], true))
-            .count()
-    };
-    if distinct <= 2 && b.len() >= 4 {
-        return true;
-    }
-    if b.len() >= 8 && (1..=4).any(|p| b.len() % p == 0 && b.chunks(p).all(|c| c == &b[..p])) {
-        return true;
-    }
-    // Runs like "123456789" or "abcdefgh".
-    let sequential = b
-        .windows(2)
-        .filter(|w| w[1] == w[0].wrapping_add(1))
-        .count();
-    b.len() >= 6 && sequential + 1 == b.len()
 }
 
 /// The key id is the secret itself (an id-only rule) or, for a pair rule whose secret is the
@@ -478,37 +329,6 @@ fn azure_storage_key(secret: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn placeholders() {
-        for p in [
-            "${DB_PASSWORD}",
-            "<your-key>",
-            "changeme",
-            "xxxxxxxx",
-            "********",
-            "os.environ['X']",
-            "process.env.TOKEN",
-            "aaaaaaaa",
-            "abababab",
-            "EXAMPLE123",
-            "dummy",
-            "test1234",
-            "$PASSWORD",
-            "{{ .Values.password }}",
-            "%PASSWORD%",
-            "12345678",
-            "password",
-            "AKIAIOSFODNN7EXAMPLE",
-            "sk-...",
-            "ghp_\u{2026}",
-        ] {
-            assert!(is_placeholder(p.as_bytes()), "{p}");
-        }
-        for s in ["s3cr3tP4ss!", "Zq8wM2rX9vLk", "hunter2-prod"] {
-            assert!(!is_placeholder(s.as_bytes()), "{s}");
-        }
-    }
 
     #[test]
     fn github_checksum() {

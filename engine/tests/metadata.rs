@@ -141,3 +141,93 @@ fn findings_never_hold_the_value() {
     let debug = format!("{:?}", scan.findings);
     assert!(!debug.contains(secret) && !debug.contains(&secret[..12]));
 }
+
+#[test]
+fn weak_passwords_in_credential_fields_are_reported_and_flagged() {
+    let e = engine();
+    // Placeholder words and test values in a field that is certainly a password: weak, low.
+    for (path, text, rule) in [
+        (
+            "/home/app/.pgpass",
+            "db01:5432:*:app:password\n",
+            "pgpass-password",
+        ),
+        (
+            "/var/www/html/wp-config.php",
+            "define( 'DB_PASSWORD', 'sunshine' );\n",
+            "wordpress-db-password",
+        ),
+        (
+            "/home/dev/.config/filezilla/sitemanager.xml",
+            // base64 of "test123"
+            "<Server><Pass encoding=\"base64\">dGVzdDEyMw==</Pass></Server>\n",
+            "filezilla-password",
+        ),
+        (
+            "/root/.my.cnf",
+            "[client]\npassword=example\n",
+            "mysql-client-password",
+        ),
+    ] {
+        let f = only(&e.scan(path, text.as_bytes()).findings, rule);
+        assert!(f.metadata.weak_password, "{path}");
+        assert_eq!(f.confidence, Confidence::Low, "{path}");
+    }
+    // A random password in the same field: not weak, the rule's confidence.
+    let f = only(
+        &e.scan(
+            "/home/app/.pgpass",
+            b"db01:5432:*:app:qHOBSWhgetH8LmyqoYMa\n",
+        )
+        .findings,
+        "pgpass-password",
+    );
+    assert!(!f.metadata.weak_password);
+    assert_eq!(f.confidence, Confidence::High);
+    // Templates and instructions stay dropped even there.
+    for text in [
+        "db01:5432:*:app:${PGPASSWORD}\n",
+        "db01:5432:*:app:<password>\n",
+        "db01:5432:*:app:changeme\n",
+        "db01:5432:*:app:***\n",
+    ] {
+        assert!(
+            e.scan("/home/app/.pgpass", text.as_bytes())
+                .findings
+                .is_empty(),
+            "{text}"
+        );
+    }
+    // Outside a credential field a word is still a placeholder.
+    assert!(
+        e.scan("/srv/app/.env", b"DB_PASSWORD=password\n")
+            .findings
+            .is_empty()
+    );
+}
+
+#[test]
+fn crypt_hashes_outside_shadow_and_shadow_stays_low() {
+    let e = engine();
+    let line = "admin:$6$Zq8wM2rX$kT4nB7cD1eF3gH5jK6mP9sQ2vX5yZ8bC1eF4hJ7kM0pR3tU6wY9zB2dF5gH8jK1mN4qS7uV0xA3cE6fI9lO2";
+    let f = only(
+        &e.scan("/etc/apache2/.htpasswd", line.as_bytes()).findings,
+        "crypt-password-hash",
+    );
+    assert_eq!(f.severity, snapsentry_engine::Severity::Medium);
+    let shadow = format!("{line}:19500:0:99999:7:::\n");
+    let scan = e.scan("/etc/shadow", shadow.as_bytes());
+    assert_eq!(scan.findings.len(), 1, "{:#?}", scan.findings);
+    assert_eq!(scan.findings[0].rule_id, "shadow-password-hash");
+}
+
+#[test]
+fn quoted_netrc_password_is_the_whole_value() {
+    let e = engine();
+    let quoted = e.scan(
+        "/home/ops/.netrc",
+        b"machine a.contoso.com login ops password \"N8yZbzYzv6 BzsfJpzk19\"\n",
+    );
+    let f = only(&quoted.findings, "netrc-password");
+    assert_eq!(f.redacted, "N8yZ…(21)");
+}

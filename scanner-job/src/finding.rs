@@ -230,6 +230,7 @@ fn merge_metadata(m: &mut FindingMetadata, f: &Finding) {
             encrypted: s.encrypted,
         });
     }
+    m.weak_password |= src.weak_password;
     let confidence = Some(confidence_value(f.confidence).to_owned());
     let rank = |c: &Option<String>| match c.as_deref() {
         Some("high") => 3,

@@ -27,7 +27,7 @@ B64U = A62 + "-_"
 BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l".upper()
 
 # Substrings that the engine's placeholder check treats as "not a real secret" (a port of
-# engine/src/validate.rs::PLACEHOLDER_MARKERS): random values must avoid them.
+# engine/src/placeholder.rs: TEMPLATE_MARKERS and WEAK_MARKERS): random values must avoid them.
 PLACEHOLDER_MARKERS = [
     "example", "changeme", "change_me", "change-me", "dummy", "placeholder", "your_", "your-",
     "yourpass", "yoursecret", "yourtoken", "yourkey", "xxxx", "****", "...", "\u2026", "####", "redacted",
@@ -50,9 +50,9 @@ DOCUMENTATION_VALUES = [
 
 
 def is_placeholder(secret: str) -> bool:
-    """Python port of the engine's built-in placeholder check (keep in step with validate.rs)."""
+    """Python port of the engine's built-in placeholder check (keep in step with placeholder.rs)."""
     t = secret.strip().strip("\"'").strip()
-    if len(t) < 3:
+    if len(t) < 3 or all(c in "*x#.-_?X" for c in t):
         return True
     if any(d in t for d in DOCUMENTATION_VALUES):
         return True
