@@ -392,6 +392,7 @@ fn recommendations(
                 findings: c.total,
                 critical: c.critical,
                 high: c.high,
+                ..Default::default()
             })
             .collect();
         // Worst machines first, so the listed 100 are the ones to fix first.
