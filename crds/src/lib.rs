@@ -29,6 +29,7 @@ mod assignment;
 mod attack_path;
 mod common;
 pub mod contract;
+mod coverage;
 #[cfg(feature = "engine")]
 pub mod from_engine;
 pub mod label_value;
@@ -41,6 +42,7 @@ pub use assignment::*;
 pub use attack_path::*;
 pub use common::*;
 pub use contract::labels;
+pub use coverage::*;
 pub use recommendation::*;
 pub use scan_policy::*;
 pub use scanned_machine::*;

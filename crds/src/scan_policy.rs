@@ -382,8 +382,11 @@ pub struct ScanPolicyStatus {
 pub struct MachineCounts {
     /// All machines of the scan.
     pub total: u32,
-    /// Machines scanned successfully.
+    /// Machines scanned successfully, every volume read.
     pub scanned: u32,
+    /// Machines scanned, but not fully: a volume or disk could not be read.
+    #[serde(default)]
+    pub incomplete: u32,
     /// Machines being snapshotted or scanned.
     pub scanning: u32,
     /// Machines whose scan failed.

@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{Cloud, Exposure, SeverityCounts};
+use crate::coverage::{MachineCoverage, SkipReason};
 
 /// One machine a policy selected: what it is (spec, written by the operator from the inventory)
 /// and what its last scan found (status, written by the scanner and the operator).
@@ -33,6 +34,11 @@ use crate::common::{Cloud, Exposure, SeverityCounts};
         json_path = ".spec.exposure.internetFacing"
     ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Coverage",
+        type_ = "string",
+        json_path = ".status.coverage.summary"
+    ),
     printcolumn(
         name = "Findings",
         type_ = "integer",
@@ -111,8 +117,12 @@ pub enum MachinePhase {
     Snapshotting,
     /// Its scanner Job is running.
     Scanning,
-    /// The last scan finished and its results were written.
+    /// The last scan finished, read every volume holding data, and its results were written.
     Scanned,
+    /// The last scan finished and its results were written, but part of the machine was not
+    /// read: a volume was skipped for a reason that loses coverage (encrypted, unsupported,
+    /// unreadable, no filesystem) or a disk could not be opened (see `status.coverage`).
+    Incomplete,
     /// The last scan failed (see the `Scanned` condition).
     Failed,
 }
@@ -140,6 +150,9 @@ pub struct ScannedMachineStatus {
     /// Open findings on this machine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub findings: Option<SeverityCounts>,
+    /// How much of the machine the last finished scan read (written by the operator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<MachineCoverage>,
 }
 
 /// Progress of a running scan.
@@ -230,6 +243,9 @@ pub struct VolumeResult {
     /// Why the volume was not scanned, or what went wrong while scanning it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why the volume was not scanned, as a category; absent when it was scanned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_reason: Option<SkipReason>,
 }
 
 /// A public key a machine authorizes.

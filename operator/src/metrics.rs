@@ -1,13 +1,6 @@
 //! Prometheus metrics, served as text on `/metrics`.
 //!
-//! | metric | type | labels |
-//! |---|---|---|
-//! | `snapsentry_findings` | gauge: open findings | `policy`, `severity`, `secret_type` |
-//! | `snapsentry_scans_total` | counter: finished machine scans | `result` (`succeeded`, `failed`) |
-//! | `snapsentry_scan_duration_seconds` | histogram: one machine's scan | — |
-//! | `snapsentry_bytes_read_total` | counter: disk bytes the scanners read | — |
-//! | `snapsentry_active_snapshots` | gauge: cloud snapshots existing for running scans | — |
-//! | `snapsentry_reconcile_errors_total` | counter: failed ScanPolicy reconciles (retried) | `policy` (`namespace/name`) |
+//! The metrics, their types and labels are listed in docs/api.md ("Metrics").
 //!
 //! Built on `prometheus-client` (the Prometheus project's Rust client); the exposition is the
 //! OpenMetrics text format, which Prometheus scrapes natively. Labels carry rule names and
@@ -40,6 +33,8 @@ struct FindingLabels {
 #[allow(non_camel_case_types)] // the variant names are the label values
 pub enum ScanResult {
     succeeded,
+    /// The Job succeeded but a volume or disk could not be read (phase `Incomplete`).
+    incomplete,
     failed,
 }
 
@@ -67,6 +62,7 @@ pub struct Metrics {
     /// Active snapshots per policy (`namespace/name`); the gauge is their sum.
     policy_snapshots: Mutex<BTreeMap<String, i64>>,
     reconcile_errors: Family<PolicyLabels, Counter>,
+    machines_incomplete: Family<PolicyLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -113,8 +109,15 @@ impl Metrics {
             "Failed ScanPolicy reconciles (each is retried), by policy namespace/name",
             reconcile_errors.clone(),
         );
+        let machines_incomplete = Family::<PolicyLabels, Gauge>::default();
+        registry.register(
+            "machines_incomplete",
+            "Machines not fully scanned (phase Incomplete) in the last finished scan, by policy namespace/name",
+            machines_incomplete.clone(),
+        );
         Self {
             registry,
+            machines_incomplete,
             findings,
             findings_series: Mutex::default(),
             scans,
@@ -185,6 +188,21 @@ impl Metrics {
             .inc();
     }
 
+    /// Set the number of `Incomplete` machines of `policy` (`namespace/name`) after a scan;
+    /// 0 removes the series.
+    pub fn set_machines_incomplete(&self, policy: &str, n: u32) {
+        let labels = PolicyLabels {
+            policy: policy.to_owned(),
+        };
+        if n == 0 {
+            self.machines_incomplete.remove(&labels);
+        } else {
+            self.machines_incomplete
+                .get_or_create(&labels)
+                .set(i64::from(n));
+        }
+    }
+
     /// The text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -211,7 +229,11 @@ mod tests {
         m.scan_finished(ScanResult::succeeded, 3.5, 1000);
         m.scan_finished(ScanResult::succeeded, 70.0, 24);
         m.scan_finished(ScanResult::failed, 0.5, 0);
+        m.scan_finished(ScanResult::incomplete, 0.0, 0);
         m.set_active_snapshots(4);
+        m.set_machines_incomplete("a/prod", 2);
+        m.set_machines_incomplete("b/dev", 1);
+        m.set_machines_incomplete("b/dev", 0);
         let text = m.encode();
         let has = |line: &str| {
             assert!(
@@ -227,13 +249,17 @@ mod tests {
         has("# TYPE snapsentry_scans counter");
         has(r#"snapsentry_scans_total{result="succeeded"} 2"#);
         has(r#"snapsentry_scans_total{result="failed"} 1"#);
+        has(r#"snapsentry_scans_total{result="incomplete"} 1"#);
+        has("# TYPE snapsentry_machines_incomplete gauge");
+        has(r#"snapsentry_machines_incomplete{policy="a/prod"} 2"#);
+        assert!(!text.contains("b/dev"), "{text}");
         has("# TYPE snapsentry_scan_duration_seconds histogram");
         has("# UNIT snapsentry_scan_duration_seconds seconds");
-        has("snapsentry_scan_duration_seconds_count 3");
+        has("snapsentry_scan_duration_seconds_count 4");
         has("snapsentry_scan_duration_seconds_sum 74.0");
-        has(r#"snapsentry_scan_duration_seconds_bucket{le="1.0"} 1"#);
-        has(r#"snapsentry_scan_duration_seconds_bucket{le="4.0"} 2"#);
-        has(r#"snapsentry_scan_duration_seconds_bucket{le="+Inf"} 3"#);
+        has(r#"snapsentry_scan_duration_seconds_bucket{le="1.0"} 2"#);
+        has(r#"snapsentry_scan_duration_seconds_bucket{le="4.0"} 3"#);
+        has(r#"snapsentry_scan_duration_seconds_bucket{le="+Inf"} 4"#);
         has("snapsentry_bytes_read_bytes_total 1024");
         has("snapsentry_active_snapshots 4");
         assert!(text.ends_with("# EOF\n"));

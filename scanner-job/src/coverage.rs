@@ -5,6 +5,7 @@
 //! contract is docs/cli.md ("Coverage", "Exit codes").
 
 use serde::Serialize;
+use snapsentry_crds::SkipReason;
 use snapsentry_disk::VolumeInfo;
 
 /// Exit code when nothing could be scanned (no volume opened).
@@ -13,43 +14,25 @@ pub const EXIT_NOTHING_SCANNED: u8 = 3;
 /// is 0).
 pub const EXIT_PARTIAL: u8 = 4;
 
-/// Why a volume was not scanned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum SkipReason {
-    /// LUKS or BitLocker: the content cannot be read without the key.
-    Encrypted,
-    /// A kind of volume recognised but not read by this build.
-    Unsupported,
-    /// Recognised, but damaged or not readable (I/O error, broken partition entry or filesystem).
-    Unreadable,
-    /// No known filesystem: empty, zeroed, damaged beyond recognition or an unknown format.
-    NoFilesystem,
-    /// Swap space: not a filesystem, skipped by design (does not make a scan partial).
-    Swap,
-    /// An LVM physical volume whose logical volumes are listed (and scanned) separately (does not
-    /// make a scan partial).
-    Container,
+/// Why a volume was not scanned: the one classification, used by the CLI's coverage and by the
+/// Job for each `VolumeResult.skipReason` (the reasons are the API's [`SkipReason`]).
+pub fn skip_reason(info: &VolumeInfo) -> SkipReason {
+    classify(info.filesystem.as_deref(), info.error.as_deref())
 }
 
-impl SkipReason {
-    /// Whether skipping a volume for this reason leaves part of the input unread.
-    pub fn loses_coverage(self) -> bool {
-        !matches!(self, SkipReason::Swap | SkipReason::Container)
-    }
-
-    fn of(info: &VolumeInfo) -> Self {
-        let error = info.error.as_deref().unwrap_or("");
-        match info.filesystem.as_deref() {
-            Some("luks" | "bitlocker") => SkipReason::Encrypted,
-            Some("swap") => SkipReason::Swap,
-            Some("lvm2") if error.contains("listed separately") => SkipReason::Container,
-            _ if error.contains("unsupported") || error.contains("not supported") => {
-                SkipReason::Unsupported
-            }
-            None if error == "no known filesystem" => SkipReason::NoFilesystem,
-            _ => SkipReason::Unreadable,
+/// [`skip_reason`] from a volume's filesystem and error text (a disk that could not be opened
+/// has neither filesystem nor volume: its error alone decides).
+pub fn classify(filesystem: Option<&str>, error: Option<&str>) -> SkipReason {
+    let error = error.unwrap_or("");
+    match filesystem {
+        Some("luks" | "bitlocker") => SkipReason::Encrypted,
+        Some("swap") => SkipReason::Swap,
+        Some("lvm2") if error.contains("listed separately") => SkipReason::Container,
+        _ if error.contains("unsupported") || error.contains("not supported") => {
+            SkipReason::Unsupported
         }
+        None if error == "no known filesystem" => SkipReason::NoFilesystem,
+        _ => SkipReason::Unreadable,
     }
 }
 
@@ -114,7 +97,7 @@ impl Coverage {
             .filter(|v| !v.scanned)
             .map(|v| SkippedVolume {
                 id: v.id.clone(),
-                reason: SkipReason::of(v),
+                reason: skip_reason(v),
                 detail: v.error.clone().unwrap_or_else(|| "not scanned".into()),
             })
             .collect();
@@ -196,20 +179,6 @@ impl Coverage {
     }
 }
 
-impl SkipReason {
-    /// The name used in JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SkipReason::Encrypted => "encrypted",
-            SkipReason::Unsupported => "unsupported",
-            SkipReason::Unreadable => "unreadable",
-            SkipReason::NoFilesystem => "noFilesystem",
-            SkipReason::Swap => "swap",
-            SkipReason::Container => "container",
-        }
-    }
-}
-
 impl Status {
     /// The name used in JSON.
     pub fn as_str(self) -> &'static str {
@@ -273,5 +242,31 @@ mod tests {
         );
         assert_eq!(swap_only_beside.status, Status::Complete);
         assert_eq!(Coverage::new(None, 0, 0).exit_code(0, 1), 0);
+    }
+
+    #[test]
+    fn a_disk_that_could_not_be_opened_is_classified_by_its_error() {
+        assert_eq!(
+            classify(None, Some("GCP snapshots are not supported in this build")),
+            SkipReason::Unsupported
+        );
+        assert_eq!(
+            classify(
+                None,
+                Some("read failed at offset 0: No such file or directory")
+            ),
+            SkipReason::Unreadable
+        );
+        assert_eq!(
+            classify(None, Some("no known filesystem")),
+            SkipReason::NoFilesystem
+        );
+        assert_eq!(
+            classify(
+                Some("bitlocker"),
+                Some("encrypted volume (bitlocker), not scanned")
+            ),
+            SkipReason::Encrypted
+        );
     }
 }

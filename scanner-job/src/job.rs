@@ -35,8 +35,8 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource};
 use snapsentry_crds::contract;
 use snapsentry_crds::{
-    ASSIGNMENT_ENV, FINGERPRINT_KEY_ENV, MachinePhase, ScanAssignment, ScanProgress, ScanSummary,
-    ScannedMachine, SecretFinding, limits,
+    ASSIGNMENT_ENV, FINGERPRINT_KEY_ENV, MachineCoverage, MachinePhase, ScanAssignment,
+    ScanProgress, ScanSummary, ScannedMachine, SecretFinding, limits,
 };
 
 use crate::finding::{FindingScope, cap_findings, finding_object, group_findings};
@@ -361,10 +361,13 @@ pub async fn run(
         findings: names.len() as u32,
         snapshot_reads: scanned.snapshot_reads.clone(),
     };
-    let phase = if succeeded {
+    // The operator writes the same phase (and `status.coverage`) from this summary.
+    let phase = if !succeeded {
+        MachinePhase::Failed
+    } else if MachineCoverage::of(&summary).is_complete() {
         MachinePhase::Scanned
     } else {
-        MachinePhase::Failed
+        MachinePhase::Incomplete
     };
     // Progress stays in this apply (a status without it could be invalid if another manager
     // co-owns part of it) and is removed by the merge patch below.

@@ -7,7 +7,8 @@
 //! `SNAPSENTRY_ASSIGNMENT`, checks the image path the runner mapped from the images claim, and
 //! writes what `snapsentry-scan job` writes — a SecretFinding (server-side apply, field manager
 //! `snapsentry-scanner`) and the ScannedMachine's `status.lastScan` — with kubectl. It keeps
-//! these tests about the orchestration; the real scanner's Job mode has its own tests
+//! these tests about the orchestration (for a machine marked `<machine>.incomplete` it records a
+//! LUKS and a swap partition not scanned, as the real scanner does); the real scanner's Job mode has its own tests
 //! (`scanner_job.rs`), and the whole path with the real scanner is `operator_real_scanner.rs`.
 
 use std::time::Duration;
@@ -17,7 +18,9 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
-use snapsentry_crds::{MachinePhase, ScanPolicy, ScannedMachine, SecretFinding};
+use snapsentry_crds::{
+    MachinePhase, Recommendation, ScanPolicy, ScannedMachine, SecretFinding, SkipReason,
+};
 use snapsentry_tests::world::images::{self, Images};
 use snapsentry_tests::world::{self, condition};
 
@@ -31,6 +34,10 @@ test -n "$SNAPSENTRY_FINGERPRINT_KEY"
 test -f "$disk" || { echo "image $disk not found"; exit 2; }
 sleep "${STANDIN_SLEEP:-0.5}"
 if [ -e "$STANDIN_FAIL_DIR/$m" ]; then echo "failing on purpose"; exit 3; fi
+volumes='{"id":"disk0/p1","filesystem":"ext4","scanned":true}'
+if [ -e "$STANDIN_FAIL_DIR/$m.incomplete" ]; then
+  volumes="$volumes"',{"id":"disk0/p2","filesystem":"luks","scanned":false,"error":"encrypted volume (luks), not scanned","skipReason":"encrypted"},{"id":"disk0/p3","filesystem":"swap","scanned":false,"error":"swap space, not scanned","skipReason":"swap"}'
+fi
 now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 f="$STANDIN_TMP/$m-$s.yaml"
 cat > "$f" <<EOF
@@ -62,7 +69,7 @@ EOF
 kubectl apply --server-side --field-manager=snapsentry-scanner -f "$f"
 kubectl patch scannedmachine "$m" -n "$ns" --subresource=status --type=merge \
   --field-manager=snapsentry-scanner \
-  -p "{\"status\":{\"lastScan\":{\"scanId\":\"$s\",\"succeeded\":true,\"startedAt\":\"$now\",\"finishedAt\":\"$now\",\"durationMs\":500,\"files\":10,\"bytesScanned\":4096,\"findings\":1}}}"
+  -p "{\"status\":{\"lastScan\":{\"scanId\":\"$s\",\"succeeded\":true,\"startedAt\":\"$now\",\"finishedAt\":\"$now\",\"durationMs\":500,\"files\":10,\"bytesScanned\":4096,\"findings\":1,\"volumes\":[$volumes]}}}"
 "#;
 
 type World = world::World<Images>;
@@ -253,8 +260,13 @@ async fn a_failed_job_degrades_the_policy_and_the_next_scan_recovers() -> Result
     );
 
     // Second scan: db-01's Job fails. Its machine is Failed, the policy Degraded, and the
-    // finding of the first scan stays (a failed scan resolves nothing).
+    // finding of the first scan stays (a failed scan resolves nothing). web-01's scan succeeds
+    // but does not read its LUKS partition: Incomplete, never Scanned.
     fail_on(&w, "lab-db-01", true)?;
+    std::fs::write(
+        w.cloud.dir.path().join(FAIL).join("lab-web-01.incomplete"),
+        b"",
+    )?;
     w.scan_now("lab", "2").await?;
     let second = wait_scan_finished(&w, "lab", first_id.as_deref()).await?;
     let second_id = second.status.as_ref().unwrap().scan_id.clone();
@@ -273,8 +285,9 @@ async fn a_failed_job_degrades_the_policy_and_the_next_scan_recovers() -> Result
         degraded.message
     );
     let m = second.status.as_ref().unwrap().machines.clone().unwrap();
-    assert_eq!((m.scanned, m.failed), (1, 1));
+    assert_eq!((m.scanned, m.incomplete, m.failed), (0, 1, 1));
     let machines = w.machines().await?;
+    assert_incomplete(&w, &machines["lab-web-01"]).await?;
     let db = &machines["lab-db-01"];
     assert_eq!(phase(db), Some(MachinePhase::Failed));
     let scanned = db
@@ -308,8 +321,9 @@ async fn a_failed_job_degrades_the_policy_and_the_next_scan_recovers() -> Result
             .any(|r| r == "MachineScanFailed")
     );
 
-    // Third scan: the failure is gone, so is Degraded.
+    // Third scan: the failure is gone, so is Degraded, and so is the coverage view.
     fail_on(&w, "lab-db-01", false)?;
+    fail_on(&w, "lab-web-01.incomplete", false)?;
     w.scan_now("lab", "3").await?;
     let third = wait_scan_finished(&w, "lab", second_id.as_deref()).await?;
     assert_eq!(
@@ -317,13 +331,128 @@ async fn a_failed_job_degrades_the_policy_and_the_next_scan_recovers() -> Result
         Some("False")
     );
     let m = third.status.as_ref().unwrap().machines.clone().unwrap();
-    assert_eq!((m.scanned, m.failed), (2, 0));
-    assert_eq!(
-        phase(&w.machines().await?["lab-db-01"]),
-        Some(MachinePhase::Scanned)
+    assert_eq!((m.scanned, m.incomplete, m.failed), (2, 0, 0));
+    let machines = w.machines().await?;
+    assert_eq!(phase(&machines["lab-db-01"]), Some(MachinePhase::Scanned));
+    let web = &machines["lab-web-01"];
+    assert_eq!(phase(web), Some(MachinePhase::Scanned));
+    let coverage = web.status.as_ref().and_then(|s| s.coverage.as_ref());
+    assert_eq!(coverage.map(|c| c.summary.as_str()), Some("complete"));
+    let recs = w
+        .api::<Recommendation>()
+        .list(&ListParams::default())
+        .await?;
+    ensure!(
+        recs.items
+            .iter()
+            .all(|r| r.name_any() != "lab-coverage-image"),
+        "the coverage view is gone once every machine is fully scanned"
+    );
+    let metrics = w.http.metrics.encode();
+    ensure!(
+        !metrics.contains("snapsentry_machines_incomplete{"),
+        "{metrics}"
     );
     ensure!(w.jobs().await?.len() == 6, "two Jobs per scan");
     w.stop_operator().await?;
+    Ok(())
+}
+
+/// `web` (in namespace `op-fail`) was scanned without its LUKS partition: phase `Incomplete`,
+/// `status.coverage` with the reason, the `Scanned` condition saying why, a Warning event, the
+/// `COVERAGE` printer column, the coverage Recommendation listing it (and the failed `db-01`),
+/// and the metrics.
+async fn assert_incomplete(w: &World, web: &ScannedMachine) -> Result<()> {
+    assert_eq!(phase(web), Some(MachinePhase::Incomplete));
+    let st = web.status.as_ref().context("status")?;
+    let coverage = st.coverage.as_ref().context("coverage")?;
+    assert_eq!(
+        (coverage.volumes_found, coverage.volumes_scanned),
+        (3, 1),
+        "{coverage:?}"
+    );
+    assert_eq!(coverage.summary, "1/3 volumes");
+    let skipped: Vec<_> = coverage
+        .skipped
+        .iter()
+        .map(|s| (s.id.as_str(), s.reason, s.error.as_deref()))
+        .collect();
+    assert_eq!(
+        skipped,
+        [(
+            "disk0/p2",
+            SkipReason::Encrypted,
+            Some("encrypted volume (luks), not scanned")
+        )],
+        "swap loses no coverage"
+    );
+    let scanned = st.conditions.iter().find(|c| c.type_ == "Scanned");
+    let scanned = scanned.context("Scanned condition")?;
+    assert_eq!(
+        (scanned.status.as_str(), scanned.reason.as_str()),
+        ("False", "Incomplete")
+    );
+    assert!(
+        scanned.message.contains("disk0/p2 (encrypted)"),
+        "{}",
+        scanned.message
+    );
+    let events = w.event_reasons().await?;
+    assert_eq!(
+        events
+            .iter()
+            .filter(|r| *r == "MachineScanIncomplete")
+            .count(),
+        1,
+        "one Warning per scan: {events:?}"
+    );
+    let table = String::from_utf8_lossy(&w.kubectl_ok(&["get", "sm", "-n", &w.ns])?).into_owned();
+    let header = table.lines().next().unwrap_or_default();
+    assert!(header.contains("COVERAGE"), "{table}");
+    let row = table.lines().find(|l| l.starts_with("lab-web-01"));
+    assert!(
+        row.is_some_and(|r| r.contains("Incomplete") && r.contains("1/3 volumes")),
+        "{table}"
+    );
+
+    let rec = w.api::<Recommendation>().get("lab-coverage-image").await?;
+    assert_eq!(
+        rec.spec.title,
+        "Machines (disk images) should be fully scanned for secrets"
+    );
+    assert_eq!(rec.spec.affected_count, 2);
+    let listed: Vec<_> = rec
+        .spec
+        .affected_resources
+        .iter()
+        .map(|a| (a.machine.as_str(), a.phase))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("lab-db-01", Some(MachinePhase::Failed)),
+            ("lab-web-01", Some(MachinePhase::Incomplete))
+        ]
+    );
+    assert_eq!(
+        rec.spec.affected_resources[1].not_scanned[0].reason,
+        SkipReason::Encrypted
+    );
+    let steps: Vec<_> = rec
+        .spec
+        .remediation
+        .iter()
+        .map(|r| r.secret_type.as_str())
+        .collect();
+    assert_eq!(steps, ["encrypted", "failed"]);
+
+    let metrics = w.http.metrics.encode();
+    for line in [
+        r#"snapsentry_scans_total{result="incomplete"} 1"#,
+        r#"snapsentry_machines_incomplete{policy="op-fail/lab"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
     Ok(())
 }
 

@@ -17,8 +17,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use snapsentry_crds::{
-    AssignedDisk, AssignmentRules, Cloud, DiskSource, Exposure, MachinePhase, ScanAssignment,
-    ScannedMachine, ScannedMachineSpec, SecretFinding, TriageState, labels,
+    AssignedDisk, AssignmentRules, Cloud, DiskSource, Exposure, MachineCoverage, MachinePhase,
+    ScanAssignment, ScannedMachine, ScannedMachineSpec, SecretFinding, SkipReason, TriageState,
+    labels,
 };
 use snapsentry_scanner::job::{self, Options};
 use snapsentry_tests::chart_rbac;
@@ -481,6 +482,11 @@ async fn unusable_disks_are_recorded_and_a_missing_machine_is_an_error() -> Resu
     let ids: Vec<&str> = last.volumes.iter().map(|v| v.id.as_str()).collect();
     ensure!(ids == ["disk0", "disk1"], "{ids:?}");
     ensure!(last.volumes.iter().all(|v| !v.scanned && v.error.is_some()));
+    let reasons: Vec<_> = last.volumes.iter().map(|v| v.skip_reason).collect();
+    ensure!(
+        reasons == [Some(SkipReason::Unreadable), Some(SkipReason::Unsupported)],
+        "{reasons:?}"
+    );
     ensure!(
         last.errors
             .iter()
@@ -494,5 +500,82 @@ async fn unusable_disks_are_recorded_and_a_missing_machine_is_an_error() -> Resu
         Err(e @ job::Error::MachineNotFound { .. }) => ensure!(e.exit_code() != 0),
         other => bail!("expected MachineNotFound, got {other:?}"),
     }
+    Ok(())
+}
+
+/// A machine whose disk holds an ext4 partition beside a LUKS one, and whose second disk cannot
+/// be opened: the Job scans what it can and records the machine `Incomplete` (never `Scanned`),
+/// each volume not read with its reason.
+#[tokio::test]
+async fn a_luks_partition_and_a_missing_disk_make_the_machine_incomplete() -> Result<()> {
+    let _ = logs();
+    let cp = ControlPlane::shared().await?;
+    let client = cp.client().await?;
+    cp.install_crds()?;
+    let ns = "scan-job-coverage";
+    create_namespace(&client, ns).await?;
+    machine(&client, ns, "lab-images-vault", false).await?;
+    let dir = tempfile::tempdir()?;
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("home/alice/.aws"))?;
+    std::fs::write(
+        tree.join("home/alice/.aws/credentials"),
+        format!(
+            "[default]\naws_access_key_id = {AWS_KEY_ID}\naws_secret_access_key = {AWS_SECRET}\n"
+        ),
+    )?;
+    let image = dir.path().join("vault.img");
+    snapsentry_tests::image::gpt_ext4_and_luks(&tree, &image)?;
+
+    let a = assignment(
+        ns,
+        "lab-images-vault",
+        "s1",
+        vec![
+            AssignedDisk {
+                id: "vault.img".into(),
+                source: DiskSource::Image {
+                    path: image.display().to_string(),
+                },
+            },
+            AssignedDisk {
+                id: "gone.img".into(),
+                source: DiskSource::Image {
+                    path: "/nonexistent/gone.img".into(),
+                },
+            },
+        ],
+    );
+    let out = job::run(client.clone(), &a, KEY.to_vec(), &Options::default()).await?;
+    ensure!(out.summary.succeeded && out.findings.len() == 1, "{out:?}");
+    let sm = Api::<ScannedMachine>::namespaced(client, ns)
+        .get("lab-images-vault")
+        .await?;
+    let status = sm.status.context("status")?;
+    ensure!(status.phase == Some(MachinePhase::Incomplete), "{status:?}");
+    let last = status.last_scan.context("lastScan")?;
+    let volumes: Vec<_> = last
+        .volumes
+        .iter()
+        .map(|v| {
+            (
+                v.id.as_str(),
+                v.filesystem.as_deref(),
+                v.scanned,
+                v.skip_reason,
+            )
+        })
+        .collect();
+    ensure!(
+        volumes
+            == [
+                ("disk0/p1", Some("ext4"), true, None),
+                ("disk0/p2", Some("luks"), false, Some(SkipReason::Encrypted)),
+                ("disk1", None, false, Some(SkipReason::Unreadable)),
+            ],
+        "{volumes:?}"
+    );
+    let coverage = MachineCoverage::of(&last);
+    ensure!(coverage.summary == "1/3 volumes", "{coverage:?}");
     Ok(())
 }

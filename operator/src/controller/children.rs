@@ -94,12 +94,12 @@ pub fn job_outcome(job: &Job) -> Option<JobOutcome> {
     None
 }
 
-/// Whether every machine of the scan has finished (scanned or failed).
+/// Whether every machine of the scan has finished (scanned, incomplete or failed).
 pub fn scan_complete(machines: &[ScannedMachine]) -> bool {
     machines.iter().all(|m| {
         matches!(
             m.status.as_ref().and_then(|s| s.phase),
-            Some(MachinePhase::Scanned | MachinePhase::Failed)
+            Some(MachinePhase::Scanned | MachinePhase::Incomplete | MachinePhase::Failed)
         )
     })
 }
@@ -228,6 +228,7 @@ mod tests {
         };
         assert!(scan_complete(&[
             with(Some(MachinePhase::Scanned)),
+            with(Some(MachinePhase::Incomplete)),
             with(Some(MachinePhase::Failed))
         ]));
         assert!(!scan_complete(&[

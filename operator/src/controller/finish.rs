@@ -83,9 +83,18 @@ pub(super) async fn finish_scan(
     status.machines = Some(counts.clone());
     status.findings = Some(correlation.open.clone());
     status.attack_paths = Some(paths as u32);
+    scope
+        .ctx
+        .metrics
+        .set_machines_incomplete(&scope.policy_key(), counts.incomplete);
     let summary = format!(
-        "scan {scan_id}: {} of {} machines scanned, {} failed; {} open findings, {} attack paths",
-        counts.scanned, counts.total, counts.failed, correlation.open.total, paths
+        "scan {scan_id}: {} of {} machines scanned, {} incomplete, {} failed; {} open findings, {} attack paths",
+        counts.scanned,
+        counts.total,
+        counts.incomplete,
+        counts.failed,
+        correlation.open.total,
+        paths
     );
     set_condition(
         &mut status.conditions,
@@ -123,13 +132,20 @@ pub(super) async fn finish_scan(
             "Degraded",
             "False",
             "AllMachinesScanned",
-            &format!("every machine was scanned in scan {scan_id}"),
+            &if counts.incomplete > 0 {
+                format!(
+                    "every machine was scanned in scan {scan_id}, {} of them not fully (see the coverage Recommendation)",
+                    counts.incomplete
+                )
+            } else {
+                format!("every machine was scanned in scan {scan_id}")
+            },
             generation,
             now,
         );
     }
-    tracing::info!(policy = %scope.name, %scan_id, scanned = counts.scanned, failed = counts.failed, "scan finished");
-    let type_ = if counts.failed > 0 {
+    tracing::info!(policy = %scope.name, %scan_id, scanned = counts.scanned, incomplete = counts.incomplete, failed = counts.failed, "scan finished");
+    let type_ = if counts.failed > 0 || counts.incomplete > 0 {
         EventType::Warning
     } else {
         EventType::Normal

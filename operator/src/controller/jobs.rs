@@ -11,7 +11,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::PostParams;
 use kube::runtime::events::EventType;
-use snapsentry_crds::{MachinePhase, ScanProgress, ScannedMachine, ScannedMachineStatus, labels};
+use snapsentry_crds::{
+    MachineCoverage, MachinePhase, ScanProgress, ScannedMachine, ScannedMachineStatus, labels,
+};
 
 use super::children::{JobOutcome, job_outcome};
 use super::grants;
@@ -26,29 +28,36 @@ use crate::job::{JobRequest, scanner_job};
 use crate::metrics::ScanResult;
 use snapsentry_cloud::SnapshotRef;
 
-/// A machine's phase in scan `scan_id`, from its Job (`job`) and what it recorded.
+/// A machine's phase in scan `scan_id`, from its Job (`job`) and what it recorded: a scan that
+/// succeeded but did not read every volume holding data is `Incomplete`.
 pub fn phase_in_scan(
     machine: &ScannedMachine,
     job: Option<&Job>,
     scan_id: &str,
 ) -> (MachinePhase, Option<JobOutcome>) {
     let status = machine.status.as_ref();
+    let recorded = status
+        .and_then(|s| s.last_scan.as_ref())
+        .filter(|l| l.scan_id == scan_id);
+    let incomplete = recorded.is_some_and(|l| !MachineCoverage::of(l).is_complete());
     if let Some(job) = job {
         return match job_outcome(job) {
             None => (MachinePhase::Scanning, None),
+            Some(JobOutcome::Succeeded) if incomplete => {
+                (MachinePhase::Incomplete, Some(JobOutcome::Succeeded))
+            }
             Some(JobOutcome::Succeeded) => (MachinePhase::Scanned, Some(JobOutcome::Succeeded)),
             Some(o @ JobOutcome::Failed(_)) => (MachinePhase::Failed, Some(o)),
         };
     }
     // The Job finished and its TTL removed it; the scanner recorded this scan.
-    if let Some(last) = status
-        .and_then(|s| s.last_scan.as_ref())
-        .filter(|l| l.scan_id == scan_id)
-    {
-        let phase = if last.succeeded {
-            MachinePhase::Scanned
-        } else {
+    if let Some(last) = recorded {
+        let phase = if !last.succeeded {
             MachinePhase::Failed
+        } else if incomplete {
+            MachinePhase::Incomplete
+        } else {
+            MachinePhase::Scanned
         };
         return (phase, None);
     }
@@ -86,7 +95,10 @@ pub(super) async fn sync_machines(
         let (phase, outcome) = phase_in_scan(&m, job, scan_id);
         let job_name = job.map(|j| j.name_any());
         let mut m = sync_machine(scope, m, phase, outcome, job_name, scan_id, now).await?;
-        if matches!(phase, MachinePhase::Scanned | MachinePhase::Failed) {
+        if matches!(
+            phase,
+            MachinePhase::Scanned | MachinePhase::Incomplete | MachinePhase::Failed
+        ) {
             // Its Job ended (or it failed before having one): nothing reads its snapshots now.
             snapshots::release_finished(scope, &mut m, scan_id).await;
         }
@@ -129,7 +141,24 @@ async fn sync_machine(
     let before = st.clone();
     st.phase = Some(phase);
     let generation = scope.policy.metadata.generation;
+    let coverage = st
+        .last_scan
+        .as_ref()
+        .filter(|l| l.scan_id == scan_id)
+        .map(MachineCoverage::of);
+    if coverage.is_some() {
+        st.coverage = coverage.clone();
+    }
     match &outcome {
+        _ if phase == MachinePhase::Incomplete => set_condition(
+            &mut st.conditions,
+            "Scanned",
+            "False",
+            "Incomplete",
+            &incomplete_message(scan_id, coverage.as_ref()),
+            generation,
+            now,
+        ),
         Some(JobOutcome::Succeeded) => set_condition(
             &mut st.conditions,
             "Scanned",
@@ -175,11 +204,13 @@ async fn sync_machine(
             .find(|c| c.type_ == "Scanned")
             .map(|c| c.message.clone())
     };
-    if outcome.is_some() && scanned_condition(&st) != scanned_condition(&before) {
+    let ended = outcome.is_some() || phase == MachinePhase::Incomplete;
+    if ended && scanned_condition(&st) != scanned_condition(&before) {
         // First time this scan's end is recorded: count it once.
         let last = st.last_scan.as_ref().filter(|l| l.scan_id == scan_id);
-        let result = match outcome {
-            Some(JobOutcome::Succeeded) => ScanResult::succeeded,
+        let result = match (phase, &outcome) {
+            (MachinePhase::Incomplete, _) => ScanResult::incomplete,
+            (_, Some(JobOutcome::Succeeded)) => ScanResult::succeeded,
             _ => ScanResult::failed,
         };
         scope.ctx.metrics.scan_finished(
@@ -187,6 +218,18 @@ async fn sync_machine(
             last.map_or(0.0, |l| l.duration_ms as f64 / 1000.0),
             last.map_or(0, |l| l.bytes_scanned),
         );
+        if phase == MachinePhase::Incomplete {
+            let message = incomplete_message(scan_id, coverage.as_ref());
+            tracing::warn!(policy = %scope.name, machine = %m.name_any(), %message, "machine not fully scanned");
+            scope
+                .event(
+                    EventType::Warning,
+                    "MachineScanIncomplete",
+                    "Scan",
+                    format!("machine {}: {message}", m.name_any()),
+                )
+                .await;
+        }
     }
     if phase == MachinePhase::Failed && before.phase != Some(MachinePhase::Failed) {
         let reason = match &outcome {
@@ -211,8 +254,34 @@ async fn sync_machine(
     Ok(m)
 }
 
-/// Merge-patch the operator's fields of a machine's status: phase, conditions and, when
-/// `with_progress`, progress (which the scanner updates while it runs).
+/// The `Scanned` condition's message (and the Warning event's) for an `Incomplete` machine:
+/// how much was read and which volumes were not, with the reason.
+pub fn incomplete_message(scan_id: &str, coverage: Option<&MachineCoverage>) -> String {
+    let Some(c) = coverage else {
+        return format!("scan {scan_id} did not read every volume");
+    };
+    let skipped: Vec<String> = c
+        .skipped
+        .iter()
+        .take(5)
+        .map(|s| format!("{} ({})", s.id, s.reason.as_str()))
+        .collect();
+    let more = c.skipped.len().saturating_sub(skipped.len());
+    let mut message = format!(
+        "scan {scan_id} read {} of {} volumes; not scanned: {}",
+        c.volumes_scanned,
+        c.volumes_found,
+        skipped.join(", ")
+    );
+    if more > 0 {
+        message.push_str(&format!(" and {more} more"));
+    }
+    message.push_str("; findings on the volumes read were written");
+    message
+}
+
+/// Merge-patch the operator's fields of a machine's status: phase, conditions, coverage and,
+/// when `with_progress`, progress (which the scanner updates while it runs).
 async fn patch_machine_status(
     scope: &Scope<'_>,
     name: &str,
@@ -223,6 +292,9 @@ async fn patch_machine_status(
         "phase": st.phase,
         "conditions": st.conditions,
     });
+    if let Some(coverage) = &st.coverage {
+        status["coverage"] = serde_json::to_value(coverage)?;
+    }
     if with_progress {
         status["progress"] = serde_json::to_value(&st.progress)?;
     }
@@ -465,5 +537,61 @@ mod tests {
         assert_eq!(phase_in_scan(&m, None, "s").0, MachinePhase::Pending);
         let m = with(MachinePhase::Failed, Some("s"), None);
         assert_eq!(phase_in_scan(&m, None, "s").0, MachinePhase::Failed);
+    }
+
+    #[test]
+    fn a_scan_that_skipped_a_volume_is_incomplete() {
+        use snapsentry_crds::{SkipReason, VolumeResult};
+        let volumes = |reason: Option<SkipReason>| {
+            vec![
+                VolumeResult {
+                    id: "disk0/p1".into(),
+                    filesystem: Some("ext4".into()),
+                    scanned: true,
+                    error: None,
+                    skip_reason: None,
+                },
+                VolumeResult {
+                    id: "disk0/p2".into(),
+                    filesystem: Some("luks".into()),
+                    scanned: false,
+                    error: Some("encrypted (LUKS)".into()),
+                    skip_reason: reason,
+                },
+            ]
+        };
+        let mut m = with(MachinePhase::Scanning, Some("s"), Some("s"));
+        let last = m.status.as_mut().unwrap().last_scan.as_mut().unwrap();
+        last.volumes = volumes(Some(SkipReason::Encrypted));
+        assert_eq!(
+            phase_in_scan(&m, Some(&job(Some("Complete"))), "s"),
+            (MachinePhase::Incomplete, Some(JobOutcome::Succeeded))
+        );
+        assert_eq!(phase_in_scan(&m, None, "s").0, MachinePhase::Incomplete);
+        // A failed Job stays Failed; another scan's result does not count.
+        assert_eq!(
+            phase_in_scan(&m, Some(&job(Some("Failed"))), "s").0,
+            MachinePhase::Failed
+        );
+        assert_eq!(
+            phase_in_scan(&m, Some(&job(Some("Complete"))), "t").0,
+            MachinePhase::Scanned
+        );
+        // Swap loses no coverage.
+        let last = m.status.as_mut().unwrap().last_scan.as_mut().unwrap();
+        last.volumes = volumes(Some(SkipReason::Swap));
+        assert_eq!(phase_in_scan(&m, None, "s").0, MachinePhase::Scanned);
+
+        let coverage = MachineCoverage::of(&ScanSummary {
+            scan_id: "s".into(),
+            succeeded: true,
+            volumes: volumes(Some(SkipReason::Encrypted)),
+            ..Default::default()
+        });
+        assert_eq!(coverage.summary, "1/2 volumes");
+        assert_eq!(
+            incomplete_message("s", Some(&coverage)),
+            "scan s read 1 of 2 volumes; not scanned: disk0/p2 (encrypted); findings on the volumes read were written"
+        );
     }
 }

@@ -42,6 +42,7 @@ pub fn machine_counts(machines: &[ScannedMachine]) -> MachineCounts {
             None | Some(MachinePhase::Pending) => c.pending += 1,
             Some(MachinePhase::Snapshotting | MachinePhase::Scanning) => c.scanning += 1,
             Some(MachinePhase::Scanned) => c.scanned += 1,
+            Some(MachinePhase::Incomplete) => c.incomplete += 1,
             Some(MachinePhase::Failed) => c.failed += 1,
         }
     }
@@ -78,6 +79,7 @@ mod tests {
             mk("b", None),
             mk("c", Some(MachinePhase::Pending)),
             mk("d", Some(MachinePhase::Scanned)),
+            mk("e", Some(MachinePhase::Incomplete)),
         ];
         let next: Vec<_> = next_to_start(&p, &machines)
             .iter()
@@ -92,9 +94,10 @@ mod tests {
                 counts.scanning,
                 counts.pending,
                 counts.scanned,
+                counts.incomplete,
                 counts.failed
             ),
-            (4, 1, 2, 1, 0)
+            (5, 1, 2, 1, 1, 0)
         );
     }
 }

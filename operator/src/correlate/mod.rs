@@ -10,6 +10,7 @@
 //! Findings that are resolved, or triaged `accepted` / `falsePositive`, stay out of counts, attack
 //! paths and recommendations; a triaged finding's `riskScore` is 0.
 
+mod coverage;
 mod lifecycle;
 mod paths;
 mod recommend;
@@ -32,6 +33,7 @@ use snapsentry_crds::{
     Verification, labels as label_keys, limits,
 };
 
+pub use coverage::title as coverage_title;
 pub use lifecycle::{
     DEFAULT_RETENTION, finding_state, parse_go_duration, parse_retention, past_retention,
 };
@@ -83,7 +85,8 @@ pub struct Correlation {
     pub to_delete: Vec<String>,
     /// The complete desired set of AttackPaths of the policy, by name.
     pub attack_paths: Vec<AttackPath>,
-    /// The complete desired set of Recommendations of the policy, by cloud.
+    /// The complete desired set of Recommendations of the policy: findings by cloud, and the
+    /// coverage view by cloud while a machine is `Incomplete` or `Failed`.
     pub recommendations: Vec<Recommendation>,
     /// Open findings per ScannedMachine (every machine of the input, zero counts included).
     pub machine_findings: BTreeMap<String, SeverityCounts>,
@@ -253,6 +256,8 @@ pub fn correlate(input: &CorrelationInput<'_>) -> Correlation {
 
     out.attack_paths = attack_paths(input, &machines, &assessed);
     out.recommendations = recommendations(input, &machines, &assessed);
+    out.recommendations
+        .extend(coverage::recommendations(input, &machines));
     out
 }
 
@@ -392,6 +397,7 @@ fn recommendations(
                 findings: c.total,
                 critical: c.critical,
                 high: c.high,
+                ..Default::default()
             })
             .collect();
         // Worst machines first, so the listed 100 are the ones to fix first.
@@ -412,19 +418,6 @@ fn recommendations(
                 steps: remediation_steps(rule_id, secret_type),
             })
             .collect();
-        let name = bounded(
-            &format!("{}-secrets-{}", input.policy, cloud.as_str()),
-            253,
-            &format!("{}/{}", input.policy, cloud.as_str()),
-        );
-        let labels = BTreeMap::from([
-            (label_keys::POLICY.to_owned(), slugify(input.policy)),
-            (label_keys::CLOUD.to_owned(), cloud.as_str().to_owned()),
-            (
-                label_keys::MANAGED_BY.to_owned(),
-                contract::OPERATOR.to_owned(),
-            ),
-        ]);
         let spec = RecommendationSpec {
             cloud,
             title: recommendation_title(cloud).to_owned(),
@@ -442,10 +435,35 @@ fn recommendations(
             affected_resources: affected,
             remediation,
         };
-        out.push(Recommendation {
-            metadata: object_meta(input, name, labels),
-            spec,
-        });
+        out.push(recommendation(input, "secrets", spec));
     }
     out
+}
+
+/// The Recommendation `<policy>-<kind>-<cloud>` of `spec` (kind `secrets` or `coverage`), with
+/// the policy's labels and owner.
+fn recommendation(
+    input: &CorrelationInput<'_>,
+    kind: &str,
+    spec: RecommendationSpec,
+) -> Recommendation {
+    let cloud = spec.cloud.as_str();
+    // The name before kinds existed: `<policy>/<cloud>` for the secrets one.
+    let whole = match kind {
+        "secrets" => format!("{}/{cloud}", input.policy),
+        _ => format!("{}/{kind}/{cloud}", input.policy),
+    };
+    let name = bounded(&format!("{}-{kind}-{cloud}", input.policy), 253, &whole);
+    let labels = BTreeMap::from([
+        (label_keys::POLICY.to_owned(), slugify(input.policy)),
+        (label_keys::CLOUD.to_owned(), cloud.to_owned()),
+        (
+            label_keys::MANAGED_BY.to_owned(),
+            contract::OPERATOR.to_owned(),
+        ),
+    ]);
+    Recommendation {
+        metadata: object_meta(input, name, labels),
+        spec,
+    }
 }

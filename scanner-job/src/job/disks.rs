@@ -14,6 +14,7 @@ use snapsentry_disk::BlockSource;
 use snapsentry_disk::source::FileSource;
 use snapsentry_engine::{Engine, paths};
 
+use crate::coverage::classify;
 use crate::finding::Located;
 use crate::options::ScanOptions;
 use crate::scan::{Counters, Listing};
@@ -199,6 +200,7 @@ pub(super) fn scan_disks_counted(
                     id: prefix,
                     filesystem: None,
                     scanned: false,
+                    skip_reason: Some(classify(None, Some(&e))),
                     error: Some(e),
                 });
                 continue;
@@ -212,12 +214,19 @@ pub(super) fn scan_disks_counted(
                 filesystem: info.filesystem.clone(),
                 scanned: info.scanned,
                 error: info.error.clone(),
+                skip_reason: None,
             };
             if let Some(fs) = volume.fs
                 && let Err(e) = listing.add_volume(fs, &id)
             {
                 result.scanned = false;
                 result.error = Some(format!("{e:#}"));
+            }
+            if !result.scanned {
+                result.skip_reason = Some(classify(
+                    result.filesystem.as_deref(),
+                    result.error.as_deref(),
+                ));
             }
             if let Some(e) = &result.error {
                 out.errors.push(format!("{id}: {e}"));
