@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # The local demo (`make demo`): the whole of snapsentry on one machine, no cloud account, no cluster.
 #
-#   1. installs what it needs (Debian tools, moto, a Kubernetes API server built from the official Go
-#      modules; cached after the first run) and builds snapsentry;
-#   2. starts a local control plane (etcd + kube-apiserver), moto (AWS: EC2, EBS direct, RDS, S3, STS)
-#      and a local Job runner that plays the kubelet;
-#   3. builds three disk images with freshly generated secrets (examples/demo/fleet-images.sh) and
-#      turns them into an EC2 fleet in moto: web-01 (open to the internet), db-01, win-01 (Windows),
-#      plus an RDS database;
-#   4. runs the operator, applies examples/aws/scanpolicy.yaml with kubectl, waits for the scan and
-#      prints what a user sees: kubectl get scanpolicies,scannedmachines,secretfindings,attackpaths,
-#      recommendations;
-#   5. checks that no snapsentry snapshot is left in "AWS", and stops and removes everything.
+#   1. installs what it needs (Debian tools, moto, Azurite, a Kubernetes API server built from the
+#      official Go modules; cached after the first run) and builds snapsentry;
+#   2. builds three disk images with freshly generated secrets (examples/demo/fleet-images.sh);
+#   3. starts a local control plane (etcd + kube-apiserver), moto (AWS: EC2, EBS direct, RDS, S3,
+#      STS), Azurite + the fake ARM of tests/azure (Azure: VMs, managed disks, snapshots, SAS, network)
+#      and a local Job runner that plays the kubelet; web-01 becomes an Azure VM open to the
+#      internet (examples/demo/azure-fleet.json), db-01 and win-01 (Windows) an EC2 fleet in moto
+#      with an RDS database (examples/demo/fleet.json);
+#   4. runs the operator, applies examples/demo/scanpolicy.yaml (one policy, both clouds) with
+#      kubectl, waits for the scan and prints what a user sees: kubectl get scanpolicies,
+#      scannedmachines,secretfindings,attackpaths,recommendations — with the SSH path from the Azure
+#      VM to the EC2 instance that authorizes its key;
+#   5. checks that no snapsentry snapshot or SAS grant is left in either cloud, and stops and removes
+#      everything.
 #
 # Needs root for one step (the Windows image's NTFS filesystem is filled through an ntfs-3g mount).
 set -euo pipefail
@@ -28,31 +31,51 @@ if [[ $(id -u) != 0 ]]; then
 	exit 2
 fi
 
-step "Installing tools (Debian packages, moto, kube-apiserver + etcd + kubectl; skipped when cached)"
+step "Installing tools (Debian packages, moto, Azurite, kube-apiserver + etcd + kubectl; skipped when cached)"
 note "the first run builds kube-apiserver from source and takes about 10 minutes"
 "$repo/scripts/toolchain.sh"
 
 step "Building snapsentry (operator, scanner, local environment)"
 cargo build -q --manifest-path "$repo/Cargo.toml" -p snapsentry-operator -p snapsentry-scanner \
-	-p snapsentry-tests --bins --example local-aws
+	-p snapsentry-tests --bins --example local-cloud
 bin="$CARGO_TARGET_DIR/debug"
 export PATH="$bin:$PATH"
 
 work=$(mktemp -d -t snapsentry-demo.XXXXXX)
 env_pid="" operator_pid=""
 cleanup() {
-	step "Cleaning up: stopping the operator, the API server, moto and the Job runner; removing $work"
+	step "Cleaning up: stopping the operator, the API server, moto, Azurite, the fake ARM and the Job runner; removing $work"
 	[[ -n $operator_pid ]] && kill "$operator_pid" 2>/dev/null && wait "$operator_pid" 2>/dev/null
 	[[ -n $env_pid ]] && exec 3>&- && wait "$env_pid" 2>/dev/null
 	rm -rf "$work"
 }
 trap cleanup EXIT
 
-step "Starting a local control plane, moto and the Job runner"
+step "Building the fleet's disk images with freshly generated secrets"
+rds=orders.c1demo.us-east-1.rds.amazonaws.com
+"$repo/examples/demo/fleet-images.sh" "$work/images" "$rds"
+# An Azure managed disk is a fixed VHD.
+qemu-img convert -q -f raw -O vpc -o subformat=fixed,force_size=on \
+	"$work/images/web-01.raw" "$work/images/web-01.vhd"
+
+# The Azure app registration of the demo: fresh ids and client secret.
+tenant=$(cat /proc/sys/kernel/random/uuid)
+client_id=$(cat /proc/sys/kernel/random/uuid)
+client_secret=$(tr -dc 'A-Za-z0-9' </dev/urandom | head -c 40 || true)
+fill() {
+	sed -e "s|@IMAGES@|$work/images|g" -e "s|@RDS@|$rds|g" -e "s|@TENANT@|$tenant|g" \
+		-e "s|@CLIENT_ID@|$client_id|g" -e "s|@CLIENT_SECRET@|$client_secret|g" \
+		-e "s|@ARM_ENDPOINT@|${ARM_ENDPOINT:-}|g" "$1"
+}
+fill "$repo/examples/demo/azure-fleet.json" >"$work/azure-fleet.json"
+
+step "Starting a local control plane, moto, Azurite + the fake ARM, and the Job runner"
+note "web-01 becomes an Azure VM: its disk a page blob in Azurite, the VM, NIC, public IP and NSG in the fake ARM"
 mkfifo "$work/hold"
-"$bin/examples/local-aws" "$work/env.d" "$ns" <"$work/hold" >"$work/env.log" 2>&1 &
+"$bin/examples/local-cloud" "$work/env.d" "$ns" "$work/azure-fleet.json" <"$work/hold" \
+	>"$work/env.log" 2>&1 &
 env_pid=$!
-exec 3>"$work/hold" # local-aws runs until this descriptor closes
+exec 3>"$work/hold" # local-cloud runs until this descriptor closes
 for _ in $(seq 1 600); do
 	grep -q '^ready' "$work/env.log" 2>/dev/null && break
 	kill -0 "$env_pid" 2>/dev/null || { cat "$work/env.log" >&2; exit 1; }
@@ -62,15 +85,11 @@ grep -q '^ready' "$work/env.log" || { echo "demo: the local environment did not 
 # shellcheck disable=SC1091
 source "$work/env.d/env"
 kubectl() { command kubectl --kubeconfig "$KUBECONFIG" "$@"; }
-note "API server ready, CRDs installed; moto at $MOTO_ENDPOINT"
-
-step "Building the fleet's disk images with freshly generated secrets"
-rds=orders.c1demo.us-east-1.rds.amazonaws.com
-"$repo/examples/demo/fleet-images.sh" "$work/images" "$rds"
+note "API server ready, CRDs installed; moto at $MOTO_ENDPOINT; the fake ARM at $ARM_ENDPOINT"
 
 step "Creating the EC2 fleet in moto: snapshots through the EBS direct write API, volumes, instances"
 python="$cache/venv/bin/python"
-sed -e "s|@IMAGES@|$work/images|g" -e "s|@RDS@|$rds|g" "$repo/examples/demo/fleet.json" >"$work/fleet.json"
+fill "$repo/examples/demo/fleet.json" >"$work/fleet.json"
 "$python" "$repo/tests/moto/fleet.py" fleet --endpoint "$MOTO_ENDPOINT" --region us-east-1 \
 	--spec "$work/fleet.json" >"$work/fleet.out.json"
 "$python" - "$work/fleet.out.json" <<'PY'
@@ -89,20 +108,22 @@ SNAPSENTRY_NAMESPACE=$ns SNAPSENTRY_SCANNER_IMAGE=snapsentry-scan:demo SNAPSENTR
 	"$bin/snapsentry-operator" >"$work/operator.log" 2>&1 &
 operator_pid=$!
 
-step "kubectl apply -f examples/aws/scanpolicy.yaml"
-kubectl apply -f "$repo/examples/aws/scanpolicy.yaml"
+step "kubectl apply -f examples/demo/scanpolicy.yaml (one policy: AWS and Azure)"
+kubectl create secret generic azure-demo-credentials -n $ns \
+	--from-literal=clientSecret="$client_secret" >/dev/null
+fill "$repo/examples/demo/scanpolicy.yaml" | kubectl apply -f -
 note "the policy scans nightly (schedule \"0 2 * * *\"); the snapsentry.io/scan-now annotation asks for a scan now:"
-note "kubectl annotate scanpolicy aws-production snapsentry.io/scan-now=\$(date +%s)"
-kubectl annotate scanpolicy aws-production -n $ns "snapsentry.io/scan-now=$(date +%s)" >/dev/null
+note "kubectl annotate scanpolicy production snapsentry.io/scan-now=\$(date +%s)"
+kubectl annotate scanpolicy production -n $ns "snapsentry.io/scan-now=$(date +%s)" >/dev/null
 
 step "Waiting for the scan: inventory → snapshots → one scanner Job per instance → correlation"
 for i in $(seq 1 600); do
-	scanning=$(kubectl get sp aws-production -n $ns \
+	scanning=$(kubectl get sp production -n $ns \
 		-o jsonpath='{.status.conditions[?(@.type=="Scanning")].status}' 2>/dev/null || true)
-	scan_id=$(kubectl get sp aws-production -n $ns -o jsonpath='{.status.scanId}' 2>/dev/null || true)
+	scan_id=$(kubectl get sp production -n $ns -o jsonpath='{.status.scanId}' 2>/dev/null || true)
 	[[ -n $scan_id && $scanning == False ]] && break
 	kill -0 "$operator_pid" 2>/dev/null || { tail -n 30 "$work/operator.log" >&2; exit 1; }
-	((i % 25 == 0)) && note "$(kubectl get sp aws-production -n $ns \
+	((i % 25 == 0)) && note "$(kubectl get sp production -n $ns \
 		-o jsonpath='{.status.conditions[?(@.type=="Scanning")].message}' 2>/dev/null || true)"
 	sleep 0.4
 done
@@ -118,10 +139,17 @@ kubectl get scanpolicies,scannedmachines,secretfindings,attackpaths,recommendati
 step "Queries are label selectors: secrets that open another VM (kubectl get sf -l snapsentry.io/target-kind=vm)"
 kubectl get sf -n $ns -l snapsentry.io/target-kind=vm
 
-step "Attack paths"
-kubectl get ap -n $ns -o custom-columns='TITLE:.spec.title,ENTRY:.spec.entry.machine,TARGET:.spec.target.name'
+step "Attack paths: the SSH key on the Azure VM opens the EC2 instance that authorizes it"
+kubectl get ap -n $ns -o custom-columns='TITLE:.spec.title,ENTRY:.spec.entry.machine,FROM:.spec.cloud,TARGET:.spec.target.name,TO:.spec.target.cloud'
+crossing=$(kubectl get ap -n $ns -o jsonpath='{range .items[*]}{.spec.cloud}>{.spec.target.cloud}{"\n"}{end}' |
+	grep -c '^azure>aws$' || true)
+if ((crossing == 0)); then
+	echo "demo: no attack path from Azure to AWS; operator log:" >&2
+	tail -n 40 "$work/operator.log" >&2
+	exit 1
+fi
 
-step "Nothing left behind in AWS"
+step "Nothing left behind in AWS or Azure"
 left=$("$python" - "$MOTO_ENDPOINT" <<'PY'
 import boto3, sys
 ec2 = boto3.client("ec2", endpoint_url=sys.argv[1], region_name="us-east-1")
@@ -131,8 +159,15 @@ print(len(snaps))
 PY
 )
 note "snapshots tagged snapsentry.io/managed-by in moto: $left"
-if [[ $left != 0 ]]; then
-	echo "demo: snapshots were left behind" >&2
+azure_left=$(python3 - "$ARM_ENDPOINT" <<'PY'
+import json, sys, urllib.request
+state = json.load(urllib.request.urlopen(sys.argv[1] + "/_snapsentry/state"))
+print(len(state["snapshots"]) + state["activeGrants"])
+PY
+)
+note "snapshots and active SAS grants in the fake ARM: $azure_left"
+if [[ $left != 0 || $azure_left != 0 ]]; then
+	echo "demo: snapshots or grants were left behind" >&2
 	exit 1
 fi
 findings=$(kubectl get sf -n $ns -o name | wc -l)

@@ -217,21 +217,37 @@ pub fn finding_name(machine: &str, rule_id: &str, fingerprint: &str) -> String {
     format!("{machine}-{rule}-{hex}")
 }
 
-/// ScannedMachine name for a machine of a policy: `<policy>-<machine>` as a DNS label (63
-/// characters at most, a hash keeping cut names unique). Image machines are named by their
-/// declared `name`, cloud machines by their `instance_id` (display names are neither unique nor
-/// stable).
+/// ScannedMachine name for a machine of a policy, a DNS label of 63 characters at most (a hash
+/// keeping cut names unique):
+/// - image machines: `<policy>-<declared name>`;
+/// - AWS (and GCP) instances: `<policy>-<instance id>` (display names are neither unique nor
+///   stable);
+/// - Azure VMs: `<policy>-<VM name>-<8 hex of a hash of the policy and the VM's resource id>` — a
+///   VM's name is unique only in its resource group, and its resource id
+///   (`/subscriptions/…/virtualMachines/NAME`) is too long to read.
 pub fn machine_name(policy: &str, cloud: Cloud, instance_id: &str, name: &str) -> String {
+    let dns = |s: &str| slugify(s).replace(['.', '_'], "-");
+    let full = match cloud {
+        Cloud::Image => format!("{}-{}", dns(policy), dns(name)),
+        Cloud::Azure => {
+            let id_hash = &short_hash(&[policy, &instance_id.to_ascii_lowercase()])[..8];
+            let head = format!("{}-{}", dns(policy), dns(name));
+            let head: String = head
+                .chars()
+                .take(MAX_DNS_LABEL - id_hash.len() - 1)
+                .collect();
+            return format!("{}-{id_hash}", head.trim_end_matches('-'));
+        }
+        Cloud::Aws | Cloud::Gcp => format!("{}-{}", dns(policy), dns(instance_id)),
+    };
+    if full.len() <= MAX_DNS_LABEL {
+        return full;
+    }
     let key = if cloud == Cloud::Image {
         name
     } else {
         instance_id
     };
-    let dns = |s: &str| slugify(s).replace(['.', '_'], "-");
-    let full = format!("{}-{}", dns(policy), dns(key));
-    if full.len() <= MAX_DNS_LABEL {
-        return full;
-    }
     let hash = short_hash(&[policy, cloud.as_str(), key]);
     let head: String = full.chars().take(MAX_DNS_LABEL - hash.len() - 1).collect();
     format!("{}-{hash}", head.trim_end_matches('-'))
@@ -350,5 +366,27 @@ mod tests {
         let long2 = machine_name(&"p".repeat(60), Cloud::Aws, "i-0abc124", "x");
         assert!(long.len() <= 63 && long2.len() <= 63);
         assert_ne!(long, long2);
+        // Azure: the VM's name, kept apart from its namesakes in other resource groups by a hash
+        // of its resource id (case-insensitive, as ARM ids are).
+        let id = |rg: &str| {
+            format!(
+                "/subscriptions/s/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/web-01"
+            )
+        };
+        let a = machine_name("prod", Cloud::Azure, &id("rg-a"), "web-01");
+        let b = machine_name("prod", Cloud::Azure, &id("rg-b"), "web-01");
+        assert!(
+            a.starts_with("prod-web-01-") && a.len() == "prod-web-01-".len() + 8,
+            "{a}"
+        );
+        assert_ne!(a, b);
+        assert_eq!(
+            a,
+            machine_name("prod", Cloud::Azure, &id("rg-a").to_uppercase(), "web-01")
+        );
+        let long_a = machine_name(&"p".repeat(60), Cloud::Azure, &id("rg-a"), "web-01");
+        let long_b = machine_name(&"p".repeat(60), Cloud::Azure, &id("rg-b"), "web-01");
+        assert!(long_a.len() <= 63 && long_b.len() <= 63);
+        assert_ne!(long_a, long_b);
     }
 }

@@ -18,6 +18,7 @@
 //! # }
 //! ```
 
+pub mod azure_fleet;
 pub mod azurite;
 pub mod chart_rbac;
 pub mod controlplane;

@@ -1,22 +1,31 @@
-//! A local stand-in for a Kubernetes cluster and an AWS account, for `make demo`: etcd +
-//! kube-apiserver (built by `scripts/toolchain.sh`), moto with the wrapper of `tests/moto/`, and
-//! the local Job runner playing kubelet + Job controller for one namespace, running each scanner
-//! Job's own command (`snapsentry-scan job`, found on `PATH`) as a local process.
+//! A local stand-in for a Kubernetes cluster, an AWS account and an Azure subscription, for
+//! `make demo`: etcd + kube-apiserver (built by `scripts/toolchain.sh`), moto with the wrapper of
+//! `tests/moto/` (AWS), Azurite (Azure's blob data plane) with the fake ARM of `tests/azure/`
+//! (Azure's control plane), and the local Job runner playing kubelet + Job controller for one
+//! namespace, running each scanner Job's own command (`snapsentry-scan job`, found on `PATH`) as a
+//! local process.
 //!
-//! It installs snapsentry's CRDs, creates the namespace and the fingerprint-key Secret, writes
-//! `kubeconfig` and `env` (shell `export` lines: `KUBECONFIG`, `MOTO_ENDPOINT`, the moto
-//! credentials) into the directory given as its argument, prints `ready`, and runs until its
-//! standard input closes or it is interrupted; then everything it started stops.
+//! It installs snapsentry's CRDs, creates the namespace and the fingerprint-key Secret, loads the
+//! Azure fleet given as `AZURE_FLEET` into the fake ARM (a fleet spec as documented on
+//! `FakeArm::load_fleet`, whose disks name image files as `"image": PATH`: each is uploaded to
+//! Azurite as a page blob first), writes `kubeconfig` and `env` (shell `export` lines:
+//! `KUBECONFIG`, `MOTO_ENDPOINT`, the moto credentials, `ARM_ENDPOINT`) into the directory given
+//! as its first argument, prints `ready`, and runs until its standard input closes or it is
+//! interrupted; then everything it started stops.
 //!
 //! ```text
-//! cargo run -p snapsentry-tests --example local-aws -- DIR [NAMESPACE]
+//! cargo run -p snapsentry-tests --example local-cloud -- DIR [NAMESPACE [AZURE_FLEET]]
 //! ```
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, Write as _};
 use std::path::PathBuf;
+use std::time::Duration;
 
+use snapsentry_tests::azure_fleet;
+use snapsentry_tests::azurite::Azurite;
 use snapsentry_tests::controlplane::{ControlPlane, Options};
+use snapsentry_tests::fake_arm::FakeArm;
 use snapsentry_tests::jobrunner::{JobRunner, JobRunnerOptions};
 use snapsentry_tests::moto::Moto;
 use snapsentry_tests::{search_path, world};
@@ -26,13 +35,22 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let dir = PathBuf::from(
         args.next()
-            .ok_or_else(|| anyhow::anyhow!("usage: local-aws DIR [NAMESPACE]"))?,
+            .ok_or_else(|| anyhow::anyhow!("usage: local-cloud DIR [NAMESPACE [AZURE_FLEET]]"))?,
     );
     let ns = args.next().unwrap_or_else(|| "snapsentry".to_owned());
+    let azure_fleet = args.next().map(PathBuf::from);
     std::fs::create_dir_all(&dir)?;
 
     let cp = ControlPlane::start().await?;
     let moto = Moto::start()?;
+    let azurite = Azurite::start()?;
+    let arm = FakeArm::start()?;
+    if let Some(path) = &azure_fleet {
+        let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(path)?)?;
+        // The SAS URLs the fake hands out last the demo's whole run.
+        azure_fleet::upload_disks(&azurite, &mut spec, Duration::from_secs(24 * 3600))?;
+        arm.load_fleet(&spec)?;
+    }
     let client = cp.client().await?;
     world::prepare_namespace(&cp, &client, &ns).await?;
 
@@ -46,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
         exports.push_str(&format!("export {k}='{v}'\n"));
     }
     exports.push_str(&format!("export MOTO_ENDPOINT='{}'\n", moto.endpoint()));
+    exports.push_str(&format!("export ARM_ENDPOINT='{}'\n", arm.endpoint()));
     // kubectl, built with the control plane.
     exports.push_str(&format!(
         "export PATH='{}':\"$PATH\"\n",
