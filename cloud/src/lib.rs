@@ -30,6 +30,8 @@ mod provider;
 mod registry;
 #[cfg(feature = "control-plane")]
 mod targets;
+#[cfg(all(test, feature = "control-plane"))]
+mod testing;
 #[cfg(feature = "control-plane")]
 mod wait;
 

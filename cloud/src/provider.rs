@@ -28,6 +28,15 @@ pub struct ProviderContext {
     pub client: Option<kube::Client>,
 }
 
+impl ProviderContext {
+    /// The policy tag (AWS `snapsentry.io/policy`, Azure `snapsentry.io-policy`) value:
+    /// `<namespace>.<policy>`, so that policies of the same name in two namespaces never sweep
+    /// each other's snapshots.
+    pub fn policy_tag(&self) -> String {
+        format!("{}.{}", self.namespace, self.policy)
+    }
+}
+
 impl std::fmt::Debug for ProviderContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProviderContext")

@@ -174,26 +174,10 @@ impl AwsProvider {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use k8s_openapi::ByteString;
-
     use super::*;
 
     fn secret(pairs: &[(&str, &str)]) -> Secret {
-        Secret {
-            metadata: kube::api::ObjectMeta {
-                name: Some("aws-creds".into()),
-                ..Default::default()
-            },
-            data: Some(
-                pairs
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
-                    .collect::<BTreeMap<_, _>>(),
-            ),
-            ..Default::default()
-        }
+        crate::testing::secret("aws-creds", pairs)
     }
 
     #[test]

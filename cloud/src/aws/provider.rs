@@ -43,11 +43,6 @@ impl AwsProvider {
         self
     }
 
-    /// The `snapsentry.io/policy` tag value of a policy.
-    pub fn policy_tag(ctx: &ProviderContext) -> String {
-        format!("{}.{}", ctx.namespace, ctx.policy)
-    }
-
     pub(super) fn strategy(&self) -> SnapshotStrategy {
         self.spec
             .snapshot_strategy

@@ -69,7 +69,7 @@ impl AwsProvider {
     fn scan_tags(ctx: &ProviderContext, scan_id: &str, instance: &str) -> Vec<Tag> {
         [
             (MANAGED_BY_TAG, MANAGED_BY_VALUE.to_owned()),
-            (POLICY_TAG, Self::policy_tag(ctx)),
+            (POLICY_TAG, ctx.policy_tag()),
             (SCAN_ID_TAG, scan_id.to_owned()),
             (INSTANCE_TAG, instance.to_owned()),
         ]
@@ -86,7 +86,7 @@ impl AwsProvider {
     ) -> Result<Vec<SnapshotRef>> {
         let clients = self.clients(ctx).await?;
         let rc = self.region(&clients, machine.region.as_deref())?;
-        let policy = Self::policy_tag(ctx);
+        let policy = ctx.policy_tag();
         let mine = vec![
             tag_filter(MANAGED_BY_TAG, MANAGED_BY_VALUE),
             tag_filter(POLICY_TAG, &policy),
@@ -287,7 +287,7 @@ impl AwsProvider {
         older_than: Timestamp,
     ) -> Result<u32> {
         let clients = self.clients(ctx).await?;
-        let policy = Self::policy_tag(ctx);
+        let policy = ctx.policy_tag();
         let mut deleted = 0;
         for rc in &clients.regions {
             let snaps = self
@@ -336,7 +336,7 @@ mod tests {
             namespace: "security".into(),
             client: None,
         };
-        assert_eq!(AwsProvider::policy_tag(&ctx), "security.prod");
+        assert_eq!(ctx.policy_tag(), "security.prod");
         let tags = AwsProvider::scan_tags(&ctx, "20261122-140000", "i-1");
         assert!(has_tag(&tags, MANAGED_BY_TAG, "snapsentry"));
         assert!(has_tag(&tags, POLICY_TAG, "security.prod"));

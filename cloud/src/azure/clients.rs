@@ -196,26 +196,10 @@ impl AzureProvider {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use k8s_openapi::ByteString;
-
     use super::*;
 
     fn secret(pairs: &[(&str, &str)]) -> Secret {
-        Secret {
-            metadata: kube::api::ObjectMeta {
-                name: Some("azure-creds".into()),
-                ..Default::default()
-            },
-            data: Some(
-                pairs
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
-                    .collect::<BTreeMap<_, _>>(),
-            ),
-            ..Default::default()
-        }
+        crate::testing::secret("azure-creds", pairs)
     }
 
     #[test]

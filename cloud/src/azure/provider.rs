@@ -69,11 +69,6 @@ impl AzureProvider {
         self
     }
 
-    /// The `snapsentry.io-policy` tag value of a policy.
-    pub fn policy_tag(ctx: &ProviderContext) -> String {
-        format!("{}.{}", ctx.namespace, ctx.policy)
-    }
-
     fn strategy(&self) -> SnapshotStrategy {
         self.spec
             .snapshot_strategy

@@ -131,7 +131,7 @@ impl AzureProvider {
     fn scan_tags(ctx: &ProviderContext, scan_id: &str, machine: &str) -> Value {
         serde_json::json!({
             MANAGED_BY_TAG: MANAGED_BY_VALUE,
-            POLICY_TAG: Self::policy_tag(ctx),
+            POLICY_TAG: ctx.policy_tag(),
             SCAN_ID_TAG: scan_id,
             MACHINE_TAG: machine,
         })
@@ -191,7 +191,7 @@ impl AzureProvider {
         scan_id: &str,
     ) -> Result<SnapshotRef> {
         let (sub, rg, _) = parse_id(disk_id).ok_or_else(|| bad_id(disk_id))?;
-        let policy = Self::policy_tag(ctx);
+        let policy = ctx.policy_tag();
         let name = snapshot_name(&policy, scan_id, disk_id);
         let id = format!(
             "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/snapshots/{name}"
@@ -504,7 +504,7 @@ impl AzureProvider {
         older_than: Timestamp,
     ) -> Result<u32> {
         let clients = self.clients(ctx).await?;
-        let policy = Self::policy_tag(ctx);
+        let policy = ctx.policy_tag();
         let subs: Vec<&str> = self.spec.subscriptions.iter().map(String::as_str).collect();
         let mut deleted = 0;
         for s in self.list_snapshots(&clients, &subs).await? {
