@@ -10,37 +10,15 @@
 use std::time::Instant;
 
 use snapsentry_cloud::aws::ebs::{EBS_BLOCK_SIZE, EbsOptions};
-use snapsentry_crds::ScanAssignment;
 use snapsentry_engine::{Engine, EngineConfig};
 use snapsentry_scanner::job;
 
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
-fn assignment(disk: serde_json::Value) -> ScanAssignment {
-    job::parse_assignment(
-        &serde_json::json!({
-            "version": 1, "policy": "bench", "namespace": "bench", "machine": "bench",
-            "instanceId": "bench", "scanId": "bench", "cloud": "aws",
-            "disks": [disk], "maxFindings": 100000,
-        })
-        .to_string(),
-    )
-    .expect("assignment")
-}
+#[path = "common/bench.rs"]
+mod bench;
+use bench::{arg, findings_key};
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SNAPSENTRY_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    bench::init_logs();
     let snapshot = arg("--snapshot").expect("--snapshot ID");
     let region = arg("--region").unwrap_or_else(|| "us-east-1".into());
     let endpoint = arg("--endpoint");
@@ -56,7 +34,7 @@ fn main() {
     }
     let started = Instant::now();
     let remote = job::scan_disks(
-        &assignment(serde_json::json!({"id": snapshot, "source": source})),
+        &bench::assignment("aws", serde_json::json!({"id": snapshot, "source": source})),
         &engine,
         threads,
         &EbsOptions::default(),
@@ -80,7 +58,8 @@ fn main() {
     if let Some(image) = image {
         let started = Instant::now();
         let local = job::scan_disks(
-            &assignment(
+            &bench::assignment(
+                "aws",
                 serde_json::json!({"id": "image", "source": {"kind": "image", "path": image}}),
             ),
             &engine,
@@ -88,25 +67,10 @@ fn main() {
             &EbsOptions::default(),
         );
         let secs = started.elapsed().as_secs_f64();
-        let key = |s: &job::DiskScan| {
-            let mut v: Vec<_> = s
-                .findings
-                .iter()
-                .map(|l| {
-                    (
-                        l.path.clone(),
-                        l.finding.rule_id.clone(),
-                        l.finding.fingerprint.clone(),
-                    )
-                })
-                .collect();
-            v.sort();
-            v
-        };
         out["image"] = serde_json::json!({
             "seconds": secs,
             "findings": local.findings.len(),
-            "sameFindings": key(&local) == key(&remote),
+            "sameFindings": findings_key(&local) == findings_key(&remote),
         });
     }
     println!("{out}");

@@ -13,55 +13,16 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use snapsentry_crds::ScanAssignment;
 use snapsentry_engine::{Engine, EngineConfig};
 use snapsentry_scanner::job;
 use snapsentry_tests::azurite::{Azurite, FaultProxy};
 
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
-fn assignment(disk: serde_json::Value) -> ScanAssignment {
-    job::parse_assignment(
-        &serde_json::json!({
-            "version": 1, "policy": "bench", "namespace": "bench", "machine": "bench",
-            "instanceId": "bench", "scanId": "bench", "cloud": "azure",
-            "disks": [disk], "maxFindings": 100000,
-        })
-        .to_string(),
-    )
-    .expect("assignment")
-}
-
-/// The findings of a scan as comparable (path, rule, fingerprint) triples.
-fn key(s: &job::DiskScan) -> Vec<(String, String, String)> {
-    let mut v: Vec<_> = s
-        .findings
-        .iter()
-        .map(|l| {
-            (
-                l.path.clone(),
-                l.finding.rule_id.clone(),
-                l.finding.fingerprint.clone(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
-}
+#[path = "../../scanner-job/examples/common/bench.rs"]
+mod bench;
+use bench::{arg, findings_key};
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SNAPSENTRY_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    bench::init_logs();
     let image = arg("--image").expect("--image PATH");
     let fault_every = arg("--fault-every").and_then(|n| n.parse::<u64>().ok());
     let engine =
@@ -84,11 +45,14 @@ fn main() {
 
     let started = Instant::now();
     let remote = job::scan_disks(
-        &assignment(serde_json::json!({"id": "disk.vhd", "source": {
-            "kind": "azureSnapshot",
-            "snapshotId": "/subscriptions/bench/resourceGroups/bench/providers/Microsoft.Compute/snapshots/bench",
-            "sasFile": sas_file,
-        }})),
+        &bench::assignment(
+            "azure",
+            serde_json::json!({"id": "disk.vhd", "source": {
+                "kind": "azureSnapshot",
+                "snapshotId": "/subscriptions/bench/resourceGroups/bench/providers/Microsoft.Compute/snapshots/bench",
+                "sasFile": sas_file,
+            }}),
+        ),
         &engine,
         None,
         &Default::default(),
@@ -98,7 +62,10 @@ fn main() {
 
     let started = Instant::now();
     let local = job::scan_disks(
-        &assignment(serde_json::json!({"id": "image", "source": {"kind": "image", "path": image}})),
+        &bench::assignment(
+            "azure",
+            serde_json::json!({"id": "image", "source": {"kind": "image", "path": image}}),
+        ),
         &engine,
         None,
         &Default::default(),
@@ -123,7 +90,7 @@ fn main() {
         "image": {
             "seconds": local_secs,
             "findings": local.findings.len(),
-            "sameFindings": key(&local) == key(&remote),
+            "sameFindings": findings_key(&local) == findings_key(&remote),
         },
     });
     println!("{out}");
