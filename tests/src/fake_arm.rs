@@ -438,7 +438,7 @@ fn openssl(args: &[&str]) -> Result<Vec<u8>, Error> {
 }
 
 /// The venv's interpreter when `scripts/toolchain.sh` made one, else `python3` from `PATH`.
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     let venv = cache_dir().join("venv/bin/python");
     if venv.is_file() {
         venv

@@ -1,6 +1,6 @@
 //! The end-to-end test harness: a real etcd + kube-apiserver on loopback, cloud emulators, and disk
 //! image builders, started by the tests themselves. AWS is a patched moto server ([`moto`]); Azure
-//! blob storage is Azurite ([`azurite`]).
+//! blob storage is Azurite ([`azurite`]); Compute Engine is a fake of its REST API ([`fake_gce`]).
 //! An end-to-end test of the operator builds a [`world::World`] (a namespace, the Job runner, the
 //! operator in-process, its logs captured by [`logs`]) from its provider's setup.
 //!
@@ -22,6 +22,7 @@ pub mod azurite;
 pub mod chart_rbac;
 pub mod controlplane;
 pub mod fake_arm;
+pub mod fake_gce;
 pub mod http;
 pub mod image;
 pub mod jobrunner;
