@@ -69,24 +69,21 @@ Usage: python3 fake_gce.py --port-file FILE [--port 0]; the bound port is writte
 server accepts connections.
 """
 
-import argparse
 import base64
 import json
 import os
 import re
 import secrets
 import sys
-import threading
 import time
 import traceback
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from gce_fleet import COMPUTE, LINK, Fleet, fingerprint, new_id, now, zone_url
 
-# The RS256 check is the fake ARM's (one implementation for both fakes).
+# The HTTP plumbing, fault counting and RS256 check are the fake ARM's (one implementation each).
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "azure"))
-from fake_arm import verify_rs256  # noqa: E402
+import fake_arm  # noqa: E402
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 ROUTE = re.compile(r"^/compute/v1/projects/(?P<project>[^/]+)"
@@ -110,15 +107,13 @@ def not_found(path):
     return google_error(404, "notFound", f"The resource '{path}' was not found")
 
 
-class State:
-    """The fleet, the tokens and the fault plan, shared by the request threads."""
+class State(fake_arm.State):
+    """The fleet, the tokens issued and the fault plan, shared by the request threads."""
 
     def __init__(self):
-        self.lock = threading.Lock()
+        super().__init__()
         self.fleet = Fleet({})
         self.tokens = set()
-        self.plan = {}
-        self.counters = {}
 
     def issue(self):
         with self.lock:
@@ -128,21 +123,14 @@ class State:
 
     def fault_for(self, operation):
         """Counts one call; returns "throttle", ("server", status), "quota" or None."""
+        fault = super().fault_for(operation)
         with self.lock:
-            counters = self.counters.setdefault(
-                operation, {"calls": 0, "throttled": 0, "serverErrors": 0, "quotaErrors": 0})
-            counters["calls"] += 1
-            plan = self.plan.get(operation, {})
-            throttle = plan.get("throttleEvery")
-            if throttle and counters["calls"] % throttle == 0:
-                counters["throttled"] += 1
-                return "throttle"
+            counters = self.counters[operation]
+            counters.setdefault("quotaErrors", 0)
+            if fault:
+                return "throttle" if fault[0] == 429 else ("server", fault[0])
+            quota = self.plan.get(operation, {}).get("quotaEvery")
             unthrottled = counters["calls"] - counters["throttled"]
-            every = plan.get("serverErrorEvery")
-            if every and unthrottled % every == 0:
-                counters["serverErrors"] += 1
-                return ("server", plan.get("serverErrorStatus", 503))
-            quota = plan.get("quotaEvery")
             if quota and operation.endswith(".insert") and unthrottled % quota == 0:
                 counters["quotaErrors"] += 1
                 return "quota"
@@ -152,22 +140,8 @@ class State:
 STATE = State()
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, fmt, *args):
-        sys.stderr.write("%s %s\n" % (self.log_date_time_string(), fmt % args))
-
-    def do_GET(self):
-        self.dispatch("GET")
-
-    def do_POST(self):
-        self.dispatch("POST")
-
-    def do_DELETE(self):
-        self.dispatch("DELETE")
-
-    # --- plumbing ------------------------------------------------------------------------------
+class Handler(fake_arm.Handler):
+    """The fake ARM's plumbing (methods, log, request body), Compute's answers."""
 
     def send(self, status, body=None, headers=None):
         text = "" if body is None else json.dumps(body).replace(LINK, self.base())
@@ -181,14 +155,10 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def base(self):
-        return f"http://{self.headers.get('Host', '127.0.0.1')}"
-
     def dispatch(self, method):
         url = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        raw = self.body()
         try:
             if url.path.startswith("/_snapsentry/"):
                 return self.send(*self.control(method, url.path, raw))
@@ -219,7 +189,7 @@ class Handler(BaseHTTPRequestHandler):
             return 400, {"error": "unsupported_grant_type",
                          "error_description": f"Invalid grant_type: {form.get('grant_type')}"}
         account = STATE.fleet.service_account
-        claims = account and verify_rs256(form.get("assertion", ""), account["modulus"],
+        claims = account and fake_arm.verify_rs256(form.get("assertion", ""), account["modulus"],
                                           account.get("exponent", 65537))
         if not claims:
             return 400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
@@ -603,19 +573,5 @@ def matches(item, expression):
     return True
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--port-file", required=True)
-    args = parser.parse_args()
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    server.daemon_threads = True
-    temporary = args.port_file + ".tmp"
-    with open(temporary, "w") as file:
-        file.write(str(server.server_address[1]))
-    os.replace(temporary, args.port_file)
-    server.serve_forever()
-
-
 if __name__ == "__main__":
-    main()
+    fake_arm.main(Handler, __doc__)

@@ -25,140 +25,37 @@
 //! # }
 //! ```
 
-use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
-use std::process::ExitStatus;
-use std::time::{Duration, Instant};
 
-use tracing::debug;
-
-pub use crate::fake_arm::Response;
-use crate::fake_arm::python;
-use crate::process::{Server, tied_to_this_process};
+use crate::python_fake::PythonFake;
+pub use crate::python_fake::{Error, Response};
 
 /// The path of the GKE metadata server's token for the pod's service account.
 pub const METADATA_TOKEN_PATH: &str = "/computeMetadata/v1/instance/service-accounts/default/token";
 
-/// Lines of the server's log quoted in an error.
-const LOG_TAIL_LINES: usize = 40;
-
-/// Readiness polling interval.
-const POLL_INTERVAL: Duration = Duration::from_millis(25);
-
-/// How long the server may take to listen.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How long one request may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Why the fake could not be started or a request to it failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A file system, process or socket operation failed.
-    #[error("{context}")]
-    Io {
-        /// What was being done.
-        context: String,
-        /// The underlying failure.
-        #[source]
-        source: io::Error,
-    },
-    /// The server exited while starting.
-    #[error("fake GCE exited during startup ({status}); last lines of its log:\n{tail}")]
-    Exited {
-        /// How it exited.
-        status: ExitStatus,
-        /// The end of its log.
-        tail: String,
-    },
-    /// The server did not become ready in time.
-    #[error("fake GCE not ready after {STARTUP_TIMEOUT:?}; last lines of its log:\n{tail}")]
-    NotReady {
-        /// The end of its log.
-        tail: String,
-    },
-    /// A request got an unexpected answer.
-    #[error("fake GCE {request}: HTTP {status}: {body}")]
-    Status {
-        /// Method and path.
-        request: String,
-        /// The HTTP status.
-        status: u16,
-        /// The response body.
-        body: String,
-    },
-}
-
-impl Error {
-    fn io(context: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
-        let context = context.into();
-        move |source| Error::Io { context, source }
-    }
-}
-
 /// A running fake Compute Engine; dropping it kills the server and removes its directory.
 #[derive(Debug)]
 pub struct FakeGce {
-    server: Server,
-    port: u16,
+    fake: PythonFake,
 }
 
 impl FakeGce {
-    /// Starts the fake on a free loopback port (it binds port 0 and writes the port it got to a
-    /// file, so there is no race for it) and waits until it answers.
+    /// Starts the fake on a free loopback port and waits until it answers.
     pub fn start() -> Result<Self, Error> {
-        let started = Instant::now();
-        let server = Server::spawn("snapsentry-fake-gce-", "fake_gce.log", |dir| {
-            let mut command = tied_to_this_process(python());
-            command
-                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("gcp/fake_gce.py"))
-                .arg("--port-file")
-                .arg(dir.join("port"))
-                .env("PYTHONUNBUFFERED", "1")
-                // No __pycache__ beside gce_fleet.py (or fake_arm.py) in the source tree.
-                .env("PYTHONDONTWRITEBYTECODE", "1");
-            command
-        })
-        .map_err(Error::io(
-            "starting the fake GCE through setpriv (util-linux)",
-        ))?;
-        let port_file = server.dir.path().join("port");
-        let mut gce = FakeGce { server, port: 0 };
-        let deadline = started + STARTUP_TIMEOUT;
-        loop {
-            if let Some(status) = gce
-                .server
-                .child
-                .try_wait()
-                .map_err(Error::io("waiting for the fake GCE"))?
-            {
-                let tail = gce.log_tail();
-                return Err(Error::Exited { status, tail });
-            }
-            if gce.port == 0 {
-                gce.port = fs::read_to_string(&port_file)
-                    .ok()
-                    .and_then(|text| text.trim().parse().ok())
-                    .unwrap_or(0);
-            }
-            if gce.port != 0 && gce.state().is_ok() {
-                debug!(endpoint = %gce.endpoint(), elapsed = ?started.elapsed(), "fake GCE ready");
-                return Ok(gce);
-            }
-            if Instant::now() >= deadline {
-                let tail = gce.log_tail();
-                return Err(Error::NotReady { tail });
-            }
-            std::thread::sleep(POLL_INTERVAL);
-        }
+        let fake = PythonFake::start(
+            "fake GCE",
+            "gcp/fake_gce.py",
+            "snapsentry-fake-gce-",
+            "fake_gce.log",
+        )?;
+        Ok(FakeGce { fake })
     }
 
     /// `http://127.0.0.1:PORT`: the root of every API it fakes (`/compute/v1`,
     /// `/sql/v1beta4`, `/storage/v1`), of the token URL (`{endpoint}/token`, a service-account
     /// key's `token_uri`) and of the metadata server ([`METADATA_TOKEN_PATH`]).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.fake.endpoint()
     }
 
     /// Replaces the fake's state with the fleet `spec`:
@@ -221,7 +118,9 @@ impl FakeGce {
 
     /// A bearer token from the metadata server, as a pod with workload identity gets it.
     pub fn token(&self) -> Result<String, Error> {
-        let body = expect_ok(self.metadata_token(true)?, METADATA_TOKEN_PATH)?;
+        let body = self
+            .fake
+            .expect_ok(self.metadata_token(true)?, METADATA_TOKEN_PATH)?;
         body["access_token"]
             .as_str()
             .map(str::to_owned)
@@ -240,13 +139,13 @@ impl FakeGce {
         } else {
             &[]
         };
-        self.exchange("GET", METADATA_TOKEN_PATH, headers, "")
+        self.fake.exchange("GET", METADATA_TOKEN_PATH, headers, "")
     }
 
     /// `POST /token` with this form body (the JWT-bearer grant); the answer as it comes.
     pub fn request_token(&self, form: &str) -> Result<Response, Error> {
         let headers = [("Content-Type", "application/x-www-form-urlencoded")];
-        self.exchange("POST", "/token", &headers, form)
+        self.fake.exchange("POST", "/token", &headers, form)
     }
 
     /// One request to the fake; `target` is a path with query or a full URL on this server (a
@@ -258,14 +157,13 @@ impl FakeGce {
         token: Option<&str>,
         body: Option<&serde_json::Value>,
     ) -> Result<Response, Error> {
-        let path = target.strip_prefix(&self.endpoint()).unwrap_or(target);
         let body = body.map(ToString::to_string).unwrap_or_default();
         let auth = token.map(|token| format!("Bearer {token}"));
         let mut headers = vec![("Content-Type", "application/json")];
         if let Some(auth) = &auth {
             headers.push(("Authorization", auth));
         }
-        self.exchange(method, path, &headers, &body)
+        self.fake.exchange(method, target, &headers, &body)
     }
 
     fn control(
@@ -274,55 +172,16 @@ impl FakeGce {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<serde_json::Value, Error> {
-        expect_ok(self.request(method, path, None, body)?, path)
-    }
-
-    /// A minimal HTTP/1.1 exchange (the tests crate has no HTTP client dependency).
-    fn exchange(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &str,
-    ) -> Result<Response, Error> {
-        let r = crate::http::request(
-            self.port,
-            method,
-            path,
-            headers,
-            body.as_bytes(),
-            REQUEST_TIMEOUT,
-        )
-        .map_err(Error::io(format!("fake GCE {method} {path}")))?;
-        Ok(Response {
-            status: r.status,
-            body: r.text(),
-            headers: r.headers,
-        })
+        self.fake.control(method, path, body)
     }
 
     /// The server's log so far (requests, tracebacks), for a failing test to print.
     pub fn log_tail(&self) -> String {
-        self.server.log_tail(LOG_TAIL_LINES)
+        self.fake.log_tail()
     }
 
     /// The temporary directory of this server (its log is `fake_gce.log` there).
     pub fn dir(&self) -> &Path {
-        self.server.dir.path()
+        self.fake.dir()
     }
-}
-
-/// The JSON body of a 200 answer to `what`, or an error quoting the answer.
-fn expect_ok(response: Response, what: &str) -> Result<serde_json::Value, Error> {
-    let status = response.status;
-    if status == 200
-        && let Ok(body) = serde_json::from_str(&response.body)
-    {
-        return Ok(body);
-    }
-    Err(Error::Status {
-        request: what.to_owned(),
-        status,
-        body: response.body,
-    })
 }

@@ -30,6 +30,7 @@ pub mod logs;
 pub mod moto;
 pub mod planted;
 pub mod process;
+pub mod python_fake;
 pub mod random;
 pub mod world;
 
