@@ -21,7 +21,10 @@ the two token endpoints, else 401 with Google's error body, status UNAUTHENTICAT
                                             email, aud = this URL, not expired
   GET  /computeMetadata/v1/instance/service-accounts/default/token
                                             the GKE metadata server (workload identity); needs
-                                            `Metadata-Flavor: Google`, else 403
+                                            `Metadata-Flavor: Google`, else 403; as text (404
+                                            when the fleet's metadataServer lacks the value):
+  GET  /computeMetadata/v1/project/project-id, .../instance/zone (projects/NUMBER/zones/Z),
+       .../instance/service-accounts/default/email
   Under /compute/v1/projects/P (P must be a fleet project, else 404):
   GET  (the project itself)                 commonInstanceMetadata.items (ssh-keys...)
   GET  /aggregated/instances                items keyed "zones/Z": {"instances": [...]} or a
@@ -144,13 +147,14 @@ class Handler(fake_arm.Handler):
     """The fake ARM's plumbing (methods, log, request body), Compute's answers."""
 
     def send(self, status, body=None, headers=None):
-        text = "" if body is None else json.dumps(body).replace(LINK, self.base())
+        plain = isinstance(body, str)  # the metadata server's values
+        text = body if plain else json.dumps(body).replace(LINK, self.base())
         data = text.encode()
         self.send_response(status)
         for key, value in (headers or {}).items():
             self.send_header(key, value)
-        if body is not None:
-            self.send_header("Content-Type", "application/json; charset=UTF-8")
+        self.send_header("Content-Type", "application/text" if plain else
+                         "application/json; charset=UTF-8")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -164,9 +168,8 @@ class Handler(fake_arm.Handler):
                 return self.send(*self.control(method, url.path, raw))
             if method == "POST" and url.path == "/token":
                 return self.send(*self.token(raw))
-            if method == "GET" and url.path == \
-                    "/computeMetadata/v1/instance/service-accounts/default/token":
-                return self.send(*self.metadata_token())
+            if method == "GET" and url.path.startswith("/computeMetadata/v1/"):
+                return self.send(*self.metadata(url.path))
             auth = self.headers.get("Authorization", "")
             if not auth.startswith("Bearer ") or auth[7:] not in STATE.tokens:
                 status, body = google_error(
@@ -205,12 +208,24 @@ class Handler(fake_arm.Handler):
             return 503, {"error": "temporarily_unavailable"}
         return 200, STATE.issue()
 
-    def metadata_token(self):
+    def metadata(self, path):
+        """The GKE metadata server: the pod's token, the project and zone of its node."""
+        flavor = {"Metadata-Flavor": "Google"}
         if self.headers.get("Metadata-Flavor") != "Google":
-            return 403, {"error": "Missing required header: Metadata-Flavor: Google"}
-        if STATE.fault_for("metadata.token"):
-            return 503, {"error": "temporarily_unavailable"}
-        return 200, STATE.issue(), {"Metadata-Flavor": "Google"}
+            return 403, "Missing required header: Metadata-Flavor: Google\n"
+        if path.endswith("/instance/service-accounts/default/token"):
+            if STATE.fault_for("metadata.token"):
+                return 503, "temporarily unavailable\n", flavor
+            return 200, STATE.issue(), flavor
+        server = STATE.fleet.metadata_server
+        project = STATE.fleet.projects.get(server.get("projectId"))
+        zone = server.get("zone")
+        value = {
+            "project/project-id": server.get("projectId"),
+            "instance/zone": zone and f"projects/{project.number if project else 0}/zones/{zone}",
+            "instance/service-accounts/default/email": server.get("email"),
+        }.get(path.removeprefix("/computeMetadata/v1/"))
+        return (200, value, flavor) if value else (404, "Not Found\n", flavor)
 
     def control(self, method, path, raw):
         if path == "/_snapsentry/fleet" and method == "POST":

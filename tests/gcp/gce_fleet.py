@@ -1,7 +1,8 @@
 """The state of the fake Compute Engine (tests/gcp/fake_gce.py): a fleet spec turned into resource bodies.
 
 A fleet spec (documented on FakeGce::load_fleet in tests/src/fake_gce.rs) names the service account
-whose key signs token requests, and projects with instances (zone, status, labels, network tags,
+whose key signs token requests, what the metadata server says of the scanner's node (project, zone),
+and projects with instances (zone, status, labels, network tags,
 service accounts, external IPv4/IPv6, metadata, OS, disks each backed by a raw disk image file),
 VPC firewall rules, project metadata, Cloud SQL instances and GCS buckets. Fleet builds the bodies
 the Compute Engine v1 API (and the small SQL Admin and Storage listings) would answer, in the
@@ -234,5 +235,6 @@ class Fleet:
     def __init__(self, spec):
         self.page_size = int(spec.get("pageSize", 500))
         self.service_account = spec.get("serviceAccount")  # {"email", "modulus", "exponent"}
+        self.metadata_server = spec.get("metadataServer", {})  # {"projectId", "zone", "email"}
         self.projects = {name: Project(name, p) for name, p in spec.get("projects", {}).items()}
         self.operations = {}  # name -> {"polls", "body", "done"}

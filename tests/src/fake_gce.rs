@@ -58,25 +58,26 @@ impl FakeGce {
         self.fake.endpoint()
     }
 
-    /// Replaces the fake's state with the fleet `spec`:
-    /// `{"pageSize": n (default page size of lists without maxResults, 500),
-    /// "serviceAccount": {"email", "modulus": HEX, "exponent": n (65537)} (the key the JWT grant
-    /// verifies with, e.g. a [`crate::fake_arm::TestCertificate`]'s modulus; without it only the
-    /// metadata server issues tokens), "projects": {PROJECT: {"zones": [ZONE...] (listed in the
-    /// aggregated list even when empty), "commonMetadata": {KEY: VALUE} (e.g. "ssh-keys"),
-    /// "instances": [{"name", "zone" ("us-central1-a"), "status" ("RUNNING"|"TERMINATED"|...),
-    /// "os" ("WINDOWS" gives the boot disk Windows licenses and guest OS features, anything else
-    /// Debian's), "machineType", "labels": {..}, "tags": [NETWORK TAG...], "serviceAccounts":
-    /// [EMAIL...], "network" ("default"), "internalIp", "externalIp" (an ONE_TO_ONE_NAT access
-    /// config's natIP), "externalIpv6" (a DIRECT_IPV6 ipv6AccessConfig), "metadata": {KEY: VALUE},
-    /// "disks": [{"name", "image": RAW DISK IMAGE FILE, "sizeGb" (10), "boot" (the first disk),
+    /// Replaces the fake's state with the fleet `spec`: `{"pageSize": n (default page size of lists
+    /// without maxResults, 500), "serviceAccount": {"email", "modulus": HEX, "exponent": n (65537)}
+    /// (the key the JWT grant verifies with, e.g. a [`crate::fake_arm::TestCertificate`]'s modulus;
+    /// without it only the metadata server issues tokens), "metadataServer": {"projectId", "zone",
+    /// "email"} (what the metadata server says of the node the scanner runs on; each optional),
+    /// "projects": {PROJECT: {"zones": [ZONE...] (listed in the aggregated list even when empty),
+    /// "commonMetadata": {KEY: VALUE} (e.g. "ssh-keys"), "instances": [{"name", "zone"
+    /// ("us-central1-a"), "status" ("RUNNING"|"TERMINATED"|...), "os" ("WINDOWS" gives the boot
+    /// disk Windows licenses and guest OS features, anything else Debian's), "machineType",
+    /// "labels": {..}, "tags": [NETWORK TAG...], "serviceAccounts": [EMAIL...], "network"
+    /// ("default"), "internalIp", "externalIp" (an ONE_TO_ONE_NAT access config's natIP),
+    /// "externalIpv6" (a DIRECT_IPV6 ipv6AccessConfig), "metadata": {KEY: VALUE}, "disks":
+    /// [{"name", "image": RAW DISK IMAGE FILE, "sizeGb" (10), "boot" (the first disk),
     /// "deviceName", "labels"}]}], "firewalls": [{"name", "network", "direction" ("INGRESS"),
     /// "priority" (1000), "sourceRanges", "destinationRanges", "sourceTags", "targetTags",
-    /// "targetServiceAccounts", "allowed": [{"IPProtocol", "ports"}] (tcp/22), "deny": bool
-    /// (the rules become `denied`), "disabled"}], "sqlInstances": [{"name", "region",
-    /// "databaseVersion", "ipAddresses": [{"type" ("PRIMARY"|"PRIVATE"), "ipAddress"}]}],
-    /// "buckets": [{"name", "location"}]}}}`. A snapshot keeps its disk's image file, a disk made
-    /// from a snapshot keeps the snapshot's.
+    /// "targetServiceAccounts", "allowed": [{"IPProtocol", "ports"}] (tcp/22), "deny": bool (the
+    /// rules become `denied`), "disabled"}], "sqlInstances": [{"name", "region", "databaseVersion",
+    /// "ipAddresses": [{"type" ("PRIMARY"|"PRIVATE"), "ipAddress"}]}], "buckets": [{"name",
+    /// "location"}]}}}`. A snapshot keeps its disk's image file, a disk made from a snapshot keeps
+    /// the snapshot's.
     pub fn load_fleet(&self, spec: &serde_json::Value) -> Result<(), Error> {
         self.control("POST", "/_snapsentry/fleet", Some(spec))
             .map(drop)
@@ -134,12 +135,18 @@ impl FakeGce {
     /// `GET` [`METADATA_TOKEN_PATH`], with `Metadata-Flavor: Google` when `flavor`; the answer as
     /// it comes.
     pub fn metadata_token(&self, flavor: bool) -> Result<Response, Error> {
+        self.metadata(METADATA_TOKEN_PATH, flavor)
+    }
+
+    /// `GET path` of the metadata server (e.g. `/computeMetadata/v1/instance/zone`), with
+    /// `Metadata-Flavor: Google` when `flavor`; the answer as it comes.
+    pub fn metadata(&self, path: &str, flavor: bool) -> Result<Response, Error> {
         let headers: &[(&str, &str)] = if flavor {
             &[("Metadata-Flavor", "Google")]
         } else {
             &[]
         };
-        self.fake.exchange("GET", METADATA_TOKEN_PATH, headers, "")
+        self.fake.exchange("GET", path, headers, "")
     }
 
     /// `POST /token` with this form body (the JWT-bearer grant); the answer as it comes.

@@ -56,6 +56,20 @@ fn calls_need_a_token_and_the_metadata_server_a_flavor_header() -> Result<()> {
         &["/access_token", "/expires_in", "/token_type"],
     )?;
     get(&gce, &token, &path)?;
+    // Where the scanner's node runs, as text.
+    let zone = expect(
+        gce.metadata("/computeMetadata/v1/instance/zone", true)?,
+        200,
+        "zone",
+    )?;
+    ensure!(zone.body.starts_with("projects/") && zone.body.ends_with("/zones/us-east1-c"));
+    let project = gce.metadata("/computeMetadata/v1/project/project-id", true)?;
+    ensure!(project.body == PROJECT && project.header("Metadata-Flavor") == Some("Google"));
+    ensure!(
+        gce.metadata("/computeMetadata/v1/project/project-id", false)?
+            .status
+            == 403
+    );
     let missing = gce.request("GET", "/compute/v1/projects/nope", Some(&token), None)?;
     ensure!(missing.status == 404 && missing.json()?["error"]["errors"][0]["reason"] == "notFound");
     ensure!(gce.state()?["tokensIssued"] == 2);
@@ -130,6 +144,12 @@ fn service_account_grants_are_verified_rs256_jwts() -> Result<()> {
     let wrong_grant = gce.request_token(&grant(&good).replace("jwt-bearer", "client"))?;
     ensure!(wrong_grant.json()?["error"] == "unsupported_grant_type");
     ensure!(gce.state()?["tokensIssued"] == 1);
+    // No metadataServer in this fleet: the metadata server knows no zone.
+    ensure!(
+        gce.metadata("/computeMetadata/v1/instance/zone", true)?
+            .status
+            == 404
+    );
     Ok(())
 }
 

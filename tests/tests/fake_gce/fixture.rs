@@ -26,6 +26,8 @@ pub fn fleet(page_size: usize) -> Value {
     let disk = |name: &str| json!({"name": name, "image": format!("/images/{name}.img")});
     json!({
         "pageSize": page_size,
+        "metadataServer": {"projectId": PROJECT, "zone": ZONES[2],
+                           "email": "scanner@snapsentry-test.iam.gserviceaccount.com"},
         "projects": {PROJECT: {
             "zones": [ZONES[2]],
             "commonMetadata": {"ssh-keys": "admin:ssh-ed25519 AAAAC3Nza admin@example"},
