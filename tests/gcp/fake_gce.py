@@ -1,4 +1,4 @@
-"""A fake Google Compute Engine control plane (Compute v1 REST) on a loopback port, for snapsentry's GCP tests.
+"""A fake Compute Engine control plane (Compute v1 REST) on a loopback port, for the GCP tests.
 
 Why this exists: Compute Engine has no emulator. Listing instances, firewalls and project metadata,
 snapshotting disks and creating disks from snapshots are Compute calls, answered with long-running
@@ -179,8 +179,8 @@ class Handler(fake_arm.Handler):
                     if not auth else "Request had invalid authentication credentials. Expected "
                     "OAuth 2 access token, login cookie or other valid authentication credential.",
                     location="Authorization", locationType="header")
-                return self.send(status, body,
-                                 {"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'})
+                realm = 'Bearer realm="https://accounts.google.com/"'
+                return self.send(status, body, {"WWW-Authenticate": realm})
             self.send(*self.api(method, url.path, query, raw))
         except Exception as error:  # a bug in the fake: answer 500 and log it
             traceback.print_exc()
@@ -192,8 +192,8 @@ class Handler(fake_arm.Handler):
             return 400, {"error": "unsupported_grant_type",
                          "error_description": f"Invalid grant_type: {form.get('grant_type')}"}
         account = STATE.fleet.service_account
-        claims = account and fake_arm.verify_rs256(form.get("assertion", ""), account["modulus"],
-                                          account.get("exponent", 65537))
+        claims = account and fake_arm.verify_rs256(
+            form.get("assertion", ""), account["modulus"], account.get("exponent", 65537))
         if not claims:
             return 400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
         if claims.get("iss") != account.get("email") or not str(claims.get("aud", "")) \
@@ -442,7 +442,8 @@ class Handler(fake_arm.Handler):
             "name": name, "status": "CREATING", "sourceDisk": disk["selfLink"],
             "sourceDiskId": disk["id"], "diskSizeGb": disk["sizeGb"],
             "storageBytes": "0", "storageBytesStatus": "UPDATING",
-            "licenses": disk.get("licenses", []), "guestOsFeatures": disk.get("guestOsFeatures", []),
+            "licenses": disk.get("licenses", []),
+            "guestOsFeatures": disk.get("guestOsFeatures", []),
             "labels": labels, "labelFingerprint": fingerprint(labels),
             "storageLocations": ["us"], "snapshotType": "STANDARD", "architecture": "X86_64",
             "selfLink": link, "_image": disk["_image"],
@@ -490,7 +491,8 @@ class Handler(fake_arm.Handler):
     def operation(self, project, zone, verb, target, resource, error=None, on_done=None):
         """Starts an operation on `resource` (None when it fails); answers it, PENDING."""
         name = f"operation-{int(time.time() * 1000)}-{secrets.token_hex(6)}"
-        scope = zone_url(project.name, zone) if zone else f"{COMPUTE}/projects/{project.name}/global"
+        scope = zone_url(project.name, zone) if zone else \
+            f"{COMPUTE}/projects/{project.name}/global"
         body = {
             "kind": "compute#operation", "id": new_id(), "name": name, "operationType": verb,
             "targetLink": target, "targetId": resource["id"] if resource else new_id(),

@@ -1,12 +1,12 @@
-"""The state of the fake Compute Engine (tests/gcp/fake_gce.py): a fleet spec turned into resource bodies.
+"""The state of the fake Compute Engine (fake_gce.py): a fleet spec turned into resource bodies.
 
 A fleet spec (documented on FakeGce::load_fleet in tests/src/fake_gce.rs) names the service account
 whose key signs token requests, what the metadata server says of the scanner's node (project, zone),
-and projects with instances (zone, status, labels, network tags,
-service accounts, external IPv4/IPv6, metadata, OS, disks each backed by a raw disk image file),
-VPC firewall rules, project metadata, Cloud SQL instances and GCS buckets. Fleet builds the bodies
-the Compute Engine v1 API (and the small SQL Admin and Storage listings) would answer, in the
-documented shapes, and keeps the disks, snapshots and operations the fake's requests add.
+and projects with instances (zone, status, labels, network tags, service accounts, external
+IPv4/IPv6, metadata, OS, disks each backed by a raw disk image file), VPC firewall rules, project
+metadata, Cloud SQL instances and GCS buckets. Fleet builds the bodies the Compute Engine v1 API
+(and the small SQL Admin and Storage listings) would answer, in the documented shapes, and keeps the
+disks, snapshots and operations the fake's requests add.
 
 Links: every selfLink, zone, source, targetLink... is written with the placeholder LINK
 ("{fake}/compute/v1/projects/..."); the server replaces it with its own URL when it answers, so a
