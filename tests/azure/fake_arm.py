@@ -517,12 +517,13 @@ class Handler(BaseHTTPRequestHandler):
         return 200, body
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(handler=Handler, description=__doc__):
+    """Serves `handler` (also the fake Compute Engine's) on the --port, writing the --port-file."""
+    parser = argparse.ArgumentParser(description=description.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--port-file", required=True)
     args = parser.parse_args()
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), handler)
     server.daemon_threads = True
     temporary = args.port_file + ".tmp"
     with open(temporary, "w") as file:

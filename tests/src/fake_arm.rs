@@ -5,8 +5,7 @@
 //! in the documented shapes; `tests/tests/fake_arm.rs` checks it against Microsoft's published
 //! examples. Its header lists every endpoint and the control API.
 //!
-//! The interpreter is the venv's of `scripts/toolchain.sh` when there is one, else `python3` on
-//! `PATH`.
+//! It runs as a [`crate::python_fake::PythonFake`].
 //!
 //! ```no_run
 //! # fn example() -> Result<(), snapsentry_tests::fake_arm::Error> {
@@ -23,179 +22,37 @@
 //! ```
 
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
-use std::process::ExitStatus;
-use std::time::{Duration, Instant};
 
-use tracing::debug;
-
-use crate::controlplane::cache_dir;
-use crate::process::{Server, tied_to_this_process};
+use crate::python_fake::PythonFake;
+pub use crate::python_fake::{Error, Response};
 
 /// The tenant the tests ask tokens of (the fake accepts any unless the fleet names one).
 pub const TENANT: &str = "00000000-0000-0000-0000-00000000feed";
 
-/// Lines of the server's log quoted in an error.
-const LOG_TAIL_LINES: usize = 40;
-
-/// Readiness polling interval.
-const POLL_INTERVAL: Duration = Duration::from_millis(25);
-
-/// How long the server may take to listen.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How long one request may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Why the fake could not be started or a request to it failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A file system, process or socket operation failed.
-    #[error("{context}")]
-    Io {
-        /// What was being done.
-        context: String,
-        /// The underlying failure.
-        #[source]
-        source: io::Error,
-    },
-    /// The server exited while starting.
-    #[error("fake ARM exited during startup ({status}); last lines of its log:\n{tail}")]
-    Exited {
-        /// How it exited.
-        status: ExitStatus,
-        /// The end of its log.
-        tail: String,
-    },
-    /// The server did not become ready in time.
-    #[error("fake ARM not ready after {STARTUP_TIMEOUT:?}; last lines of its log:\n{tail}")]
-    NotReady {
-        /// The end of its log.
-        tail: String,
-    },
-    /// A request got an unexpected answer.
-    #[error("fake ARM {request}: HTTP {status}: {body}")]
-    Status {
-        /// Method and path.
-        request: String,
-        /// The HTTP status.
-        status: u16,
-        /// The response body.
-        body: String,
-    },
-    /// A body was not the JSON expected.
-    #[error("{context}: invalid JSON")]
-    Json {
-        /// What was parsed.
-        context: String,
-        /// The underlying failure.
-        #[source]
-        source: serde_json::Error,
-    },
-}
-
-impl Error {
-    fn io(context: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
-        let context = context.into();
-        move |source| Error::Io { context, source }
-    }
-}
-
-/// One HTTP answer of the fake.
-#[derive(Debug, Clone)]
-pub struct Response {
-    /// The status code.
-    pub status: u16,
-    /// The headers, names as sent.
-    pub headers: Vec<(String, String)>,
-    /// The body as text.
-    pub body: String,
-}
-
-impl Response {
-    /// The value of header `name` (case-insensitive), if sent.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_str())
-    }
-
-    /// The body parsed as JSON.
-    pub fn json(&self) -> Result<serde_json::Value, Error> {
-        serde_json::from_str(&self.body).map_err(|source| Error::Json {
-            context: format!("HTTP {} body", self.status),
-            source,
-        })
-    }
-}
-
 /// A running fake ARM server; dropping it kills the server and removes its directory.
 #[derive(Debug)]
 pub struct FakeArm {
-    server: Server,
-    port: u16,
+    fake: PythonFake,
 }
 
 impl FakeArm {
     /// Starts the fake on a free loopback port (it binds port 0 and writes the port it got to a
     /// file, so there is no race for it) and waits until it answers.
     pub fn start() -> Result<Self, Error> {
-        let started = Instant::now();
-        let server = Server::spawn("snapsentry-fake-arm-", "fake_arm.log", |dir| {
-            let mut command = tied_to_this_process(python());
-            command
-                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("azure/fake_arm.py"))
-                .arg("--port-file")
-                .arg(dir.join("port"))
-                .env("PYTHONUNBUFFERED", "1")
-                // No __pycache__ beside arm_fleet.py in the source tree.
-                .env("PYTHONDONTWRITEBYTECODE", "1");
-            command
-        })
-        .map_err(Error::io(
-            "starting the fake ARM through setpriv (util-linux)",
-        ))?;
-        let port_file = server.dir.path().join("port");
-        let mut arm = FakeArm { server, port: 0 };
-        arm.wait_ready(&port_file, started + STARTUP_TIMEOUT)?;
-        debug!(endpoint = %arm.endpoint(), elapsed = ?started.elapsed(), "fake ARM ready");
-        Ok(arm)
-    }
-
-    fn wait_ready(&mut self, port_file: &Path, deadline: Instant) -> Result<(), Error> {
-        loop {
-            if let Some(status) = self
-                .server
-                .child
-                .try_wait()
-                .map_err(Error::io("waiting for the fake ARM"))?
-            {
-                let tail = self.log_tail();
-                return Err(Error::Exited { status, tail });
-            }
-            if self.port == 0 {
-                self.port = fs::read_to_string(port_file)
-                    .ok()
-                    .and_then(|text| text.trim().parse().ok())
-                    .unwrap_or(0);
-            }
-            if self.port != 0 && self.state().is_ok() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                let tail = self.log_tail();
-                return Err(Error::NotReady { tail });
-            }
-            std::thread::sleep(POLL_INTERVAL);
-        }
+        let fake = PythonFake::start(
+            "fake ARM",
+            "azure/fake_arm.py",
+            "snapsentry-fake-arm-",
+            "fake_arm.log",
+        )?;
+        Ok(FakeArm { fake })
     }
 
     /// `http://127.0.0.1:PORT`: both the ARM endpoint and the authority host (token endpoint
     /// `{endpoint}/{tenant}/oauth2/v2.0/token`).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.fake.endpoint()
     }
 
     /// Replaces the fake's state with the fleet `spec`: `{"pageSize": n, "tenant", "clientId",
@@ -243,8 +100,8 @@ impl FakeArm {
         let path = format!("/{TENANT}/oauth2/v2.0/token");
         let form = "grant_type=client_credentials&client_id=snapsentry&client_secret=fake\
                     &scope=https%3A%2F%2Fmanagement.azure.com%2F.default";
-        let response = self.send("POST", &path, None, Some(form))?;
-        let body = expect_ok(response, &path)?;
+        let response = self.send("POST", &path, None, form)?;
+        let body = self.fake.expect_ok(response, &path)?;
         body["access_token"]
             .as_str()
             .map(str::to_owned)
@@ -258,29 +115,19 @@ impl FakeArm {
     /// A token request with this form body (any flow) at the fake's token endpoint for
     /// [`TENANT`]; the answer as it comes.
     pub fn request_token(&self, form: &str) -> Result<Response, Error> {
-        self.send(
-            "POST",
-            &format!("/{TENANT}/oauth2/v2.0/token"),
-            None,
-            Some(form),
-        )
+        self.send("POST", &format!("/{TENANT}/oauth2/v2.0/token"), None, form)
     }
 
     /// `GET /metadata/identity/oauth2/token?{query}` as a managed identity asks IMDS, with the
     /// `Metadata: true` header when `metadata`.
     pub fn imds_token(&self, query: &str, metadata: bool) -> Result<Response, Error> {
         let path = format!("/metadata/identity/oauth2/token?{query}");
-        let mut headers = Vec::new();
-        if metadata {
-            headers.push(("Metadata", "true"));
-        }
-        let r = crate::http::request(self.port, "GET", &path, &headers, b"", REQUEST_TIMEOUT)
-            .map_err(Error::io(format!("fake ARM GET {path}")))?;
-        Ok(Response {
-            status: r.status,
-            body: r.text(),
-            headers: r.headers,
-        })
+        let headers: &[(&str, &str)] = if metadata {
+            &[("Metadata", "true")]
+        } else {
+            &[]
+        };
+        self.fake.exchange("GET", &path, headers, "")
     }
 
     /// One request to the fake; `target` is a path with query or a full URL on this server (a
@@ -292,9 +139,8 @@ impl FakeArm {
         token: Option<&str>,
         body: Option<&serde_json::Value>,
     ) -> Result<Response, Error> {
-        let path = target.strip_prefix(&self.endpoint()).unwrap_or(target);
-        let body = body.map(ToString::to_string);
-        self.send(method, path, token, body.as_deref())
+        let body = body.map(ToString::to_string).unwrap_or_default();
+        self.send(method, target, token, &body)
     }
 
     fn control(
@@ -303,19 +149,17 @@ impl FakeArm {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<serde_json::Value, Error> {
-        expect_ok(self.request(method, path, None, body)?, path)
+        self.fake.control(method, path, body)
     }
 
-    /// A minimal HTTP/1.1 exchange (the tests crate has no HTTP client dependency): one request
-    /// per connection, read to EOF.
+    /// One exchange: a JSON or form `body`, `token` as the bearer.
     fn send(
         &self,
         method: &str,
-        path: &str,
+        target: &str,
         token: Option<&str>,
-        body: Option<&str>,
+        body: &str,
     ) -> Result<Response, Error> {
-        let body = body.unwrap_or_default();
         let content_type = if body.starts_with('{') {
             "application/json"
         } else {
@@ -326,32 +170,17 @@ impl FakeArm {
         if let Some(auth) = &auth {
             headers.push(("Authorization", auth));
         }
-        let exchange = || -> io::Result<Response> {
-            let r = crate::http::request(
-                self.port,
-                method,
-                path,
-                &headers,
-                body.as_bytes(),
-                REQUEST_TIMEOUT,
-            )?;
-            Ok(Response {
-                status: r.status,
-                body: r.text(),
-                headers: r.headers,
-            })
-        };
-        exchange().map_err(Error::io(format!("fake ARM {method} {path}")))
+        self.fake.exchange(method, target, &headers, body)
     }
 
     /// The server's log so far (requests, tracebacks), for a failing test to print.
     pub fn log_tail(&self) -> String {
-        self.server.log_tail(LOG_TAIL_LINES)
+        self.fake.log_tail()
     }
 
     /// The temporary directory of this server (its log is `fake_arm.log` there).
     pub fn dir(&self) -> &Path {
-        self.server.dir.path()
+        self.fake.dir()
     }
 }
 
@@ -435,26 +264,4 @@ fn openssl(args: &[&str]) -> Result<Vec<u8>, Error> {
         });
     }
     Ok(out.stdout)
-}
-
-/// The venv's interpreter when `scripts/toolchain.sh` made one, else `python3` from `PATH`.
-fn python() -> PathBuf {
-    let venv = cache_dir().join("venv/bin/python");
-    if venv.is_file() {
-        venv
-    } else {
-        PathBuf::from("python3")
-    }
-}
-
-/// The JSON body of a 200 answer to `what`, or an error quoting the answer.
-fn expect_ok(response: Response, what: &str) -> Result<serde_json::Value, Error> {
-    if response.status != 200 {
-        return Err(Error::Status {
-            request: what.to_owned(),
-            status: response.status,
-            body: response.body,
-        });
-    }
-    response.json()
 }

@@ -1,6 +1,6 @@
 //! The end-to-end test harness: a real etcd + kube-apiserver on loopback, cloud emulators, and disk
 //! image builders, started by the tests themselves. AWS is a patched moto server ([`moto`]); Azure
-//! blob storage is Azurite ([`azurite`]).
+//! blob storage is Azurite ([`azurite`]); Compute Engine is a fake of its REST API ([`fake_gce`]).
 //! An end-to-end test of the operator builds a [`world::World`] (a namespace, the Job runner, the
 //! operator in-process, its logs captured by [`logs`]) from its provider's setup.
 //!
@@ -23,6 +23,7 @@ pub mod azurite;
 pub mod chart_rbac;
 pub mod controlplane;
 pub mod fake_arm;
+pub mod fake_gce;
 pub mod http;
 pub mod image;
 pub mod jobrunner;
@@ -30,6 +31,7 @@ pub mod logs;
 pub mod moto;
 pub mod planted;
 pub mod process;
+pub mod python_fake;
 pub mod random;
 pub mod world;
 

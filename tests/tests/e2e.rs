@@ -10,6 +10,7 @@ mod azure_blob;
 mod azure_provider;
 mod controlplane;
 mod fake_arm;
+mod fake_gce;
 mod moto;
 mod operator_aws;
 mod operator_grants;

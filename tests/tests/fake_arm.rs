@@ -5,7 +5,7 @@
 //! with `nextLink`, and tokens, `api-version` and fault injection behave like ARM.
 
 mod fixture;
-mod shape;
+pub(crate) mod shape;
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
