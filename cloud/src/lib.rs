@@ -39,7 +39,7 @@ mod wait;
 pub use error::{Error, Result};
 #[cfg(feature = "control-plane")]
 pub use provider::{
-    Inventory, InventoryMachine, Provider, ProviderContext, ReadGrant, SnapshotRef,
+    BlockVolume, Inventory, InventoryMachine, Provider, ProviderContext, ReadGrant, SnapshotRef,
 };
 #[cfg(feature = "control-plane")]
 pub use registry::from_spec;

@@ -103,6 +103,28 @@ impl std::fmt::Debug for ReadGrant {
     }
 }
 
+/// A block volume a scanner Job attaches: a cloud disk (for GCP, made from a snapshot) that the
+/// cluster's CSI driver attaches to the Job's node, read by the scanner as a raw block device.
+/// The operator creates a PersistentVolume (`volumeMode: Block`, read-only, this driver and
+/// handle) and a PersistentVolumeClaim bound to it before the Job, gives the Job a
+/// `volumeDevices` entry at `device_path`, and deletes both when the Job ends, before
+/// [`Provider::release_snapshots`] deletes the disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockVolume {
+    /// CSI driver (`pd.csi.storage.gke.io`).
+    pub driver: String,
+    /// The driver's handle of the disk (`projects/P/zones/Z/disks/NAME`).
+    pub volume_handle: String,
+    /// The disk's size in bytes (the PersistentVolume's capacity).
+    pub capacity_bytes: u64,
+    /// Where the disk can attach: a node label and its values (`topology.gke.io/zone`,
+    /// `[europe-west1-b]`), the PersistentVolume's node affinity.
+    pub node_affinity: Option<(String, Vec<String>)>,
+    /// The device inside the Job's container; the [`AssignedDisk`] of
+    /// [`Provider::reader_config`] (a `blockVolume` source) names the same path.
+    pub device_path: String,
+}
+
 /// A source of machines.
 pub trait Provider: Send + Sync {
     /// Which cloud the machines are in.
@@ -155,6 +177,16 @@ pub trait Provider: Send + Sync {
         ctx: &'a ProviderContext,
         older_than: Timestamp,
     ) -> BoxFuture<'a, Result<u32>>;
+
+    /// The block volumes the Job of `machine` attaches to read `snapshots` (GCP); none by default.
+    fn block_volumes(
+        &self,
+        machine: &InventoryMachine,
+        snapshots: &[SnapshotRef],
+    ) -> Vec<BlockVolume> {
+        let _ = (machine, snapshots);
+        Vec::new()
+    }
 
     /// How the scanner reads each disk of `machine` from `snapshots`.
     fn reader_config(

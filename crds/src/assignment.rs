@@ -122,7 +122,16 @@ pub enum DiskSource {
         /// (surrounding whitespace ignored).
         sas_file: String,
     },
-    /// A Compute Engine snapshot.
+    /// A cloud disk attached to the Job's pod as a raw block volume: a PersistentVolume of
+    /// `volumeMode: Block` bound through the cloud's CSI driver (for GCP, a Compute Engine disk
+    /// made from the snapshot), read at `devicePath` — no mount, no privilege.
+    BlockVolume {
+        /// The CSI volume handle of the disk (`projects/P/zones/Z/disks/NAME`), for reports.
+        volume: String,
+        /// The device inside the Job's container (a `volumeDevices` entry).
+        device_path: String,
+    },
+    /// A Compute Engine snapshot (reserved: GCP disks reach the scanner as a `blockVolume`).
     GcpSnapshot {
         /// Project of the snapshot.
         project: String,
@@ -158,6 +167,25 @@ pub struct AssignmentRules {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A block volume names the device the Job reads and the volume handle it reports.
+    #[test]
+    fn block_volumes_carry_the_device_path() {
+        let source = DiskSource::BlockVolume {
+            volume: "projects/p/zones/europe-west1-b/disks/snap-disk".into(),
+            device_path: "/dev/snapsentry/disk-0".into(),
+        };
+        let json = serde_json::to_value(&source).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "kind": "blockVolume",
+                "volume": "projects/p/zones/europe-west1-b/disks/snap-disk",
+                "devicePath": "/dev/snapsentry/disk-0",
+            })
+        );
+        assert_eq!(serde_json::from_value::<DiskSource>(json).unwrap(), source);
+    }
 
     /// An Azure disk names the file holding its SAS URL, never the URL itself.
     #[test]

@@ -148,7 +148,11 @@ fn open_source(
     readers: &Readers,
     snapshots: &mut Snapshots,
 ) -> Result<Arc<dyn BlockSource>, String> {
-    if let DiskSource::Image { path } = source {
+    if let DiskSource::Image { path }
+    | DiskSource::BlockVolume {
+        device_path: path, ..
+    } = source
+    {
         return FileSource::open(std::path::Path::new(path))
             .map(|s| Arc::new(s) as Arc<dyn BlockSource>)
             .map_err(|e| e.to_string());
