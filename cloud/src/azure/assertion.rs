@@ -29,7 +29,7 @@ impl std::fmt::Debug for CertificateKey {
 }
 
 /// The DER of every PEM block labelled `label`, in order.
-fn pem_blocks(pem: &str, label: &str) -> Result<Vec<Vec<u8>>, String> {
+pub(crate) fn pem_blocks(pem: &str, label: &str) -> Result<Vec<Vec<u8>>, String> {
     let begin = format!("-----BEGIN {label}-----");
     let end = format!("-----END {label}-----");
     let mut blocks = Vec::new();
