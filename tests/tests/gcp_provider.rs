@@ -7,7 +7,7 @@
 //! (a key made now with openssl) and from the metadata server, and a wrong key's clear error
 //! (never the key); snapshots and disks created labelled, reused after a "restart" (a new
 //! provider), named by `block_volumes`/`reader_config` alike and mapping to the instance's disk
-//! image, released without leftovers; a disk quota error; the sweep of one policy's old
+//! image, released without leftovers; throttling and server errors retried; a disk quota error; the sweep of one policy's old
 //! resources only; `newestExisting`, which snapshots nothing and deletes only its disk.
 
 mod fixture;
@@ -293,12 +293,23 @@ async fn snapshots_and_disks_reused_named_alike_and_released() -> Result<()> {
 }
 
 #[tokio::test]
-async fn a_disk_quota_error_is_clear() -> Result<()> {
+async fn disk_faults_are_retried_and_a_quota_error_is_clear() -> Result<()> {
     let gce = FakeGce::start()?;
     gce.load_fleet(&fleet(None))?;
     let ctx = context("fleet");
     let p = provider(&gce, spec(&gce, InstanceSelector::default()));
     let web = machine(&p, &ctx, "web-1").await?;
+    // Throttling and server errors are retried.
+    gce.set_faults(&json!({"disks.insert": {"throttleEvery": 2, "serverErrorEvery": 2}}))?;
+    let refs = p.prepare_snapshots(&ctx, &web, "scan-r").await?;
+    ensure!(refs.len() == 2);
+    let counters = gce.fault_counters()?;
+    ensure!(
+        counters["disks.insert"]["throttled"].as_u64() > Some(0)
+            && counters["disks.insert"]["serverErrors"].as_u64() > Some(0),
+        "{counters}"
+    );
+    p.release_snapshots(&ctx, &refs).await?;
     gce.set_faults(&json!({"disks.insert": {"quotaEvery": 1}}))?;
     let e = p
         .prepare_snapshots(&ctx, &web, "scan-q")

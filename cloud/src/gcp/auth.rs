@@ -9,16 +9,13 @@
 use std::sync::Arc;
 
 use azure_core::{HttpClient, Method, Request, Url};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ring::rand::SystemRandom;
-use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+use ring::signature::RsaKeyPair;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
 use crate::azure::Retry;
 use crate::azure::arm::send_with_retries;
-use crate::azure::assertion::pem_blocks;
+use crate::azure::assertion::{pem_blocks, sign_jwt};
 use crate::error::{Error, Result};
 
 /// The Secret key holding a service account's JSON key.
@@ -245,20 +242,7 @@ impl GcpCredential {
             "iat": now,
             "exp": now + ASSERTION_LIFETIME_SECS,
         });
-        let input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        );
-        let mut signature = vec![0u8; key.public().modulus_len()];
-        key.sign(
-            &RSA_PKCS1_SHA256,
-            &SystemRandom::new(),
-            input.as_bytes(),
-            &mut signature,
-        )
-        .map_err(|_| self.error("signing the token request failed"))?;
-        Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature)))
+        sign_jwt(key, &header, &claims).map_err(|_| self.error("signing the token request failed"))
     }
 }
 
