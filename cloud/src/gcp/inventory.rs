@@ -84,7 +84,8 @@ pub fn platform(instance: &Value) -> &'static str {
 }
 
 /// The instance's disks in index order: id `projects/P/zones/Z/disks/NAME` (also the CSI volume
-/// handle form), device name, size.
+/// handle form), device name, size; a regional disk (`projects/P/regions/R/disks/NAME`) is
+/// reported as not supported.
 pub fn disks(instance: &Value) -> Vec<MachineDisk> {
     let mut disks: Vec<(i64, MachineDisk)> = instance["disks"]
         .as_array()
@@ -97,13 +98,18 @@ pub fn disks(instance: &Value) -> Vec<MachineDisk> {
                 .as_str()
                 .and_then(|s| s.parse::<u64>().ok())
                 .or_else(|| d["diskSizeGb"].as_u64());
+            let id = resource_path(source).to_owned();
+            // Regional disks are snapshotted through regionDisks, not handled yet.
+            let unsupported = id
+                .contains("/regions/")
+                .then(|| "regional persistent disk: not supported yet".to_owned());
             Some((
                 index,
                 MachineDisk {
-                    id: resource_path(source).to_owned(),
+                    id,
                     device: d["deviceName"].as_str().map(str::to_owned),
                     size_bytes: size.map(|gb| gb * GIB),
-                    unsupported: None,
+                    unsupported,
                 },
             ))
         })
