@@ -36,6 +36,21 @@ pub enum Error {
     /// keys and Entra's error code, never values).
     #[error("Azure credentials {secret}: {reason}")]
     AzureCredentials { secret: String, reason: String },
+    /// A Google Cloud API call (Compute Engine, Cloud SQL Admin, Cloud Storage) failed: the
+    /// operation, the HTTP status and Google's error reason (`notFound`, `QUOTA_EXCEEDED`, …)
+    /// where there was one, Google's message (never a key or a token).
+    #[error("GCP {operation}: {}{message}", code_text(*status, code.as_deref()))]
+    Gcp {
+        operation: String,
+        status: Option<u16>,
+        code: Option<String>,
+        message: String,
+    },
+    /// The credentials of a GCP provider are missing, malformed or refused (`secret` names the
+    /// `credentialsSecret` or the metadata server; the reason names keys and the token endpoint's
+    /// error code, never a value).
+    #[error("GCP credentials {secret}: {reason}")]
+    GcpCredentials { secret: String, reason: String },
     /// The Kubernetes API refused or failed a request (reading a credentials Secret).
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),

@@ -23,6 +23,8 @@ pub mod azure;
 #[cfg(feature = "control-plane")]
 mod error;
 #[cfg(feature = "control-plane")]
+pub mod gcp;
+#[cfg(feature = "control-plane")]
 pub mod images;
 #[cfg(feature = "control-plane")]
 mod provider;

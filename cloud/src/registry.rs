@@ -6,6 +6,7 @@ use snapsentry_crds::ProviderSpec;
 use crate::aws::AwsProvider;
 use crate::azure::AzureProvider;
 use crate::error::{Error, Result};
+use crate::gcp::GcpProvider;
 use crate::images::ImagesSource;
 use crate::provider::Provider;
 
@@ -20,13 +21,13 @@ pub fn from_spec(spec: &ProviderSpec) -> Result<Box<dyn Provider>> {
     if let Some(azure) = &spec.azure {
         return Ok(Box::new(AzureProvider::new(azure.clone())));
     }
-    let provider = if spec.gcp.is_some() { "gcp" } else { "none" };
-    let message = if provider == "none" {
-        "set exactly one of aws, azure, gcp, images".to_owned()
-    } else {
-        "not available in this build yet".to_owned()
-    };
-    Err(Error::Provider { provider, message })
+    if let Some(gcp) = &spec.gcp {
+        return Ok(Box::new(GcpProvider::new(gcp.clone())));
+    }
+    Err(Error::Provider {
+        provider: "none",
+        message: "set exactly one of aws, azure, gcp, images".to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -55,15 +56,15 @@ mod tests {
                 projects: vec!["p".into()],
                 zones: vec![],
                 credentials_secret: None,
+                scanner_zones: vec!["europe-west1-b".into()],
+                endpoint_url: None,
+                token_uri: None,
                 selector: Default::default(),
+                snapshot_strategy: None,
             }),
             ..images.clone()
         };
-        let err = from_spec(&gcp).err().unwrap();
-        assert_eq!(
-            err.to_string(),
-            "provider gcp: not available in this build yet"
-        );
+        assert_eq!(from_spec(&gcp).unwrap().cloud(), Cloud::Gcp);
         let aws = ProviderSpec {
             images: None,
             aws: Some(snapsentry_crds::AwsProvider {

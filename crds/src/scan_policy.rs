@@ -228,7 +228,11 @@ pub struct AzureProvider {
     pub snapshot_strategy: Option<SnapshotStrategy>,
 }
 
-/// Google Compute Engine instances.
+/// Google Compute Engine instances, read through disks made from snapshots and attached to the
+/// scanner Job as raw block volumes by the Compute Engine persistent-disk CSI driver.
+///
+/// Credentials, first match wins: `credentialsSecret` (a service-account JSON key); else the
+/// metadata server (GKE workload identity, or the node's service account).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GcpProvider {
@@ -238,12 +242,34 @@ pub struct GcpProvider {
     /// Only these zones (default: all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub zones: Vec<String>,
-    /// Secret in the policy's namespace holding the credentials.
+    /// Secret in the policy's namespace with key `serviceAccountKey`: a service account's JSON
+    /// key. Without it, tokens come from the metadata server (GKE workload identity).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
-    /// Which instances to select, and which to leave out.
+    /// Zones where the scanner's nodes run (`europe-west1-b`): disks made from snapshots are
+    /// created in the first, so the CSI driver can attach them to a scanner node. Required to
+    /// scan.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scanner_zones: Vec<String>,
+    /// Compute Engine API root (default `https://compute.googleapis.com`; emulators). Cloud SQL
+    /// Admin (`/sql/v1beta4`) and Cloud Storage (`/storage/v1`) are read under the same root when
+    /// it is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+    /// OAuth 2.0 token endpoint for a service-account key (default: the key's `token_uri`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_uri: Option<String>,
+    /// Which instances to select, and which to leave out. `tags` match instance labels, `ids` an
+    /// instance's numeric id or its name, `states` instance statuses (`RUNNING`, `TERMINATED`,
+    /// `SUSPENDED`, …, case-insensitive; default RUNNING and TERMINATED, as AWS's running and
+    /// stopped).
     #[serde(default)]
     pub selector: InstanceSelector,
+    /// `create` (default): a snapshot of every disk for the scan, deleted after it.
+    /// `newestExisting`: the newest READY snapshot of each disk. Either way a disk is made from
+    /// the snapshot for the scanner and deleted after the scan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_strategy: Option<SnapshotStrategy>,
 }
 
 /// Machines declared as disk image files.

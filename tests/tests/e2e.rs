@@ -11,6 +11,7 @@ mod azure_provider;
 mod controlplane;
 mod fake_arm;
 mod fake_gce;
+mod gcp_provider;
 mod moto;
 mod operator_aws;
 mod operator_grants;

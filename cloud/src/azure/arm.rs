@@ -43,7 +43,7 @@ impl Default for Retry {
 
 /// An answer read to its end.
 #[derive(Debug)]
-pub(super) struct Answer {
+pub(crate) struct Answer {
     pub status: u16,
     pub headers: azure_core::headers::Headers,
     pub body: Vec<u8>,
@@ -62,7 +62,7 @@ impl Answer {
 }
 
 /// Whether an answer with `status` is worth another try.
-pub(super) fn retryable(status: u16) -> bool {
+pub(crate) fn retryable(status: u16) -> bool {
     matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
 }
 
@@ -74,6 +74,24 @@ pub(super) async fn execute(
     retry: &Retry,
     what: &str,
 ) -> Result<Answer> {
+    send_with_retries(http, req, retry, what)
+        .await
+        .map_err(|message| Error::Azure {
+            operation: what.to_owned(),
+            status: None,
+            code: None,
+            message,
+        })
+}
+
+/// [`execute`] for any cloud over azure_core's HTTP client (GCP's REST calls use it too): the
+/// last answer, or why there was none (no secret in it: connection errors name the failure).
+pub(crate) async fn send_with_retries(
+    http: &dyn HttpClient,
+    req: &Request,
+    retry: &Retry,
+    what: &str,
+) -> std::result::Result<Answer, String> {
     let mut wait = retry.first;
     let mut attempt = 1;
     loop {
@@ -94,18 +112,13 @@ pub(super) async fn execute(
             Err(e) => (wait, Err(e)),
         };
         if attempt >= retry.attempts {
-            return last.map_err(|e| Error::Azure {
-                operation: what.to_owned(),
-                status: None,
-                code: None,
-                message: format!("request failed after {attempt} attempts: {e}"),
-            });
+            return last.map_err(|e| format!("request failed after {attempt} attempts: {e}"));
         }
         match &last {
             Ok(a) => {
-                tracing::debug!(call = %what, status = a.status, ?pause, "Azure call retried")
+                tracing::debug!(call = %what, status = a.status, ?pause, "cloud call retried")
             }
-            Err(e) => tracing::debug!(call = %what, error = %e, ?pause, "Azure call retried"),
+            Err(e) => tracing::debug!(call = %what, error = %e, ?pause, "cloud call retried"),
         }
         tokio::time::sleep(pause).await;
         wait = (wait * 2).min(retry.max);

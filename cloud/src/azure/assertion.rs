@@ -29,7 +29,7 @@ impl std::fmt::Debug for CertificateKey {
 }
 
 /// The DER of every PEM block labelled `label`, in order.
-fn pem_blocks(pem: &str, label: &str) -> Result<Vec<Vec<u8>>, String> {
+pub(crate) fn pem_blocks(pem: &str, label: &str) -> Result<Vec<Vec<u8>>, String> {
     let begin = format!("-----BEGIN {label}-----");
     let end = format!("-----END {label}-----");
     let mut blocks = Vec::new();
@@ -99,25 +99,33 @@ impl CertificateKey {
             "nbf": now,
             "exp": now + LIFETIME_SECS,
         });
-        let signing_input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        );
-        let mut signature = vec![0u8; self.key.public().modulus_len()];
-        self.key
-            .sign(
-                &RSA_PKCS1_SHA256,
-                &rng,
-                signing_input.as_bytes(),
-                &mut signature,
-            )
-            .map_err(|_| "signing the assertion failed")?;
-        Ok(format!(
-            "{signing_input}.{}",
-            URL_SAFE_NO_PAD.encode(signature)
-        ))
+        sign_jwt(&self.key, &header, &claims).map_err(|_| "signing the assertion failed".into())
     }
+}
+
+/// The compact JWT of `header` and `claims`, signed RS256 (PKCS#1 v1.5, SHA-256) with `key`
+/// (Entra ID client assertions here, Google's service-account grants in `gcp::auth`).
+pub(crate) fn sign_jwt(
+    key: &RsaKeyPair,
+    header: &serde_json::Value,
+    claims: &serde_json::Value,
+) -> Result<String, ring::error::Unspecified> {
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let mut signature = vec![0u8; key.public().modulus_len()];
+    key.sign(
+        &RSA_PKCS1_SHA256,
+        &SystemRandom::new(),
+        signing_input.as_bytes(),
+        &mut signature,
+    )?;
+    Ok(format!(
+        "{signing_input}.{}",
+        URL_SAFE_NO_PAD.encode(signature)
+    ))
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ pub mod sas;
 #[cfg(feature = "control-plane")]
 pub mod arm;
 #[cfg(feature = "control-plane")]
-mod assertion;
+pub(crate) mod assertion;
 #[cfg(feature = "control-plane")]
 pub mod auth;
 #[cfg(feature = "control-plane")]

@@ -1,0 +1,35 @@
+//! GCP: Compute Engine instances, read through disks made from snapshots that the cluster's
+//! persistent-disk CSI driver attaches to the scanner Job as raw block volumes (control plane
+//! only: the scanner reads a block device, [`snapsentry_crds::DiskSource::BlockVolume`]).
+//!
+//! One [`GcpProvider`] serves one `spec.providers[].gcp` entry. Its REST client ([`rest`]) is
+//! built on first use: a [`GcpCredential`] (the policy's `credentialsSecret` with a service
+//! account's JSON key, else the metadata server: GKE workload identity; [`auth`]) over azure_core's
+//! HTTP client (reqwest on rustls + ring).
+//!
+//! - Inventory: each project's aggregated instance list, selected by labels, ids or names,
+//!   statuses and excluded labels; disks in index order; OS from the boot disk's licenses;
+//!   exposure from external addresses and firewall rules ([`exposure`]); Cloud SQL instances as
+//!   targets ([`services`]).
+//! - Snapshots ([`snapshots`]): a labelled snapshot per disk (or the newest existing one), then a
+//!   labelled disk from it in the first scanner zone; [`Provider::block_volumes`](crate::Provider)
+//!   names those disks for the operator's PersistentVolumes, `reader_config` the devices the Job
+//!   reads. Release deletes the disk, then a snapshot the scan created; the sweep finds
+//!   leftovers of both by label.
+
+pub mod auth;
+mod clients;
+pub mod exposure;
+pub mod inventory;
+mod provider;
+pub mod rest;
+pub mod services;
+mod snapshots;
+
+pub use auth::{AccessToken, GcpCredential, SERVICE_ACCOUNT_KEY};
+pub use clients::{metadata_host_from_env, secret_credential};
+pub use provider::{CSI_DRIVER, GcpProvider, ZONE_TOPOLOGY_KEY, device_path};
+pub use snapshots::{
+    MACHINE_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, POLICY_LABEL, SCAN_ID_LABEL, disk_name,
+    label_value, policy_label, snapshot_name, volume_handle,
+};
