@@ -1,7 +1,8 @@
 //! Machines and their scanner Jobs in a running scan: each machine's phase from its Job (or,
 //! once the Job is gone, from what the scanner recorded) synchronised into its status, a
-//! finished machine's snapshots and grant released at once, and the next machines snapshotted,
-//! granted read access and given a Job under the policy's concurrency.
+//! finished machine's block volumes, snapshots and grant released at once, and the next machines
+//! snapshotted, granted read access, given their block volumes and a Job under the policy's
+//! concurrency.
 
 use std::collections::BTreeMap;
 
@@ -22,8 +23,9 @@ use super::scan::next_to_start;
 use super::scope::{Scope, delete_if_present};
 use super::snapshots;
 use super::status::set_condition;
+use super::volumes::{self, BlockClaim};
 use crate::correlate::slugify;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::job::{JobRequest, scanner_job};
 use crate::metrics::ScanResult;
 use snapsentry_cloud::SnapshotRef;
@@ -301,8 +303,9 @@ async fn patch_machine_status(
     scope.merge_status::<ScannedMachine>(name, &status).await
 }
 
-/// Snapshot a machine, grant the scanner read access, record it as `Scanning` in this scan, and
-/// create its grant Secret (if the provider granted anything) and its Job if absent.
+/// Snapshot a machine, grant the scanner read access, create its block volumes (PersistentVolume
+/// and claim each, if the provider has any), record it as `Scanning` in this scan, and create its
+/// grant Secret (if the provider granted anything) and its Job if absent.
 async fn start_machine(
     scope: &Scope<'_>,
     m: &mut ScannedMachine,
@@ -317,6 +320,7 @@ async fn start_machine(
     let snapshots = match provider.prepare_snapshots(&pctx, &inv, scan_id).await {
         Ok(s) => s,
         Err(e) => {
+            let e = Error::from(e);
             return fail_before_job(scope, m, scan_id, "SnapshotFailed", "Snapshot", &e, now).await;
         }
     };
@@ -334,6 +338,7 @@ async fn start_machine(
             g
         }
         Err(e) => {
+            let e = Error::from(e);
             fail_before_job(scope, m, scan_id, "GrantFailed", "Grant", &e, now).await?;
             // Nothing will read them: release everything prepared now (a grant may have been
             // made on some before the failure), recorded first so a failed release is retried.
@@ -346,19 +351,38 @@ async fn start_machine(
         .images
         .as_ref()
         .and_then(|i| i.persistent_volume_claim.as_deref());
+    let instance_id = m.spec.instance_id.clone();
     let mut request = JobRequest {
         machine: &name,
-        instance_id: &m.spec.instance_id,
+        instance_id: &instance_id,
         cloud: m.spec.cloud,
         scan_id,
         disks: provider.reader_config(&inv, &snapshots),
         images_claim,
         grant_secret: None,
     };
+    let block = provider.block_volumes(&inv, &snapshots);
+    let claims = volumes::block_claims(scope.policy, &request, &settings, &block)?;
+    let claim_names: Vec<String> = claims.iter().map(BlockClaim::name).collect();
+    if !claims.is_empty() {
+        // The disks are made from every snapshot, existing ones too: all are released after the
+        // Job, and so are the volumes, recorded before they exist.
+        snapshots::record(scope, m, &snapshots).await?;
+        snapshots::record_volumes(scope, m, &claim_names).await?;
+        if let Err(e) = volumes::create(&scope.persistent_volumes(), &scope.claims(), &claims).await
+        {
+            fail_before_job(scope, m, scan_id, "VolumeFailed", "Volume", &e, now).await?;
+            // Nothing will read them: delete what was made, then release the snapshots (now,
+            // or once the volumes are gone).
+            snapshots::release_finished(scope, m, scan_id).await;
+            return Ok(());
+        }
+    }
     let secret = grants::grant_secret(scope.policy, &request, &settings, &grant)?;
     let secret_name = secret.as_ref().map(|s| s.name());
     request.grant_secret = secret_name.as_deref();
-    let job = scanner_job(scope.policy, &request, &settings)?;
+    let mut job = scanner_job(scope.policy, &request, &settings)?;
+    volumes::attach(&mut job, &claims);
     let job_name = job.name_any();
     let secrets = scope.secrets();
     if let Some(secret) = &secret {
@@ -390,19 +414,22 @@ async fn start_machine(
         // The garbage collector now deletes the Secret with the Job, should the operator not.
         grants::adopt(&secrets, secret, &job).await?;
     }
+    // Likewise the block volumes' claims (their PersistentVolumes, cluster-scoped, cannot be
+    // owned by a Job; the operator deletes them).
+    volumes::adopt(&scope.claims(), &claim_names, &job).await?;
     m.status = Some(st);
     Ok(())
 }
 
-/// Machine `m` failed in scan `scan_id` before its Job existed (`reason` `SnapshotFailed` or
-/// `GrantFailed`): record it in its status, with a Warning event (`action`).
+/// Machine `m` failed in scan `scan_id` before its Job existed (`reason` `SnapshotFailed`,
+/// `GrantFailed` or `VolumeFailed`): record it in its status, with a Warning event (`action`).
 async fn fail_before_job(
     scope: &Scope<'_>,
     m: &mut ScannedMachine,
     scan_id: &str,
     reason: &str,
     action: &str,
-    error: &snapsentry_cloud::Error,
+    error: &Error,
     now: Timestamp,
 ) -> Result<()> {
     if error.is_provider() {
@@ -439,15 +466,25 @@ async fn fail_before_job(
     Ok(())
 }
 
-/// Delete all of the policy's Jobs, of every scan, and their grant Secrets (Jobs in another
-/// namespace than the policy carry no owner reference, so nothing else would; a grant Secret
-/// whose Job was never created has no owner at all).
+/// Delete all of the policy's Jobs, of every scan, their grant Secrets, and their block volumes'
+/// claims and PersistentVolumes (Jobs in another namespace than the policy carry no owner
+/// reference, so nothing else would; a grant Secret or claim whose Job was never created has no
+/// owner at all, and a PersistentVolume never has one). A PersistentVolume not gone yet is an
+/// error ([`Error::VolumesPending`]): the policy's deletion is tried again, and its disks are not
+/// deleted before.
 pub(super) async fn delete_all(scope: &Scope<'_>) -> Result<()> {
     let jobs = scope.jobs();
-    for job in scope.list(&jobs, &scope.job_selector(None)).await? {
+    let selector = scope.job_selector(None);
+    for job in scope.list(&jobs, &selector).await? {
         delete_if_present(&jobs, &job.name_any()).await?;
     }
-    grants::delete_selected(&scope.secrets(), &scope.job_selector(None)).await
+    grants::delete_selected(&scope.secrets(), &selector).await?;
+    let left =
+        volumes::delete_selected(&scope.persistent_volumes(), &scope.claims(), &selector).await?;
+    if !left.is_empty() {
+        return Err(Error::VolumesPending(left.join(", ")));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
