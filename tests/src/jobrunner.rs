@@ -6,7 +6,11 @@
 //! paths under a PersistentVolumeClaim's mount rewritten to a local directory given to the
 //! runner; a `secret` volume written, with its `defaultMode`, into a temporary directory of the
 //! Job, removed when its process ends, and paths under its mount rewritten there — in the
-//! environment's values and in the arguments), and writes the Job status the way the Job controller does, which kube-apiserver
+//! environment's values and in the arguments; a PersistentVolumeClaim used through
+//! `volumeDevices` resolved to its PersistentVolume and, for the Compute Engine persistent disk
+//! CSI driver, to a local file standing for the disk ([`JobRunnerOptions::block_devices`]), whose
+//! path replaces the `devicePath` in the environment's values and the arguments — the runner
+//! plays the CSI driver), and writes the Job status the way the Job controller does, which kube-apiserver
 //! validates: `startTime` and `active` first; then `SuccessCriteriaMet` before `Complete` (with
 //! `completionTime`), or `FailureTarget` before `Failed` (never a `completionTime`), with the
 //! `succeeded`/`failed` counts. `activeDeadlineSeconds` kills the process and fails the Job with
@@ -22,7 +26,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::{Job, JobCondition};
-use k8s_openapi::api::core::v1::{Container, EnvVar, Secret, SecretVolumeSource};
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar, PersistentVolume, PersistentVolumeClaim, Secret, SecretVolumeSource,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -34,8 +40,15 @@ const POLL: Duration = Duration::from_millis(200);
 /// Mode of a secret volume's files when the volume sets none (kubelet's default).
 const SECRET_DEFAULT_MODE: i32 = 0o644;
 
+/// The CSI driver whose volumes [`JobRunnerOptions::block_devices`] resolves.
+pub const GCE_PD_DRIVER: &str = "pd.csi.storage.gke.io";
+
+/// Maps a CSI volume handle (`projects/P/zones/Z/disks/NAME`) to the local file standing for
+/// the disk (for the fake Compute Engine, `FakeGce::image_of`), or `None` for no such disk.
+pub type BlockDeviceResolver = Arc<dyn Fn(&str) -> Option<PathBuf> + Send + Sync>;
+
 /// What the runner runs and where.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct JobRunnerOptions {
     /// Namespace whose Jobs are run.
     pub namespace: String,
@@ -47,6 +60,25 @@ pub struct JobRunnerOptions {
     pub env: Vec<(String, String)>,
     /// Where each Job's output goes (`<job>.log`); a temporary directory when `None`.
     pub log_dir: Option<PathBuf>,
+    /// The CSI driver's part: the local file of a [`GCE_PD_DRIVER`] volume's handle, given to
+    /// the process in place of the `devicePath` of the container's `volumeDevices` entry. A Job
+    /// with a block device the runner cannot resolve (claim missing or not bound, another
+    /// driver, no resolver, an unknown handle) fails, saying why; kubelet would keep its pod
+    /// pending.
+    pub block_devices: Option<BlockDeviceResolver>,
+}
+
+impl std::fmt::Debug for JobRunnerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobRunnerOptions")
+            .field("namespace", &self.namespace)
+            .field("claims", &self.claims)
+            .field("command", &self.command)
+            .field("env", &self.env)
+            .field("log_dir", &self.log_dir)
+            .field("block_devices", &self.block_devices.is_some())
+            .finish()
+    }
 }
 
 /// What the runner did, for assertions.
@@ -283,11 +315,30 @@ async fn prepare(
         };
         mounts.push((m.mount_path.trim_end_matches('/').to_owned(), local));
     }
-    let mut command = Command::new(rewrite_paths(program, &mounts));
-    command.args(args.iter().map(|a| rewrite_paths(a, &mounts)));
+    // Device path → local file, for the block volumes.
+    let mut devices: Vec<(String, String)> = Vec::new();
+    for d in container.volume_devices.iter().flatten() {
+        let claim = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == d.name)
+            .and_then(|v| v.persistent_volume_claim.as_ref())
+            .ok_or_else(|| {
+                format!(
+                    "block device {}: not a persistentVolumeClaim volume",
+                    d.name
+                )
+            })?;
+        let local = block_device(client, options, namespace, &d.name, &claim.claim_name).await?;
+        devices.push((d.device_path.clone(), local.display().to_string()));
+    }
+    let rewrite = |value: &str| rewrite_devices(&rewrite_paths(value, &mounts), &devices);
+    let mut command = Command::new(rewrite(program));
+    command.args(args.iter().map(|a| rewrite(a)));
     for var in container.env.iter().flatten() {
         let value = env_value(client, namespace, var).await?;
-        command.env(&var.name, rewrite_paths(&value, &mounts));
+        command.env(&var.name, rewrite(&value));
     }
     for (k, v) in &options.env {
         command.env(k, v);
@@ -340,6 +391,86 @@ async fn secret_volume(
     Ok(dir)
 }
 
+/// The local file of the block volume `volume` (claim `claim`), as kubelet and the CSI driver
+/// would attach it: the claim must be pre-bound to a PersistentVolume (`spec.volumeName`) whose
+/// `claimRef` names it back — what the PersistentVolume controller, which this control plane
+/// does not run, would bind — both of `volumeMode: Block`, the volume of the [`GCE_PD_DRIVER`]
+/// driver, and its handle known to the resolver.
+async fn block_device(
+    client: &kube::Client,
+    options: &JobRunnerOptions,
+    namespace: &str,
+    volume: &str,
+    claim: &str,
+) -> Result<PathBuf, String> {
+    let fail = |what: String| {
+        format!("block volume {volume}: {what} (kubelet would keep the pod pending)")
+    };
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    let pvc = claims
+        .get_opt(claim)
+        .await
+        .map_err(|e| {
+            fail(format!(
+                "reading PersistentVolumeClaim {namespace}/{claim}: {e}"
+            ))
+        })?
+        .ok_or_else(|| {
+            fail(format!(
+                "PersistentVolumeClaim {namespace}/{claim} not found"
+            ))
+        })?;
+    let spec = pvc.spec.unwrap_or_default();
+    let pv_name = spec.volume_name.ok_or_else(|| {
+        fail(format!(
+            "PersistentVolumeClaim {namespace}/{claim} is not bound"
+        ))
+    })?;
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    let pv = volumes
+        .get_opt(&pv_name)
+        .await
+        .map_err(|e| fail(format!("reading PersistentVolume {pv_name}: {e}")))?
+        .ok_or_else(|| fail(format!("PersistentVolume {pv_name} not found")))?;
+    let pv_spec = pv.spec.unwrap_or_default();
+    let bound_back = pv_spec.claim_ref.as_ref().is_some_and(|r| {
+        r.namespace.as_deref() == Some(namespace)
+            && r.name.as_deref() == Some(claim)
+            && (r.uid.is_none() || r.uid == pvc.metadata.uid)
+    });
+    if !bound_back {
+        return Err(fail(format!(
+            "PersistentVolume {pv_name} is not bound to PersistentVolumeClaim {namespace}/{claim}"
+        )));
+    }
+    if spec.volume_mode.as_deref() != Some("Block")
+        || pv_spec.volume_mode.as_deref() != Some("Block")
+    {
+        return Err(fail(format!(
+            "PersistentVolumeClaim {namespace}/{claim} and PersistentVolume {pv_name} must both be of volumeMode Block"
+        )));
+    }
+    let csi = pv_spec
+        .csi
+        .ok_or_else(|| fail(format!("PersistentVolume {pv_name} is not a CSI volume")))?;
+    if csi.driver != GCE_PD_DRIVER {
+        return Err(fail(format!(
+            "PersistentVolume {pv_name}: CSI driver {} is not one the Job runner plays",
+            csi.driver
+        )));
+    }
+    let resolve = options
+        .block_devices
+        .as_ref()
+        .ok_or_else(|| fail("the Job runner has no block device resolver".to_owned()))?;
+    resolve(&csi.volume_handle).ok_or_else(|| {
+        fail(format!(
+            "PersistentVolume {pv_name}: no disk for volume handle {}",
+            csi.volume_handle
+        ))
+    })
+}
+
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     std::fs::write(path, bytes)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
@@ -356,6 +487,19 @@ fn rewrite_paths(value: &str, mounts: &[(String, String)]) -> String {
         if out.starts_with(&format!("{mount}/")) {
             out = format!("{local}{}", &out[mount.len()..]);
         }
+    }
+    out
+}
+
+/// `"/dev/snapsentry/disk-0"` → `"/tmp/x/disk.img"`: a value that is a device path, or a JSON
+/// string that is one.
+fn rewrite_devices(value: &str, devices: &[(String, String)]) -> String {
+    let mut out = value.to_owned();
+    for (device, local) in devices {
+        if out == *device {
+            out = local.clone();
+        }
+        out = out.replace(&format!("\"{device}\""), &format!("\"{local}\""));
     }
     out
 }
@@ -535,5 +679,25 @@ mod tests {
         );
         assert_eq!(rewrite_paths("/images/a.qcow2", &mounts), "/tmp/x/a.qcow2");
         assert_eq!(rewrite_paths("/images", &mounts), "/tmp/x");
+    }
+
+    #[test]
+    fn device_paths_are_rewritten_whole() {
+        let devices = [("/dev/snapsentry/disk-0".to_owned(), "/tmp/d.img".to_owned())];
+        assert_eq!(
+            rewrite_devices(
+                r#"{"devicePath":"/dev/snapsentry/disk-0","x":"/dev/snapsentry/disk-01"}"#,
+                &devices
+            ),
+            r#"{"devicePath":"/tmp/d.img","x":"/dev/snapsentry/disk-01"}"#
+        );
+        assert_eq!(
+            rewrite_devices("/dev/snapsentry/disk-0", &devices),
+            "/tmp/d.img"
+        );
+        assert_eq!(
+            rewrite_devices("/dev/snapsentry/disk-0p1", &devices),
+            "/dev/snapsentry/disk-0p1"
+        );
     }
 }
