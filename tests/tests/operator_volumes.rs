@@ -10,7 +10,8 @@
 //!   operator;
 //! - the Job runner playing the CSI driver: a Job whose claim is bound to a
 //!   `pd.csi.storage.gke.io` volume reads the disk's file at the device path it was given; a Job
-//!   whose claim is missing, or whose handle resolves to no disk, fails saying so.
+//!   whose claim is missing, or whose handle resolves to no disk, fails saying so; once the Jobs
+//!   ended, the volumes go (the protection controllers played by [`VolumeProtection`]).
 //!
 //! No provider of this build has block volumes yet; the whole path through a running operator is
 //! the GCP end-to-end test's.
@@ -33,6 +34,7 @@ use snapsentry_operator::job::{JobRequest, scanner_job};
 use snapsentry_tests::chart_rbac;
 use snapsentry_tests::controlplane::ControlPlane;
 use snapsentry_tests::jobrunner::{GCE_PD_DRIVER, JobRunner, JobRunnerOptions};
+use snapsentry_tests::volume_protection::VolumeProtection;
 use snapsentry_tests::world::prepare_namespace;
 
 /// The namespace the chart's RBAC is installed in (shared with `operator_grants.rs`).
@@ -336,9 +338,64 @@ async fn the_job_runner_plays_the_csi_driver() -> Result<()> {
     let expected = format!("PersistentVolumeClaim {ns}/{} not found", missing[0].name());
     fails_with(&runner, &jobs, &job, &expected).await?;
 
-    // The cluster-scoped volumes go with the test.
-    for c in claims.iter().chain(&unknown) {
-        remove(&pvs, &pvcs, &c.name()).await?;
+    // The Jobs ended: the operator's release finds the volumes gone once the protection
+    // controllers let them go.
+    let _protection = VolumeProtection::start(client.clone(), ns);
+    let all: Vec<String> = names(&claims).into_iter().chain(names(&unknown)).collect();
+    delete_until_gone(&pvs, &pvcs, &all).await?;
+    for n in &all {
+        ensure!(pvcs.get_opt(n).await?.is_none(), "claim {n} gone");
     }
     Ok(())
+}
+
+/// Delete `names` (claims, then volumes) until the volumes are gone, up to 15 s.
+async fn delete_until_gone(
+    pvs: &Api<PersistentVolume>,
+    pvcs: &Api<PersistentVolumeClaim>,
+    names: &[String],
+) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let left = volumes::delete(pvs, pvcs, names).await?;
+        if left.is_empty() {
+            return Ok(());
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "volumes not gone: {left:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_stays_while_a_running_job_uses_its_claim() -> Result<()> {
+    let ns = "protect-volumes";
+    let cp = ControlPlane::shared().await?;
+    let client = cp.client().await?;
+    prepare_namespace(cp, &client, ns).await?;
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let _protection = VolumeProtection::start(client.clone(), ns);
+    // No runner here: the Job never ends by itself.
+    let (claims, job) = claims_and_job(&policy("protect")?, ns, "protect-vm-1", "vm-1-os-copy")?;
+    let all = names(&claims);
+    volumes::create(&pvs, &pvcs, &claims).await?;
+    jobs.create(&PostParams::default(), &job).await?;
+    assert_eq!(volumes::delete(&pvs, &pvcs, &all).await?, all);
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(
+        volumes::delete(&pvs, &pvcs, &all).await?,
+        all,
+        "held by the Job"
+    );
+    ensure!(
+        pvcs.get_opt(&all[0]).await?.is_some(),
+        "the claim is held too"
+    );
+    jobs.delete(&job.name_any(), &DeleteParams::background())
+        .await?;
+    delete_until_gone(&pvs, &pvcs, &all).await
 }
