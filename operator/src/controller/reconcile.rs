@@ -38,7 +38,7 @@ use super::children::scan_complete;
 use super::scan::machine_counts;
 use super::scope::{Scope, namespace_of};
 use super::status::{plan, set_condition};
-use super::{finish, inventory, jobs, snapshots};
+use super::{finish, inventory, jobs, snapshots, start};
 use crate::error::Result;
 use crate::schedule::{Trigger, scan_id as new_scan_id};
 
@@ -200,7 +200,7 @@ async fn advance_scan(
     now: Timestamp,
 ) -> Result<bool> {
     let mut view = jobs::sync_machines(scope, scan_id, now).await?;
-    jobs::start_next(scope, &mut view, scan_id, now).await?;
+    start::start_next(scope, &mut view, scan_id, now).await?;
     snapshots::report_active(scope, &view);
     let counts = machine_counts(&view);
     status.machines = Some(counts.clone());
