@@ -75,6 +75,11 @@ pub mod annotations {
     /// created (grants ended, then deleted), `existing:<id>` an existing snapshot it was granted
     /// read access to (grants ended, kept). Older operators wrote bare ids only.
     pub const SNAPSHOTS: &str = "snapsentry.io/snapshots";
+    /// On a ScannedMachine: the PersistentVolumes (comma-separated names; each one's
+    /// PersistentVolumeClaim has the same name, in the operator's namespace) the running scan
+    /// created for its Job's block volumes, recorded before they exist and kept until both are
+    /// gone — only then are the disks behind them released with the snapshots.
+    pub const VOLUMES: &str = "snapsentry.io/block-volumes";
 }
 
 /// SecretFinding labels the scanner owns: facts of the evidence, fixed for the finding's life.

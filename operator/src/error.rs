@@ -34,6 +34,11 @@ pub enum Error {
     /// Another replica took the leader Lease, or it could not be renewed in time.
     #[error("lost the leader lease {0}")]
     LeaseLost(String),
+    /// The PersistentVolumes of scanner Jobs' block volumes are deleted but not gone yet (still
+    /// bound to a claim a pod uses, or their disks still attached): the disks behind them are
+    /// deleted once they are, at a later attempt.
+    #[error("waiting for PersistentVolumes to be deleted: {0}")]
+    VolumesPending(String),
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),
     #[error("I/O: {0}")]

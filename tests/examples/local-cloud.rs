@@ -82,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
             command: None,
             env,
             log_dir: Some(jobs_dir),
+            block_devices: None,
         },
     )?;
     println!("ready");

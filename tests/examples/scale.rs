@@ -152,6 +152,7 @@ async fn main() -> Result<()> {
                 ("SNAPSENTRY_LOG".into(), "info".into()),
             ],
             log_dir: Some(jobs_dir.clone()),
+            block_devices: None,
         },
     )?;
     let _ttl_controller =

@@ -6,7 +6,11 @@
 //! paths under a PersistentVolumeClaim's mount rewritten to a local directory given to the
 //! runner; a `secret` volume written, with its `defaultMode`, into a temporary directory of the
 //! Job, removed when its process ends, and paths under its mount rewritten there — in the
-//! environment's values and in the arguments), and writes the Job status the way the Job controller does, which kube-apiserver
+//! environment's values and in the arguments; a PersistentVolumeClaim used through
+//! `volumeDevices` resolved to its PersistentVolume and, for the Compute Engine persistent disk
+//! CSI driver, to a local file standing for the disk ([`JobRunnerOptions::block_devices`]), whose
+//! path replaces the `devicePath` in the environment's values and the arguments — the runner
+//! plays the CSI driver), and writes the Job status the way the Job controller does, which kube-apiserver
 //! validates: `startTime` and `active` first; then `SuccessCriteriaMet` before `Complete` (with
 //! `completionTime`), or `FailureTarget` before `Failed` (never a `completionTime`), with the
 //! `succeeded`/`failed` counts. `activeDeadlineSeconds` kills the process and fails the Job with
@@ -16,13 +20,12 @@
 //! scanner.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::{Job, JobCondition};
-use k8s_openapi::api::core::v1::{Container, EnvVar, Secret, SecretVolumeSource};
+use k8s_openapi::api::core::v1::{Container, EnvVar, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -30,12 +33,20 @@ use tokio::process::Command;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+mod volumes;
+use volumes::{block_device, rewrite_devices, rewrite_paths, secret_volume};
+
 const POLL: Duration = Duration::from_millis(200);
-/// Mode of a secret volume's files when the volume sets none (kubelet's default).
-const SECRET_DEFAULT_MODE: i32 = 0o644;
+
+/// The CSI driver whose volumes [`JobRunnerOptions::block_devices`] resolves.
+pub const GCE_PD_DRIVER: &str = "pd.csi.storage.gke.io";
+
+/// Maps a CSI volume handle (`projects/P/zones/Z/disks/NAME`) to the local file standing for
+/// the disk (for the fake Compute Engine, `FakeGce::image_of`), or `None` for no such disk.
+pub type BlockDeviceResolver = Arc<dyn Fn(&str) -> Option<PathBuf> + Send + Sync>;
 
 /// What the runner runs and where.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct JobRunnerOptions {
     /// Namespace whose Jobs are run.
     pub namespace: String,
@@ -47,6 +58,25 @@ pub struct JobRunnerOptions {
     pub env: Vec<(String, String)>,
     /// Where each Job's output goes (`<job>.log`); a temporary directory when `None`.
     pub log_dir: Option<PathBuf>,
+    /// The CSI driver's part: the local file of a [`GCE_PD_DRIVER`] volume's handle, given to
+    /// the process in place of the `devicePath` of the container's `volumeDevices` entry. A Job
+    /// with a block device the runner cannot resolve (claim missing or not bound, another
+    /// driver, no resolver, an unknown handle) fails, saying why; kubelet would keep its pod
+    /// pending.
+    pub block_devices: Option<BlockDeviceResolver>,
+}
+
+impl std::fmt::Debug for JobRunnerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobRunnerOptions")
+            .field("namespace", &self.namespace)
+            .field("claims", &self.claims)
+            .field("command", &self.command)
+            .field("env", &self.env)
+            .field("log_dir", &self.log_dir)
+            .field("block_devices", &self.block_devices.is_some())
+            .finish()
+    }
 }
 
 /// What the runner did, for assertions.
@@ -283,81 +313,36 @@ async fn prepare(
         };
         mounts.push((m.mount_path.trim_end_matches('/').to_owned(), local));
     }
-    let mut command = Command::new(rewrite_paths(program, &mounts));
-    command.args(args.iter().map(|a| rewrite_paths(a, &mounts)));
+    // Device path → local file, for the block volumes.
+    let mut devices: Vec<(String, String)> = Vec::new();
+    for d in container.volume_devices.iter().flatten() {
+        let claim = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == d.name)
+            .and_then(|v| v.persistent_volume_claim.as_ref())
+            .ok_or_else(|| {
+                format!(
+                    "block device {}: not a persistentVolumeClaim volume",
+                    d.name
+                )
+            })?;
+        let local = block_device(client, options, namespace, &d.name, &claim.claim_name).await?;
+        devices.push((d.device_path.clone(), local.display().to_string()));
+    }
+    let rewrite = |value: &str| rewrite_devices(&rewrite_paths(value, &mounts), &devices);
+    let mut command = Command::new(rewrite(program));
+    command.args(args.iter().map(|a| rewrite(a)));
     for var in container.env.iter().flatten() {
         let value = env_value(client, namespace, var).await?;
-        command.env(&var.name, rewrite_paths(&value, &mounts));
+        command.env(&var.name, rewrite(&value));
     }
     for (k, v) in &options.env {
         command.env(k, v);
     }
     command.kill_on_drop(true);
     Ok((command, volumes))
-}
-
-/// A `secret` volume as kubelet makes it: one file per key of the Secret, with the volume's
-/// `defaultMode`, in a new temporary directory. A missing Secret fails the Job (kubelet would
-/// keep its pod pending until the deadline) unless the volume is `optional`.
-async fn secret_volume(
-    client: &kube::Client,
-    namespace: &str,
-    volume: &str,
-    source: &SecretVolumeSource,
-) -> Result<tempfile::TempDir, String> {
-    let name = source.secret_name.as_deref().unwrap_or_default();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = secrets
-        .get_opt(name)
-        .await
-        .map_err(|e| format!("secret volume {volume}: reading Secret {namespace}/{name}: {e}"))?;
-    let dir = tempfile::tempdir().map_err(|e| format!("secret volume {volume}: {e}"))?;
-    let Some(secret) = secret else {
-        if source.optional == Some(true) {
-            return Ok(dir);
-        }
-        return Err(format!(
-            "secret volume {volume}: Secret {namespace}/{name} not found (kubelet would keep the pod pending)"
-        ));
-    };
-    let files = secret
-        .data
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| (k, v.0))
-        .chain(
-            secret
-                .string_data
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| (k, v.into_bytes())),
-        );
-    let mode = source.default_mode.unwrap_or(SECRET_DEFAULT_MODE) as u32;
-    for (key, bytes) in files {
-        write_file(&dir.path().join(&key), &bytes, mode)
-            .map_err(|e| format!("secret volume {volume}: writing key {key}: {e}"))?;
-    }
-    Ok(dir)
-}
-
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    std::fs::write(path, bytes)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-}
-
-/// `"/images/web-01.raw"` → `"/tmp/x/web-01.raw"` inside any value (plain or JSON).
-fn rewrite_paths(value: &str, mounts: &[(String, String)]) -> String {
-    let mut out = value.to_owned();
-    for (mount, local) in mounts {
-        if out == *mount {
-            out = local.clone();
-        }
-        out = out.replace(&format!("\"{mount}/"), &format!("\"{local}/"));
-        if out.starts_with(&format!("{mount}/")) {
-            out = format!("{local}{}", &out[mount.len()..]);
-        }
-    }
-    out
 }
 
 async fn env_value(client: &kube::Client, namespace: &str, var: &EnvVar) -> Result<String, String> {
@@ -517,23 +502,4 @@ async fn finish(api: &Api<Job>, name: &str, outcome: Outcome) -> Result<(), kube
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_under_a_mount_are_rewritten() {
-        let mounts = [("/images".to_owned(), "/tmp/x".to_owned())];
-        assert_eq!(
-            rewrite_paths(
-                r#"{"path":"/images/web-01.raw","other":"/imagesx/a"}"#,
-                &mounts
-            ),
-            r#"{"path":"/tmp/x/web-01.raw","other":"/imagesx/a"}"#
-        );
-        assert_eq!(rewrite_paths("/images/a.qcow2", &mounts), "/tmp/x/a.qcow2");
-        assert_eq!(rewrite_paths("/images", &mounts), "/tmp/x");
-    }
 }

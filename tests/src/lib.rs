@@ -2,7 +2,10 @@
 //! image builders, started by the tests themselves. AWS is a patched moto server ([`moto`]); Azure
 //! blob storage is Azurite ([`azurite`]); Compute Engine is a fake of its REST API ([`fake_gce`]).
 //! An end-to-end test of the operator builds a [`world::World`] (a namespace, the Job runner, the
-//! operator in-process, its logs captured by [`logs`]) from its provider's setup.
+//! operator in-process, its logs captured by [`logs`]) from its provider's setup. No
+//! controller-manager runs: the [`jobrunner`] plays kubelet, the Job controller and the
+//! `pd.csi.storage.gke.io` CSI driver, and [`volume_protection`] the claims' and
+//! PersistentVolumes' protection controllers.
 //!
 //! Nothing here is mocked. The control plane is built from the official Kubernetes Go modules at the
 //! versions pinned in `tests/controlplane/versions.env`; `scripts/toolchain.sh` builds it (and the
@@ -33,6 +36,7 @@ pub mod planted;
 pub mod process;
 pub mod python_fake;
 pub mod random;
+pub mod volume_protection;
 pub mod world;
 
 pub use controlplane::ControlPlane;

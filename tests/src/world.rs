@@ -261,6 +261,7 @@ impl<C: Cloud> World<C> {
                 command: setup.command,
                 env,
                 log_dir: None,
+                block_devices: None,
             },
         )
         .map_err(Error::io("starting the Job runner"))?;

@@ -17,3 +17,4 @@ mod operator_aws;
 mod operator_grants;
 mod operator_images;
 mod operator_real_scanner;
+mod operator_volumes;

@@ -34,7 +34,8 @@ use snapsentry_tests::world::prepare_namespace;
 const NS: &str = "snapsentry";
 const SAS: &str = "https://devstoreaccount1.blob.localhost/snapshots/vm-1-os?sv=2024&sig=GRANTSIG";
 
-fn policy(name: &str) -> Result<ScanPolicy> {
+/// A policy `name` of namespace `team-a` with no providers.
+pub(crate) fn policy(name: &str) -> Result<ScanPolicy> {
     let p: ScanPolicy = serde_json::from_value(serde_json::json!({
         "apiVersion": "snapsentry.io/v1alpha1",
         "kind": "ScanPolicy",
@@ -44,7 +45,8 @@ fn policy(name: &str) -> Result<ScanPolicy> {
     Ok(p)
 }
 
-fn settings(ns: &str) -> JobSettings {
+/// Job settings for Jobs in `ns`.
+pub(crate) fn settings(ns: &str) -> JobSettings {
     JobSettings {
         namespace: ns.into(),
         image: "snapsentry-scan:test".into(),
@@ -213,7 +215,10 @@ async fn runner(ns: &str, command: &[&str]) -> Result<(kube::Client, JobRunner)>
 }
 
 /// Wait (up to 30 s) for the runner to finish Job `name`.
-async fn finished(runner: &JobRunner, name: &str) -> Result<std::result::Result<(), String>> {
+pub(crate) async fn finished(
+    runner: &JobRunner,
+    name: &str,
+) -> Result<std::result::Result<(), String>> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(r) = runner.finished().get(name) {
@@ -281,9 +286,19 @@ async fn the_job_runner_mounts_secret_volumes() -> Result<()> {
         finished(&runner, &job_name).await?.is_err(),
         "the Job failed"
     );
+    let message = failure(&jobs, &job_name).await?;
+    assert!(
+        message.contains(&format!("Secret {ns}/no-such-grant not found")),
+        "{message}"
+    );
+    Ok(())
+}
+
+/// The message of Job `name`'s `Failed` condition (waiting up to 10 s for it).
+pub(crate) async fn failure(jobs: &Api<Job>, name: &str) -> Result<String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let message = loop {
-        let job = jobs.get(&job_name).await?;
+    loop {
+        let job = jobs.get(name).await?;
         let failed = job
             .status
             .and_then(|s| s.conditions)
@@ -291,17 +306,12 @@ async fn the_job_runner_mounts_secret_volumes() -> Result<()> {
             .flatten()
             .find(|c| c.type_ == "Failed");
         if let Some(c) = failed {
-            break c.message.unwrap_or_default();
+            return Ok(c.message.unwrap_or_default());
         }
         ensure!(
             tokio::time::Instant::now() < deadline,
             "no Failed condition"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(
-        message.contains(&format!("Secret {ns}/no-such-grant not found")),
-        "{message}"
-    );
-    Ok(())
+    }
 }

@@ -26,17 +26,21 @@ use super::status::set_condition;
 use crate::correlate::{self, CorrelationInput};
 use crate::error::Result;
 
-/// Every machine is done: release snapshots left recorded, correlate, write the policy's children and status.
+/// Every machine is done: release snapshots left recorded, correlate, write the policy's
+/// children and status. Returns `false`, having done nothing else, while a block volume's
+/// PersistentVolume is not gone yet (the scan finishes at a later reconcile).
 pub(super) async fn finish_scan(
     scope: &Scope<'_>,
     scan_id: &str,
     status: &mut ScanPolicyStatus,
     now: Timestamp,
-) -> Result<()> {
+) -> Result<bool> {
     let policy = scope.policy;
     let mut machines = scope.machines().await?;
     // Each machine's were released when its Job ended; this is the backstop.
-    snapshots::release_recorded(scope, &mut machines, Some(scan_id)).await?;
+    if !snapshots::release_recorded(scope, &mut machines, Some(scan_id)).await? {
+        return Ok(false);
+    }
 
     let targets = target_inventory(scope).await;
     let findings: Vec<SecretFinding> = scope
@@ -151,7 +155,7 @@ pub(super) async fn finish_scan(
         EventType::Normal
     };
     scope.event(type_, "ScanFinished", "Scan", summary).await;
-    Ok(())
+    Ok(true)
 }
 
 /// Patch finding statuses and the operator's labels; delete findings past retention.

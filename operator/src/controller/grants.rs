@@ -122,9 +122,12 @@ pub async fn apply(api: &Api<Secret>, secret: &GrantSecret) -> Result<()> {
     Ok(())
 }
 
-/// Make `job` the owner of its grant Secret `name`, so the garbage collector deletes the Secret
-/// with the Job.
-pub async fn adopt(api: &Api<Secret>, name: &str, job: &Job) -> Result<()> {
+/// Make `job` the owner of its grant Secret `name` (or of another object of its namespace made
+/// for it, such as a block volume's claim), so the garbage collector deletes it with the Job.
+pub async fn adopt<K>(api: &Api<K>, name: &str, job: &Job) -> Result<()>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let owner = OwnerReference {
         api_version: Job::api_version(&()).into_owned(),
         kind: Job::kind(&()).into_owned(),
@@ -164,7 +167,7 @@ pub async fn delete_selected(api: &Api<Secret>, selector: &str) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     use snapsentry_crds::{AssignedDisk, Cloud, DiskSource};
@@ -176,7 +179,8 @@ mod tests {
 
     const SAS: &str = "https://acct.blob.core.windows.net/c/b?sv=2024&sig=SECRETSIG";
 
-    fn policy() -> ScanPolicy {
+    /// Policy `fleet` of namespace `team-a`.
+    pub(crate) fn policy() -> ScanPolicy {
         let mut p = ScanPolicy::new("fleet", policy_spec());
         p.metadata.namespace = Some("team-a".into());
         p

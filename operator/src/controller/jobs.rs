@@ -1,7 +1,7 @@
 //! Machines and their scanner Jobs in a running scan: each machine's phase from its Job (or,
-//! once the Job is gone, from what the scanner recorded) synchronised into its status, a
-//! finished machine's snapshots and grant released at once, and the next machines snapshotted,
-//! granted read access and given a Job under the policy's concurrency.
+//! once the Job is gone, from what the scanner recorded) synchronised into its status, and a
+//! finished machine's block volumes, snapshots and grant released at once; starting the next
+//! machines is [`super::start`]'s.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +9,6 @@ use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use kube::api::PostParams;
 use kube::runtime::events::EventType;
 use snapsentry_crds::{
     MachineCoverage, MachinePhase, ScanProgress, ScannedMachine, ScannedMachineStatus, labels,
@@ -17,16 +16,13 @@ use snapsentry_crds::{
 
 use super::children::{JobOutcome, job_outcome};
 use super::grants;
-use super::inventory::inventory_machine;
-use super::scan::next_to_start;
 use super::scope::{Scope, delete_if_present};
 use super::snapshots;
 use super::status::set_condition;
+use super::volumes;
 use crate::correlate::slugify;
-use crate::error::Result;
-use crate::job::{JobRequest, scanner_job};
+use crate::error::{Error, Result};
 use crate::metrics::ScanResult;
-use snapsentry_cloud::SnapshotRef;
 
 /// A machine's phase in scan `scan_id`, from its Job (`job`) and what it recorded: a scan that
 /// succeeded but did not read every volume holding data is `Incomplete`.
@@ -105,25 +101,6 @@ pub(super) async fn sync_machines(
         view.push(m);
     }
     Ok(view)
-}
-
-/// Start the next machines under the policy's concurrency limit.
-pub(super) async fn start_next(
-    scope: &Scope<'_>,
-    view: &mut [ScannedMachine],
-    scan_id: &str,
-    now: Timestamp,
-) -> Result<()> {
-    let next: Vec<String> = next_to_start(scope.policy, view)
-        .iter()
-        .map(|m| m.name_any())
-        .collect();
-    for name in next {
-        if let Some(m) = view.iter_mut().find(|m| m.name_any() == name) {
-            start_machine(scope, m, scan_id, now).await?;
-        }
-    }
-    Ok(())
 }
 
 /// Write `phase` (and, for a finished Job, the `Scanned` condition) into the machine's status
@@ -282,7 +259,7 @@ pub fn incomplete_message(scan_id: &str, coverage: Option<&MachineCoverage>) -> 
 
 /// Merge-patch the operator's fields of a machine's status: phase, conditions, coverage and,
 /// when `with_progress`, progress (which the scanner updates while it runs).
-async fn patch_machine_status(
+pub(super) async fn patch_machine_status(
     scope: &Scope<'_>,
     name: &str,
     st: &ScannedMachineStatus,
@@ -301,153 +278,25 @@ async fn patch_machine_status(
     scope.merge_status::<ScannedMachine>(name, &status).await
 }
 
-/// Snapshot a machine, grant the scanner read access, record it as `Scanning` in this scan, and
-/// create its grant Secret (if the provider granted anything) and its Job if absent.
-async fn start_machine(
-    scope: &Scope<'_>,
-    m: &mut ScannedMachine,
-    scan_id: &str,
-    now: Timestamp,
-) -> Result<()> {
-    let name = m.name_any();
-    let (index, provider) = scope.provider_of(m)?;
-    let inv = inventory_machine(m);
-    let pctx = scope.provider_ctx();
-    let settings = scope.ctx.config.job_settings();
-    let snapshots = match provider.prepare_snapshots(&pctx, &inv, scan_id).await {
-        Ok(s) => s,
-        Err(e) => {
-            return fail_before_job(scope, m, scan_id, "SnapshotFailed", "Snapshot", &e, now).await;
-        }
-    };
-    // The created ones are recorded before any grant or Job exists: a restart in between finds
-    // them to release.
-    let created: Vec<SnapshotRef> = snapshots.iter().filter(|s| s.created).cloned().collect();
-    snapshots::record(scope, m, &created).await?;
-    let duration = grants::grant_duration(scope.policy, &settings);
-    let grant = match provider.grant_read(&pctx, &inv, &snapshots, duration).await {
-        Ok(g) if g.files.is_empty() => g,
-        Ok(g) => {
-            // Granted: existing snapshots now need releasing too (their grants ended), recorded
-            // before the Secret and the Job exist.
-            snapshots::record(scope, m, &snapshots).await?;
-            g
-        }
-        Err(e) => {
-            fail_before_job(scope, m, scan_id, "GrantFailed", "Grant", &e, now).await?;
-            // Nothing will read them: release everything prepared now (a grant may have been
-            // made on some before the failure), recorded first so a failed release is retried.
-            snapshots::record(scope, m, &snapshots).await?;
-            snapshots::release_finished(scope, m, scan_id).await;
-            return Ok(());
-        }
-    };
-    let images_claim = scope.policy.spec.providers[index]
-        .images
-        .as_ref()
-        .and_then(|i| i.persistent_volume_claim.as_deref());
-    let mut request = JobRequest {
-        machine: &name,
-        instance_id: &m.spec.instance_id,
-        cloud: m.spec.cloud,
-        scan_id,
-        disks: provider.reader_config(&inv, &snapshots),
-        images_claim,
-        grant_secret: None,
-    };
-    let secret = grants::grant_secret(scope.policy, &request, &settings, &grant)?;
-    let secret_name = secret.as_ref().map(|s| s.name());
-    request.grant_secret = secret_name.as_deref();
-    let job = scanner_job(scope.policy, &request, &settings)?;
-    let job_name = job.name_any();
-    let secrets = scope.secrets();
-    if let Some(secret) = &secret {
-        // First the Secret, then the Job that mounts it.
-        grants::apply(&secrets, secret).await?;
-    }
-    let created: Vec<String> = created.into_iter().map(|s| s.snapshot_id).collect();
-    let mut st = m.status.clone().unwrap_or_default();
-    st.phase = Some(MachinePhase::Scanning);
-    st.progress = Some(ScanProgress {
-        scan_id: scan_id.to_owned(),
-        started_at: Some(Time(now)),
-        files_scanned: 0,
-        bytes_scanned: 0,
-        snapshots: (!created.is_empty()).then_some(created),
-        job: Some(job_name.clone()),
-    });
-    patch_machine_status(scope, &name, &st, true).await?;
-    let jobs = scope.jobs();
-    let job = match jobs.create(&PostParams::default(), &job).await {
-        Ok(job) => {
-            tracing::info!(policy = %scope.name, machine = %name, job = %job_name, grant = secret.is_some(), "scanner Job created");
-            job
-        }
-        Err(kube::Error::Api(s)) if s.is_already_exists() => jobs.get(&job_name).await?,
-        Err(e) => return Err(e.into()),
-    };
-    if let Some(secret) = &secret_name {
-        // The garbage collector now deletes the Secret with the Job, should the operator not.
-        grants::adopt(&secrets, secret, &job).await?;
-    }
-    m.status = Some(st);
-    Ok(())
-}
-
-/// Machine `m` failed in scan `scan_id` before its Job existed (`reason` `SnapshotFailed` or
-/// `GrantFailed`): record it in its status, with a Warning event (`action`).
-async fn fail_before_job(
-    scope: &Scope<'_>,
-    m: &mut ScannedMachine,
-    scan_id: &str,
-    reason: &str,
-    action: &str,
-    error: &snapsentry_cloud::Error,
-    now: Timestamp,
-) -> Result<()> {
-    if error.is_provider() {
-        // Rebuild its clients (and read its credentials again) next time.
-        scope.forget_providers();
-    }
-    let name = m.name_any();
-    let mut st = m.status.clone().unwrap_or_default();
-    st.phase = Some(MachinePhase::Failed);
-    st.progress = Some(ScanProgress {
-        scan_id: scan_id.to_owned(),
-        started_at: Some(Time(now)),
-        ..Default::default()
-    });
-    set_condition(
-        &mut st.conditions,
-        "Scanned",
-        "False",
-        reason,
-        &error.to_string(),
-        scope.policy.metadata.generation,
-        now,
-    );
-    patch_machine_status(scope, &name, &st, true).await?;
-    scope
-        .event(
-            EventType::Warning,
-            "MachineScanFailed",
-            action,
-            format!("machine {name} failed in scan {scan_id}: {error}"),
-        )
-        .await;
-    m.status = Some(st);
-    Ok(())
-}
-
-/// Delete all of the policy's Jobs, of every scan, and their grant Secrets (Jobs in another
-/// namespace than the policy carry no owner reference, so nothing else would; a grant Secret
-/// whose Job was never created has no owner at all).
+/// Delete all of the policy's Jobs, of every scan, their grant Secrets, and their block volumes'
+/// claims and PersistentVolumes (Jobs in another namespace than the policy carry no owner
+/// reference, so nothing else would; a grant Secret or claim whose Job was never created has no
+/// owner at all, and a PersistentVolume never has one). A PersistentVolume not gone yet is an
+/// error ([`Error::VolumesPending`]): the policy's deletion is tried again, and its disks are not
+/// deleted before.
 pub(super) async fn delete_all(scope: &Scope<'_>) -> Result<()> {
     let jobs = scope.jobs();
-    for job in scope.list(&jobs, &scope.job_selector(None)).await? {
+    let selector = scope.job_selector(None);
+    for job in scope.list(&jobs, &selector).await? {
         delete_if_present(&jobs, &job.name_any()).await?;
     }
-    grants::delete_selected(&scope.secrets(), &scope.job_selector(None)).await
+    grants::delete_selected(&scope.secrets(), &selector).await?;
+    let left =
+        volumes::delete_selected(&scope.persistent_volumes(), &scope.claims(), &selector).await?;
+    if !left.is_empty() {
+        return Err(Error::VolumesPending(left.join(", ")));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

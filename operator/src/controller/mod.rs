@@ -3,7 +3,7 @@
 //! status), which also watches the scanner Jobs of each policy.
 //!
 //! The reconciler's steps, one per module: [`inventory`] (inventory ↔ ScannedMachines),
-//! [`jobs`] (machines and their scanner Jobs), [`grants`] (a Job's grant Secret), `snapshots`
+//! [`jobs`] (machines and their scanner Jobs), `start` (starting machines), [`grants`] (a Job's grant Secret), [`volumes`] (a Job's block volumes), `snapshots`
 //! (snapshot bookkeeping and release), `finish`
 //! (correlation and its objects); `scope` is a policy's APIs and helpers, [`providers`] its
 //! providers, cached across reconciles in the [`Context`].
@@ -21,7 +21,9 @@ pub mod reconcile;
 pub mod scan;
 mod scope;
 mod snapshots;
+mod start;
 pub mod status;
+pub mod volumes;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

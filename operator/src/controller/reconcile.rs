@@ -12,7 +12,9 @@
 //! - snapshots a scan created (and existing ones it was granted read access to) are recorded in
 //!   the machine's `snapsentry.io/snapshots` annotation before its Job exists (the scanner
 //!   rewrites `status.progress`), and released from there — grants ended, created ones deleted,
-//!   the Job's grant Secret deleted — as soon as the machine's Job ends;
+//!   the Job's grant Secret deleted — as soon as the machine's Job ends; a Job's block volumes
+//!   (PersistentVolume and claim each, recorded in `snapsentry.io/block-volumes` before they
+//!   exist) are deleted first, and the snapshots wait until the volumes are gone;
 //! - when every machine is done, whatever is still recorded is released and the policy's findings
 //!   are correlated;
 //!   correlation is idempotent, so finishing twice writes the same objects.
@@ -36,7 +38,7 @@ use super::children::scan_complete;
 use super::scan::machine_counts;
 use super::scope::{Scope, namespace_of};
 use super::status::{plan, set_condition};
-use super::{finish, inventory, jobs, snapshots};
+use super::{finish, inventory, jobs, snapshots, start};
 use crate::error::Result;
 use crate::schedule::{Trigger, scan_id as new_scan_id};
 
@@ -198,12 +200,11 @@ async fn advance_scan(
     now: Timestamp,
 ) -> Result<bool> {
     let mut view = jobs::sync_machines(scope, scan_id, now).await?;
-    jobs::start_next(scope, &mut view, scan_id, now).await?;
+    start::start_next(scope, &mut view, scan_id, now).await?;
     snapshots::report_active(scope, &view);
     let counts = machine_counts(&view);
     status.machines = Some(counts.clone());
-    if scan_complete(&view) {
-        finish::finish_scan(scope, scan_id, status, now).await?;
+    if scan_complete(&view) && finish::finish_scan(scope, scan_id, status, now).await? {
         return Ok(true);
     }
     set_condition(
@@ -223,17 +224,24 @@ async fn advance_scan(
     Ok(false)
 }
 
-/// The policy is being deleted: release the snapshots of a scan in progress, delete the policy's
-/// Jobs and their grant Secrets (Jobs in another namespace than the policy carry no owner reference, so nothing else
-/// would). ScannedMachines, AttackPaths and Recommendations go with the policy through their
-/// owner references.
+/// The policy is being deleted: delete the policy's Jobs, their grant Secrets and their block
+/// volumes (Jobs in another namespace than the policy carry no owner reference, so nothing else
+/// would), then release the snapshots of a scan in progress and sweep the rest. The Jobs go
+/// first: a block volume's PersistentVolume goes only once no pod uses it, and the disk behind
+/// it only after that — until then the deletion fails ([`crate::Error::VolumesPending`]) and is
+/// tried again. ScannedMachines, AttackPaths and Recommendations go with the policy through
+/// their owner references.
 pub async fn cleanup(policy: &ScanPolicy, ctx: &Context) -> Result<Action> {
     let scope = Scope::new(policy, ctx)?;
+    jobs::delete_all(&scope).await?;
     let mut machines = scope.machines().await?;
-    snapshots::release_recorded(&scope, &mut machines, None).await?;
+    if !snapshots::release_recorded(&scope, &mut machines, None).await? {
+        return Err(crate::Error::VolumesPending(
+            "block volumes of the policy's scanner Jobs".to_owned(),
+        ));
+    }
     // Everything the policy's scans ever created, recorded or not.
     snapshots::sweep_all(&scope).await?;
-    jobs::delete_all(&scope).await?;
     scope.forget_providers();
     tracing::info!(policy = %scope.name, namespace = %scope.namespace, "policy deleted: snapshots and Jobs cleaned up");
     Ok(Action::await_change())

@@ -3,7 +3,7 @@
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
@@ -68,6 +68,16 @@ impl<'a> Scope<'a> {
 
     /// Scanner Jobs' grant Secrets, in the operator's namespace (see [`super::grants`]).
     pub(super) fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.ctx.client.clone(), &self.ctx.config.namespace)
+    }
+
+    /// Scanner Jobs' block volumes (cluster-scoped; see [`super::volumes`]).
+    pub(super) fn persistent_volumes(&self) -> Api<PersistentVolume> {
+        Api::all(self.ctx.client.clone())
+    }
+
+    /// The claims of scanner Jobs' block volumes, in the operator's namespace.
+    pub(super) fn claims(&self) -> Api<PersistentVolumeClaim> {
         Api::namespaced(self.ctx.client.clone(), &self.ctx.config.namespace)
     }
 

@@ -1,9 +1,13 @@
 //! Snapshot bookkeeping: the snapshots a machine's scan must release — those it created and
-//! existing ones it was granted read access to — are recorded in the machine's
-//! [`annotations::SNAPSHOTS`] before its Job (and, for created ones, any grant) exists, counted (the created ones) in
-//! `snapsentry_active_snapshots`, and released from there as soon as the machine's Job ends
-//! (with the Job's grant Secret), or at the latest when the scan finishes or the policy goes;
-//! leftovers nobody recorded are swept by their tags.
+//! existing ones it was granted read access to or attaches as block volumes — are recorded in
+//! the machine's [`annotations::SNAPSHOTS`] before its Job (and, for created ones, any grant)
+//! exists, counted (the created ones) in `snapsentry_active_snapshots`, and released from there
+//! as soon as the machine's Job ends (with the Job's grant Secret), or at the latest when the
+//! scan finishes or the policy goes; leftovers nobody recorded are swept by their tags. The
+//! PersistentVolumes of its block volumes ([`super::volumes`], recorded in
+//! [`annotations::VOLUMES`]) go first: their claims, then the volumes, and the snapshots (and the
+//! disks made from them) only once every volume is gone — never a disk under an attached
+//! volume; until then the release waits for the next reconcile.
 
 use jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
@@ -11,8 +15,8 @@ use kube::runtime::events::EventType;
 use snapsentry_crds::ScannedMachine;
 use snapsentry_crds::contract::{annotations, job_name};
 
-use super::grants;
 use super::scope::Scope;
+use super::{grants, volumes};
 use crate::error::Result;
 use snapsentry_cloud::{Provider, SnapshotRef};
 
@@ -57,16 +61,19 @@ fn decode(value: &str, region: Option<&String>) -> Vec<SnapshotRef> {
         .collect()
 }
 
-/// Record (`Some`) or forget (`None`) the snapshots of machine `m`, on the machine and in `m`.
-async fn annotate(scope: &Scope<'_>, m: &mut ScannedMachine, value: Option<String>) -> Result<()> {
-    let patch = serde_json::json!({ "metadata": { "annotations": {
-        annotations::SNAPSHOTS: value,
-    }}});
+/// Record (`Some`) or forget (`None`) annotation `key` of machine `m`, on the machine and in `m`.
+async fn annotate(
+    scope: &Scope<'_>,
+    m: &mut ScannedMachine,
+    key: &str,
+    value: Option<String>,
+) -> Result<()> {
+    let patch = serde_json::json!({ "metadata": { "annotations": { key: value } } });
     scope.merge::<ScannedMachine>(&m.name_any(), &patch).await?;
     let local = m.metadata.annotations.get_or_insert_with(Default::default);
     match value {
-        Some(v) => local.insert(annotations::SNAPSHOTS.to_owned(), v),
-        None => local.remove(annotations::SNAPSHOTS),
+        Some(v) => local.insert(key.to_owned(), v),
+        None => local.remove(key),
     };
     Ok(())
 }
@@ -90,7 +97,40 @@ pub(super) async fn record(
     if all.is_empty() || all == recorded(m) {
         return Ok(());
     }
-    annotate(scope, m, Some(encode(&all))).await
+    annotate(scope, m, annotations::SNAPSHOTS, Some(encode(&all))).await
+}
+
+/// Record the PersistentVolumes (and claims, of the same names) of machine `m`'s block volumes
+/// before they exist, so a restart finds them to delete. Adds to what is already recorded.
+pub(super) async fn record_volumes(
+    scope: &Scope<'_>,
+    m: &mut ScannedMachine,
+    names: &[String],
+) -> Result<()> {
+    let mut all = recorded_volumes(m);
+    for n in names {
+        if !all.contains(n) {
+            all.push(n.clone());
+        }
+    }
+    if all.is_empty() || all == recorded_volumes(m) {
+        return Ok(());
+    }
+    annotate(scope, m, annotations::VOLUMES, Some(all.join(","))).await
+}
+
+/// The PersistentVolumes recorded on `m` (its [`annotations::VOLUMES`]).
+pub fn recorded_volumes(m: &ScannedMachine) -> Vec<String> {
+    m.annotations()
+        .get(annotations::VOLUMES)
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Snapshots recorded on `m` (its [`annotations::SNAPSHOTS`]) for the running scan to release.
@@ -114,15 +154,27 @@ pub(super) fn report_active(scope: &Scope<'_>, machines: &[ScannedMachine]) {
         .set_policy_snapshots(&scope.policy_key(), active as i64);
 }
 
-/// Release what is recorded on `m`: end the grants and delete the created snapshots, delete the
-/// grant Secret of its Job in scan `scan_id` (when known), then forget them.
+/// Release what is recorded on `m`: delete its block volumes' claims and PersistentVolumes
+/// and, once the volumes are gone, end the grants and delete the created snapshots, delete the
+/// grant Secret of its Job in scan `scan_id` (when known), then forget them. Returns `false` when
+/// a PersistentVolume is not gone yet (the snapshots are then kept, and recorded, for the next
+/// reconcile).
 async fn release_machine(
     scope: &Scope<'_>,
     m: &mut ScannedMachine,
     scan_id: Option<&str>,
-) -> Result<()> {
+) -> Result<bool> {
+    let names = recorded_volumes(m);
+    if !names.is_empty() {
+        let left = volumes::delete(&scope.persistent_volumes(), &scope.claims(), &names).await?;
+        if !left.is_empty() {
+            tracing::info!(policy = %scope.name, machine = %m.name_any(), volumes = ?left, "waiting for PersistentVolumes to go before releasing the disks behind them");
+            return Ok(false);
+        }
+        annotate(scope, m, annotations::VOLUMES, None).await?;
+    }
     if !m.annotations().contains_key(annotations::SNAPSHOTS) {
-        return Ok(());
+        return Ok(true);
     }
     let snapshots = recorded(m);
     if !snapshots.is_empty() {
@@ -135,12 +187,14 @@ async fn release_machine(
         let secret = job_name(&scope.name, &m.name_any(), id);
         grants::delete(&scope.secrets(), &secret).await?;
     }
-    annotate(scope, m, None).await
+    annotate(scope, m, annotations::SNAPSHOTS, None).await?;
+    Ok(true)
 }
 
-/// Machine `m`'s Job of scan `scan_id` ended (or it finished without one): release its
-/// snapshots and grant Secret now. A failure keeps the record, so the next reconcile tries
-/// again; it is reported (log, Warning event) and does not hold up other machines.
+/// Machine `m`'s Job of scan `scan_id` ended (or it finished without one): release its block
+/// volumes, snapshots and grant Secret now. A failure, or a PersistentVolume not gone yet, keeps
+/// the record, so the next reconcile tries again; a failure is reported (log, Warning event);
+/// neither holds up other machines.
 pub(super) async fn release_finished(scope: &Scope<'_>, m: &mut ScannedMachine, scan_id: &str) {
     if let Err(e) = release_machine(scope, m, Some(scan_id)).await {
         if e.is_provider() {
@@ -161,20 +215,25 @@ pub(super) async fn release_finished(scope: &Scope<'_>, m: &mut ScannedMachine, 
 
 /// Release everything still recorded on the machines (the backstop of a finishing scan, whose
 /// id is `scan_id`, and of a policy's deletion), then report no active snapshots. A failure is
-/// returned: snapshots are copies of disks full of secrets.
+/// returned: snapshots are copies of disks full of secrets. Returns `false` when a block
+/// volume's PersistentVolume is not gone yet: what it holds stays recorded, for the caller to
+/// try again.
 pub(super) async fn release_recorded(
     scope: &Scope<'_>,
     machines: &mut [ScannedMachine],
     scan_id: Option<&str>,
-) -> Result<()> {
-    for m in machines {
-        release_machine(scope, m, scan_id).await?;
+) -> Result<bool> {
+    let mut released = true;
+    for m in machines.iter_mut() {
+        released &= release_machine(scope, m, scan_id).await?;
     }
-    scope
-        .ctx
-        .metrics
-        .set_policy_snapshots(&scope.policy_key(), 0);
-    Ok(())
+    if released {
+        scope
+            .ctx
+            .metrics
+            .set_policy_snapshots(&scope.policy_key(), 0);
+    }
+    Ok(released)
 }
 
 /// Delete the policy's snapshots older than `ttl` that earlier scans left behind (an operator
