@@ -417,7 +417,7 @@ async fn the_real_scanner_verifies_resolves_and_never_leaks() -> Result<()> {
         assert_eq!(row[column], value, "{column} in {row:?}");
     }
     assert!(!row["AGE"].is_empty());
-    // `kubectl get sm`: cloud, exposure, counts, last scan.
+    // `kubectl get sm`: cloud, exposure, coverage, counts, last scan.
     let (header, rows) = kubectl_table(&String::from_utf8(
         w.kubectl_ok(&["get", "sm", "-n", &w.ns])?,
     )?)?;
@@ -428,6 +428,7 @@ async fn the_real_scanner_verifies_resolves_and_never_leaks() -> Result<()> {
             "CLOUD",
             "EXPOSED",
             "PHASE",
+            "COVERAGE",
             "FINDINGS",
             "CRITICAL",
             "LAST SCAN",
@@ -435,6 +436,8 @@ async fn the_real_scanner_verifies_resolves_and_never_leaks() -> Result<()> {
         ]
     );
     assert_eq!(rows.len(), 3);
+    // The real scanner read every volume of the three images.
+    assert!(rows.iter().all(|r| r["COVERAGE"] == "complete"), "{rows:?}");
     let web_counts = machines["lab-web-01"]
         .status
         .as_ref()
