@@ -28,7 +28,10 @@ fn main() {
     let engine =
         Engine::new(EngineConfig::with_key(b"bench-azure".to_vec())).expect("built-in rules");
 
-    let azurite = Azurite::start().expect("Azurite (scripts/toolchain.sh installs it)");
+    // Room in Azurite's memory for the whole image (what is written of it, at most) and more.
+    let image_mib = std::fs::metadata(&image).expect("the image").len() >> 20;
+    let azurite = Azurite::start_with_memory(image_mib + 1024)
+        .expect("Azurite (scripts/toolchain.sh installs it)");
     azurite.create_container("snapshots").expect("container");
     let started = Instant::now();
     let written = azurite

@@ -100,12 +100,20 @@ pub struct Azurite {
 }
 
 impl Azurite {
-    /// Starts `azurite-blob` in memory on a free loopback port and waits until it listens.
+    /// Starts `azurite-blob` in memory on a free loopback port and waits until it listens; blob
+    /// contents may take up to 1 GiB of memory.
     pub fn start() -> Result<Self, Error> {
+        Self::start_with_memory(1024)
+    }
+
+    /// [`Azurite::start`] with room for `mib` MiB of blob contents in memory (benchmarks of
+    /// multi-GB disks).
+    pub fn start_with_memory(mib: u64) -> Result<Self, Error> {
         let bin = cache_dir().join("azurite/node_modules/.bin/azurite-blob");
         if !bin.is_file() {
             return Err(Error::Missing { bin });
         }
+        let limit = mib.to_string();
         let server = Server::spawn("snapsentry-azurite-", "azurite.log", |_| {
             let mut command = tied_to_this_process(&bin);
             command
@@ -116,7 +124,7 @@ impl Azurite {
                     "--skipApiVersionCheck",
                     "--inMemoryPersistence",
                     "--extentMemoryLimit",
-                    "1024",
+                    &limit,
                     "--disableProductStyleUrl",
                     "--silent",
                 ]);
