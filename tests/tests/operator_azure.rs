@@ -40,9 +40,9 @@ async fn azure_world(ns: &str, options: Options) -> Result<World> {
 }
 
 /// `examples/azure/scanpolicy.yaml` as a user would adapt it: this namespace, the fake ARM as
-/// the ARM endpoint and authority, the tenant and client of the credentials Secret; a scan asked
-/// for now.
-async fn apply_policy(w: &World, name: &str) -> Result<()> {
+/// the ARM endpoint and authority, the tenant and client of the credentials Secret, `concurrency`
+/// when given; a scan asked for now.
+async fn apply_policy(w: &World, name: &str, concurrency: Option<u32>) -> Result<()> {
     let example = std::fs::read_to_string(repo().join("examples/azure/scanpolicy.yaml"))?;
     let mut policy: ScanPolicy = serde_yaml::from_str(&example)?;
     policy.metadata.name = Some(name.into());
@@ -58,6 +58,9 @@ async fn apply_policy(w: &World, name: &str) -> Result<()> {
     az.arm_endpoint = Some(w.cloud.arm.endpoint());
     az.authority_host = Some(w.cloud.arm.endpoint());
     policy.spec.scanner = None;
+    if concurrency.is_some() {
+        policy.spec.concurrency = concurrency;
+    }
     policy
         .metadata
         .annotations
@@ -167,7 +170,7 @@ fn counts(p: &ScanPolicy) -> Result<(u32, u32, u32)> {
 async fn an_azure_fleet_scanned_through_sas_reads() -> Result<()> {
     let mut w = azure_world("azure-e2e", Options::default()).await?;
     w.start_operator()?;
-    apply_policy(&w, "azure-production").await?;
+    apply_policy(&w, "azure-production", None).await?;
     let p = w
         .wait_scan_finished("azure-production", None, Duration::from_secs(240))
         .await?;
@@ -317,7 +320,7 @@ async fn throttled_and_busy_blob_reads_are_retried_and_counted() -> Result<()> {
     };
     let mut w = azure_world("azure-faults", options).await?;
     w.start_operator()?;
-    apply_policy(&w, "azure-faults").await?;
+    apply_policy(&w, "azure-faults", None).await?;
     let p = w
         .wait_scan_finished("azure-faults", None, Duration::from_secs(180))
         .await?;
@@ -358,7 +361,7 @@ async fn an_expired_sas_fails_its_machine_clearly_and_leaves_nothing() -> Result
     };
     let mut w = azure_world("azure-expired", options).await?;
     w.start_operator()?;
-    apply_policy(&w, "azure-expired").await?;
+    apply_policy(&w, "azure-expired", None).await?;
     let p = w
         .wait_scan_finished("azure-expired", None, Duration::from_secs(180))
         .await?;
@@ -392,7 +395,7 @@ async fn an_expired_sas_fails_its_machine_clearly_and_leaves_nothing() -> Result
 }
 
 /// A scanner killed mid-scan: its machines fail, and their snapshots are deleted and grants
-/// ended all the same.
+/// ended all the same — each machine's as soon as its Job fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_azure_scanner_leaves_no_snapshot_nor_grant() -> Result<()> {
     let options = Options {
@@ -402,11 +405,30 @@ async fn a_killed_azure_scanner_leaves_no_snapshot_nor_grant() -> Result<()> {
     };
     let mut w = azure_world("azure-killed", options).await?;
     w.start_operator()?;
-    apply_policy(&w, "azure-killed").await?;
-    let p = w
-        .wait_scan_finished("azure-killed", None, Duration::from_secs(180))
-        .await?;
+    apply_policy(&w, "azure-killed", Some(1)).await?;
+    // One machine at a time, each released as soon as its Job fails: never two snapshots or two
+    // grants at once.
+    let (mut most_snapshots, mut most_grants) = (0, 0);
+    let p = {
+        let finished = w.wait_scan_finished("azure-killed", None, Duration::from_secs(180));
+        tokio::pin!(finished);
+        loop {
+            tokio::select! {
+                p = &mut finished => break p?,
+                () = tokio::time::sleep(Duration::from_millis(150)) => {
+                    let state = w.cloud.state()?;
+                    let snapshots = state["snapshots"].as_array().map_or(0, Vec::len);
+                    most_snapshots = most_snapshots.max(snapshots);
+                    most_grants = most_grants.max(state["activeGrants"].as_u64().unwrap_or(0));
+                }
+            }
+        }
+    };
     ensure!(counts(&p)? == (2, 0, 2), "{:?}", p.status);
+    ensure!(
+        most_snapshots == 1 && most_grants == 1,
+        "at most {most_snapshots} snapshots and {most_grants} grants at once"
+    );
     ensure!(w.cloud.state()?["grantsEver"].as_u64() >= Some(2));
     assert_nothing_left(&w).await?;
     w.stop_operator().await?;
@@ -425,7 +447,7 @@ async fn an_azure_operator_restarted_before_its_jobs_takes_no_second_snapshot() 
     let mut w = azure_world("azure-restart", options).await?;
     w.forbid_jobs().await?;
     w.start_operator()?;
-    apply_policy(&w, "azure-restart").await?;
+    apply_policy(&w, "azure-restart", None).await?;
     wait_for_a_snapshot(&w).await?;
     // The refused Job makes the operator retry from the top (every 5 s): each retry must find
     // the snapshot and reuse it.
