@@ -7,9 +7,10 @@
 //! The fleet is the demo's, as Azure VMs ([`snapsentry_tests::world::azure`]): web-01 exposed
 //! (public IP, SSH open to `Internet`) with a private key authorized on db-01 and connection
 //! strings to a storage account and an SQL server, db-01 (LVM) with another storage connection
-//! string, win-01 with Windows secrets. The faults: throttled and busy blob reads, an expired
-//! SAS, a killed scanner, an operator restarted between snapshot and Job. After each, nothing is
-//! left in the cloud (no snapshot, no active SAS grant) nor in the namespace (no grant Secret).
+//! string, win-01 with Windows secrets. The faults: throttled and busy blob reads, a SAS that
+//! expires mid-scan, a killed scanner, an operator restarted between snapshot and Job. After each,
+//! nothing is left in the cloud (no snapshot, no active SAS grant) nor in the namespace (no grant
+//! Secret).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -350,13 +351,14 @@ async fn throttled_and_busy_blob_reads_are_retried_and_counted() -> Result<()> {
     Ok(())
 }
 
-/// A SAS the blob service refuses (it has expired): that machine fails with a reason that
-/// says so without showing the SAS; its snapshot is deleted and its grant ended all the same.
+/// A SAS that expires in the middle of the scan (the blob opened, its reads held until the SAS
+/// has expired, then refused by the blob service): that machine fails with a reason that says so
+/// without showing the SAS; its snapshot is deleted and its grant ended all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_sas_fails_its_machine_clearly_and_leaves_nothing() -> Result<()> {
+async fn a_sas_expiring_mid_scan_fails_its_machine_clearly_and_leaves_nothing() -> Result<()> {
     let options = Options {
         machines: vec!["web-01", "win-01"],
-        expired: Some("win-01"),
+        expires_mid_scan: Some("win-01"),
         ..Options::default()
     };
     let mut w = azure_world("azure-expired", options).await?;
@@ -380,6 +382,16 @@ async fn an_expired_sas_fails_its_machine_clearly_and_leaves_nothing() -> Result
         errors.contains("403") && errors.contains("SAS"),
         "the reason says the SAS was refused: {errors:?}; {}",
         w.job_logs()
+    );
+    let held = w
+        .cloud
+        .holding_proxy
+        .as_ref()
+        .context("the holding proxy")?;
+    ensure!(
+        held.ranged_gets() > 0,
+        "win-01's blob was not opened within the SAS's {:?}: the scan never got to its reads",
+        azure::MID_SCAN_SAS_LIFETIME
     );
     let url = &w.cloud.sas_urls["win-01"];
     let query = url.split_once('?').map_or("", |(_, q)| q);

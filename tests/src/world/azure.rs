@@ -43,8 +43,11 @@ pub const WEB_PUBLIC_IP: &str = "20.61.15.7";
 pub const MACHINES: [&str; 3] = ["web-01", "db-01", "win-01"];
 /// The Azurite container of the disks' page blobs.
 const CONTAINER: &str = "disks";
-/// How long the SAS URLs the fake hands out are valid (an expired one aside).
+/// How long the SAS URLs the fake hands out are valid.
 const SAS_LIFETIME: Duration = Duration::from_secs(3600);
+/// How long the SAS of [`Options::expires_mid_scan`] is valid: long enough for its scan to start
+/// (the Job opens the blob) however busy the machine; its reads are held past it.
+pub const MID_SCAN_SAS_LIFETIME: Duration = Duration::from_secs(30);
 
 /// Why the Azure fixture could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -204,8 +207,10 @@ pub struct Options {
     pub machines: Vec<&'static str>,
     /// The SAS URLs point at a [`FaultProxy`] answering every n-th ranged GET with 503 or 429.
     pub faults_every: Option<u64>,
-    /// This machine's disk has a SAS URL that has already expired.
-    pub expired: Option<&'static str>,
+    /// This machine's disk has a SAS URL valid for [`MID_SCAN_SAS_LIFETIME`], read through a
+    /// proxy that holds every ranged GET until it has expired: the blob opens (properties, page
+    /// ranges), then its reads are refused.
+    pub expires_mid_scan: Option<&'static str>,
     /// Every Job runs this instead of the scanner (`None`: the real scanner).
     pub command: Option<Vec<String>>,
 }
@@ -215,7 +220,7 @@ impl Default for Options {
         Options {
             machines: MACHINES.to_vec(),
             faults_every: None,
-            expired: None,
+            expires_mid_scan: None,
             command: None,
         }
     }
@@ -227,6 +232,8 @@ pub struct Azure {
     pub azurite: Azurite,
     /// The fault proxy the SAS URLs point at, when [`Options::faults_every`] asked for one.
     pub proxy: Option<FaultProxy>,
+    /// The proxy holding the reads of [`Options::expires_mid_scan`]'s machine.
+    pub holding_proxy: Option<FaultProxy>,
     /// The control plane.
     pub arm: FakeArm,
     /// The images and planted values.
@@ -342,14 +349,23 @@ pub fn setup(ns: &str, options: &Options) -> Result<Setup<Azure>, Error> {
     let port = proxy.as_ref().map_or(azurite.port(), FaultProxy::port);
     let mut sas_urls = BTreeMap::new();
     for &machine in &options.machines {
+        azurite.upload_page_blob(CONTAINER, &format!("{machine}.vhd"), &images.vhd(machine))?;
+    }
+    // Signed once the uploads are done, so the short lifetime counts from here.
+    let mut holding_proxy = None;
+    for &machine in &options.machines {
         let blob = format!("{machine}.vhd");
-        azurite.upload_page_blob(CONTAINER, &blob, &images.vhd(machine))?;
-        let expiry = if options.expired == Some(machine) {
-            SystemTime::now() - SAS_LIFETIME
+        let url = if options.expires_mid_scan == Some(machine) {
+            let expiry = SystemTime::now() + MID_SCAN_SAS_LIFETIME;
+            // Azurite compares whole seconds: hold the reads until a second past the expiry.
+            let holding =
+                FaultProxy::holding_reads_until(&azurite, expiry + Duration::from_secs(2))?;
+            let url = azurite.read_sas_url_on(holding.port(), CONTAINER, &blob, expiry);
+            holding_proxy = Some(holding);
+            url
         } else {
-            SystemTime::now() + SAS_LIFETIME
+            azurite.read_sas_url_on(port, CONTAINER, &blob, SystemTime::now() + SAS_LIFETIME)
         };
-        let url = azurite.read_sas_url_on(port, CONTAINER, &blob, expiry);
         sas_urls.insert(machine.to_owned(), url);
     }
     let arm = FakeArm::start()?;
@@ -364,6 +380,7 @@ pub fn setup(ns: &str, options: &Options) -> Result<Setup<Azure>, Error> {
     let azure = Azure {
         azurite,
         proxy,
+        holding_proxy,
         arm,
         images,
         sas_urls,
