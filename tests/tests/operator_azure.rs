@@ -103,11 +103,16 @@ fn assert_nothing_leaked(w: &World) -> Result<()> {
     for (what, probe) in w.cloud.never_shown() {
         ensure!(probe.len() >= 8, "{what} is too short to look for");
         for (place, text) in &seen {
-            ensure!(
-                !text.contains(&probe),
-                "{what} (prefix {}…) leaked into {place}",
-                &probe[..4]
-            );
+            if let Some(at) = text.find(&probe) {
+                // What came before it on its line says who showed it; the value stays hidden.
+                let line = text[..at].rsplit('\n').next().unwrap_or_default();
+                let skip = line.chars().count().saturating_sub(300);
+                let before: String = line.chars().skip(skip).collect();
+                anyhow::bail!(
+                    "{what} (prefix {}…) leaked into {place}, after: {before}",
+                    &probe[..4]
+                );
+            }
         }
     }
     Ok(())
