@@ -22,7 +22,7 @@ use kube::api::{ListParams, PostParams};
 use snapsentry_crds::{MachinePhase, ScanPolicy, ScannedMachine};
 use snapsentry_tests::fake_arm::TENANT;
 use snapsentry_tests::world::azure::{
-    self, Azure, BACKUP_STORAGE, CLIENT_ID, CREDENTIALS_SECRET, Options, SQL_SERVER, SUBSCRIPTION,
+    self, Azure, BACKUP_STORAGE, CLIENT_ID, CREDENTIALS_SECRET, Options, SQL_SERVER, SUBSCRIPTIONS,
     WEB_PUBLIC_IP, WEB_STORAGE,
 };
 use snapsentry_tests::world::{self, Setup};
@@ -41,8 +41,8 @@ async fn azure_world(ns: &str, options: Options) -> Result<World> {
 }
 
 /// `examples/azure/scanpolicy.yaml` as a user would adapt it: this namespace, the fake ARM as
-/// the ARM endpoint and authority, the tenant and client of the credentials Secret, `concurrency`
-/// when given; a scan asked for now.
+/// the ARM endpoint and authority, a client secret (the credentials Secret, its tenant and
+/// client) instead of workload identity, `concurrency` when given; a scan asked for now.
 async fn apply_policy(w: &World, name: &str, concurrency: Option<u32>) -> Result<()> {
     let example = std::fs::read_to_string(repo().join("examples/azure/scanpolicy.yaml"))?;
     let mut policy: ScanPolicy = serde_yaml::from_str(&example)?;
@@ -52,8 +52,8 @@ async fn apply_policy(w: &World, name: &str, concurrency: Option<u32>) -> Result
         .azure
         .as_mut()
         .context("the example's provider is azure")?;
-    ensure!(az.subscriptions == [SUBSCRIPTION], "{:?}", az.subscriptions);
-    ensure!(az.credentials_secret.as_deref() == Some(CREDENTIALS_SECRET));
+    ensure!(az.subscriptions == SUBSCRIPTIONS, "{:?}", az.subscriptions);
+    az.credentials_secret = Some(CREDENTIALS_SECRET.into());
     az.tenant_id = Some(TENANT.into());
     az.client_id = Some(CLIENT_ID.into());
     az.arm_endpoint = Some(w.cloud.arm.endpoint());
@@ -210,6 +210,12 @@ async fn an_azure_fleet_scanned_through_sas_reads() -> Result<()> {
     assert!(!machines["db-01"].spec.exposure.internet_facing);
     assert!(!machines["win-01"].spec.exposure.internet_facing);
     assert_eq!(machines["win-01"].spec.platform.as_deref(), Some("windows"));
+    // win-01 runs in the second subscription.
+    let win_id = &machines["win-01"].spec.instance_id;
+    assert!(
+        win_id.starts_with(&format!("/subscriptions/{}/", SUBSCRIPTIONS[1])),
+        "{win_id}"
+    );
     for (name, m) in &machines {
         assert_eq!(phase(m), Some(MachinePhase::Scanned), "{name}");
         let last = m

@@ -9,6 +9,8 @@
 //! holds an Azure SQL and a storage connection string, db-01 another storage connection string;
 //! the SSH key pair of the demo (private key on web-01, authorized on db-01) crosses VMs. Every
 //! planted value is fresh. A VM tagged `env: dev` (build-01) stays outside the example policy.
+//! The fleet spans the example's two subscriptions: win-01 runs in the second one, where the
+//! storage account and SQL server of the first are targets all the same.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,8 +27,12 @@ use crate::azurite::{self, Azurite, FaultProxy};
 use crate::fake_arm::{self, FakeArm, TENANT};
 use crate::{random, repo};
 
-/// The subscription (the one `examples/azure/scanpolicy.yaml` names).
-pub const SUBSCRIPTION: &str = "00000000-0000-0000-0000-000000000000";
+/// The subscriptions (the ones `examples/azure/scanpolicy.yaml` names): web-01, db-01 and the
+/// data services in the first, win-01 in the second.
+pub const SUBSCRIPTIONS: [&str; 2] = [
+    "00000000-0000-0000-0000-000000000000",
+    "11111111-1111-1111-1111-111111111111",
+];
 /// The application (client) id of the operator's credentials.
 pub const CLIENT_ID: &str = "5e1f0c2a-7d3b-4b8e-9a61-3c2d4e5f6a7b";
 /// The Secret holding `clientSecret` (the name the example policy uses).
@@ -419,13 +425,12 @@ fn fleet_spec(sas_urls: &BTreeMap<String, String>, client_secret: &str) -> Value
     )
     .into_iter()
     .collect();
-    let mut data_vms: Vec<Value> = [
-        vm("db-01", "Linux", "database", "10.2.0.4", "data-nsg", None),
-        vm("win-01", "Windows", "iis", "10.2.0.5", "data-nsg", None),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let mut data_vms: Vec<Value> = vm("db-01", "Linux", "database", "10.2.0.4", "data-nsg", None)
+        .into_iter()
+        .collect();
+    let windows_vms: Vec<Value> = vm("win-01", "Windows", "iis", "10.3.0.5", "iis-nsg", None)
+        .into_iter()
+        .collect();
     // Outside the example policy (env: dev); its disk has no blob: selecting it would fail.
     data_vms.push(json!({
         "name": "build-01", "osType": "Linux", "powerState": "running",
@@ -444,7 +449,7 @@ fn fleet_spec(sas_urls: &BTreeMap<String, String>, client_secret: &str) -> Value
         "tenant": TENANT,
         "clientId": CLIENT_ID,
         "clientSecret": client_secret,
-        "subscriptions": { SUBSCRIPTION: { "displayName": "production", "resourceGroups": {
+        "subscriptions": { SUBSCRIPTIONS[0]: { "displayName": "production", "resourceGroups": {
             "rg-web": {
                 "location": "westeurope",
                 "nsgs": [{ "name": "web-01-nsg", "rules": [
@@ -468,6 +473,16 @@ fn fleet_spec(sas_urls: &BTreeMap<String, String>, client_secret: &str) -> Value
                     "fullyQualifiedDomainName": format!("{SQL_SERVER}.database.windows.net"),
                     "state": "Ready", "version": "12.0",
                 }}],
+            },
+        }},
+        SUBSCRIPTIONS[1]: { "displayName": "windows", "resourceGroups": {
+            "rg-data": {
+                "location": "northeurope",
+                "nsgs": [{ "name": "iis-nsg", "rules": [
+                    { "name": "https-from-vnet", "port": 443, "source": "VirtualNetwork",
+                      "access": "Allow", "priority": 100, "direction": "Inbound" },
+                ]}],
+                "vms": windows_vms,
             },
         }}},
     })
