@@ -8,14 +8,31 @@
 #   win-01   Windows server (MBR, NTFS): an unattend.xml with the administrator password and an IIS
 #            web.config with a SQL Server connection string
 #
-# Usage: fleet-images.sh OUT_DIR RDS_ENDPOINT
+# Usage: fleet-images.sh [--lvm] [--extra DIR] OUT_DIR RDS_ENDPOINT
 # Writes OUT_DIR/{web-01,db-01,win-01}.raw and OUT_DIR/planted.txt (every planted secret value, one
 # per line, so tests can prove none of them leaks). Every secret is generated fresh; none is real.
 # Needs root for the NTFS image (populated through an ntfs-3g mount).
+#
+# Options (neither changes what the demo gets without them):
+#   --lvm        db-01 laid out as RHEL installs it: its XFS root in an LVM logical volume
+#                (rhel/root) on the GPT partition. Needs root (pvcreate on a loop device).
+#   --extra DIR  copy DIR/<machine>/ (when present) into each machine's file tree before its
+#                filesystem is made: more files for a caller's scenario (secrets it planted and
+#                tracks itself).
 set -euo pipefail
 
-out=${1:?usage: fleet-images.sh OUT_DIR RDS_ENDPOINT}
-rds=${2:?usage: fleet-images.sh OUT_DIR RDS_ENDPOINT}
+usage="usage: fleet-images.sh [--lvm] [--extra DIR] OUT_DIR RDS_ENDPOINT"
+lvm=""
+extra=""
+while [[ ${1:-} == --* ]]; do
+	case $1 in
+	--lvm) lvm=1; shift ;;
+	--extra) extra=${2:?$usage}; shift 2 ;;
+	*) echo "$usage" >&2; exit 2 ;;
+	esac
+done
+out=${1:?$usage}
+rds=${2:?$usage}
 mkdir -p "$out"
 work=$(mktemp -d -t snapsentry-fleet.XXXXXX)
 mnt=""
@@ -24,6 +41,10 @@ cleanup() {
 	rm -rf "$work"
 }
 trap cleanup EXIT
+# Copy the caller's extra files for machine $1 into its tree $2.
+add_extra() {
+	if [[ -n $extra && -d $extra/$1 ]]; then cp -R "$extra/$1/." "$2/"; fi
+}
 
 rand() { tr -dc "$1" </dev/urandom | head -c "$2" || true; }
 planted="$out/planted.txt"
@@ -51,6 +72,7 @@ printf 'NODE_ENV=production\nDATABASE_URL=postgres://app:%s@%s:5432/app\n' \
 	"$(plant "$(rand 'A-Za-z0-9' 24)")" "$rds" >"$web/var/www/app/.env"
 printf 'web-01\n' >"$web/etc/hostname"
 chmod 600 "$web/root/.aws/credentials" "$web/home/deploy/.ssh/id_ed25519"
+add_extra web-01 "$web"
 gpt_disk "$out/web-01.raw" 96M 8300 cloudimg-rootfs
 # nodiscard: mke2fs would otherwise punch holes over the whole file, GPT included.
 mke2fs -q -F -t ext4 -L cloudimg-rootfs -E "offset=$start,nodiscard" -d "$web" "$out/web-01.raw" "$((bytes / 1024))k"
@@ -64,7 +86,12 @@ printf 'systemctl status postgresql\nmysql -u root -p%s -h localhost\nexit\n' \
 	"$(plant "$(rand 'A-Za-z0-9' 16)")" >"$db/root/.bash_history"
 printf 'db-01\n' >"$db/etc/hostname"
 chmod 600 "$db/root/.pgpass"
-gpt_disk "$work/db-01.gpt" 400M 8300 root
+add_extra db-01 "$db"
+if [[ -n $lvm ]]; then
+	gpt_disk "$work/db-01.gpt" 400M 8E00 primary
+else
+	gpt_disk "$work/db-01.gpt" 400M 8300 root
+fi
 # mkfs.xfs fills a filesystem from a prototype file (it cannot take a directory, nor write at an
 # offset): describe the tree, build the filesystem alone, then place it in the partition.
 proto() { # DIR INDENT
@@ -83,9 +110,35 @@ proto() { # DIR INDENT
 	done
 }
 { printf '/dev/null\n0 0\nd--755 0 0\n'; proto "$db" " "; printf '$\n'; } >"$work/db-01.proto"
+fs_start=$start
+if [[ -n $lvm ]]; then
+	# One PV on the partition (through a loop device), the VG "rhel" and its LV "root" over all
+	# of it: one linear segment from the first extent. The LV stays inactive (no device-mapper);
+	# the filesystem goes where its first extent is. LVM sees only this loop device and keeps no
+	# backups: the host's LVM setup is neither read nor changed.
+	loop=$(losetup --find --show --offset "$start" --sizelimit "$bytes" "$work/db-01.gpt")
+	mkdir -p "$work/lvm"
+	cat >"$work/lvm/lvm.conf" <<CONF
+devices { filter = [ "a|^$loop\$|", "r|.*|" ] use_devicesfile = 0 obtain_device_list_from_udev = 0 }
+activation { udev_sync = 0 udev_rules = 0 }
+backup { backup = 0 archive = 0 }
+global { activation = 0 }
+CONF
+	lvm_run() { LVM_SYSTEM_DIR="$work/lvm" LVM_SUPPRESS_FD_WARNINGS=1 "$@"; }
+	{
+		lvm_run pvcreate -ff -y "$loop" &&
+			lvm_run vgcreate -s 4M rhel "$loop" &&
+			lvm_run lvcreate --activate n -y -n root -l 100%FREE rhel &&
+			pe_start=$(lvm_run pvs --noheadings --units b --nosuffix -o pe_start "$loop") &&
+			bytes=$(lvm_run lvs --noheadings --units b --nosuffix -o lv_size rhel/root)
+	} >"$work/lvm.out" 2>&1 || { losetup --detach "$loop"; cat "$work/lvm.out" >&2; exit 1; }
+	losetup --detach "$loop"
+	fs_start=$((start + ${pe_start// /}))
+	bytes=${bytes// /}
+fi
 truncate -s "$bytes" "$work/db-01.xfs"
 mkfs.xfs -q -f -L root -p "$work/db-01.proto" "$work/db-01.xfs"
-dd if="$work/db-01.xfs" of="$work/db-01.gpt" bs=1M seek=$((start / 1048576)) conv=notrunc,sparse status=none
+dd if="$work/db-01.xfs" of="$work/db-01.gpt" bs=1M seek=$((fs_start / 1048576)) conv=notrunc,sparse status=none
 mv "$work/db-01.gpt" "$out/db-01.raw"
 
 # --- win-01 ---------------------------------------------------------------------------------
@@ -115,6 +168,7 @@ cat >"$win/inetpub/wwwroot/web.config" <<XML
   </connectionStrings>
 </configuration>
 XML
+add_extra win-01 "$win"
 raw="$out/win-01.raw"
 truncate -s 64M "$raw"
 printf 'label: dos\nstart=2048, type=7\n' | sfdisk -q "$raw"

@@ -30,6 +30,11 @@ pub mod schedule;
 
 pub use error::{Error, Result};
 
+/// Log filter directives added after `SNAPSENTRY_LOG`'s, so they hold whatever it asks for:
+/// `azure_core`'s transport policy dumps every request it sends at debug level, headers included —
+/// the ARM bearer token with them.
+pub const LOG_GUARDS: &[&str] = &["azure_core::policies::transport=info"];
+
 use std::sync::Arc;
 
 use tokio::sync::watch;

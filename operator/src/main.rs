@@ -62,7 +62,10 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(config: &Config) {
-    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    for guard in snapsentry_operator::LOG_GUARDS {
+        filter = filter.add_directive(guard.parse().expect("a valid directive"));
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

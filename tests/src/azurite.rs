@@ -360,9 +360,10 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// A loopback proxy in front of Azurite that answers every `every`-th ranged GET (a GET with an
-/// `x-ms-range` or `Range` header) with 503 `ServerBusy`, alternating with 429, and forwards
-/// everything else. One request per connection (`Connection: close` both ways). Runs until the
-/// test process ends.
+/// `x-ms-range` or `Range` header) with 503 `ServerBusy`, alternating with 429, or holds each
+/// ranged GET until a given time (a read slowed past its SAS's expiry); it forwards everything
+/// else. One request per connection (`Connection: close` both ways). Runs until the test process
+/// ends.
 #[derive(Debug)]
 pub struct FaultProxy {
     port: u16,
@@ -370,9 +371,29 @@ pub struct FaultProxy {
     faults: Arc<AtomicU64>,
 }
 
+/// What the proxy does to ranged GETs.
+#[derive(Clone, Copy, Debug)]
+enum Plan {
+    /// Every n-th answered 503 or 429.
+    Every(u64),
+    /// Each forwarded once this time has passed.
+    HoldUntil(SystemTime),
+}
+
 impl FaultProxy {
-    /// Starts the proxy in front of `azurite`.
+    /// Starts the proxy in front of `azurite`, faulting every `every`-th ranged GET.
     pub fn start(azurite: &Azurite, every: u64) -> Result<Self, Error> {
+        Self::with_plan(azurite, Plan::Every(every.max(1)))
+    }
+
+    /// Starts a proxy in front of `azurite` that forwards each ranged GET only once `until` has
+    /// passed (and everything else at once): with `until` after a SAS's expiry, the reads of a
+    /// blob opened in time fail as the SAS expires in the middle of the scan.
+    pub fn holding_reads_until(azurite: &Azurite, until: SystemTime) -> Result<Self, Error> {
+        Self::with_plan(azurite, Plan::HoldUntil(until))
+    }
+
+    fn with_plan(azurite: &Azurite, plan: Plan) -> Result<Self, Error> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .map_err(io_error("binding the fault proxy"))?;
         let port = listener
@@ -386,7 +407,7 @@ impl FaultProxy {
             for stream in listener.incoming().flatten() {
                 let (r, f) = (r.clone(), f.clone());
                 std::thread::spawn(move || {
-                    if let Err(error) = proxy_one(stream, upstream, every.max(1), &r, &f) {
+                    if let Err(error) = proxy_one(stream, upstream, plan, &r, &f) {
                         debug!(%error, "fault proxy connection");
                     }
                 });
@@ -418,7 +439,7 @@ impl FaultProxy {
 fn proxy_one(
     mut client: TcpStream,
     upstream: u16,
-    every: u64,
+    plan: Plan,
     ranged: &AtomicU64,
     faults: &AtomicU64,
 ) -> io::Result<()> {
@@ -440,7 +461,14 @@ fn proxy_one(
         });
     if is_ranged {
         let n = ranged.fetch_add(1, Ordering::SeqCst) + 1;
-        if n.is_multiple_of(every) {
+        if let Plan::HoldUntil(until) = plan
+            && let Ok(wait) = until.duration_since(SystemTime::now())
+        {
+            std::thread::sleep(wait);
+        }
+        if let Plan::Every(every) = plan
+            && n.is_multiple_of(every)
+        {
             let fault = faults.fetch_add(1, Ordering::SeqCst);
             let status = if fault.is_multiple_of(2) {
                 "503 Service Unavailable"

@@ -10,9 +10,18 @@ static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 const CAPTURED: &str = "debug,hyper=info,hyper_util=info,h2=info,rustls=info,tower=info,\
                         aws_smithy=info,aws_sdk=info,aws_config=info";
 
+/// `filter` with the operator binary's [`snapsentry_operator::LOG_GUARDS`]: what the operator run
+/// in-process logs is what the binary would.
+fn guarded(mut filter: tracing_subscriber::EnvFilter) -> tracing_subscriber::EnvFilter {
+    for guard in snapsentry_operator::LOG_GUARDS {
+        filter = filter.add_directive(guard.parse().expect("a valid directive"));
+    }
+    filter
+}
+
 /// Installs this process's `tracing` subscriber (once; later calls do nothing): the test output
 /// shows what `RUST_LOG` selects (default: the operator at info), and [`CAPTURED`] goes into
-/// memory for [`captured`] and [`tail`].
+/// memory for [`captured`] and [`tail`], both with the operator's log guards.
 pub fn capture() {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
@@ -20,12 +29,12 @@ pub fn capture() {
     let shown = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("snapsentry_operator=info"));
     let _ = tracing_subscriber::registry()
-        .with(fmt::layer().with_test_writer().with_filter(shown))
+        .with(fmt::layer().with_test_writer().with_filter(guarded(shown)))
         .with(
             fmt::layer()
                 .with_ansi(false)
                 .with_writer(|| Writer)
-                .with_filter(EnvFilter::new(CAPTURED)),
+                .with_filter(guarded(EnvFilter::new(CAPTURED))),
         )
         .try_init();
 }

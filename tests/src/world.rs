@@ -27,9 +27,10 @@
 //! # }
 //! ```
 
+pub mod azure;
 pub mod images;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,8 +39,8 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, ResourceQuota, Secret};
 use kube::ResourceExt as _;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use snapsentry_crds::{ScanPolicy, ScannedMachine, SecretFinding};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use snapsentry_crds::{AttackPath, Recommendation, ScanPolicy, ScannedMachine, SecretFinding};
 use snapsentry_operator::controller::config::Config;
 use snapsentry_operator::controller::http::HttpState;
 use tokio::sync::watch;
@@ -436,6 +437,40 @@ impl<C: Cloud> World<C> {
             .items)
     }
 
+    /// The titles of the namespace's AttackPaths.
+    pub async fn attack_path_titles(&self) -> Result<BTreeSet<String>, Error> {
+        Ok(self
+            .api::<AttackPath>()
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .map(|p| p.spec.title)
+            .collect())
+    }
+
+    /// The machines the namespace's Recommendation titled `title` lists as affected; `None`
+    /// when there is no such Recommendation.
+    pub async fn recommended_machines(
+        &self,
+        title: &str,
+    ) -> Result<Option<BTreeSet<String>>, Error> {
+        Ok(self
+            .api::<Recommendation>()
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .find(|r| r.spec.title == title)
+            .map(|r| {
+                r.spec
+                    .affected_resources
+                    .into_iter()
+                    .map(|a| a.machine)
+                    .collect()
+            }))
+    }
+
     /// The reasons of the namespace's Events.
     pub async fn event_reasons(&self) -> Result<Vec<String>, Error> {
         // The Recorder writes events.k8s.io/v1 Events; they read back through core/v1 too.
@@ -469,6 +504,14 @@ impl<C: Cloud> World<C> {
                     "hard": { "count/jobs.batch": "0" }, "used": { "count/jobs.batch": "0" }
                 }})),
             )
+            .await?;
+        Ok(())
+    }
+
+    /// Removes the quota of [`World::forbid_jobs`]: Jobs are admitted again.
+    pub async fn allow_jobs(&self) -> Result<(), Error> {
+        self.api::<ResourceQuota>()
+            .delete("no-jobs", &DeleteParams::default())
             .await?;
         Ok(())
     }
@@ -534,6 +577,17 @@ pub fn scanner() -> Result<PathBuf, Error> {
     } else {
         Err(Error::MissingScanner(scanner))
     }
+}
+
+/// A Job command standing in for the scanner: the real one (`snapsentry-scan job`), killed with
+/// SIGKILL once it has started reading (a node lost, an OOM kill); the Job fails.
+pub fn killed_scanner() -> Vec<String> {
+    vec![
+        "sh".to_owned(),
+        "-c".to_owned(),
+        "snapsentry-scan job --no-progress & pid=$!; sleep 0.3; kill -9 $pid; wait $pid; exit 137"
+            .to_owned(),
+    ]
 }
 
 /// Makes `ns` ready for the operator: installs the CRDs (once per control plane), creates the

@@ -14,6 +14,7 @@ mod fake_gce;
 mod gcp_provider;
 mod moto;
 mod operator_aws;
+mod operator_azure;
 mod operator_grants;
 mod operator_images;
 mod operator_real_scanner;

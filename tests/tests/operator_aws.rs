@@ -420,14 +420,7 @@ async fn an_aws_fleet_scanned_through_ebs_direct_reads() -> Result<()> {
 /// machine's as soon as its Job fails, so with one machine at a time there is never more than one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_scanner_leaves_no_snapshot() -> Result<()> {
-    // The Job's command: the real scanner, killed with SIGKILL once it has started reading.
-    let killer = vec![
-        "sh".to_owned(),
-        "-c".to_owned(),
-        "snapsentry-scan job --no-progress & pid=$!; sleep 0.3; kill -9 $pid; wait $pid; exit 137"
-            .to_owned(),
-    ];
-    let mut w = aws_world("aws-killed", Some(killer)).await?;
+    let mut w = aws_world("aws-killed", Some(world::killed_scanner())).await?;
     w.start_operator()?;
     apply_policy(&w, "aws-killed", Some(1)).await?;
     let most = AtomicUsize::new(0);
