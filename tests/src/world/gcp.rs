@@ -38,21 +38,12 @@ pub enum Error {
     /// The fake Compute Engine failed, or the service-account key could not be made.
     #[error(transparent)]
     Gce(#[from] fake_gce::Error),
-    /// An image tool or a file operation failed.
-    #[error("{what}: {detail}")]
-    Images {
-        /// What was run.
-        what: String,
-        /// What went wrong.
-        detail: String,
-    },
-}
-
-fn images_error(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |e| Error::Images {
-        what: what.to_owned(),
-        detail: e.to_string(),
-    }
+    /// A file operation failed.
+    #[error(transparent)]
+    World(#[from] super::Error),
+    /// `examples/demo/fleet-images.sh` failed; what it said.
+    #[error("examples/demo/fleet-images.sh: {0}")]
+    FleetImages(String),
 }
 
 /// The GCP side of a world (see the module documentation).
@@ -99,28 +90,27 @@ pub fn setup(ns: &str) -> Result<Setup<Gcp>, Error> {
     let dir = tempfile::Builder::new()
         .prefix("snapsentry-gcp-fleet-")
         .tempdir()
-        .map_err(images_error("a temporary directory"))?;
+        .map_err(super::Error::io("creating a temporary directory"))?;
     let raw = dir.path().join("raw");
     let out = Command::new(repo().join("examples/demo/fleet-images.sh"))
         .arg(&raw)
         .arg("orders.c1snapsentry.us-east-1.rds.amazonaws.com")
         .output()
-        .map_err(images_error("examples/demo/fleet-images.sh"))?;
+        .map_err(super::Error::io("running examples/demo/fleet-images.sh"))?;
     if !out.status.success() {
-        return Err(Error::Images {
-            what: "examples/demo/fleet-images.sh".into(),
-            detail: String::from_utf8_lossy(&out.stderr).into_owned(),
-        });
+        return Err(Error::FleetImages(
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ));
     }
     let planted = std::fs::read_to_string(raw.join("planted.txt"))
-        .map_err(images_error("reading planted.txt"))?
+        .map_err(super::Error::io("reading planted.txt"))?
         .lines()
         .filter(|l| !l.is_empty())
         .map(str::to_owned)
         .collect();
     let key = TestCertificate::generate(dir.path())?;
-    let private_key =
-        std::fs::read_to_string(&key.key_file).map_err(images_error("reading the key"))?;
+    let private_key = std::fs::read_to_string(&key.key_file)
+        .map_err(super::Error::io("reading the service account's key"))?;
     let gce = Arc::new(FakeGce::start()?);
     gce.load_fleet(&fleet_spec(&raw, &key.modulus))?;
     let key_json = json!({
