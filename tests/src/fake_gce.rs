@@ -90,6 +90,22 @@ impl FakeGce {
         self.control("GET", "/_snapsentry/state", None)
     }
 
+    /// The snapsentry-made disks and snapshots the fake holds (labelled
+    /// `snapsentry-io-managed-by: snapsentry`): (disk names, snapshot names).
+    pub fn leftovers(&self) -> Result<(Vec<String>, Vec<String>), Error> {
+        let state = self.state()?;
+        let made = |kind: &str| -> Vec<String> {
+            state[kind]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|r| r["labels"]["snapsentry-io-managed-by"] == "snapsentry")
+                .filter_map(|r| r["name"].as_str().map(str::to_owned))
+                .collect()
+        };
+        Ok((made("disks"), made("snapshots")))
+    }
+
     /// The disk image file behind the disk with this CSI volume handle
     /// (`projects/P/zones/Z/disks/NAME`), if the fake has that disk.
     pub fn image_of(&self, volume_handle: &str) -> Result<Option<PathBuf>, Error> {

@@ -28,6 +28,7 @@
 //! ```
 
 pub mod azure;
+pub mod gcp;
 pub mod images;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -47,7 +48,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::controlplane::{self, ControlPlane, Options, create_namespace};
-use crate::jobrunner::{JobRunner, JobRunnerOptions};
+use crate::jobrunner::{BlockDeviceResolver, JobRunner, JobRunnerOptions};
+use crate::volume_protection::VolumeProtection;
 
 /// How often a wait polls the API server.
 const POLL: Duration = Duration::from_millis(200);
@@ -130,6 +132,7 @@ pub struct Setup<C> {
     claims: BTreeMap<String, PathBuf>,
     command: Option<Vec<String>>,
     env: Vec<(String, String)>,
+    block_devices: Option<BlockDeviceResolver>,
 }
 
 impl<C: Cloud> Setup<C> {
@@ -143,6 +146,7 @@ impl<C: Cloud> Setup<C> {
             claims: BTreeMap::new(),
             command: None,
             env: Vec::new(),
+            block_devices: None,
         }
     }
 
@@ -176,6 +180,14 @@ impl<C: Cloud> Setup<C> {
     /// `key=value` in every Job's environment.
     pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
         self.env.push((key.to_owned(), value.into()));
+        self
+    }
+
+    /// The Job runner plays the CSI driver with `resolve` (see
+    /// [`JobRunnerOptions::block_devices`]), and the world runs [`VolumeProtection`] beside it so
+    /// the operator's deleted block volumes and claims go.
+    pub fn block_devices(mut self, resolve: BlockDeviceResolver) -> Self {
+        self.block_devices = Some(resolve);
         self
     }
 
@@ -227,6 +239,8 @@ pub struct World<C> {
     pub runner: JobRunner,
     /// The provider-specific part.
     pub cloud: C,
+    /// The volume protection controllers, when the Setup has block devices.
+    pub protection: Option<VolumeProtection>,
 }
 
 impl<C: Cloud> World<C> {
@@ -254,6 +268,10 @@ impl<C: Cloud> World<C> {
             ),
         ];
         env.extend(setup.env);
+        let protection = setup
+            .block_devices
+            .is_some()
+            .then(|| VolumeProtection::start(client.clone(), &ns));
         let runner = JobRunner::start(
             client.clone(),
             JobRunnerOptions {
@@ -262,7 +280,7 @@ impl<C: Cloud> World<C> {
                 command: setup.command,
                 env,
                 log_dir: None,
-                block_devices: None,
+                block_devices: setup.block_devices,
             },
         )
         .map_err(Error::io("starting the Job runner"))?;
@@ -276,6 +294,7 @@ impl<C: Cloud> World<C> {
             operator_env: BTreeMap::new(),
             runner,
             cloud: setup.cloud,
+            protection,
         })
     }
 
@@ -550,6 +569,38 @@ impl<C: Cloud> World<C> {
             self.http.metrics.encode().into_bytes(),
         ));
         Ok(seen)
+    }
+
+    /// The first of `never_shown` (`(what it is, text to look for)`, each at least 8 bytes)
+    /// found in [`World::everything_visible`], said as where it showed and what came before it
+    /// on its line (never the value); `None` when none shows. Fails when too little was
+    /// collected (under 10 kB) for the check to mean anything.
+    pub fn first_leak(&self, never_shown: &[(String, String)]) -> Result<Option<String>, Error> {
+        let seen: Vec<(String, String)> = self
+            .everything_visible()?
+            .into_iter()
+            .map(|(place, text)| (place, String::from_utf8_lossy(&text).into_owned()))
+            .collect();
+        let total: usize = seen.iter().map(|(_, text)| text.len()).sum();
+        if total <= 10_000 {
+            return Ok(Some(format!(
+                "too little collected ({total} bytes) to be a check"
+            )));
+        }
+        for (what, probe) in never_shown {
+            if probe.len() < 8 {
+                return Ok(Some(format!("{what} is too short to look for")));
+            }
+            for (place, text) in &seen {
+                if let Some(at) = text.find(probe.as_str()) {
+                    let line = text[..at].rsplit('\n').next().unwrap_or_default();
+                    let skip = line.chars().count().saturating_sub(300);
+                    let before: String = line.chars().skip(skip).collect();
+                    return Ok(Some(format!("{what} leaked into {place}, after: {before}")));
+                }
+            }
+        }
+        Ok(None)
     }
 }
 

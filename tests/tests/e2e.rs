@@ -15,6 +15,7 @@ mod gcp_provider;
 mod moto;
 mod operator_aws;
 mod operator_azure;
+mod operator_gcp;
 mod operator_grants;
 mod operator_images;
 mod operator_real_scanner;

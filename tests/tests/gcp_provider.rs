@@ -226,7 +226,7 @@ async fn snapshots_and_disks_reused_named_alike_and_released() -> Result<()> {
             .snapshot_id
             .starts_with(&format!("projects/{PROJECT}/global/snapshots/snapsentry-"))
     );
-    let (disks, snapshots) = leftovers(&gce)?;
+    let (disks, snapshots) = gce.leftovers()?;
     ensure!(
         disks.len() == 2 && snapshots.len() == 2,
         "{disks:?} {snapshots:?}"
@@ -245,7 +245,7 @@ async fn snapshots_and_disks_reused_named_alike_and_released() -> Result<()> {
     let again = provider(&gce, spec(&gce, InstanceSelector::default()));
     let refs2 = again.prepare_snapshots(&ctx, &web, "scan-1").await?;
     ensure!(refs2 == refs, "{refs2:?} != {refs:?}");
-    ensure!(leftovers(&gce)? == (disks.clone(), snapshots.clone()));
+    ensure!(gce.leftovers()? == (disks.clone(), snapshots.clone()));
 
     // block_volumes and reader_config name the same disks; the boot disk's maps to its image.
     let volumes = again.block_volumes(&web, &refs);
@@ -283,9 +283,9 @@ async fn snapshots_and_disks_reused_named_alike_and_released() -> Result<()> {
         .collect();
     again.release_snapshots(&ctx, &bare).await?;
     ensure!(
-        leftovers(&gce)? == (vec![], vec![]),
+        gce.leftovers()? == (vec![], vec![]),
         "{:?}",
-        leftovers(&gce)?
+        gce.leftovers()?
     );
     // Idempotent.
     again.release_snapshots(&ctx, &bare).await?;
@@ -343,7 +343,7 @@ async fn sweep_deletes_only_this_policys_old_resources() -> Result<()> {
     let win = machine(&p, &mine, "win-1").await?;
     p.prepare_snapshots(&mine, &win, "scan-a").await?;
     p.prepare_snapshots(&theirs, &win, "scan-b").await?;
-    let (disks, snapshots) = leftovers(&gce)?;
+    let (disks, snapshots) = gce.leftovers()?;
     ensure!(disks.len() == 2 && snapshots.len() == 2);
 
     // Nothing is older than an hour ago.
@@ -351,13 +351,13 @@ async fn sweep_deletes_only_this_policys_old_resources() -> Result<()> {
     ensure!(p.sweep(&mine, hour_ago).await? == 0);
     let later = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60);
     ensure!(p.sweep(&mine, later).await? == 2);
-    let (disks, snapshots) = leftovers(&gce)?;
+    let (disks, snapshots) = gce.leftovers()?;
     ensure!(
         disks.len() == 1 && snapshots.len() == 1,
         "{disks:?} {snapshots:?}"
     );
     ensure!(p.sweep(&theirs, later).await? == 2);
-    ensure!(leftovers(&gce)? == (vec![], vec![]));
+    ensure!(gce.leftovers()? == (vec![], vec![]));
     Ok(())
 }
 
@@ -394,7 +394,7 @@ async fn newest_existing_snapshots_nothing_and_deletes_only_its_disk() -> Result
         refs[0].snapshot_id == format!("projects/{PROJECT}/global/snapshots/win-new"),
         "{refs:?}"
     );
-    let (disks, snapshots) = leftovers(&gce)?;
+    let (disks, snapshots) = gce.leftovers()?;
     ensure!(
         disks.len() == 1 && snapshots.is_empty(),
         "{disks:?} {snapshots:?}"
@@ -402,7 +402,7 @@ async fn newest_existing_snapshots_nothing_and_deletes_only_its_disk() -> Result
     let volumes = p.block_volumes(&win, &refs);
     ensure!(gce.image_of(&volumes[0].volume_handle)?.is_some());
     p.release_snapshots(&ctx, &refs).await?;
-    ensure!(leftovers(&gce)? == (vec![], vec![]));
+    ensure!(gce.leftovers()? == (vec![], vec![]));
     let state = gce.state()?;
     let kept = state["snapshots"].as_array().map_or(0, Vec::len);
     ensure!(kept == 2, "the existing snapshots stay: {state}");

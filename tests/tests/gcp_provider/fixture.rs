@@ -160,18 +160,3 @@ pub async fn secret_context(namespace: &str, key: &str) -> Result<ProviderContex
         client: Some(client),
     })
 }
-
-/// The snapsentry-made disks and snapshots the fake holds: (disk names, snapshot names).
-pub fn leftovers(gce: &FakeGce) -> Result<(Vec<String>, Vec<String>)> {
-    let state = gce.state()?;
-    let made = |kind: &str| -> Vec<String> {
-        state[kind]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|r| r["labels"]["snapsentry-io-managed-by"] == "snapsentry")
-            .filter_map(|r| r["name"].as_str().map(str::to_owned))
-            .collect()
-    };
-    Ok((made("disks"), made("snapshots")))
-}
