@@ -81,15 +81,22 @@ async fn pass(client: &kube::Client, namespace: &str) -> Result<(), kube::Error>
             drop_finalizer(&claims, c, PVC_PROTECTION).await?;
         }
     }
-    let names: BTreeSet<String> = present.iter().map(|c| c.name_any()).collect();
     let volumes: Api<PersistentVolume> = Api::all(client.clone());
     for v in volumes.list(&ListParams::default()).await?.items {
         let Some(claim) = v.spec.as_ref().and_then(|s| s.claim_ref.as_ref()) else {
             continue;
         };
         let ours = claim.namespace.as_deref() == Some(namespace);
-        let bound = claim.name.as_ref().is_some_and(|n| names.contains(n));
-        if ours && v.metadata.deletion_timestamp.is_some() && !bound {
+        if !ours || v.metadata.deletion_timestamp.is_none() {
+            continue;
+        }
+        // Asked now, not from the claim list above: a claim created after that list (and its
+        // volume deleted since) still binds the volume.
+        let bound = match claim.name.as_deref() {
+            Some(name) => claims.get_opt(name).await?.is_some(),
+            None => false,
+        };
+        if !bound {
             drop_finalizer(&volumes, &v, PV_PROTECTION).await?;
         }
     }
