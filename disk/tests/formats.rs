@@ -276,20 +276,34 @@ fn qcow2_unsupported_features_are_named() {
         &["-O", "qcow2", "-o", "compression_type=zstd"],
     );
     let enc = d.join("enc.qcow2");
-    tool(
-        "qemu-img",
-        &[
-            "create",
-            "--object",
-            "secret,id=s0,data=pw",
-            "-f",
-            "qcow2",
-            "-o",
-            "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10",
-            enc.to_str().unwrap(),
-            "1M",
-        ],
-    );
+    let create_encrypted = [
+        "create",
+        "--object",
+        "secret,id=s0,data=pw",
+        "-f",
+        "qcow2",
+        "-o",
+        "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10",
+        enc.to_str().unwrap(),
+        "1M",
+    ];
+    // qemu-img times its LUKS key derivation by the thread's CPU time, and on a loaded machine
+    // it sometimes reads no progress ("Unable to get accurate CPU usage"): try again then.
+    for attempt in 1.. {
+        let out = std::process::Command::new("qemu-img")
+            .args(create_encrypted)
+            .output()
+            .expect("qemu-img (scripts/toolchain.sh installs it)");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            attempt < 3 && stderr.contains("Unable to get accurate CPU usage"),
+            "qemu-img {create_encrypted:?} failed ({}):\n{stderr}",
+            out.status
+        );
+    }
     for (path, word) in [
         (overlay, "backing"),
         (ext, "extended"),
