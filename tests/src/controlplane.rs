@@ -410,6 +410,18 @@ impl ControlPlane {
             )))
     }
 
+    /// Runs kubectl like [`Self::kubectl`], with `content` in place of the argument `-` (through
+    /// a temporary file: the harness's kubectl gets no stdin).
+    pub fn kubectl_with_file(&self, args: &[&str], content: &[u8]) -> Result<Output, Error> {
+        let mut file = tempfile::NamedTempFile::new().map_err(Error::io("creating a temp file"))?;
+        std::io::Write::write_all(&mut file, content).map_err(Error::io("writing a temp file"))?;
+        let path = file.path().as_os_str();
+        self.kubectl(
+            args.iter()
+                .map(|a| if *a == "-" { path } else { OsStr::new(a) }),
+        )
+    }
+
     /// Installs snapsentry's CRDs (the committed `crds/snapsentry.io_crds.yaml`) with server-side
     /// apply and waits until they are Established. Idempotent; after the first success on this
     /// control plane it returns at once, so every test can call it.

@@ -36,6 +36,7 @@ pub mod planted;
 pub mod process;
 pub mod python_fake;
 pub mod random;
+pub mod sample;
 pub mod volume_protection;
 pub mod world;
 

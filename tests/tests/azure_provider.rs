@@ -171,6 +171,50 @@ async fn every_credential_kind_gets_tokens_and_a_wrong_secret_is_named() -> Resu
     let p = AzureProvider::new(with_secret).with_environment(AzureEnvironment::default());
     ensure!(count(&p.inventory(&ctx).await?) == 4);
 
+    // The operator's own app registration from its environment (the chart's
+    // `cloud.azure.credentialsSecret`): AZURE_CLIENT_SECRET, else AZURE_CLIENT_CERTIFICATE_PATH.
+    let mut from_env = spec(&arm, all.clone());
+    from_env.tenant_id = None;
+    from_env.client_id = None;
+    let app = AzureEnvironment {
+        client_id: Some(CLIENT_ID.into()),
+        tenant_id: Some(TENANT.into()),
+        ..Default::default()
+    };
+    let env_secret = AzureEnvironment {
+        client_secret: Some(CLIENT_SECRET.into()),
+        ..app.clone()
+    };
+    ensure!(
+        !format!("{env_secret:?}").contains(CLIENT_SECRET),
+        "Debug prints the client secret"
+    );
+    let p = AzureProvider::new(from_env.clone()).with_environment(env_secret);
+    ensure!(count(&p.inventory(&context("env-secret")).await?) == 4);
+    let pem_file = dir.path().join("client-certificate.pem");
+    std::fs::write(&pem_file, &cert.pem)?;
+    let env_cert = AzureEnvironment {
+        client_certificate_path: Some(pem_file),
+        ..app.clone()
+    };
+    let p = AzureProvider::new(from_env.clone()).with_environment(env_cert);
+    ensure!(count(&p.inventory(&context("env-cert")).await?) == 4);
+    let missing = AzureEnvironment {
+        client_certificate_path: Some(dir.path().join("absent.pem")),
+        ..app
+    };
+    let e = AzureProvider::new(from_env)
+        .with_environment(missing)
+        .inventory(&context("env-cert"))
+        .await
+        .err()
+        .context("a missing certificate file worked")?;
+    ensure!(
+        e.to_string().contains("AZURE_CLIENT_CERTIFICATE_PATH")
+            && e.to_string().contains("absent.pem"),
+        "{e}"
+    );
+
     // Workload identity: the federated token file, read again for each token.
     let token_file = dir.path().join("azure-identity-token");
     std::fs::write(&token_file, "federated-service-account-token\n")?;

@@ -8,6 +8,7 @@ mod api;
 mod aws_provider;
 mod azure_blob;
 mod azure_provider;
+mod chart;
 mod controlplane;
 mod fake_arm;
 mod fake_gce;

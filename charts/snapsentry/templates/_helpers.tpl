@@ -31,3 +31,29 @@ app.kubernetes.io/component: operator
 {{- define "snapsentry.fingerprintSecret" -}}
 {{- default (printf "%s-fingerprint-key" (include "snapsentry.fullname" .)) .Values.fingerprintKey.existingSecret -}}
 {{- end -}}
+
+{{/* The scanner Jobs' pod settings as the operator reads them (SNAPSENTRY_SCANNER_POD). */}}
+{{- define "snapsentry.scannerPod" -}}
+{{- $s := .Values.scanner -}}
+{{- dict "imagePullSecrets" (.Values.imagePullSecrets | default list) "nodeSelector" ($s.nodeSelector | default dict) "tolerations" ($s.tolerations | default list) "affinity" ($s.affinity | default dict) "priorityClassName" ($s.priorityClassName | default "") "podAnnotations" ($s.podAnnotations | default dict) "podLabels" ($s.podLabels | default dict) | toJson -}}
+{{- end -}}
+
+{{/* NetworkPolicy egress rules shared by the operator and the scanner Jobs. */}}
+{{- define "snapsentry.egress" -}}
+{{- $np := .Values.networkPolicy -}}
+- ports: [{ port: 53, protocol: UDP }, { port: 53, protocol: TCP }]
+- ports: [{ port: {{ $np.apiServerPort }}, protocol: TCP }]
+  {{- with $np.apiServerCIDRs }}
+  to:
+    {{- range . }}
+    - ipBlock: { cidr: {{ . | quote }} }
+    {{- end }}
+  {{- end }}
+- ports: [{ port: 443, protocol: TCP }]
+  {{- with $np.cloudCIDRs }}
+  to:
+    {{- range . }}
+    - ipBlock: { cidr: {{ . | quote }} }
+    {{- end }}
+  {{- end }}
+{{- end -}}

@@ -41,9 +41,10 @@ pub const REFRESH_BEFORE: Duration = Duration::from_secs(5 * 60);
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// What the operator's environment says about Azure credentials. [`AzureEnvironment::from_env`]
-/// reads the variables the AKS workload identity webhook sets, plus snapsentry's own override of
-/// the IMDS endpoint; tests build one directly.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// reads the variables the AKS workload identity webhook sets, the Azure SDKs' usual client
+/// secret and certificate variables (the chart's `cloud.azure.credentialsSecret`), plus
+/// snapsentry's own override of the IMDS endpoint; tests build one directly.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct AzureEnvironment {
     /// `AZURE_FEDERATED_TOKEN_FILE`: the projected service-account token of workload identity.
     pub federated_token_file: Option<PathBuf>,
@@ -53,6 +54,11 @@ pub struct AzureEnvironment {
     pub tenant_id: Option<String>,
     /// `AZURE_AUTHORITY_HOST`.
     pub authority_host: Option<String>,
+    /// `AZURE_CLIENT_SECRET`: the app registration's client secret (never printed).
+    pub client_secret: Option<String>,
+    /// `AZURE_CLIENT_CERTIFICATE_PATH`: a PEM file with the app registration's certificate and
+    /// private key.
+    pub client_certificate_path: Option<PathBuf>,
     /// `SNAPSENTRY_AZURE_IMDS_ENDPOINT`: the managed-identity token endpoint (default
     /// [`DEFAULT_IMDS_ENDPOINT`]; tests point it at a fake).
     pub imds_endpoint: Option<String>,
@@ -67,8 +73,27 @@ impl AzureEnvironment {
             client_id: var("AZURE_CLIENT_ID"),
             tenant_id: var("AZURE_TENANT_ID"),
             authority_host: var("AZURE_AUTHORITY_HOST"),
+            client_secret: var("AZURE_CLIENT_SECRET"),
+            client_certificate_path: var("AZURE_CLIENT_CERTIFICATE_PATH").map(PathBuf::from),
             imds_endpoint: var("SNAPSENTRY_AZURE_IMDS_ENDPOINT"),
         }
+    }
+}
+
+impl std::fmt::Debug for AzureEnvironment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AzureEnvironment")
+            .field("federated_token_file", &self.federated_token_file)
+            .field("client_id", &self.client_id)
+            .field("tenant_id", &self.tenant_id)
+            .field("authority_host", &self.authority_host)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("client_certificate_path", &self.client_certificate_path)
+            .field("imds_endpoint", &self.imds_endpoint)
+            .finish()
     }
 }
 

@@ -145,6 +145,31 @@ impl AzureProvider {
             let (tenant, client_id) = self.app(&label)?;
             return secret_credential(&secret, &authority, &tenant, &client_id, http);
         }
+        if let Some(value) = &self.env.client_secret {
+            let (tenant, client_id) = self.app("AZURE_CLIENT_SECRET")?;
+            return Ok(AzureCredential::client_secret(
+                &authority,
+                &tenant,
+                &client_id,
+                value.clone(),
+                "AZURE_CLIENT_SECRET",
+                http,
+            ));
+        }
+        if let Some(path) = &self.env.client_certificate_path {
+            let label = "AZURE_CLIENT_CERTIFICATE_PATH";
+            let (tenant, client_id) = self.app(label)?;
+            let pem =
+                tokio::fs::read_to_string(path)
+                    .await
+                    .map_err(|e| Error::AzureCredentials {
+                        secret: label.into(),
+                        reason: format!("reading {}: {e}", path.display()),
+                    })?;
+            return AzureCredential::client_certificate(
+                &authority, &tenant, &client_id, &pem, label, http,
+            );
+        }
         if let Some(file) = &self.env.federated_token_file {
             let (tenant, client_id) = self.app("workload identity")?;
             return Ok(AzureCredential::workload_identity(

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use jiff::SignedDuration;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 
-use crate::job::{DEFAULT_TIMEOUT_SECONDS, JobSettings};
+use crate::job::{DEFAULT_TIMEOUT_SECONDS, JobSettings, ScannerPodDefaults};
 
 /// Default of [`Config::snapshot_ttl`].
 pub const DEFAULT_SNAPSHOT_TTL: SignedDuration = SignedDuration::from_hours(24);
@@ -50,6 +50,9 @@ pub struct Config {
     /// `SNAPSENTRY_SCANNER_RESOURCES`: scanner Job resources as JSON
     /// (`{"requests":{"cpu":"500m"}}`), used when a policy sets none.
     pub scanner_resources: Option<ResourceRequirements>,
+    /// `SNAPSENTRY_SCANNER_POD`: scanner Job pods' pull secrets, placement, priority class,
+    /// annotations and extra labels as JSON (the chart's `imagePullSecrets` and `scanner.*`).
+    pub scanner_pod: ScannerPodDefaults,
     /// `SNAPSENTRY_SCANNER_TIMEOUT_SECONDS` (default 3600): scan timeout when a policy sets none.
     pub scanner_timeout_seconds: i64,
     /// `SNAPSENTRY_SNAPSHOT_TTL` (Go-style duration, default `24h`): snapshots a policy's scans
@@ -124,6 +127,13 @@ impl Config {
             })
             .transpose()?
             .unwrap_or(DEFAULT_SNAPSHOT_TTL);
+        let scanner_pod = var("SNAPSENTRY_SCANNER_POD")
+            .map(|v| {
+                ScannerPodDefaults::from_json(&v)
+                    .map_err(|e| Error::Config(format!("SNAPSENTRY_SCANNER_POD: {e}")))
+            })
+            .transpose()?
+            .unwrap_or_default();
         let pod_name = var("SNAPSENTRY_POD_NAME")
             .or_else(|| var("HOSTNAME"))
             .unwrap_or_else(|| format!("snapsentry-operator-{}", std::process::id()));
@@ -131,6 +141,7 @@ impl Config {
             fingerprint_secret_key: var("SNAPSENTRY_FINGERPRINT_SECRET_KEY")
                 .unwrap_or_else(|| "key".to_owned()),
             scanner_resources,
+            scanner_pod,
             scanner_timeout_seconds,
             snapshot_ttl,
             scanner_aws_credentials_secret: var("SNAPSENTRY_SCANNER_AWS_CREDENTIALS_SECRET")
@@ -171,6 +182,7 @@ impl Config {
             default_resources: self.scanner_resources.clone(),
             default_timeout_seconds: self.scanner_timeout_seconds,
             aws_credentials_secret: self.scanner_aws_credentials_secret.clone(),
+            pod_defaults: self.scanner_pod.clone(),
         }
     }
 }
@@ -230,6 +242,10 @@ mod tests {
             ("SNAPSENTRY_SCANNER_TIMEOUT_SECONDS", "600"),
             ("SNAPSENTRY_JOB_TTL_SECONDS", "60"),
             ("SNAPSENTRY_SNAPSHOT_TTL", "90m"),
+            (
+                "SNAPSENTRY_SCANNER_POD",
+                r#"{"imagePullSecrets":[{"name":"regcred"}],"priorityClassName":""}"#,
+            ),
         ]);
         let c = config(&vars).unwrap();
         assert_eq!(c.watch_namespaces, ["team-a", "team-b"]);
@@ -246,6 +262,7 @@ mod tests {
         );
         let r = s.default_resources.unwrap();
         assert_eq!(r.limits.unwrap()["memory"].0, "1Gi");
+        assert_eq!(s.pod_defaults.image_pull_secrets[0].name, "regcred");
         assert!(c.leader_election);
         assert_eq!(c.snapshot_ttl, SignedDuration::from_mins(90));
         // The chart renders an empty list as "".
@@ -264,5 +281,12 @@ mod tests {
         let mut vars = BASE.to_vec();
         vars.push(("SNAPSENTRY_LOG_FORMAT", "xml"));
         assert!(config(&vars).is_err());
+        let mut vars = BASE.to_vec();
+        vars.push(("SNAPSENTRY_SCANNER_POD", r#"{"tolerationz":[]}"#));
+        let e = config(&vars).unwrap_err().to_string();
+        assert!(
+            e.contains("SNAPSENTRY_SCANNER_POD") && e.contains("tolerationz"),
+            "{e}"
+        );
     }
 }
