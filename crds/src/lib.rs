@@ -56,15 +56,58 @@ pub const GROUP: &str = "snapsentry.io";
 /// API version of every snapsentry kind.
 pub const VERSION: &str = "v1alpha1";
 
-/// All CRDs, in the order `crdgen` prints them.
+/// All CRDs, in the order `crdgen` prints them, with schemas the API server takes without a
+/// warning ([`tidy_schema`]).
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    vec![
+    let mut crds = vec![
         ScanPolicy::crd(),
         SecretFinding::crd(),
         ScannedMachine::crd(),
         AttackPath::crd(),
         Recommendation::crd(),
-    ]
+    ];
+    for version in crds.iter_mut().flat_map(|c| c.spec.versions.iter_mut()) {
+        if let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            let mut value = serde_json::to_value(&*schema).expect("schemas serialize");
+            tidy_schema(&mut value);
+            *schema = serde_json::from_value(value).expect("a tidied schema is still a schema");
+        }
+    }
+    crds
+}
+
+/// Formats the API server knows (`k8s.io/kube-openapi`'s format registry, as far as schemars
+/// emits them); any other makes `kubectl apply` of the CRD warn `unrecognized format`.
+const KNOWN_FORMATS: [&str; 6] = ["date-time", "date", "int32", "int64", "float", "double"];
+
+/// Rewrites what schemars generates into what the API server takes without complaint, at every
+/// level of a schema:
+/// - an optional enum's `null` value goes (the field is `nullable`; with `null` among the values,
+///   the API server's error for a wrong value lists `null` as valid);
+/// - formats the API server does not know (`uint32`, `uint64`: schemars' unsigned integers, which
+///   keep their `minimum: 0`) go.
+pub fn tidy_schema(schema: &mut serde_json::Value) {
+    match schema {
+        serde_json::Value::Object(object) => {
+            if let Some(serde_json::Value::Array(values)) = object.get_mut("enum") {
+                values.retain(|v| !v.is_null());
+            }
+            if object
+                .get("format")
+                .and_then(|f| f.as_str())
+                .is_some_and(|f| !KNOWN_FORMATS.contains(&f))
+            {
+                object.remove("format");
+            }
+            object.values_mut().for_each(tidy_schema);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(tidy_schema),
+        _ => {}
+    }
 }
 
 /// The CRDs as one multi-document YAML stream — what `crdgen` prints and what is committed as

@@ -13,7 +13,7 @@ use crate::common::{Exposure, SeverityCounts};
 /// What to scan (providers and selectors), when (`schedule`, `suspend`) and how (rules,
 /// exclusions, verification, scanner resources, concurrency). Annotate with
 /// `snapsentry.io/scan-now=<any new value>` to start a scan at once.
-#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[kube(
     group = "snapsentry.io",
     version = "v1alpha1",
@@ -64,12 +64,18 @@ pub struct ScanPolicySpec {
     /// Where the machines come from. Each entry names exactly one provider.
     #[schemars(length(min = 1, max = 16))]
     pub providers: Vec<ProviderSpec>,
-    /// Cron schedule (5 fields, e.g. `0 3 * * *`). Without it the policy scans only when created,
-    /// changed or annotated with `snapsentry.io/scan-now`. A bad expression is reported in status.
+    /// Cron schedule (5 fields, e.g. `0 3 * * *`, or a nickname such as `@daily`). Without it the
+    /// policy scans only when created, changed or annotated with `snapsentry.io/scan-now`. The
+    /// API server refuses a wrong number of fields; a field out of range (`61 * * * *`) is
+    /// reported in the `Ready` condition and a Warning Event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(r"self.matches('^\\s*@[a-z]+\\s*$') || self.matches('^\\s*\\S+(\\s+\\S+){4}\\s*$')").message("schedule must be 5 fields (minute hour day-of-month month day-of-week) or a nickname such as @daily"))]
     pub schedule: Option<String>,
-    /// IANA time zone of `schedule` (default UTC).
+    /// IANA time zone of `schedule` (default UTC), e.g. `Europe/Paris`. The API server refuses
+    /// what cannot be a zone name; an unknown zone is reported in the `Ready` condition and a
+    /// Warning Event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(r"self.matches('^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$')").message("timeZone must be an IANA time zone name such as UTC or Europe/Paris"))]
     pub time_zone: Option<String>,
     /// Stop starting scheduled scans; running scans finish.
     #[serde(default)]
@@ -90,8 +96,10 @@ pub struct ScanPolicySpec {
     /// The scanner Job's image, resources and placement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scanner: Option<ScannerSpec>,
-    /// How long resolved findings are kept before deletion, as a Go-style duration (default `720h`).
+    /// How long resolved findings are kept before deletion, as a Go-style duration (default
+    /// `720h`; units `h`, `m`, `s`, `ms`, e.g. `36h30m`, `1.5h`, `0`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(r"self.matches('^(0|(([0-9]+([.][0-9]*)?|[.][0-9]+)(h|m|s|ms))+)$')").message("resolvedRetention must be a duration such as 720h, 36h30m or 90m (units h, m, s, ms)"))]
     pub resolved_retention: Option<String>,
 }
 

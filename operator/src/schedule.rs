@@ -44,13 +44,7 @@ impl Schedule {
             .build()
             .parse(expr)
             .map_err(|e| invalid(e.to_string()))?;
-        let tz = match time_zone.map(str::trim).filter(|z| !z.is_empty()) {
-            None => TimeZone::UTC,
-            Some(zone) => TimeZone::get(zone).map_err(|e| Error::InvalidTimeZone {
-                zone: zone.to_owned(),
-                reason: e.to_string(),
-            })?,
-        };
+        let tz = self::time_zone(time_zone)?;
         Ok(Self { cron, tz })
     }
 
@@ -107,12 +101,16 @@ pub fn decide(policy: &ScanPolicy, now: Timestamp) -> Result<ScheduleDecision> {
         .and_then(|a| a.get(annotations::SCAN_NOW))
         .filter(|v| status.and_then(|s| s.last_scan_now.as_ref()) != Some(*v))
         .map(|v| Trigger::ScanNow(v.clone()));
-    let schedule = policy
-        .spec
-        .schedule
-        .as_deref()
-        .map(|expr| Schedule::parse(expr, policy.spec.time_zone.as_deref()))
-        .transpose()?;
+    let zone = policy.spec.time_zone.as_deref();
+    let schedule = match policy.spec.schedule.as_deref() {
+        Some(expr) => Some(Schedule::parse(expr, zone)?),
+        None => {
+            // Checked even without a schedule: a wrong zone is said at once, not when a
+            // schedule is added.
+            time_zone(zone)?;
+            None
+        }
+    };
     if policy.spec.suspend {
         return Ok(ScheduleDecision {
             start: scan_now,
@@ -141,6 +139,17 @@ pub fn decide(policy: &ScanPolicy, now: Timestamp) -> Result<ScheduleDecision> {
             start: scan_now,
             next: Some(due),
         })
+    }
+}
+
+/// The IANA zone `zone` names (UTC when unset or blank).
+fn time_zone(zone: Option<&str>) -> Result<TimeZone> {
+    match zone.map(str::trim).filter(|z| !z.is_empty()) {
+        None => Ok(TimeZone::UTC),
+        Some(zone) => TimeZone::get(zone).map_err(|e| Error::InvalidTimeZone {
+            zone: zone.to_owned(),
+            reason: e.to_string(),
+        }),
     }
 }
 

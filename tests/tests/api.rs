@@ -11,6 +11,7 @@ use snapsentry_crds::{
 };
 use snapsentry_tests::controlplane::{ControlPlane, create_namespace};
 use snapsentry_tests::process::ok;
+use snapsentry_tests::repo;
 
 #[tokio::test]
 async fn crds_install_and_answer_kubectl_queries() -> Result<()> {
@@ -110,9 +111,21 @@ async fn crds_install_and_answer_kubectl_queries() -> Result<()> {
 }
 
 #[tokio::test]
-async fn cel_rejects_a_provider_entry_naming_two_clouds() -> Result<()> {
+async fn admission_rejects_what_it_can_and_says_why() -> Result<()> {
     let cp = ControlPlane::start().await?;
     let client = cp.client().await?;
+    // A fresh control plane: the API server warns about a CRD's schema when it is created.
+    let crds = repo().join("crds/snapsentry.io_crds.yaml");
+    let out = ok_output(cp.kubectl([
+        "apply",
+        "--server-side",
+        "-f",
+        crds.to_str().context("path")?,
+    ])?)?;
+    ensure!(
+        !out.contains("unrecognized format") && !out.to_lowercase().contains("warning"),
+        "the CRDs install with warnings: {out}"
+    );
     cp.install_crds()?;
     create_namespace(&client, "snapsentry").await?;
     let bad = br#"
@@ -140,5 +153,93 @@ spec:
         !out.status.success(),
         "a policy without providers was accepted"
     );
+
+    // Schedule, zone and retention: what CEL can check, with a message naming the field.
+    let policy = |name: &str, extra: &str| {
+        format!(
+            "apiVersion: snapsentry.io/v1alpha1\nkind: ScanPolicy\nmetadata: {{name: {name}, \
+             namespace: snapsentry}}\nspec:\n  providers: [{{images: {{machines: [{{name: m, disks: [m.img]}}]}}}}]\n{extra}\n"
+        )
+    };
+    for (field, says) in [
+        ("  schedule: '0 3 * *'", "schedule must be 5 fields"),
+        ("  schedule: 'every day'", "schedule must be 5 fields"),
+        (
+            "  timeZone: 'Paris time'",
+            "timeZone must be an IANA time zone",
+        ),
+        (
+            "  resolvedRetention: '30 days'",
+            "resolvedRetention must be a duration",
+        ),
+        (
+            "  resolvedRetention: '30d'",
+            "resolvedRetention must be a duration",
+        ),
+    ] {
+        let out = cp.kubectl_with_file(&["apply", "-f", "-"], policy("bad", field).as_bytes())?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            !out.status.success() && err.contains(says),
+            "{field:?} was not refused as it should: {err}"
+        );
+    }
+    let good = "  schedule: '@daily'\n  timeZone: Europe/Paris\n  resolvedRetention: 36h30m";
+    ok(
+        cp.kubectl_with_file(
+            &["apply", "--dry-run=server", "-f", "-"],
+            policy("good", good).as_bytes(),
+        )?,
+        "a valid schedule, zone and retention",
+    )?;
+    let good = "  schedule: ' 0 3 * * 1-5 '\n  resolvedRetention: '0'";
+    ok(
+        cp.kubectl_with_file(
+            &["apply", "--dry-run=server", "-f", "-"],
+            policy("good", good).as_bytes(),
+        )?,
+        "a valid schedule and a zero retention",
+    )?;
+
+    // An enum error lists the valid values, and `null` is not one of them (it means unset).
+    let strategy = |value: &str| {
+        format!(
+            "apiVersion: snapsentry.io/v1alpha1\nkind: ScanPolicy\nmetadata: {{name: s, \
+             namespace: snapsentry}}\nspec:\n  providers:\n    - aws: {{regions: [eu-west-1], \
+             snapshotStrategy: {value}}}\n"
+        )
+    };
+    let out = cp.kubectl_with_file(&["apply", "-f", "-"], strategy("sometimes").as_bytes())?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    let supported = err
+        .lines()
+        .find(|l| l.contains("snapshotStrategy") && l.contains("supported values"))
+        .unwrap_or_default();
+    ensure!(
+        !out.status.success()
+            && supported.ends_with("supported values: \"create\", \"newestExisting\""),
+        "unexpected enum error: {err}"
+    );
+    ok(
+        cp.kubectl_with_file(
+            &["apply", "--dry-run=server", "-f", "-"],
+            strategy("null").as_bytes(),
+        )?,
+        "an explicit null enum",
+    )?;
     Ok(())
+}
+
+/// stdout and stderr of a successful command.
+fn ok_output(out: std::process::Output) -> Result<String> {
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
 }

@@ -20,4 +20,5 @@ mod operator_gcp;
 mod operator_grants;
 mod operator_images;
 mod operator_real_scanner;
+mod operator_validation;
 mod operator_volumes;

@@ -46,8 +46,10 @@ pub(super) async fn finish_scan(
     let findings: Vec<SecretFinding> = scope
         .list(&scope.api::<SecretFinding>(), &scope.policy_selector())
         .await?;
+    // An invalid retention (reported in `Ready`; no scan starts with one, but one may have
+    // started before the spec changed) deletes nothing rather than falling back to a default.
     let retention = correlate::parse_retention(policy.spec.resolved_retention.as_deref())
-        .unwrap_or(correlate::DEFAULT_RETENTION);
+        .unwrap_or(jiff::SignedDuration::MAX);
     let correlation = correlate::correlate(&CorrelationInput {
         policy: &scope.name,
         namespace: &scope.namespace,

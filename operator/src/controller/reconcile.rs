@@ -37,7 +37,7 @@ use super::Context;
 use super::children::scan_complete;
 use super::scan::machine_counts;
 use super::scope::{Scope, namespace_of};
-use super::status::{plan, set_condition};
+use super::status::{newly_not_ready, plan, set_condition};
 use super::{finish, inventory, jobs, snapshots, start};
 use crate::error::Result;
 use crate::schedule::{Trigger, scan_id as new_scan_id};
@@ -61,6 +61,11 @@ pub async fn apply(cached: &ScanPolicy, ctx: &Context) -> Result<Action> {
     let now = Timestamp::now();
     // Read desired state.
     let plan = plan(policy, now);
+    if let Some(c) = newly_not_ready(policy.status.as_ref(), &plan.status) {
+        scope
+            .event(EventType::Warning, &c.reason, "Validate", c.message.clone())
+            .await;
+    }
     let mut status = plan.status.clone();
     let mut requeue = plan.requeue;
     let mut current = running_scan(policy);

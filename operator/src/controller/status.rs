@@ -23,13 +23,16 @@ pub struct Plan {
     pub requeue: Duration,
 }
 
-/// Plan a reconcile at `now`: the `Ready` condition (false with the reason when the schedule or
-/// zone is invalid), `nextScanTime`, and whether a scan is due. `observedGeneration` in status is
+/// Plan a reconcile at `now`: the `Ready` condition (false with the reason when the schedule,
+/// zone or retention is invalid: the policy then starts no scan), `nextScanTime`, and whether a scan is due. `observedGeneration` in status is
 /// left to the code that starts scans: it records the spec generation last scanned.
 pub fn plan(policy: &ScanPolicy, now: Timestamp) -> Plan {
     let mut status = policy.status.clone().unwrap_or_default();
     let generation = policy.metadata.generation;
-    match decide(policy, now) {
+    let decided = decide(policy, now).and_then(|d| {
+        crate::correlate::parse_retention(policy.spec.resolved_retention.as_deref()).map(|_| d)
+    });
+    match decided {
         Ok(d) => {
             let (reason, message) = match (&policy.spec.schedule, policy.spec.suspend) {
                 (_, true) => ("Suspended", "scheduled scans are suspended".to_owned()),
@@ -67,16 +70,17 @@ pub fn plan(policy: &ScanPolicy, now: Timestamp) -> Plan {
             }
         }
         Err(e) => {
-            let reason = match e {
-                Error::InvalidTimeZone { .. } => "InvalidTimeZone",
-                _ => "InvalidSchedule",
+            let (reason, field) = match e {
+                Error::InvalidTimeZone { .. } => ("InvalidTimeZone", "spec.timeZone"),
+                Error::InvalidDuration { .. } => ("InvalidRetention", "spec.resolvedRetention"),
+                _ => ("InvalidSchedule", "spec.schedule"),
             };
             set_condition(
                 &mut status.conditions,
                 "Ready",
                 "False",
                 reason,
-                &e.to_string(),
+                &format!("{field}: {e}"),
                 generation,
                 now,
             );
@@ -88,6 +92,21 @@ pub fn plan(policy: &ScanPolicy, now: Timestamp) -> Plan {
             }
         }
     }
+}
+
+/// The `Ready=False` condition of `new` when `old` did not already say the same: what deserves
+/// a Warning Event (once, not at every reconcile).
+pub fn newly_not_ready<'a>(
+    old: Option<&ScanPolicyStatus>,
+    new: &'a ScanPolicyStatus,
+) -> Option<&'a Condition> {
+    let ready = |s: &'a ScanPolicyStatus| s.conditions.iter().find(|c| c.type_ == "Ready");
+    let now = ready(new).filter(|c| c.status == "False")?;
+    let before = old.and_then(|o| o.conditions.iter().find(|c| c.type_ == "Ready"));
+    let same = before.is_some_and(|b| {
+        (&b.status, &b.reason, &b.message) == (&now.status, &now.reason, &now.message)
+    });
+    (!same).then_some(now)
 }
 
 /// Set a condition, keeping its `lastTransitionTime` when its status does not change.
@@ -165,6 +184,36 @@ mod tests {
             t("2026-11-22T14:00:00Z"),
         );
         assert_eq!(p.requeue, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn an_invalid_retention_or_zone_without_schedule_is_not_ready_and_warned_once() {
+        let mut p = policy(None, None);
+        p.spec.resolved_retention = Some("30 days".into());
+        let planned = plan(&p, t("2026-11-22T14:00:00Z"));
+        let ready = &planned.status.conditions[0];
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "InvalidRetention")
+        );
+        assert!(
+            ready.message.starts_with("spec.resolvedRetention: "),
+            "{}",
+            ready.message
+        );
+        // A first scan would start without a schedule; not with an invalid spec.
+        assert_eq!(planned.start, None);
+        assert!(newly_not_ready(None, &planned.status).is_some());
+        // Said once: the same condition again is no news.
+        assert!(newly_not_ready(Some(&planned.status), &planned.status).is_none());
+
+        let planned = plan(
+            &policy(None, Some("Mars/Olympus")),
+            t("2026-11-22T14:00:00Z"),
+        );
+        assert_eq!(planned.status.conditions[0].reason, "InvalidTimeZone");
+        let fine = plan(&policy(None, None), t("2026-11-22T14:00:00Z"));
+        assert!(newly_not_ready(Some(&planned.status), &fine.status).is_none());
     }
 
     #[test]
