@@ -10,6 +10,9 @@ pub(crate) const DOCUMENTATION_VALUES: &[&str] = &[
     "AKIAI44QH8DHBEXAMPLE",
     // The Cosmos DB emulator's well-known key.
     "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw==",
+    // The Google Cloud SDK's installed-application OAuth client secret, published in its source
+    // and written into every `application_default_credentials.json` (not a secret).
+    "d-FL95Q19q7MQmFpd7hHD0Ty",
     // Azurite's well-known development storage key.
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==",
 ];
@@ -31,6 +34,12 @@ const NON_VALUE_WORDS: &[&str] = &[
     "prompt",
     "ask",
     "env",
+    "yes",
+    "no",
+    "on",
+    "off",
+    "enabled",
+    "disabled",
 ];
 
 /// Whole values that are words, not random secrets: in a field that is certainly a credential
@@ -79,6 +88,8 @@ const TEMPLATE_MARKERS: &[&str] = &[
     "_here",
     "-here",
     "*sensitive*data*deleted*",
+    // Jasypt and similar encrypted-property wrappers: `ENC(…)`.
+    "enc(",
 ];
 
 /// Markers of made-up test values: a placeholder in general, a weak password in a field that is
@@ -161,6 +172,7 @@ pub fn placeholder_kind(secret: &[u8]) -> Option<Placeholder> {
     let b = t.as_bytes();
     if t.starts_with("${")
         || t.starts_with("$(")
+        || t.starts_with("%(")
         || t.starts_with("{{")
         || t.starts_with("#{")
         || t.contains("${")

@@ -34,6 +34,9 @@ pub enum Validator {
     GcsSigned,
     /// `azure-storage-key`: 88 base64 characters decoding to 64 bytes, not Azurite's key.
     AzureStorageKey,
+    /// `letters-and-digits`: the secret holds at least one ASCII letter and one digit, as
+    /// generated tokens do and words, names and identifiers do not.
+    LettersAndDigits,
 }
 
 impl Validator {
@@ -50,6 +53,7 @@ impl Validator {
             "s3-presigned" => Validator::S3Presigned,
             "gcs-signed" => Validator::GcsSigned,
             "azure-storage-key" => Validator::AzureStorageKey,
+            "letters-and-digits" => Validator::LettersAndDigits,
             other => match other.strip_prefix("entropy:").map(str::parse::<f64>) {
                 Some(Ok(min)) if (0.0..=8.0).contains(&min) => Validator::Entropy(min),
                 Some(_) => return Err(format!("validator {other:?}: entropy wants 0.0..=8.0")),
@@ -81,6 +85,9 @@ impl Validator {
             }
             Validator::GcsSigned => presigned(whole, "X-Goog-Date", "X-Goog-Expires", meta),
             Validator::AzureStorageKey => azure_storage_key(secret),
+            Validator::LettersAndDigits => {
+                secret.iter().any(u8::is_ascii_alphabetic) && secret.iter().any(u8::is_ascii_digit)
+            }
         }
     }
 }
