@@ -13,6 +13,8 @@ pub(crate) const DOCUMENTATION_VALUES: &[&str] = &[
     // The Google Cloud SDK's installed-application OAuth client secret, published in its source
     // and written into every `application_default_credentials.json` (not a secret).
     "d-FL95Q19q7MQmFpd7hHD0Ty",
+    // The same for gsutil/boto's OAuth client, in every legacy `.boto` file gcloud writes.
+    "ZmssLNjJy2998hD4CTg2ejr2",
     // Azurite's well-known development storage key.
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==",
 ];
