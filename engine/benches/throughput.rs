@@ -48,7 +48,12 @@ impl Rng {
 }
 
 /// Rule files whose cost the before/after figures isolate.
-const NEW_RULE_FILES: &[&str] = &["generic.yaml"];
+const NEW_RULE_FILES: &[&str] = &[
+    "generic.yaml",
+    "server-configs.yaml",
+    "dumps-and-source.yaml",
+    "deploy-and-cli.yaml",
+];
 
 /// Configuration and web text full of credential-named keys that hold no secret (paths, TTLs,
 /// references, comments, form fields): where the generic rules' regexes run.
