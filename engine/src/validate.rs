@@ -37,6 +37,11 @@ pub enum Validator {
     /// `letters-and-digits`: the secret holds at least one ASCII letter and one digit, as
     /// generated tokens do and words, names and identifiers do not.
     LettersAndDigits,
+    /// `not-field-name`: the secret does not hold the words `password`, `passwd`, `secret` or
+    /// `token` — a value that does (`subject_token_0`, `CLOUDSDK_PROXY_PASSWORD_value`,
+    /// `V1SecretVolumeSource`) names a field, a class or a setting. Not for vendor formats whose
+    /// prefix holds such a word (`sb_secret_…`).
+    NotFieldName,
 }
 
 impl Validator {
@@ -54,6 +59,7 @@ impl Validator {
             "gcs-signed" => Validator::GcsSigned,
             "azure-storage-key" => Validator::AzureStorageKey,
             "letters-and-digits" => Validator::LettersAndDigits,
+            "not-field-name" => Validator::NotFieldName,
             other => match other.strip_prefix("entropy:").map(str::parse::<f64>) {
                 Some(Ok(min)) if (0.0..=8.0).contains(&min) => Validator::Entropy(min),
                 Some(_) => return Err(format!("validator {other:?}: entropy wants 0.0..=8.0")),
@@ -87,6 +93,12 @@ impl Validator {
             Validator::AzureStorageKey => azure_storage_key(secret),
             Validator::LettersAndDigits => {
                 secret.iter().any(u8::is_ascii_alphabetic) && secret.iter().any(u8::is_ascii_digit)
+            }
+            Validator::NotFieldName => {
+                let lower = secret.to_ascii_lowercase();
+                !["password", "passwd", "secret", "token"]
+                    .iter()
+                    .any(|w| lower.windows(w.len()).any(|x| x == w.as_bytes()))
             }
         }
     }
@@ -409,5 +421,24 @@ mod tests {
             Validator::Entropy(3.5)
         );
         assert!(Validator::parse("entropy:x").is_err());
+    }
+
+    #[test]
+    fn generated_looking_values() {
+        let check =
+            |v: &Validator, s: &str| v.check(s.as_bytes(), b"", &mut FindingMetadata::default());
+        let mixed = Validator::parse("letters-and-digits").unwrap();
+        assert!(check(&mixed, "9f3c2a7e1b5d"));
+        assert!(!check(&mixed, "my-secret-name"));
+        assert!(!check(&mixed, "1234567890"));
+        let field = Validator::parse("not-field-name").unwrap();
+        assert!(check(&field, "Zq8wM2rX9vLkT4nB"));
+        for named in [
+            "subject_token_0",
+            "CLOUDSDK_PROXY_PASSWORD_value",
+            "V1SecretVolumeSource",
+        ] {
+            assert!(!check(&field, named), "{named}");
+        }
     }
 }
