@@ -32,10 +32,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-import apps
-import devtools
-import lookalikes
-from corpuslib import TOOLS, Corpus, htpasswd, mkpasswd, openssl_passwd, run
+# The writers live beside this script; importing them must not leave __pycache__ in the tree.
+sys.dont_write_bytecode = True
+
+import apps  # noqa: E402
+import devtools  # noqa: E402
+import lookalikes  # noqa: E402
+from corpuslib import TOOLS, Corpus, htpasswd, mkpasswd, openssl_passwd, run  # noqa: E402
 
 # --- crypt-format password files -------------------------------------------------------------
 
