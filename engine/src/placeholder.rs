@@ -205,10 +205,13 @@ pub fn placeholder_kind(secret: &[u8]) -> Option<Placeholder> {
         return Some(Placeholder::Template);
     }
     // A metavariable or a variable's name in capitals (`--password=PASS`, `PASSWORD`,
-    // `DB_PASS`, `HASŁO` in a translated usage text).
-    if t.chars().count() >= 2
+    // `DB_PASS`, `HASŁO` in a translated usage text): short, or words joined by `_`/`-`. A
+    // longer run of capitals alone may be a random key (an `AKIA…` id without a digit).
+    let chars = t.chars().count();
+    if chars >= 2
         && t.chars().all(|c| c.is_uppercase() || c == '_' || c == '-')
         && t.chars().any(char::is_alphabetic)
+        && (chars <= 12 || t.contains(['_', '-']))
     {
         return Some(Placeholder::Template);
     }
@@ -311,6 +314,8 @@ mod tests {
         ] {
             assert!(is_placeholder(p.as_bytes()), "{p}");
         }
+        // Capitals alone, long and unjoined, may be a random key.
+        assert!(!is_placeholder(b"AKIAQYLPMNHHHFPZAMQW"));
         // A crypt hash starts with `$` and a letter but is no interpolation.
         assert!(!is_placeholder(
             b"$y$j9T$Zq8wM2rX9vLkT4nB7cD1e/$F3gH5jK6mP9sQ2vX5yZ8bC1eF4hJ7kM0pR3tU6"
