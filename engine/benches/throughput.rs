@@ -8,6 +8,12 @@
 //!
 //! On a shared machine wall time lies; the figure printed is on-CPU time of this thread
 //! (`/proc/thread-self/schedstat`), falling back to wall time elsewhere.
+//!
+//! Before/after in one run: the same text is scanned by the engine with every embedded rule and
+//! by one without the rule files of [`NEW_RULE_FILES`] (the generic, structure-aware family and
+//! the families added with it), alternating round by round so machine load hits both alike; on
+//! the mixed text, and on the mixed text with one entry in ten replaced by configuration text
+//! dense with credential-named keys (where the generic rules' regexes run).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -41,6 +47,27 @@ impl Rng {
     }
 }
 
+/// Rule files whose cost the before/after figures isolate.
+const NEW_RULE_FILES: &[&str] = &[
+    "generic.yaml",
+    "server-configs.yaml",
+    "dumps-and-source.yaml",
+    "deploy-and-cli.yaml",
+];
+
+/// Configuration and web text full of credential-named keys that hold no secret (paths, TTLs,
+/// references, comments, form fields): where the generic rules' regexes run.
+const CONFIG: &str = r#"[database]
+host = db01.internal
+password_file = /run/secrets/db_password
+token_ttl = 3600
+# password = set in /etc/app/secrets.ini
+secret: ${APP_SECRET}
+api_key: !vault |
+<input type="password" name="password" autocomplete="current-password">
+if (form.password.value.length < 12) { showError("password too short"); }
+"#;
+
 const SOURCE: &str = r#"fn handle(req: &Request) -> Result<Response, Error> {
     let user = req.header("x-user").ok_or(Error::Unauthorized)?;
     for item in self.items.iter().filter(|i| i.owner == user) {
@@ -51,8 +78,9 @@ const SOURCE: &str = r#"fn handle(req: &Request) -> Result<Response, Error> {
 }
 "#;
 
-/// About `size` bytes of mixed, secret-free text.
-fn corpus(size: usize) -> Vec<u8> {
+/// About `size` bytes of mixed, secret-free text; with `config`, one entry in ten is
+/// configuration text dense with credential-named keys ([`CONFIG`]) instead of source code.
+fn corpus(size: usize, config: bool) -> Vec<u8> {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut out = String::with_capacity(size + 4096);
     let levels = ["INFO", "WARN", "DEBUG", "ERROR"];
@@ -110,6 +138,7 @@ fn corpus(size: usize) -> Vec<u8> {
                     out.push('\n');
                 }
             }
+            7 if config => out.push_str(CONFIG),
             _ => out.push_str(SOURCE),
         }
     }
@@ -122,41 +151,77 @@ fn cpu_seconds() -> Option<f64> {
     Some(s.split_whitespace().next()?.parse::<f64>().ok()? / 1e9)
 }
 
-fn bench(c: &mut Criterion) {
-    let engine = Engine::new(EngineConfig::with_key(b"bench".to_vec())).expect("rules load");
-    let data = corpus(64 << 20);
-    // Scan in 1 MiB "files", as the scanner would.
-    let chunks: Vec<&[u8]> = data.chunks(1 << 20).collect();
-    let found: Vec<String> = chunks
-        .iter()
-        .flat_map(|c| engine.scan("/var/log/app.log", c).findings)
-        .map(|f| format!("{} {}", f.rule_id, f.redacted))
-        .collect();
-    eprintln!(
-        "corpus: {} MiB, {} rules, {} findings (expect 0) {found:?}",
-        data.len() >> 20,
-        engine.rules().len(),
-        found.len()
-    );
-
-    // A plain measurement first, so the figure is printed even with criterion's output filtered.
-    let (wall, cpu) = (Instant::now(), cpu_seconds());
-    const ROUNDS: usize = 4;
-    for _ in 0..ROUNDS {
-        for c in &chunks {
-            black_box(engine.scan("/var/log/app.log", c));
+/// Scan `chunks` `rounds` times with each engine, alternating; per engine (wall, CPU) seconds.
+fn measure(engines: [&Engine; 2], chunks: &[&[u8]], rounds: usize) -> [(f64, f64); 2] {
+    let mut times = [(0.0f64, 0.0f64); 2];
+    for _ in 0..rounds {
+        for (i, e) in engines.into_iter().enumerate() {
+            let (wall, cpu) = (Instant::now(), cpu_seconds());
+            for c in chunks {
+                black_box(e.scan("/var/log/app.log", c));
+            }
+            times[i].0 += wall.elapsed().as_secs_f64();
+            times[i].1 += cpu.zip(cpu_seconds()).map_or(f64::NAN, |(a, b)| b - a);
         }
     }
-    let mib = (ROUNDS * data.len()) as f64 / f64::from(1 << 20);
-    let wall = wall.elapsed().as_secs_f64();
-    match cpu.zip(cpu_seconds()) {
-        Some((a, b)) => eprintln!(
-            "throughput: {:.0} MiB/s per core (CPU time), {:.0} MiB/s wall",
-            mib / (b - a),
-            mib / wall
-        ),
-        None => eprintln!("throughput: {:.0} MiB/s (wall)", mib / wall),
+    times
+}
+
+fn bench(c: &mut Criterion) {
+    let engine = Engine::new(EngineConfig::with_key(b"bench".to_vec())).expect("rules load");
+    let new_rules: Vec<String> = engine
+        .rules()
+        .iter()
+        .filter(|r| NEW_RULE_FILES.contains(&r.file.as_str()))
+        .map(|r| r.id().to_string())
+        .collect();
+    let before = Engine::new(EngineConfig {
+        disabled: new_rules.clone(),
+        ..EngineConfig::with_key(b"bench".to_vec())
+    })
+    .expect("rules load");
+    eprintln!(
+        "rules: {} (before: {}, without the {} of {NEW_RULE_FILES:?})",
+        engine.rules().len(),
+        before.rules().len(),
+        new_rules.len()
+    );
+    const ROUNDS: usize = 4;
+    let with_config = corpus(64 << 20, true);
+    let data = corpus(64 << 20, false);
+    for (name, text) in [
+        ("mixed text", &data),
+        ("mixed text + 10% config", &with_config),
+    ] {
+        // Scan in 1 MiB "files", as the scanner would.
+        let chunks: Vec<&[u8]> = text.chunks(1 << 20).collect();
+        let found: Vec<String> = chunks
+            .iter()
+            .flat_map(|c| engine.scan("/var/log/app.log", c).findings)
+            .map(|f| format!("{} {}", f.rule_id, f.redacted))
+            .collect();
+        eprintln!(
+            "{name}: {} MiB, {} findings (expect 0) {found:?}",
+            text.len() >> 20,
+            found.len()
+        );
+        // A plain measurement, so the figures are printed even with criterion's output filtered.
+        let times = measure([&before, &engine], &chunks, ROUNDS);
+        let mib = (ROUNDS * text.len()) as f64 / f64::from(1 << 20);
+        for (label, (wall, cpu)) in [("before", times[0]), ("after", times[1])] {
+            if cpu.is_nan() {
+                eprintln!("  throughput {label}: {:.0} MiB/s (wall)", mib / wall);
+            } else {
+                eprintln!(
+                    "  throughput {label}: {:.0} MiB/s per core (CPU time), {:.0} MiB/s wall",
+                    mib / cpu,
+                    mib / wall
+                );
+            }
+        }
     }
+    let chunks: Vec<&[u8]> = data.chunks(1 << 20).collect();
+    let mib = (ROUNDS * data.len()) as f64 / f64::from(1 << 20);
     // Calibration: a loop the compiler vectorises (tens of GiB/s on an idle modern core), to judge
     // how loaded the machine was when the figure above was taken.
     let cpu = cpu_seconds();

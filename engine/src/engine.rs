@@ -219,6 +219,10 @@ impl Engine {
     ) {
         let rule = &self.rules[r];
         let hay = &ctx.text[start..end];
+        // Most windows hold no match: the DFA alone says so, without building capture slots.
+        if !rule.regex.is_match(hay) {
+            return;
+        }
         for caps in rule.regex.captures_iter(hay) {
             if out.findings.len() >= MAX_FINDINGS_PER_FILE {
                 return;
@@ -247,10 +251,9 @@ impl Engine {
                     Some(Placeholder::Template) => continue,
                     Some(Placeholder::Weak) if !rule.spec.credential_field => continue,
                     Some(Placeholder::Weak) => weak_password = true,
-                    None => {
-                        weak_password =
-                            rule.spec.credential_field && validate::is_weak_password(secret_bytes);
-                    }
+                    // A value that passes but is guessable (`sunshine`, `Summer2024!`) is a weak
+                    // password wherever it was found.
+                    None => weak_password = validate::is_weak_password(secret_bytes),
                 }
             }
             let mut meta = FindingMetadata {

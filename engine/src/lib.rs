@@ -142,6 +142,10 @@ pub fn fuzz(data: &[u8]) {
         "/etc/shadow",
         "/var/www/wp-config.php",
         "/Users/u/AppData/Roaming/Microsoft/Windows/PowerShell/PSReadLine/ConsoleHost_history.txt",
+        "/etc/app/app.ini",
+        "/var/www/app/config.php",
+        "/var/backups/db.sql",
+        "/etc/redis/redis.conf",
     ];
     let path = PATHS[data.first().map_or(0, |b| usize::from(*b) % PATHS.len())];
     let _ = engine.scan(path, data);

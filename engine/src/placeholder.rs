@@ -10,6 +10,15 @@ pub(crate) const DOCUMENTATION_VALUES: &[&str] = &[
     "AKIAI44QH8DHBEXAMPLE",
     // The Cosmos DB emulator's well-known key.
     "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw==",
+    // The Google Cloud SDK's installed-application OAuth client secret, published in its source
+    // and written into every `application_default_credentials.json` (not a secret).
+    "d-FL95Q19q7MQmFpd7hHD0Ty",
+    // The same for gsutil/boto's OAuth client, in every legacy `.boto` file gcloud writes.
+    "ZmssLNjJy2998hD4CTg2ejr2",
+    // The BigQuery CLI's installed-application client secret, published in the Cloud SDK.
+    "wbER7576mc_1YOII0dGk7jEE",
+    // The fixed password of every P12 service-account key Google issues.
+    "notasecret",
     // Azurite's well-known development storage key.
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==",
 ];
@@ -31,6 +40,14 @@ const NON_VALUE_WORDS: &[&str] = &[
     "prompt",
     "ask",
     "env",
+    "yes",
+    "no",
+    "on",
+    "off",
+    "enabled",
+    "disabled",
+    "define",
+    "undef",
 ];
 
 /// Whole values that are words, not random secrets: in a field that is certainly a credential
@@ -79,6 +96,11 @@ const TEMPLATE_MARKERS: &[&str] = &[
     "_here",
     "-here",
     "*sensitive*data*deleted*",
+    // Jasypt and similar encrypted-property wrappers: `ENC(…)`.
+    "enc(",
+    // printf-style formats (`'%s:%s' % (user, pw)`) and anonymous FTP's by-convention password.
+    "%s",
+    "anonymous",
 ];
 
 /// Markers of made-up test values: a placeholder in general, a weak password in a field that is
@@ -161,19 +183,35 @@ pub fn placeholder_kind(secret: &[u8]) -> Option<Placeholder> {
     let b = t.as_bytes();
     if t.starts_with("${")
         || t.starts_with("$(")
+        || t.starts_with("%(")
         || t.starts_with("{{")
         || t.starts_with("#{")
         || t.contains("${")
         || t.contains("{{")
         || (b.len() > 1
             && ((b[0] == b'$'
-                && b[1..]
-                    .iter()
-                    .all(|c| c.is_ascii_alphanumeric() || *c == b'_'))
+                // `$VAR`, `${x}`, `$obj->x`, `$Config::Config{x}`: an interpolation (a crypt
+                // hash, `$y$j9T$…`, has more `$`).
+                && (((matches!(b[1], b'_' | b'{') || b[1].is_ascii_alphabetic())
+                    && !b[1..].contains(&b'$'))
+                    || b[1..]
+                        .iter()
+                        .all(|c| c.is_ascii_alphanumeric() || *c == b'_')))
                 || (b[0] == b'%' && b[b.len() - 1] == b'%')
                 || (b[0] == b'<' && b[b.len() - 1] == b'>')
                 || (b[0] == b'[' && b[b.len() - 1] == b']')
                 || (b[0] == b'{' && b[b.len() - 1] == b'}')))
+    {
+        return Some(Placeholder::Template);
+    }
+    // A metavariable or a variable's name in capitals (`--password=PASS`, `PASSWORD`,
+    // `DB_PASS`, `HASŁO` in a translated usage text): short, or words joined by `_`/`-`. A
+    // longer run of capitals alone may be a random key (an `AKIA…` id without a digit).
+    let chars = t.chars().count();
+    if chars >= 2
+        && t.chars().all(|c| c.is_uppercase() || c == '_' || c == '-')
+        && t.chars().any(char::is_alphabetic)
+        && (chars <= 12 || t.contains(['_', '-']))
     {
         return Some(Placeholder::Template);
     }
@@ -262,9 +300,26 @@ mod tests {
             "AKIAIOSFODNN7EXAMPLE",
             "sk-...",
             "ghp_\u{2026}",
+            // Metavariables, interpolations, formats, conventions.
+            "PASS",
+            "DB_PASSWORD",
+            "HAS\u{141}O",
+            "$Config::Config{cf_email}",
+            "$obj->password",
+            "%s:%s",
+            "-anonymous@",
+            "define",
+            "notasecret",
+            "ENC(G6N718UuyPE5bHyWKyuLQSm02auQPUtm)",
         ] {
             assert!(is_placeholder(p.as_bytes()), "{p}");
         }
+        // Capitals alone, long and unjoined, may be a random key.
+        assert!(!is_placeholder(b"AKIAQYLPMNHHHFPZAMQW"));
+        // A crypt hash starts with `$` and a letter but is no interpolation.
+        assert!(!is_placeholder(
+            b"$y$j9T$Zq8wM2rX9vLkT4nB7cD1e/$F3gH5jK6mP9sQ2vX5yZ8bC1eF4hJ7kM0pR3tU6"
+        ));
         for s in ["s3cr3tP4ss!", "Zq8wM2rX9vLk", "hunter2-prod"] {
             assert!(!is_placeholder(s.as_bytes()), "{s}");
         }

@@ -34,6 +34,16 @@ pub enum Validator {
     GcsSigned,
     /// `azure-storage-key`: 88 base64 characters decoding to 64 bytes, not Azurite's key.
     AzureStorageKey,
+    /// `generated`: the secret looks machine-made, not like a word, a name or an identifier: it
+    /// holds ASCII letters and digits, or (letters only) at least 16 characters with at least
+    /// four capitals and four lower-case letters and no run of four lower-case letters (the
+    /// words of a camel-case identifier make such runs: `MyAppSecretName`).
+    Generated,
+    /// `not-field-name`: the secret does not hold the words `password`, `passwd`, `secret` or
+    /// `token` — a value that does (`subject_token_0`, `CLOUDSDK_PROXY_PASSWORD_value`,
+    /// `V1SecretVolumeSource`) names a field, a class or a setting. Not for vendor formats whose
+    /// prefix holds such a word (`sb_secret_…`).
+    NotFieldName,
 }
 
 impl Validator {
@@ -50,6 +60,8 @@ impl Validator {
             "s3-presigned" => Validator::S3Presigned,
             "gcs-signed" => Validator::GcsSigned,
             "azure-storage-key" => Validator::AzureStorageKey,
+            "generated" => Validator::Generated,
+            "not-field-name" => Validator::NotFieldName,
             other => match other.strip_prefix("entropy:").map(str::parse::<f64>) {
                 Some(Ok(min)) if (0.0..=8.0).contains(&min) => Validator::Entropy(min),
                 Some(_) => return Err(format!("validator {other:?}: entropy wants 0.0..=8.0")),
@@ -81,8 +93,33 @@ impl Validator {
             }
             Validator::GcsSigned => presigned(whole, "X-Goog-Date", "X-Goog-Expires", meta),
             Validator::AzureStorageKey => azure_storage_key(secret),
+            Validator::Generated => looks_generated(secret),
+            Validator::NotFieldName => {
+                let lower = secret.to_ascii_lowercase();
+                !["password", "passwd", "secret", "token"]
+                    .iter()
+                    .any(|w| lower.windows(w.len()).any(|x| x == w.as_bytes()))
+            }
         }
     }
+}
+
+/// See [`Validator::Generated`].
+fn looks_generated(secret: &[u8]) -> bool {
+    let letters = secret.iter().filter(|c| c.is_ascii_alphabetic()).count();
+    if letters == 0 {
+        return false;
+    }
+    if secret.iter().any(u8::is_ascii_digit) {
+        return true;
+    }
+    let upper = secret.iter().filter(|c| c.is_ascii_uppercase()).count();
+    let longest_lower_run = secret
+        .split(|c| !c.is_ascii_lowercase())
+        .map(<[u8]>::len)
+        .max()
+        .unwrap_or(0);
+    secret.len() >= 16 && upper >= 4 && letters - upper >= 4 && longest_lower_run < 4
 }
 
 /// Shannon entropy of `data` in bits per byte.
@@ -402,5 +439,32 @@ mod tests {
             Validator::Entropy(3.5)
         );
         assert!(Validator::parse("entropy:x").is_err());
+    }
+
+    #[test]
+    fn generated_looking_values() {
+        let check =
+            |v: &Validator, s: &str| v.check(s.as_bytes(), b"", &mut FindingMetadata::default());
+        let generated = Validator::parse("generated").unwrap();
+        for v in ["9f3c2a7e1b5d", "GaQxsPJZXhwBSBzT", "ZYn9ZhyiA4uoRgna"] {
+            assert!(check(&generated, v), "{v}");
+        }
+        for v in [
+            "my-secret-name",
+            "1234567890",
+            "MyAppSecretKeyName",
+            "access_token_name",
+        ] {
+            assert!(!check(&generated, v), "{v}");
+        }
+        let field = Validator::parse("not-field-name").unwrap();
+        assert!(check(&field, "Zq8wM2rX9vLkT4nB"));
+        for named in [
+            "subject_token_0",
+            "CLOUDSDK_PROXY_PASSWORD_value",
+            "V1SecretVolumeSource",
+        ] {
+            assert!(!check(&field, named), "{named}");
+        }
     }
 }

@@ -18,6 +18,9 @@ use snapsentry_engine::{Engine, EngineConfig};
 const MIN_FILE_RECALL: f64 = 0.9;
 const MIN_PRECISION: f64 = 0.95;
 const MIN_WEAK_ACCURACY: f64 = 0.9;
+/// The corpus's size floor (issue 13): files holding a secret, software families among them.
+const MIN_SECRET_FILES: usize = 120;
+const MIN_FAMILIES: usize = 40;
 
 #[derive(Deserialize)]
 struct Truth {
@@ -140,6 +143,26 @@ fn real_software_corpus_recall_and_precision() {
             t.files, t.secret_files, t.files_found, t.lines, t.lines_found, t.false_positives
         );
     }
+    // The corpus itself must stay what issue 13 asks for: enough files and families, a third of
+    // the secret files with weak passwords, and at least as many look-alike files as secret ones.
+    let secret_files = truth.files.iter().filter(|f| !f.secrets.is_empty());
+    let weak_files = secret_files
+        .clone()
+        .filter(|f| f.secrets.iter().any(|s| s.weak))
+        .count();
+    let secret_families: BTreeSet<&str> = secret_files.clone().map(|f| f.family.as_str()).collect();
+    let secret_files = secret_files.count();
+    let lookalike_files = truth.files.len() - secret_files;
+    assert!(
+        secret_files >= MIN_SECRET_FILES
+            && secret_families.len() >= MIN_FAMILIES
+            && weak_files * 3 >= secret_files
+            && lookalike_files >= secret_files,
+        "the corpus shrank: {secret_files} secret files (min {MIN_SECRET_FILES}) in {} families \
+         (min {MIN_FAMILIES}), {weak_files} with weak passwords (min a third), {lookalike_files} \
+         look-alike files (min as many as secret files)",
+        secret_families.len()
+    );
     let file_recall = ratio(total(|t| t.files_found), total(|t| t.secret_files));
     let line_recall = ratio(total(|t| t.lines_found), total(|t| t.lines));
     let precision = ratio(true_locations, located);

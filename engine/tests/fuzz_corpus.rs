@@ -38,6 +38,14 @@ fn adversarial_shapes_finish_quickly() {
     snapsentry_engine::fuzz(&b"\x00AKIA".repeat(200_000));
     snapsentry_engine::fuzz(&b"password=x;".repeat(100_000));
     snapsentry_engine::fuzz(&b"-----BEGIN OPENSSH PRIVATE KEY-----\n".repeat(20_000));
+    // The generic rules' keywords on every short line, and many on one long line (a fuzz seed's
+    // first byte picks the path: 0x08 is /etc/app/app.ini).
+    let mut lines = vec![0x08];
+    lines.extend_from_slice(&b"\n$pass = 'x".repeat(100_000));
+    snapsentry_engine::fuzz(&lines);
+    let mut long = vec![0x08];
+    long.extend_from_slice(&b" password: 'a token=b".repeat(50_000));
+    snapsentry_engine::fuzz(&long);
     // Huge claimed DER lengths and deep nesting.
     let mut der = b"-----BEGIN RSA PRIVATE KEY-----\n".to_vec();
     der.extend_from_slice(&b"MIQ/////".repeat(100));

@@ -198,9 +198,21 @@ fn weak_passwords_in_credential_fields_are_reported_and_flagged() {
             "{text}"
         );
     }
+    // A password-named key is a credential field too (the generic rules): a word there is a weak
+    // password; in a template file (`.env.example`) it is a placeholder.
+    let f = only(
+        &e.scan("/srv/app/.env", b"DB_PASSWORD=password\n").findings,
+        "generic-password-config",
+    );
+    assert!(f.metadata.weak_password);
+    assert!(
+        e.scan("/srv/app/.env.example", b"DB_PASSWORD=password\n")
+            .findings
+            .is_empty()
+    );
     // Outside a credential field a word is still a placeholder.
     assert!(
-        e.scan("/srv/app/.env", b"DB_PASSWORD=password\n")
+        e.scan("/srv/app/.env", b"API_TOKEN=password\n")
             .findings
             .is_empty()
     );

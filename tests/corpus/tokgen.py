@@ -33,12 +33,13 @@ PLACEHOLDER_MARKERS = [
     "yourpass", "yoursecret", "yourtoken", "yourkey", "xxxx", "****", "...", "\u2026", "####", "redacted",
     "sample", "fake", "test", "os.environ", "process.env", "getenv", "environ[", "env[", "env(",
     "secretkeyref", "valuefrom", "vault:", "keyvault", "lorem", "foobar", "insert",
-    "replace", "todo", "fixme", "<%", "%>",
+    "replace", "todo", "fixme", "<%", "%>", "enc(", "%s", "anonymous",
 ]
 PLACEHOLDER_WORDS = {
     "password", "passwd", "secret", "token", "none", "null", "nil", "true", "false", "undefined",
     "pass", "pwd", "admin", "root", "user", "username", "string", "value", "key", "apikey",
-    "api_key", "required", "optional", "empty", "default", "prompt", "ask", "env",
+    "api_key", "required", "optional", "empty", "default", "prompt", "ask", "env", "yes", "no",
+    "on", "off", "enabled", "disabled", "define", "undef",
 }
 DOCUMENTATION_VALUES = [
     "AKIAIOSFODNN7EXAMPLE",
@@ -46,6 +47,7 @@ DOCUMENTATION_VALUES = [
     "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY",
     "AKIAI44QH8DHBEXAMPLE",
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==",
+    "d-FL95Q19q7MQmFpd7hHD0Ty", "ZmssLNjJy2998hD4CTg2ejr2", "wbER7576mc_1YOII0dGk7jEE", "notasecret",
 ]
 
 
@@ -59,8 +61,12 @@ def is_placeholder(secret: str) -> bool:
     low = t.lower()
     if low in PLACEHOLDER_WORDS or any(m in low for m in PLACEHOLDER_MARKERS):
         return True
-    if (t.startswith(("${", "$(", "{{", "#{")) or "${" in t or "{{" in t
+    if (all(c.isupper() or c in "_-" for c in t) and any(c.isalpha() for c in t)
+            and (len(t) <= 12 or "_" in t or "-" in t)):
+        return True
+    if (t.startswith(("${", "$(", "%(", "{{", "#{")) or "${" in t or "{{" in t
             or (t[0] == "$" and all(c.isalnum() or c == "_" for c in t[1:]))
+            or (t[0] == "$" and (t[1].isalpha() or t[1] in "_{") and "$" not in t[1:])
             or (t[0] == "%" and t[-1] == "%") or (t[0] == "<" and t[-1] == ">")
             or (t[0] == "[" and t[-1] == "]")):
         return True
