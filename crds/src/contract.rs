@@ -45,7 +45,7 @@ pub mod labels {
     pub const SECRET_TYPE: &str = "snapsentry.io/secret-type";
     /// `critical`, `high`, `medium`, `low` or `info`.
     pub const SEVERITY: &str = "snapsentry.io/severity";
-    /// `active`, `resolved`, `accepted` or `false-positive`.
+    /// `active`, `resolved`, `accepted` or `falsePositive`.
     pub const STATE: &str = "snapsentry.io/state";
     /// `verified`, `unverified` or `not-applicable`.
     pub const VERIFIED: &str = "snapsentry.io/verified";
@@ -138,7 +138,7 @@ impl Assessment {
     /// now: the operator's values the finding already carries (`existing` labels), so a rescan
     /// does not undo the assessment, or before any assessment the rule's severity, `unverified`
     /// and the target the scanner recognised. A finding seen again is `active` again unless
-    /// people triaged it (`accepted`, `false-positive`).
+    /// people triaged it (`accepted`, `falsePositive`).
     pub fn scanned(
         spec: &SecretFindingSpec,
         exposed: bool,
@@ -146,7 +146,7 @@ impl Assessment {
     ) -> Self {
         let old = |key: &str| existing.and_then(|l| l.get(key)).cloned();
         let state = match old(labels::STATE).as_deref() {
-            Some(s @ ("accepted" | "false-positive")) => s.to_owned(),
+            Some(s @ ("accepted" | "falsePositive")) => s.to_owned(),
             _ => "active".to_owned(),
         };
         let target_kind = spec

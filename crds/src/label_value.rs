@@ -67,13 +67,13 @@ pub fn is_valid_label_value(v: &str) -> bool {
 }
 
 /// The `snapsentry.io/state` value: `active`, `resolved`, or — for an active finding people
-/// triaged away — `accepted` / `false-positive`, so `-l snapsentry.io/state=active` lists exactly
+/// triaged away — `accepted` / `falsePositive`, so `-l snapsentry.io/state=active` lists exactly
 /// the open findings.
 pub fn state_value(state: FindingState, triage: Option<TriageState>) -> &'static str {
     match (state, triage) {
         (FindingState::Resolved, _) => "resolved",
         (FindingState::Active, Some(TriageState::Accepted)) => "accepted",
-        (FindingState::Active, Some(TriageState::FalsePositive)) => "false-positive",
+        (FindingState::Active, Some(TriageState::FalsePositive)) => "falsePositive",
         (FindingState::Active, _) => "active",
     }
 }
@@ -141,7 +141,7 @@ mod tests {
         assert_eq!(state_value(FindingState::Active, None), "active");
         assert_eq!(
             state_value(FindingState::Active, Some(TriageState::FalsePositive)),
-            "false-positive"
+            "falsePositive"
         );
         assert_eq!(verification_value(Verification::Unverified), "unverified");
     }

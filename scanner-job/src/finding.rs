@@ -408,16 +408,13 @@ mod tests {
         let first = Time("2026-01-01T00:00:00Z".parse().unwrap());
         old.spec.first_seen = first.clone();
         old.metadata.labels.as_mut().unwrap().extend([
-            (
-                "snapsentry.io/state".to_owned(),
-                "false-positive".to_owned(),
-            ),
+            ("snapsentry.io/state".to_owned(), "falsePositive".to_owned()),
             ("snapsentry.io/verified".to_owned(), "verified".to_owned()),
             ("snapsentry.io/severity".to_owned(), "critical".to_owned()),
         ]);
         let again = finding_object(&a, &g, Some(&old), false, &now).unwrap();
         let l = &again["metadata"]["labels"];
-        assert_eq!(l["snapsentry.io/state"], "false-positive");
+        assert_eq!(l["snapsentry.io/state"], "falsePositive");
         assert_eq!(l["snapsentry.io/verified"], "verified");
         assert_eq!(l["snapsentry.io/severity"], "critical");
         assert_eq!(l["snapsentry.io/exposed"], "false");

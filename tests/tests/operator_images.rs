@@ -17,7 +17,7 @@ use anyhow::{Context as _, Result, ensure};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use snapsentry_crds::{
     MachinePhase, Recommendation, ScanPolicy, ScannedMachine, SecretFinding, SkipReason,
 };
@@ -244,6 +244,37 @@ async fn three_machines_two_at_a_time_then_ready() -> Result<()> {
     for r in ["ScanStarted", "ScanFinished"] {
         assert!(reasons.iter().any(|x| x == r), "{r} in {reasons:?}");
     }
+
+    // Triage takes effect at once, not at the next scan: the state label follows spec.triage.
+    let name = findings[0].name_any();
+    let triage =
+        serde_json::json!({"spec": {"triage": {"state": "falsePositive", "note": "a test key"}}});
+    w.api::<SecretFinding>()
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&triage))
+        .await?;
+    let by_state = |state: &'static str| {
+        let api = w.api::<SecretFinding>();
+        async move {
+            let selector = format!("snapsentry.io/state={state}");
+            let listed = api.list(&ListParams::default().labels(&selector)).await?;
+            anyhow::Ok(
+                listed
+                    .items
+                    .into_iter()
+                    .map(|f| f.name_any())
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while by_state("falsePositive").await? != [name.clone()] {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the triage label did not follow"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(by_state("active").await?.len(), 2);
     w.stop_operator().await?;
     Ok(())
 }

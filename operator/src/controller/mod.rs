@@ -23,6 +23,7 @@ mod scope;
 mod snapshots;
 mod start;
 pub mod status;
+pub mod triage;
 pub mod volumes;
 
 use std::sync::Arc;
@@ -122,7 +123,8 @@ fn policy_of_job(job: Job) -> Option<ObjectRef<ScanPolicy>> {
     Some(ObjectRef::new(name).within(namespace))
 }
 
-/// Run the ScanPolicy controllers (one per watched namespace, or one for all) until `shutdown`.
+/// Run the ScanPolicy controllers (one per watched namespace, or one for all) and the triage
+/// watch ([`triage`]) until `shutdown`.
 pub async fn run(ctx: Arc<Context>, shutdown: watch::Receiver<bool>) {
     let apis: Vec<Api<ScanPolicy>> = if ctx.config.watch_namespaces.is_empty() {
         vec![Api::all(ctx.client.clone())]
@@ -157,11 +159,15 @@ pub async fn run(ctx: Arc<Context>, shutdown: watch::Receiver<bool>) {
                 }
             })
     });
+    let triage = triage::run(ctx.clone(), shutdown.clone());
     ctx.http.ready.store(true, Ordering::Relaxed);
     // Graceful shutdown lets running reconciles finish. kube-runtime holds a Controller that has
     // not seen its first list yet until its store is ready, which never happens once the
     // watches stop, so a shutdown that early would hang: give up waiting after a grace period.
-    let all = std::pin::pin!(futures::future::join_all(controllers));
+    let all = std::pin::pin!(futures::future::join(
+        futures::future::join_all(controllers),
+        triage
+    ));
     let mut stop = shutdown.clone();
     let grace = async move {
         let _ = stop.wait_for(|s| *s).await;

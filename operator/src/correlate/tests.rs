@@ -222,7 +222,7 @@ fn triaged_findings_stay_out_of_risk_paths_and_recommendations() {
     ];
     for (state, label) in [
         (TriageState::Accepted, "accepted"),
-        (TriageState::FalsePositive, "false-positive"),
+        (TriageState::FalsePositive, "falsePositive"),
     ] {
         let mut findings = vec![ssh_finding("a", KEY, "s1")];
         findings[0].spec.triage = Some(Triage {
