@@ -303,8 +303,15 @@ pub fn run(target: Target, args: &ScanArgs, manifest: &ManifestArgs) -> anyhow::
             writeln!(err, "not reported: {}", suppressed.describe())?;
         }
     }
-    for line in triage.ignore.iter().flat_map(IgnoreFile::warnings) {
-        writeln!(err, "{line}")?;
+    if let Some(ignore) = &triage.ignore {
+        let is_rule = |id: &str| engine.rules().iter().any(|r| r.id() == id);
+        for line in ignore
+            .warnings()
+            .iter()
+            .chain(&ignore.unknown_rules(is_rule))
+        {
+            writeln!(err, "{line}")?;
+        }
     }
     for line in coverage.warnings() {
         writeln!(err, "{line}")?;

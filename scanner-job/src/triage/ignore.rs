@@ -42,6 +42,8 @@ struct EntrySpec {
 
 /// One entry that still ignores.
 struct Entry {
+    /// 1-based position in the file.
+    number: usize,
     fingerprint: Option<String>,
     rule: Option<String>,
     path: Option<Glob>,
@@ -50,6 +52,7 @@ struct Entry {
 impl std::fmt::Debug for Entry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Entry")
+            .field("number", &self.number)
             .field("fingerprint", &self.fingerprint)
             .field("rule", &self.rule)
             .field("path", &self.path.is_some())
@@ -70,6 +73,8 @@ impl Entry {
 /// A loaded ignore file: its unexpired entries and a warning per expired one.
 #[derive(Debug)]
 pub struct IgnoreFile {
+    /// The file, as named in warnings.
+    source: String,
     entries: Vec<Entry>,
     warnings: Vec<String>,
 }
@@ -95,6 +100,7 @@ impl IgnoreFile {
                 message: e.to_string(),
             })?;
         let mut file = IgnoreFile {
+            source: source.to_owned(),
             entries: Vec::new(),
             warnings: Vec::new(),
         };
@@ -138,6 +144,7 @@ impl IgnoreFile {
                 }
             }
             file.entries.push(Entry {
+                number: n,
                 fingerprint,
                 rule,
                 path: path.as_deref().map(Glob::new),
@@ -154,6 +161,23 @@ impl IgnoreFile {
     /// One `warning: …` line per expired entry.
     pub fn warnings(&self) -> &[String] {
         &self.warnings
+    }
+
+    /// One `warning: …` line per unexpired entry whose `rule` is not a rule `is_rule` knows (a
+    /// misspelt, disabled or removed rule: the entry can match nothing).
+    pub fn unknown_rules(&self, is_rule: impl Fn(&str) -> bool) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter_map(|e| {
+                let rule = e.rule.as_deref()?;
+                (!is_rule(rule)).then(|| {
+                    format!(
+                        "warning: {}: entry {} names rule {rule}, which is not loaded; it matches nothing",
+                        self.source, e.number
+                    )
+                })
+            })
+            .collect()
     }
 }
 
@@ -258,6 +282,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(tomorrow.warnings().len(), 1);
+        // A rule that is not loaded is worth a warning: the entry can never match.
+        assert_eq!(
+            file.unknown_rules(|id| id == "aws-access-key"),
+            [
+                "warning: x: entry 2 names rule generic-password, which is not loaded; it matches nothing"
+            ]
+        );
+        assert!(file.unknown_rules(|_| true).is_empty());
     }
 
     #[test]

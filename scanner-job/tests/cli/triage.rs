@@ -245,6 +245,8 @@ fn ignore_file_entries_with_reasons_and_expiry() {
 - path: /opt/*.sh
   reason: was accepted until the migration
   expires: 2020-01-31
+- rule: github-tokn
+  reason: a typo
 "
     );
     // Found in the working directory by default.
@@ -263,6 +265,10 @@ fn ignore_file_entries_with_reasons_and_expiry() {
     let stderr = text(&out.stderr);
     assert!(
         stderr.contains("warning: .snapsentryignore: entry 4 (path /opt/*.sh) expired after 2020-01-31; it no longer ignores anything"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("warning: .snapsentryignore: entry 5 names rule github-tokn, which is not loaded; it matches nothing"),
         "{stderr}"
     );
     // The table counts them too.
