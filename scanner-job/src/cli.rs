@@ -1,6 +1,8 @@
-//! The CLI front end, `snapsentry-scan image` and `dir`: flags to [`ScanOptions`], the pipeline
-//! ([`crate::scan`]) over one image or directory, a [`Report`] rendered in `--format`, and the
-//! exit code. The flags, formats and exit codes are the contract in `docs/cli.md`.
+//! The CLI front end, `snapsentry-scan image` and `dir`: flags (and the [`config`] file) to
+//! [`ScanOptions`], the pipeline ([`crate::scan`]) over one image or directory, the findings
+//! through triage ([`crate::triage`]: ignore file, baseline, `--severity`), a [`Report`] rendered
+//! in `--format`, and the exit code; and `rules` ([`rules`]), the rules it runs. The flags,
+//! formats and exit codes are the contract in `docs/cli.md`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use snapsentry_disk::source::FileSource;
-use snapsentry_engine::paths;
+use snapsentry_engine::{Severity, paths};
 
 use crate::key;
 use crate::options::ScanOptions;
@@ -19,6 +21,11 @@ use crate::report::{
     AuthorizedKeyRow, Format, ManifestArgs, PrivateKeyRow, Report, ReportFinding, Source, Stats,
 };
 use crate::scan::{Counters, Listing};
+use crate::triage::ignore::DEFAULT_IGNORE_FILE;
+use crate::triage::{Baseline, IgnoreFile, Triage, parse_severity};
+
+pub mod config;
+pub mod rules;
 
 /// What is scanned.
 pub enum Target {
@@ -28,11 +35,28 @@ pub enum Target {
     Dir,
 }
 
-/// Arguments shared by `image` and `dir`.
+/// `image` and `dir`: what to scan and how, and whose findings `--format yaml` writes.
+#[derive(clap::Args)]
+pub struct ScanCommand {
+    #[command(flatten)]
+    pub scan: ScanArgs,
+    #[command(flatten)]
+    pub manifest: ManifestArgs,
+}
+
+/// Arguments shared by `image` and `dir`. Every flag but `--config` and `--no-config` can also be
+/// set in the config file ([`config`]).
 #[derive(clap::Args)]
 pub struct ScanArgs {
     /// Image, block device or directory.
     pub path: PathBuf,
+    /// Read settings from this YAML file (keys: the long flag names, e.g. `exit-code`); flags
+    /// override it. Default: ./snapsentry.yaml when it exists.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Do not read ./snapsentry.yaml.
+    #[arg(long, conflicts_with = "config")]
+    pub no_config: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -54,9 +78,29 @@ pub struct ScanArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Exit with this code when anything is found (default 0).
+    /// Report only findings of these severities (comma-separated: info, low, medium, high,
+    /// critical).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_severity)]
+    pub severity: Vec<Severity>,
+    /// Ignore the findings this YAML file lists (by fingerprint, rule or path glob, each with a
+    /// reason and an optional expiry). Default: ./.snapsentryignore when it exists.
+    #[arg(long, value_name = "FILE")]
+    pub ignore_file: Option<PathBuf>,
+    /// Report only findings whose fingerprint is not in FILE, an earlier `--format json` report.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Exit with this code when a finding is reported (see --exit-on).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub exit_code: u8,
+    /// Only reported findings of this severity or above make --exit-code apply (info, low,
+    /// medium, high, critical; default: any).
+    #[arg(long, value_name = "SEVERITY", value_parser = parse_severity)]
+    pub exit_on: Option<Severity>,
+    /// Print only what matters: no progress counter, no logs below errors, and a `table` of
+    /// just the findings (nothing when there are none). Warnings that change what the result
+    /// means (coverage, expired ignore entries) are still printed.
+    #[arg(short, long)]
+    pub quiet: bool,
     /// No progress counter on standard error.
     #[arg(long)]
     pub no_progress: bool,
@@ -65,22 +109,47 @@ pub struct ScanArgs {
 impl ScanArgs {
     /// The pipeline's options these flags ask for (reads the `--rules` files).
     pub fn options(&self) -> anyhow::Result<ScanOptions> {
-        let mut extra_rules = Vec::new();
-        for path in &self.rules {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("--rules {}", path.display()))?;
-            extra_rules.push((path.display().to_string(), text));
-        }
         Ok(ScanOptions {
-            extra_rules,
+            extra_rules: read_rule_files(&self.rules)?,
             disabled_rules: self.disable.clone(),
             include_tests: self.include_tests,
             max_file_size: self.max_file_size,
             threads: self.threads,
             exclude_paths: Vec::new(),
-            progress: !self.no_progress,
+            progress: !self.no_progress && !self.quiet,
         })
     }
+
+    /// The triage these flags ask for: reads the ignore file (`--ignore-file`, else
+    /// [`DEFAULT_IGNORE_FILE`] in the working directory when it exists) and the baseline.
+    pub fn triage(&self) -> anyhow::Result<Triage> {
+        let today = jiff::Timestamp::now()
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .date();
+        let ignore_file = self.ignore_file.clone().or_else(|| {
+            let default = PathBuf::from(DEFAULT_IGNORE_FILE);
+            default.is_file().then_some(default)
+        });
+        Ok(Triage {
+            ignore: ignore_file
+                .map(|path| IgnoreFile::load(&path, today))
+                .transpose()?,
+            baseline: self.baseline.as_deref().map(Baseline::load).transpose()?,
+            severities: self.severity.clone(),
+        })
+    }
+}
+
+/// The `--rules` files, as `(name, YAML text)`.
+pub(crate) fn read_rule_files(paths: &[PathBuf]) -> anyhow::Result<Vec<(String, String)>> {
+    paths
+        .iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--rules {}", path.display()))?;
+            Ok((path.display().to_string(), text))
+        })
+        .collect()
 }
 
 /// `64MiB`, `10M`, `4096`.
@@ -100,14 +169,16 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?}: too large"))
 }
 
-/// Scan, render in `args.format` (`manifest` names the machine of `yaml` manifests) and write
-/// the report; the exit code follows `--exit-code`.
+/// Scan, triage, render in `args.format` (`manifest` names the machine of `yaml` manifests) and
+/// write the report; the exit code follows the coverage, `--exit-code` and `--exit-on`.
 pub fn run(target: Target, args: &ScanArgs, manifest: &ManifestArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let options = args.options()?;
     if let Target::Image = target {
         check_image_input(&args.path)?;
     }
+    // Read before the scan: a bad ignore file or baseline fails at once.
+    let triage = args.triage()?;
     let mut listing = Listing::new(&options);
     let (source, volumes) = match target {
         Target::Dir => {
@@ -192,7 +263,8 @@ pub fn run(target: Target, args: &ScanArgs, manifest: &ManifestArgs) -> anyhow::
             });
         }
     }
-    let report = Report::new(
+    let (findings, suppressed) = triage.apply(findings);
+    let mut report = Report::new(
         source,
         volumes,
         Stats {
@@ -206,7 +278,12 @@ pub fn run(target: Target, args: &ScanArgs, manifest: &ManifestArgs) -> anyhow::
         private_keys,
         authorized_keys,
     );
-    let rendered = report.render(args.format, engine.rules(), manifest)?;
+    report.suppressed = suppressed;
+    let rendered = if args.quiet && args.format == Format::Table {
+        report.findings_table()?
+    } else {
+        report.render(args.format, engine.rules(), manifest)?
+    };
     match &args.output {
         Some(path) => {
             std::fs::write(path, rendered).with_context(|| format!("{}", path.display()))?
@@ -219,16 +296,33 @@ pub fn run(target: Target, args: &ScanArgs, manifest: &ManifestArgs) -> anyhow::
     }
     let coverage = &report.coverage;
     let mut err = std::io::stderr().lock();
-    if matches!(args.format, Format::Jsonl | Format::Yaml) {
+    if matches!(args.format, Format::Jsonl | Format::Yaml) && !args.quiet {
         // Neither stream has room for a summary its consumers would not choke on.
         writeln!(err, "{}", coverage.summary())?;
+        if suppressed.any() {
+            writeln!(err, "not reported: {}", suppressed.describe())?;
+        }
+    }
+    if let Some(ignore) = &triage.ignore {
+        let is_rule = |id: &str| engine.rules().iter().any(|r| r.id() == id);
+        for line in ignore
+            .warnings()
+            .iter()
+            .chain(&ignore.unknown_rules(is_rule))
+        {
+            writeln!(err, "{line}")?;
+        }
     }
     for line in coverage.warnings() {
         writeln!(err, "{line}")?;
     }
-    Ok(ExitCode::from(
-        coverage.exit_code(report.findings.len(), args.exit_code),
-    ))
+    let exit_on = args.exit_on.unwrap_or(Severity::Info);
+    let counted = report
+        .findings
+        .iter()
+        .filter(|f| f.severity >= exit_on)
+        .count();
+    Ok(ExitCode::from(coverage.exit_code(counted, args.exit_code)))
 }
 
 /// Refuse at once what `image` (and `ls`) cannot read as a disk: a directory (`dir` scans those), a FIFO,

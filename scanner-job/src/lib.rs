@@ -1,6 +1,7 @@
 //! `snapsentry-scanner` finds plaintext secrets on virtual machine disks without mounting them,
 //! behind two front ends that share one pipeline. The CLI front end ([`cli`], `snapsentry-scan
-//! image|dir`) scans a disk image or a directory and prints a report; the Job front end ([`job`],
+//! image|dir`) scans a disk image or a directory and prints a report of what [`triage`] keeps
+//! (ignore file, baseline, severity filter); the Job front end ([`job`],
 //! `snapsentry-scan job`) scans the disks a Kubernetes Job was assigned (image files or cloud
 //! snapshots, [`ebs`]) and writes SecretFindings and the ScannedMachine's status. Both turn their
 //! input into [`options::ScanOptions`] and run the pipeline ([`scan`]: list the files of
@@ -8,7 +9,7 @@
 //! them on all cores). Engine findings become SecretFindings through the finding model
 //! ([`finding`]: grouping per rule and fingerprint, capped locations, the server-side apply
 //! body), which the Job applies and `--format yaml` prints; [`report`] renders the CLI's table,
-//! JSON, JSONL, SARIF and YAML. [`ls`] lists an image's volumes and files without detection, and
+//! JSON, JSONL, SARIF and YAML (tables aligned by `columns`). [`ls`] lists an image's volumes and files without detection, and
 //! [`key`] finds the CLI's fingerprint key.
 //!
 //! The CLI's flags, formats and exit codes are the contract in `docs/cli.md`. The binary
@@ -16,6 +17,7 @@
 //! by the end-to-end tests against a real API server.
 
 pub mod cli;
+mod columns;
 pub mod coverage;
 pub mod finding;
 pub mod glob;
@@ -25,3 +27,4 @@ pub mod ls;
 pub mod options;
 pub mod report;
 pub mod scan;
+pub mod triage;

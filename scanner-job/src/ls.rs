@@ -19,6 +19,8 @@ mod hash;
 
 use hash::hash_files;
 
+use crate::columns::write_columns;
+
 /// Output format of `ls`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LsFormat {
@@ -246,26 +248,6 @@ pub fn render(
     Ok(())
 }
 
-/// Write `rows` as columns padded to their widest cell; the last column is not padded.
-fn write_columns(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> {
-    let columns = rows.first().map_or(0, Vec::len);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    for row in rows {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            if c + 1 == columns {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<w$}  ", w = widths[c]));
-            }
-        }
-        writeln!(out, "{}", line.trim_end())?;
-    }
-    Ok(())
-}
-
 fn print_table(
     out: &mut impl Write,
     disk: &snapsentry_disk::Disk,
@@ -381,20 +363,6 @@ mod tests {
         assert_eq!(f(i64::MIN, 0), None);
         assert_eq!(f(i64::MAX, 0), None);
         assert_eq!(f(0, 1_000_000_000), None);
-    }
-
-    #[test]
-    fn columns_align() {
-        let mut out = Vec::new();
-        let rows = vec![
-            vec!["A".to_string(), "BB".into(), "x".into()],
-            vec!["CCC".to_string(), "D".into(), "y z".into()],
-        ];
-        write_columns(&mut out, &rows).unwrap();
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "A    BB  x\nCCC  D   y z\n"
-        );
     }
 
     /// Run a tool, failing with its name when it is missing or fails.

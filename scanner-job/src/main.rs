@@ -7,8 +7,8 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use snapsentry_scanner::{cli, job, ls, report};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use snapsentry_scanner::{cli, job, ls};
 
 #[derive(Parser)]
 #[command(
@@ -24,31 +24,32 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Scan a disk image (raw, qcow2, VHD, VHDX, VMDK) or a block device.
-    Image(ScanCommand),
+    Image(cli::ScanCommand),
     /// Scan a directory tree.
-    Dir(ScanCommand),
+    Dir(cli::ScanCommand),
     /// List the volumes and files of an image, without detection.
     Ls(ls::LsArgs),
+    /// List the detection rules, or show one with its examples.
+    Rules(cli::rules::RulesArgs),
     /// Scan one machine as a Kubernetes Job: read $SNAPSENTRY_ASSIGNMENT, write SecretFindings
     /// and the ScannedMachine's status.
     Job(job::JobArgs),
 }
 
-/// `image` and `dir`: what to scan and how, and whose findings `--format yaml` writes.
-#[derive(clap::Args)]
-struct ScanCommand {
-    #[command(flatten)]
-    scan: cli::ScanArgs,
-    #[command(flatten)]
-    manifest: report::ManifestArgs,
-}
-
 fn main() -> ExitCode {
-    let parsed = Cli::parse();
-    let default_level = if matches!(parsed.command, Command::Job(_)) {
-        "info"
-    } else {
-        "warn"
+    let matches = Cli::command().get_matches();
+    let mut parsed = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // `image` and `dir` read their config file before anything else (it may ask for --quiet).
+    if let (Command::Image(c) | Command::Dir(c), Some((_, sub))) =
+        (&mut parsed.command, matches.subcommand())
+        && let Err(e) = c.apply_config(sub)
+    {
+        return fail(&e);
+    }
+    let default_level = match &parsed.command {
+        Command::Job(_) => "info",
+        Command::Image(c) | Command::Dir(c) if c.scan.quiet => "error",
+        _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SNAPSENTRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
@@ -69,14 +70,14 @@ fn main() -> ExitCode {
         Command::Image(c) => cli::run(cli::Target::Image, &c.scan, &c.manifest),
         Command::Dir(c) => cli::run(cli::Target::Dir, &c.scan, &c.manifest),
         Command::Ls(args) => ls::run(&args),
+        Command::Rules(args) => cli::rules::run(&args),
         Command::Job(args) => return job::main(&args),
     };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            // One line, the reason the input was unusable (docs/cli.md: exit 2).
-            eprintln!("snapsentry-scan: {}", cli::error_chain(&e));
-            ExitCode::from(2)
-        }
-    }
+    result.unwrap_or_else(|e| fail(&e))
+}
+
+/// One line, the reason the input was unusable (docs/cli.md: exit 2).
+fn fail(e: &anyhow::Error) -> ExitCode {
+    eprintln!("snapsentry-scan: {}", cli::error_chain(e));
+    ExitCode::from(2)
 }

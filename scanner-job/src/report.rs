@@ -1,4 +1,4 @@
-//! The CLI's scan report and its renderings: `table` for people, `json` (the stable contract in
+//! The CLI's scan report and its renderings: `table` for people (the `table` submodule), `json` (the stable contract in
 //! `docs/cli.md`), `jsonl` (one finding per line), `sarif` (SARIF 2.1.0 for code-scanning tools,
 //! in the `sarif` submodule) and `yaml` (a multi-document stream of SecretFinding manifests for
 //! `kubectl apply`, [`manifests`], built by the finding model that builds the Job's objects).
@@ -7,8 +7,6 @@
 //! Every value here was already redacted by the engine: findings hold a prefix of at most four
 //! characters, the length and a keyed fingerprint, never the secret.
 
-use std::io::Write;
-
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 use snapsentry_disk::VolumeInfo;
@@ -16,9 +14,11 @@ use snapsentry_engine::{Finding, FindingMetadata, Rule, Severity};
 
 use crate::coverage::Coverage;
 use crate::scan::{FileInfo, Skipped};
+use crate::triage::Suppressed;
 
 pub mod manifests;
 mod sarif;
+mod table;
 
 pub use manifests::{DEFAULT_MANIFEST_POLICY, ManifestArgs, default_machine_name};
 
@@ -136,6 +136,8 @@ pub struct Report {
     pub ssh: Ssh,
     /// How much of the input was read (volumes scanned and skipped, files, bytes).
     pub coverage: Coverage,
+    /// Findings left out of `findings` by triage (ignore file, baseline, `--severity`).
+    pub suppressed: Suppressed,
 }
 
 impl Report {
@@ -169,6 +171,7 @@ impl Report {
                 private_keys,
                 authorized_keys,
             },
+            suppressed: Suppressed::default(),
         }
     }
 
@@ -200,86 +203,5 @@ impl Report {
             Format::Table => self.table(&mut out)?,
         }
         Ok(out)
-    }
-
-    fn table(&self, out: &mut Vec<u8>) -> std::io::Result<()> {
-        let rows: Vec<[String; 5]> = self
-            .findings
-            .iter()
-            .map(|f| {
-                let location = format!("{}:{}", located(&f.volume, &f.path), f.line);
-                [
-                    f.severity.as_str().to_uppercase(),
-                    f.rule_id.clone(),
-                    location,
-                    f.redacted.clone(),
-                    f.secret_type.clone(),
-                ]
-            })
-            .collect();
-        let header = ["SEVERITY", "RULE", "LOCATION", "REDACTED", "TYPE"].map(String::from);
-        let mut widths = header.clone().map(|h| h.chars().count());
-        for r in &rows {
-            for (w, c) in widths.iter_mut().zip(r) {
-                *w = (*w).max(c.chars().count());
-            }
-        }
-        for r in std::iter::once(&header).chain(&rows) {
-            let mut line = String::new();
-            for (i, (c, w)) in r.iter().zip(widths).enumerate() {
-                if i + 1 == r.len() {
-                    line.push_str(c);
-                } else {
-                    line.push_str(c);
-                    line.push_str(&" ".repeat(w - c.chars().count() + 2));
-                }
-            }
-            writeln!(out, "{}", line.trim_end())?;
-        }
-        if !self.ssh.private_keys.is_empty() || !self.ssh.authorized_keys.is_empty() {
-            writeln!(out)?;
-            for k in &self.ssh.private_keys {
-                writeln!(
-                    out,
-                    "private key     {}  {}  {}{}",
-                    located(&k.volume, &k.path),
-                    k.algorithm.as_deref().unwrap_or("?"),
-                    k.fingerprint.as_deref().unwrap_or("(no fingerprint)"),
-                    if k.encrypted { "  (passphrase)" } else { "" }
-                )?;
-            }
-            for k in &self.ssh.authorized_keys {
-                writeln!(
-                    out,
-                    "authorized key  {}  {}  {}  user={}",
-                    located(&k.volume, &k.path),
-                    k.algorithm,
-                    k.fingerprint,
-                    k.user.as_deref().unwrap_or("?")
-                )?;
-            }
-        }
-        let s = &self.stats;
-        writeln!(
-            out,
-            "\n{} finding(s) in {} file(s), {} bytes, {} ms; skipped: {} in test directories, {} too large, {} unreadable; {} read error(s)",
-            self.findings.len(),
-            s.files,
-            s.bytes_scanned,
-            s.duration_ms,
-            s.skipped.test_directory,
-            s.skipped.too_large,
-            s.skipped.unreadable,
-            s.errors
-        )?;
-        writeln!(out, "{}", self.coverage.summary())
-    }
-}
-
-/// `volume:path` for images, `path` for directories.
-fn located(volume: &Option<String>, path: &str) -> String {
-    match volume {
-        Some(v) => format!("{v}:{path}"),
-        None => path.to_string(),
     }
 }

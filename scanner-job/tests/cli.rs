@@ -9,6 +9,8 @@ use serde_json::Value;
 
 #[path = "cli/coverage.rs"]
 mod coverage;
+#[path = "cli/triage.rs"]
+mod triage;
 
 const AWS_ID: &str = "AKIAWB5WKH7DNSIPZZ7F";
 const AWS_SECRET: &str = "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";

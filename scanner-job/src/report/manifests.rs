@@ -37,7 +37,7 @@ impl Default for ManifestArgs {
 
 /// A Kubernetes object name (DNS subdomain: at most 253 of `[a-z0-9.-]`, alphanumeric at both
 /// ends).
-fn parse_object_name(s: &str) -> Result<String, String> {
+pub(crate) fn parse_object_name(s: &str) -> Result<String, String> {
     let ok = !s.is_empty()
         && s.len() <= 253
         && s.bytes()

@@ -80,7 +80,7 @@ impl Report {
                 "results": results,
                 "columnKind": "unicodeCodePoints",
                 "invocations": [self.sarif_invocation()],
-                "properties": {"coverage": self.coverage},
+                "properties": {"coverage": self.coverage, "suppressed": self.suppressed},
             }],
         })
     }
