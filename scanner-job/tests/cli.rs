@@ -9,6 +9,8 @@ use serde_json::Value;
 
 #[path = "cli/coverage.rs"]
 mod coverage;
+#[path = "cli/html.rs"]
+mod html;
 
 const AWS_ID: &str = "AKIAWB5WKH7DNSIPZZ7F";
 const AWS_SECRET: &str = "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";
@@ -152,7 +154,7 @@ fn no_format_ever_prints_a_secret() {
     let tree = tempfile::tempdir().unwrap();
     let config = tempfile::tempdir().unwrap();
     plant(tree.path());
-    for format in ["table", "json", "jsonl", "sarif", "yaml"] {
+    for format in ["table", "json", "jsonl", "sarif", "yaml", "html"] {
         let out = scan(
             tree.path(),
             config.path(),
