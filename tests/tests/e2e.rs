@@ -20,3 +20,4 @@ mod operator_grants;
 mod operator_images;
 mod operator_real_scanner;
 mod operator_volumes;
+mod views;
