@@ -37,6 +37,6 @@ crds:
 	mkdir -p charts/snapsentry/crds
 	cp crds/snapsentry.io_crds.yaml charts/snapsentry/crds/crds.yaml
 
-## build: release binaries (snapsentry-scan, snapsentry-operator).
+## build: release binaries (snapsentry-scan, snapsentry-operator, kubectl-snapsentry).
 build:
-	cargo build --release -p snapsentry-scanner -p snapsentry-operator
+	cargo build --release -p snapsentry-scanner -p snapsentry-operator -p kubectl-snapsentry

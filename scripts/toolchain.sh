@@ -23,6 +23,8 @@ apt_packages=(
 	apache2-utils whois git
 	# setpriv (the harness ties server processes to the test process with it) and flock.
 	util-linux
+	# Headless Chromium renders the HTML reports in tests and scripts/screenshots.sh.
+	chromium fonts-dejavu-core
 )
 
 die() {

@@ -2,7 +2,7 @@
 //! so both binaries call the same functions and a newcomer learns it from one place.
 //!
 //! - [`labels`]: the `snapsentry.io/*` label keys; [`finding_labels`] builds the nine query
-//!   labels of a SecretFinding, and [`SCANNER_FINDING_LABELS`] / [`OPERATOR_FINDING_LABELS`] say
+//!   labels of a SecretFinding both processes write (the operator adds two for the views), and [`SCANNER_FINDING_LABELS`] / [`OPERATOR_FINDING_LABELS`] say
 //!   which process owns which of them.
 //! - [`annotations`] and [`FINALIZER`]: the operator's bookkeeping on objects.
 //! - [`OPERATOR`] and [`SCANNER`]: field managers (and the `managed-by` value).
@@ -53,6 +53,12 @@ pub mod labels {
     pub const EXPOSED: &str = "snapsentry.io/exposed";
     /// What the secret opens: `vm`, `storage-account`, `sql-database`, `rds`, `s3-bucket`, `none`.
     pub const TARGET_KIND: &str = "snapsentry.io/target-kind";
+    /// The name of what the secret opens (the ScannedMachine for a VM, else the resource name
+    /// from the secret), slugified; absent when it opens nothing known.
+    pub const TARGET: &str = "snapsentry.io/target";
+    /// `true` on an active finding that the latest scan of its machine saw for the first time,
+    /// else `false` (`kubectl get sf -l snapsentry.io/new=true`: what the last scan added).
+    pub const NEW: &str = "snapsentry.io/new";
     /// On every cloud resource and Kubernetes object the operator creates; value
     /// [`super::OPERATOR`].
     pub const MANAGED_BY: &str = "snapsentry.io/managed-by";
@@ -91,14 +97,17 @@ pub const SCANNER_FINDING_LABELS: [&str; 4] = [
 ];
 
 /// SecretFinding labels the operator owns: its assessment after correlating the fleet. The
-/// scanner sets them only as the starting point of a finding it writes (see
-/// [`Assessment::scanned`]); the operator's apply after each scan has the last word.
-pub const OPERATOR_FINDING_LABELS: [&str; 5] = [
+/// scanner sets the first five only as the starting point of a finding it writes (see
+/// [`Assessment::scanned`]); the operator's apply after each scan has the last word. The last
+/// two ([`labels::TARGET`], [`labels::NEW`], for the views) only the operator writes.
+pub const OPERATOR_FINDING_LABELS: [&str; 7] = [
     labels::STATE,
     labels::VERIFIED,
     labels::EXPOSED,
     labels::SEVERITY,
     labels::TARGET_KIND,
+    labels::TARGET,
+    labels::NEW,
 ];
 
 /// The operator-owned part of a finding's labels, as label values.
@@ -305,7 +314,7 @@ mod tests {
             .collect();
         all.sort_unstable();
         all.dedup();
-        assert_eq!(all.len(), 9);
+        assert_eq!(all.len(), 11);
     }
 
     #[test]

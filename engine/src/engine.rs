@@ -200,7 +200,13 @@ impl Engine {
             }
         }
         if cross_rule_dedupe {
-            dedupe_across_rules(&mut out.findings);
+            let fallback: std::collections::HashSet<&str> = self
+                .rules
+                .iter()
+                .filter(|r| r.spec.fallback)
+                .map(|r| r.spec.id.as_str())
+                .collect();
+            dedupe_across_rules(&mut out.findings, |id| fallback.contains(id));
         }
         out.findings.sort_by_key(|f| f.line);
         out.private_keys.sort_by_key(|k| k.line);
@@ -372,15 +378,17 @@ impl Engine {
 }
 
 /// One secret on one line is one finding, even when several rules match it (a pair rule and a
-/// single-value rule, a connection string and a bare key): keep the most informative one.
-fn dedupe_across_rules(findings: &mut Vec<Finding>) {
+/// single-value rule, a connection string and a bare key): keep the most informative one — a
+/// specific rule's over a fallback rule's (`is_fallback`), then the most severe, most confident,
+/// with the most facts.
+fn dedupe_across_rules(findings: &mut Vec<Finding>, is_fallback: impl Fn(&str) -> bool) {
     let score = |f: &Finding| {
         let m = &f.metadata;
         let facts = usize::from(m.expires_at.is_some())
             + usize::from(m.aws_account_id.is_some())
             + usize::from(m.target.is_some())
             + usize::from(m.ssh.is_some());
-        (f.severity, f.confidence, facts)
+        (!is_fallback(&f.rule_id), f.severity, f.confidence, facts)
     };
     let mut best: std::collections::HashMap<(String, usize), usize> =
         std::collections::HashMap::new();

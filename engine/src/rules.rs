@@ -188,6 +188,11 @@ pub struct RuleSpec {
     /// encryption, public key fingerprint) and feed `ssh.privateKeys`.
     #[serde(default)]
     pub ssh_private_key: bool,
+    /// Optional: a fallback rule (the generic, key-name rules) yields to any other rule that
+    /// finds the same secret on the same line, whatever their severities: the specific rule
+    /// names the secret better.
+    #[serde(default)]
+    pub fallback: bool,
 }
 
 /// How a rule's captured secret is encoded (`decode:`).

@@ -203,6 +203,40 @@ impl Metrics {
         }
     }
 
+    /// Every series name a query can select, derived from the registry (so dashboards and
+    /// alerts are checked against what is exported, not a copy): a gauge's name, a counter's
+    /// `_total`, a histogram's `_bucket`, `_sum` and `_count`, with the unit suffix. Families
+    /// without samples are not encoded, so it fills one sample into each through the setters.
+    pub fn series_names() -> Vec<String> {
+        let m = Metrics::new();
+        m.set_findings(
+            "p",
+            &BTreeMap::from([((Severity::Info, "t".to_owned()), 1)]),
+        );
+        m.scan_finished(ScanResult::succeeded, 1.0, 1);
+        m.set_active_snapshots(1);
+        m.reconcile_failed("p");
+        m.set_machines_incomplete("p", 1);
+        let mut out = Vec::new();
+        for line in m.encode().lines() {
+            let Some(rest) = line.strip_prefix("# TYPE ") else {
+                continue;
+            };
+            let Some((name, kind)) = rest.split_once(' ') else {
+                continue;
+            };
+            match kind {
+                "counter" => out.push(format!("{name}_total")),
+                "histogram" => {
+                    out.extend(["_bucket", "_sum", "_count"].map(|s| format!("{name}{s}")))
+                }
+                _ => out.push(name.to_owned()),
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// The text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -263,6 +297,23 @@ mod tests {
         has("snapsentry_bytes_read_bytes_total 1024");
         has("snapsentry_active_snapshots 4");
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn series_names_cover_every_family() {
+        let names = Metrics::series_names();
+        for n in [
+            "snapsentry_findings",
+            "snapsentry_scans_total",
+            "snapsentry_scan_duration_seconds_bucket",
+            "snapsentry_scan_duration_seconds_count",
+            "snapsentry_bytes_read_bytes_total",
+            "snapsentry_active_snapshots",
+            "snapsentry_reconcile_errors_total",
+            "snapsentry_machines_incomplete",
+        ] {
+            assert!(names.iter().any(|x| x == n), "{n} not in {names:?}");
+        }
     }
 
     #[test]

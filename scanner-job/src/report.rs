@@ -1,7 +1,8 @@
 //! The CLI's scan report and its renderings: `table` for people (the `table` submodule), `json` (the stable contract in
 //! `docs/cli.md`), `jsonl` (one finding per line), `sarif` (SARIF 2.1.0 for code-scanning tools,
 //! in the `sarif` submodule) and `yaml` (a multi-document stream of SecretFinding manifests for
-//! `kubectl apply`, [`manifests`], built by the finding model that builds the Job's objects).
+//! `kubectl apply`, [`manifests`], built by the finding model that builds the Job's objects) and
+//! `html` (the plugin's self-contained report for one input, in the `html` submodule).
 //! It renders what the pipeline found; it scans nothing and writes to no API.
 //!
 //! Every value here was already redacted by the engine: findings hold a prefix of at most four
@@ -16,6 +17,7 @@ use crate::coverage::Coverage;
 use crate::scan::{FileInfo, Skipped};
 use crate::triage::Suppressed;
 
+mod html;
 pub mod manifests;
 mod sarif;
 mod table;
@@ -30,6 +32,8 @@ pub enum Format {
     Jsonl,
     Sarif,
     Yaml,
+    /// One self-contained HTML page (the kubectl plugin's report, for one input).
+    Html,
 }
 
 /// What was scanned.
@@ -201,6 +205,7 @@ impl Report {
                 out.push(b'\n');
             }
             Format::Table => self.table(&mut out)?,
+            Format::Html => out = self.html(Timestamp::now()).into_bytes(),
         }
         Ok(out)
     }

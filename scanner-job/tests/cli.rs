@@ -9,6 +9,8 @@ use serde_json::Value;
 
 #[path = "cli/coverage.rs"]
 mod coverage;
+#[path = "cli/html.rs"]
+mod html;
 #[path = "cli/triage.rs"]
 mod triage;
 
@@ -154,7 +156,7 @@ fn no_format_ever_prints_a_secret() {
     let tree = tempfile::tempdir().unwrap();
     let config = tempfile::tempdir().unwrap();
     plant(tree.path());
-    for format in ["table", "json", "jsonl", "sarif", "yaml"] {
+    for format in ["table", "json", "jsonl", "sarif", "yaml", "html"] {
         let out = scan(
             tree.path(),
             config.path(),

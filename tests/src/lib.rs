@@ -23,6 +23,7 @@
 
 pub mod azure_fleet;
 pub mod azurite;
+pub mod browser;
 pub mod chart_rbac;
 pub mod controlplane;
 pub mod fake_arm;

@@ -22,3 +22,4 @@ mod operator_images;
 mod operator_real_scanner;
 mod operator_validation;
 mod operator_volumes;
+mod views;

@@ -150,7 +150,9 @@ mod tests {
         let l = relabel(&finding("active", Some(TriageState::FalsePositive), false)).unwrap();
         assert_eq!(l[labels::STATE], "falsePositive");
         assert_eq!(l[labels::SEVERITY], "high");
-        assert_eq!(l.len(), OPERATOR_FINDING_LABELS.len());
+        // The operator's labels the finding carries (state, severity, verified, exposed,
+        // target-kind), no more.
+        assert_eq!(l.len(), 5);
         assert!(
             !l.contains_key(labels::MACHINE),
             "the scanner's labels are not the operator's"

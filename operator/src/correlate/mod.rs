@@ -16,6 +16,7 @@ mod paths;
 mod recommend;
 mod risk;
 mod verify;
+mod views;
 
 #[cfg(test)]
 pub(crate) mod testing;
@@ -233,21 +234,28 @@ pub fn correlate(input: &CorrelationInput<'_>) -> Correlation {
             a.status.state.unwrap_or(FindingState::Active),
             a.finding.spec.triage.as_ref().map(|t| t.state),
         );
+        let mut labels = contract::finding_labels(
+            &a.finding.spec,
+            &Assessment::new(
+                severity,
+                state,
+                a.status.verification.unwrap_or(Verification::NotApplicable),
+                a.status.exposed,
+                a.status
+                    .target
+                    .as_ref()
+                    .map_or(TargetKind::None, |t| t.kind),
+            ),
+        );
+        views::add_view_labels(
+            &mut labels,
+            &a.finding.spec,
+            &a.status,
+            machines.get(a.finding.spec.machine.as_str()).copied(),
+        );
         out.findings.push(FindingUpdate {
             name: a.name.clone(),
-            labels: contract::finding_labels(
-                &a.finding.spec,
-                &Assessment::new(
-                    severity,
-                    state,
-                    a.status.verification.unwrap_or(Verification::NotApplicable),
-                    a.status.exposed,
-                    a.status
-                        .target
-                        .as_ref()
-                        .map_or(TargetKind::None, |t| t.kind),
-                ),
-            ),
+            labels,
             status: a.status.clone(),
         });
     }

@@ -172,7 +172,7 @@ fn human_size(bytes: u64) -> String {
 }
 
 /// `volume:path` for images, `path` for directories.
-fn located(volume: &Option<String>, path: &str) -> String {
+pub(super) fn located(volume: &Option<String>, path: &str) -> String {
     match volume {
         Some(v) => format!("{v}:{path}"),
         None => path.to_string(),
