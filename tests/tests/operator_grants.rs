@@ -57,6 +57,7 @@ pub(crate) fn settings(ns: &str) -> JobSettings {
         default_resources: None,
         default_timeout_seconds: DEFAULT_TIMEOUT_SECONDS,
         aws_credentials_secret: None,
+        max_findings: 500,
     }
 }
 
