@@ -204,8 +204,13 @@ pub struct ScanSummary {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
     pub errors: Vec<String>,
-    /// Findings the scan reported.
+    /// Findings the scan reported (SecretFindings written).
     pub findings: u32,
+    /// Findings beyond the per-machine cap (the operator's `SNAPSENTRY_MAX_FINDINGS_PER_MACHINE`,
+    /// default and most 500), not written as SecretFindings: the most severe were kept, these
+    /// are counted, never silently dropped.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub findings_over_cap: u32,
     /// Cloud snapshot reads (EBS direct), when a disk was read from a snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_reads: Option<SnapshotReadStats>,
@@ -258,4 +263,8 @@ pub struct AuthorizedKey {
     pub fingerprint: String,
     /// Path of the `authorized_keys` file.
     pub path: String,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

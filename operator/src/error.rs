@@ -28,6 +28,10 @@ pub enum Error {
     /// The Kubernetes API refused or failed a request.
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    /// The API server refused to create a machine's scanner Job (an admission webhook or policy,
+    /// an invalid object, RBAC); the API server's message.
+    #[error("the API server refused the scanner Job: {0}")]
+    JobRefused(String),
     /// Adding or removing the ScanPolicy finalizer failed.
     #[error("finalizer: {0}")]
     Finalizer(String),

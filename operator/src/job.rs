@@ -61,6 +61,9 @@ pub struct JobSettings {
     pub aws_credentials_secret: Option<String>,
     /// Pull secrets and placement of every Job's pod (`SNAPSENTRY_SCANNER_POD`).
     pub pod_defaults: ScannerPodDefaults,
+    /// SecretFindings a Job writes per machine at most (1 to
+    /// [`limits::MAX_FINDINGS_PER_MACHINE`]); the rest are counted, not written.
+    pub max_findings: u32,
 }
 
 /// Environment variables the AWS SDK reads, filled from the keys of a credentials Secret.
@@ -122,7 +125,11 @@ pub fn job_labels(
 }
 
 /// The assignment for one machine from the policy's rules and exclusions.
-pub fn assignment(policy: &ScanPolicy, req: &JobRequest<'_>) -> Result<ScanAssignment> {
+pub fn assignment(
+    policy: &ScanPolicy,
+    req: &JobRequest<'_>,
+    settings: &JobSettings,
+) -> Result<ScanAssignment> {
     let rules = policy.spec.rules.clone().unwrap_or_default();
     let exclusions = policy.spec.exclusions.clone().unwrap_or_default();
     Ok(ScanAssignment {
@@ -142,7 +149,9 @@ pub fn assignment(policy: &ScanPolicy, req: &JobRequest<'_>) -> Result<ScanAssig
             exclude_paths: exclusions.paths,
             exclude_secret_types: exclusions.secret_types,
         },
-        max_findings: limits::MAX_FINDINGS_PER_MACHINE as u32,
+        max_findings: settings
+            .max_findings
+            .clamp(1, limits::MAX_FINDINGS_PER_MACHINE as u32),
     })
 }
 
@@ -177,7 +186,7 @@ pub fn scanner_job(
 ) -> Result<Job> {
     let policy_name = name_of(policy)?;
     let policy_ns = namespace_of(policy)?;
-    let assignment = assignment(policy, req)?;
+    let assignment = assignment(policy, req, settings)?;
     let scanner = policy.spec.scanner.clone().unwrap_or_default();
 
     let labels = job_labels(policy, req.machine, req.scan_id)?;

@@ -139,17 +139,23 @@ pub(crate) fn group_findings(findings: Vec<Located>, exclude_types: &[String]) -
 }
 
 /// Keep at most `max_findings` groups (0: [`limits::MAX_FINDINGS_PER_MACHINE`], never more than
-/// it), the most severe; the error to record when some were dropped.
-pub(crate) fn cap_findings(groups: &mut Vec<Group>, max_findings: u32) -> Option<String> {
+/// it), the most severe; how many were left out (0 when none).
+pub(crate) fn cap_findings(groups: &mut Vec<Group>, max_findings: u32) -> usize {
     let max = match max_findings as usize {
         0 => limits::MAX_FINDINGS_PER_MACHINE,
         n => n.min(limits::MAX_FINDINGS_PER_MACHINE),
     };
-    let total = groups.len();
-    (total > max).then(|| {
-        groups.truncate(max);
-        format!("findings truncated: {max} of {total} written (most severe first)")
-    })
+    let over = groups.len().saturating_sub(max);
+    groups.truncate(max);
+    over
+}
+
+/// The scan error recording that `over` findings were left out by the cap, `written` kept.
+pub(crate) fn over_cap_error(written: usize, over: usize) -> String {
+    format!(
+        "findings truncated: {written} of {} written (most severe first)",
+        written + over
+    )
 }
 
 /// A location while grouping (ordered by volume, path, line).
@@ -366,9 +372,14 @@ mod tests {
         assert_eq!(aws.metadata.confidence.as_deref(), Some("high"));
 
         let mut capped = groups;
-        assert_eq!(cap_findings(&mut capped, 500), None);
-        let e = cap_findings(&mut capped, 1).unwrap();
-        assert_eq!(e, "findings truncated: 1 of 3 written (most severe first)");
+        assert_eq!(cap_findings(&mut capped, 500), 0);
+        assert_eq!(capped.len(), 3);
+        assert_eq!(cap_findings(&mut capped, 1), 2);
+        assert_eq!(
+            over_cap_error(capped.len(), 2),
+            "findings truncated: 1 of 3 written (most severe first)"
+        );
+        assert_eq!(capped.len(), 1);
         assert_eq!(capped[0].rule_id, "ssh");
     }
 

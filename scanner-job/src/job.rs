@@ -39,7 +39,7 @@ use snapsentry_crds::{
     ScanProgress, ScanSummary, ScannedMachine, SecretFinding, limits,
 };
 
-use crate::finding::{FindingScope, cap_findings, finding_object, group_findings};
+use crate::finding::{FindingScope, cap_findings, finding_object, group_findings, over_cap_error};
 use crate::options::ScanOptions;
 use crate::scan::Counters;
 use snapsentry_cloud::aws::ebs::EbsOptions;
@@ -314,8 +314,9 @@ pub async fn run(
 
     // Group and write the findings.
     let mut groups = group_findings(scanned.findings, &a.rules.exclude_secret_types);
-    if let Some(e) = cap_findings(&mut groups, a.max_findings) {
-        errors.push(e);
+    let over_cap = cap_findings(&mut groups, a.max_findings);
+    if over_cap > 0 {
+        errors.push(over_cap_error(groups.len(), over_cap));
     }
     let now = Time(Timestamp::now());
     let findings_api: Api<SecretFinding> = Api::namespaced(client.clone(), &a.namespace);
@@ -359,6 +360,7 @@ pub async fn run(
         volumes,
         errors,
         findings: names.len() as u32,
+        findings_over_cap: u32::try_from(over_cap).unwrap_or(u32::MAX),
         snapshot_reads: scanned.snapshot_reads.clone(),
     };
     // The operator writes the same phase (and `status.coverage`) from this summary.

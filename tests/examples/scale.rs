@@ -201,6 +201,19 @@ async fn main() -> Result<()> {
 
     // 6. Memory, CPU, objects, etcd, kubectl.
     let mem = operator.memory()?;
+    let mut record = serde_json::json!({
+        "date": jiff::Timestamp::now().to_string(),
+        "profile": if cfg!(debug_assertions) { "dev" } else { "release" },
+        "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "machines": machines,
+        "findingsPerMachine": per_machine,
+        "concurrency": concurrency,
+        "first": first.record(machines, per_machine),
+        "second": second.record(machines, per_machine),
+        "operatorPeakMiB": mib(mem.peak),
+        "operatorAfterFirstMiB": mib(after_first.rss),
+        "operatorEndMiB": mib(mem.rss),
+    });
     println!("\n## memory and CPU");
     println!(
         "operator: peak RSS (VmHWM) {:.1} MiB; RSS after the first scan {:.1} MiB, after the \
@@ -214,6 +227,8 @@ async fn main() -> Result<()> {
         match pid {
             Some(pid) => {
                 let m = memory_of(pid)?;
+                record[format!("{name}PeakMiB")] = mib(m.peak).into();
+                record[format!("{name}EndMiB")] = mib(m.rss).into();
                 println!(
                     "{name}: peak RSS {:.1} MiB, RSS {:.1} MiB, CPU {:.1} s",
                     mib(m.peak),
@@ -254,15 +269,21 @@ async fn main() -> Result<()> {
         );
         if short == "sf" {
             findings = items;
+            record["findingsJsonBytes"] = out.len().into();
+            record["findingsCompactBytes"] = sizes.iter().sum::<usize>().into();
         }
     }
     match etcd.and_then(etcd_client_url) {
         Some(url) => match etcd_db_size(&url) {
-            Ok((total, in_use)) => println!(
-                "etcd database: {:.1} MiB ({:.1} MiB in use)",
-                mib(total),
-                mib(in_use)
-            ),
+            Ok((total, in_use)) => {
+                record["etcdDbMiB"] = mib(total).into();
+                record["etcdDbInUseMiB"] = mib(in_use).into();
+                println!(
+                    "etcd database: {:.1} MiB ({:.1} MiB in use)",
+                    mib(total),
+                    mib(in_use)
+                )
+            }
             Err(e) => println!("etcd database: metrics unreadable ({e:#})"),
         },
         None => println!("etcd database: client URL not found"),
@@ -294,6 +315,7 @@ async fn main() -> Result<()> {
                 .saturating_sub(1);
         }
         times.sort();
+        record["kubectl"][args.join(" ")] = times[0].as_secs_f64().into();
         println!(
             "`kubectl {}`: {rows} rows, {:.2} s (best of 3; worst {:.2} s)",
             args.join(" "),
@@ -352,6 +374,11 @@ async fn main() -> Result<()> {
         "load average at the end: {}",
         std::fs::read_to_string("/proc/loadavg")?.trim()
     );
+    record["loadAverage"] = std::fs::read_to_string("/proc/loadavg")?.trim().into();
+    record["problems"] = problems.len().into();
+    let line = serde_json::to_string(&record)?;
+    std::fs::write(dir.join("result.json"), format!("{line}\n"))?;
+    println!("result: {line}");
     operator.stop();
     drop(runner);
     if problems.is_empty() {
@@ -416,6 +443,20 @@ struct Scan {
 }
 
 impl Scan {
+    /// The figures for the results file.
+    fn record(&self, machines: usize, per_machine: usize) -> serde_json::Value {
+        let secs = self.total.as_secs_f64();
+        serde_json::json!({
+            "totalSeconds": secs,
+            "machinesPerSecond": machines as f64 / secs,
+            "findingsPerSecond": (machines * per_machine) as f64 / secs,
+            "lastJobSeconds": self.jobs_done.map(|d| d.as_secs_f64()),
+            "finishSeconds": self.jobs_done.map(|d| secs - d.as_secs_f64()),
+            "scanned": self.scanned,
+            "failed": self.failed,
+        })
+    }
+
     fn print(&self, what: &str, machines: usize, per_machine: usize) {
         let secs = self.total.as_secs_f64();
         println!("\n## {what} ({})", self.scan_id);

@@ -58,6 +58,7 @@ pub(crate) fn settings(ns: &str) -> JobSettings {
         default_timeout_seconds: DEFAULT_TIMEOUT_SECONDS,
         aws_credentials_secret: None,
         pod_defaults: Default::default(),
+        max_findings: 500,
     }
 }
 

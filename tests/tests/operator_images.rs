@@ -14,12 +14,15 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use snapsentry_crds::{
-    MachinePhase, Recommendation, ScanPolicy, ScannedMachine, SecretFinding, SkipReason,
+    MachinePhase, Recommendation, ScanPolicy, ScannedMachine, SecretFinding, SkipReason, labels,
 };
 use snapsentry_tests::world::images::{self, Images};
 use snapsentry_tests::world::{self, condition};
@@ -696,4 +699,168 @@ async fn a_scan_past_its_timeout_fails_with_deadline_exceeded() -> Result<()> {
     assert_eq!(job.status.as_ref().and_then(|s| s.failed), Some(1));
     w.stop_operator().await?;
     Ok(())
+}
+
+/// A ValidatingAdmissionPolicy (with its binding, limited to namespace `ns`) that denies the
+/// scanner Job of machine `machine`.
+async fn deny_jobs_of(w: &World, machine: &str) -> Result<()> {
+    let name = format!("{}-deny-{machine}", w.ns);
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": name },
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": { "resourceRules": [{
+                "apiGroups": ["batch"], "apiVersions": ["v1"],
+                "operations": ["CREATE"], "resources": ["jobs"]
+            }]},
+            "validations": [{
+                "expression": format!(
+                    "!has(object.metadata.labels) || !('{key}' in object.metadata.labels) || object.metadata.labels['{key}'] != '{machine}'",
+                    key = labels::MACHINE
+                ),
+                "message": format!("scanner Jobs of {machine} are not admitted here"),
+            }]
+        }
+    }))?;
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": name },
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": { "namespaceSelector": {
+                "matchLabels": { "kubernetes.io/metadata.name": w.ns }
+            }}
+        }
+    }))?;
+    let pp = PostParams::default();
+    Api::<ValidatingAdmissionPolicy>::all(w.client.clone())
+        .create(&pp, &policy)
+        .await?;
+    Api::<ValidatingAdmissionPolicyBinding>::all(w.client.clone())
+        .create(&pp, &binding)
+        .await?;
+    Ok(())
+}
+
+/// Removes what [`deny_jobs_of`] made.
+async fn admit_jobs_of(w: &World, machine: &str) -> Result<()> {
+    let name = format!("{}-deny-{machine}", w.ns);
+    let dp = DeleteParams::default();
+    Api::<ValidatingAdmissionPolicyBinding>::all(w.client.clone())
+        .delete(&name, &dp)
+        .await?;
+    Api::<ValidatingAdmissionPolicy>::all(w.client.clone())
+        .delete(&name, &dp)
+        .await?;
+    Ok(())
+}
+
+/// Fair progress. A quota that refuses every Job: the scan waits, visibly (`Degraded`
+/// `JobsRefused`, a `JobRefused` event), and goes on once Jobs are admitted. Then an admission
+/// policy that denies one machine's Job: that machine fails with the API server's reason (its
+/// `Scanned` condition, a `MachineScanFailed` event, the policy `Degraded`) while the other
+/// machines of the scan are scanned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_job_fails_its_machine_and_the_others_go_on() -> Result<()> {
+    let mut w = images_world("op-refused", "0.2").await?;
+    w.forbid_jobs().await?;
+    create_policy(&w, "lab", &["db-01", "web-01", "web-02"], 1).await?;
+    w.wait_policy(
+        "lab",
+        "Degraded=True JobsRefused",
+        Duration::from_secs(60),
+        |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Degraded"))
+                .is_some_and(|c| c.status == "True" && c.reason == "JobsRefused")
+        },
+    )
+    .await?;
+    ensure!(w.jobs().await?.is_empty(), "a Job despite the quota");
+    ensure!(
+        w.event_reasons().await?.iter().any(|r| r == "JobRefused"),
+        "a JobRefused event"
+    );
+    w.allow_jobs().await?;
+    let first = wait_scan_finished(&w, "lab", None).await?;
+    let m = first.status.as_ref().unwrap().machines.clone().unwrap();
+    ensure!((m.scanned, m.failed) == (3, 0), "{m:?}");
+    assert_eq!(
+        condition(&first, "Degraded").map(|c| c.status.as_str()),
+        Some("False")
+    );
+
+    // The admission policy takes effect once the API server has loaded it.
+    deny_jobs_of(&w, "lab-db-01").await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let first_id = first.status.as_ref().unwrap().scan_id.clone();
+    w.scan_now("lab", "2").await?;
+    let second = wait_scan_finished(&w, "lab", first_id.as_deref()).await;
+    admit_jobs_of(&w, "lab-db-01").await?;
+    let second = second?;
+    let m = second.status.as_ref().unwrap().machines.clone().unwrap();
+    ensure!(
+        (m.scanned, m.failed) == (2, 1),
+        "db-01 (first in line, concurrency 1) failed alone: {m:?}"
+    );
+    let degraded = condition(&second, "Degraded").context("Degraded")?;
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "MachinesFailed")
+    );
+    ensure!(
+        degraded.message.contains("lab-db-01"),
+        "{}",
+        degraded.message
+    );
+    let machines = w.machines().await?;
+    let db = &machines["lab-db-01"];
+    assert_eq!(phase(db), Some(MachinePhase::Failed));
+    let scanned = condition_of(db, "Scanned").context("Scanned")?;
+    assert_eq!(
+        (scanned.status.as_str(), scanned.reason.as_str()),
+        ("False", "JobRefused")
+    );
+    ensure!(
+        scanned
+            .message
+            .contains("scanner Jobs of lab-db-01 are not admitted here"),
+        "the API server's reason: {}",
+        scanned.message
+    );
+    for web in ["lab-web-01", "lab-web-02"] {
+        assert_eq!(phase(&machines[web]), Some(MachinePhase::Scanned), "{web}");
+    }
+    ensure!(
+        w.event_reasons()
+            .await?
+            .iter()
+            .any(|r| r == "MachineScanFailed"),
+        "a MachineScanFailed event"
+    );
+    let second_id = second.status.as_ref().unwrap().scan_id.clone().unwrap();
+    let db_jobs = w
+        .jobs()
+        .await?
+        .into_iter()
+        .filter(|j| {
+            j.labels().get(labels::MACHINE).map(String::as_str) == Some("lab-db-01")
+                && j.labels().get(labels::SCAN_ID) == Some(&second_id)
+        })
+        .count();
+    ensure!(db_jobs == 0, "no Job of db-01 in the second scan");
+    w.stop_operator().await?;
+    Ok(())
+}
+
+fn condition_of<'a>(
+    m: &'a ScannedMachine,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    m.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
 }

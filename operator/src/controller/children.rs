@@ -2,7 +2,7 @@
 //! cluster matches what correlation wants, which findings need a status patch, and how a scanner
 //! Job ended.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::batch::v1::Job;
 use kube::ResourceExt;
@@ -26,13 +26,10 @@ pub fn diff_owned<K: ResourceExt>(
     same: impl Fn(&K, &K) -> bool,
 ) -> ChildPlan {
     let wanted: BTreeSet<String> = desired.iter().map(|d| d.name_any()).collect();
+    let existing: BTreeMap<String, &K> = current.iter().map(|c| (c.name_any(), c)).collect();
     let apply = desired
         .iter()
-        .filter(|d| {
-            !current
-                .iter()
-                .any(|c| c.name_any() == d.name_any() && same(c, d))
-        })
+        .filter(|d| !existing.get(&d.name_any()).is_some_and(|c| same(c, d)))
         .map(|d| d.name_any())
         .collect();
     let delete = current
@@ -43,25 +40,40 @@ pub fn diff_owned<K: ResourceExt>(
     ChildPlan { apply, delete }
 }
 
-/// Updates whose status or `snapsentry.io/*` labels differ from the finding as it is.
+/// A finding to write, and which of its parts differ from the finding as it is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FindingWrite<'a> {
+    pub update: &'a FindingUpdate,
+    /// The operator's `snapsentry.io/*` labels differ.
+    pub labels: bool,
+    /// The status differs.
+    pub status: bool,
+}
+
+/// Updates whose status or `snapsentry.io/*` labels differ from the finding as it is (findings
+/// no longer there are skipped), with what differs: only that part is written.
 pub fn changed_findings<'a>(
     findings: &[SecretFinding],
     updates: &'a [FindingUpdate],
-) -> Vec<&'a FindingUpdate> {
+) -> Vec<FindingWrite<'a>> {
+    let by_name: BTreeMap<&str, &SecretFinding> = findings
+        .iter()
+        .filter_map(|f| Some((f.metadata.name.as_deref()?, f)))
+        .collect();
     updates
         .iter()
-        .filter(|u| {
-            let Some(f) = findings
-                .iter()
-                .find(|f| f.metadata.name.as_deref() == Some(u.name.as_str()))
-            else {
-                return false;
-            };
-            let labels_differ = u
+        .filter_map(|u| {
+            let f = by_name.get(u.name.as_str())?;
+            let labels = u
                 .labels
                 .iter()
                 .any(|(k, v)| f.metadata.labels.as_ref().and_then(|l| l.get(k)) != Some(v));
-            labels_differ || f.status.as_ref() != Some(&u.status)
+            let status = f.status.as_ref() != Some(&u.status);
+            (labels || status).then_some(FindingWrite {
+                update: u,
+                labels,
+                status,
+            })
         })
         .collect()
 }
@@ -171,15 +183,19 @@ mod tests {
             labels: labels.clone(),
         };
         let updates = [update];
-        assert_eq!(
-            changed_findings(std::slice::from_ref(&f), &updates).len(),
-            1
-        );
+        // (labels, status) of each write.
+        let parts = |f: &SecretFinding| -> Vec<(bool, bool)> {
+            changed_findings(std::slice::from_ref(f), &updates)
+                .iter()
+                .map(|w| (w.labels, w.status))
+                .collect()
+        };
+        assert_eq!(parts(&f), [(true, true)], "a new finding: both");
         f.status = Some(status);
         assert_eq!(
-            changed_findings(std::slice::from_ref(&f), &updates).len(),
-            1,
-            "labels still differ"
+            parts(&f),
+            [(true, false)],
+            "labels still differ, the status is written already"
         );
         let mut with_more = labels;
         with_more.insert("team".into(), "x".into());
@@ -187,6 +203,12 @@ mod tests {
         assert!(
             changed_findings(std::slice::from_ref(&f), &updates).is_empty(),
             "other labels are left alone"
+        );
+        f.status = None;
+        assert_eq!(parts(&f), [(false, true)], "only the status");
+        assert!(
+            changed_findings(&[], &updates).is_empty(),
+            "a finding gone since is not written"
         );
     }
 

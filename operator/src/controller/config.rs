@@ -5,11 +5,15 @@ use std::net::SocketAddr;
 use crate::error::{Error, Result};
 use jiff::SignedDuration;
 use k8s_openapi::api::core::v1::ResourceRequirements;
+use snapsentry_crds::limits;
 
 use crate::job::{DEFAULT_TIMEOUT_SECONDS, JobSettings, ScannerPodDefaults};
 
 /// Default of [`Config::snapshot_ttl`].
 pub const DEFAULT_SNAPSHOT_TTL: SignedDuration = SignedDuration::from_hours(24);
+
+/// Default of [`Config::write_concurrency`].
+pub const DEFAULT_WRITE_CONCURRENCY: usize = 16;
 
 /// Log output format (`SNAPSENTRY_LOG_FORMAT`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +66,15 @@ pub struct Config {
     /// `accessKeyId`, `secretAccessKey`, optional `sessionToken`) whose credentials scanner Jobs
     /// of AWS machines get; unset, they use their service account's identity (IRSA).
     pub scanner_aws_credentials_secret: Option<String>,
+    /// `SNAPSENTRY_WRITE_CONCURRENCY` (default 16, at least 1): requests in flight at once while
+    /// a finishing scan writes findings, AttackPaths, Recommendations and machine counts. The
+    /// API server's priority and fairness still queues them under the operator's flow.
+    pub write_concurrency: usize,
+    /// `SNAPSENTRY_MAX_FINDINGS_PER_MACHINE` (default and most
+    /// [`snapsentry_crds::limits::MAX_FINDINGS_PER_MACHINE`], 500): SecretFindings a scanner Job
+    /// writes per machine, the most severe first; the rest are counted in the machine's
+    /// `status.lastScan.findingsOverCap`.
+    pub max_findings_per_machine: u32,
 }
 
 impl Config {
@@ -134,6 +147,27 @@ impl Config {
             })
             .transpose()?
             .unwrap_or_default();
+        let positive = |k: &str, default: usize| -> Result<usize> {
+            match var(k) {
+                None => Ok(default),
+                Some(v) => match v.parse::<usize>() {
+                    Ok(n) if n > 0 => Ok(n),
+                    _ => Err(Error::Config(format!(
+                        "{k} must be a positive integer, not {v:?}"
+                    ))),
+                },
+            }
+        };
+        let write_concurrency =
+            positive("SNAPSENTRY_WRITE_CONCURRENCY", DEFAULT_WRITE_CONCURRENCY)?;
+        let max_findings = limits::MAX_FINDINGS_PER_MACHINE;
+        let max_findings_per_machine =
+            positive("SNAPSENTRY_MAX_FINDINGS_PER_MACHINE", max_findings)?;
+        if max_findings_per_machine > max_findings {
+            return Err(Error::Config(format!(
+                "SNAPSENTRY_MAX_FINDINGS_PER_MACHINE is at most {max_findings}"
+            )));
+        }
         let pod_name = var("SNAPSENTRY_POD_NAME")
             .or_else(|| var("HOSTNAME"))
             .unwrap_or_else(|| format!("snapsentry-operator-{}", std::process::id()));
@@ -167,6 +201,8 @@ impl Config {
             log_format,
             listen,
             job_ttl_seconds,
+            write_concurrency,
+            max_findings_per_machine: max_findings_per_machine as u32,
         })
     }
 
@@ -183,6 +219,7 @@ impl Config {
             default_timeout_seconds: self.scanner_timeout_seconds,
             aws_credentials_secret: self.scanner_aws_credentials_secret.clone(),
             pod_defaults: self.scanner_pod.clone(),
+            max_findings: self.max_findings_per_machine,
         }
     }
 }
@@ -220,6 +257,8 @@ mod tests {
         assert_eq!(c.listen.port(), 8080);
         assert_eq!(c.job_settings().ttl_seconds_after_finished, 3600);
         assert_eq!(c.snapshot_ttl, SignedDuration::from_hours(24));
+        assert_eq!(c.write_concurrency, DEFAULT_WRITE_CONCURRENCY);
+        assert_eq!(c.job_settings().max_findings, 500);
     }
 
     #[test]
@@ -246,6 +285,8 @@ mod tests {
                 "SNAPSENTRY_SCANNER_POD",
                 r#"{"imagePullSecrets":[{"name":"regcred"}],"priorityClassName":""}"#,
             ),
+            ("SNAPSENTRY_WRITE_CONCURRENCY", "4"),
+            ("SNAPSENTRY_MAX_FINDINGS_PER_MACHINE", "100"),
         ]);
         let c = config(&vars).unwrap();
         assert_eq!(c.watch_namespaces, ["team-a", "team-b"]);
@@ -265,6 +306,7 @@ mod tests {
         assert_eq!(s.pod_defaults.image_pull_secrets[0].name, "regcred");
         assert!(c.leader_election);
         assert_eq!(c.snapshot_ttl, SignedDuration::from_mins(90));
+        assert_eq!((c.write_concurrency, s.max_findings), (4, 100));
         // The chart renders an empty list as "".
         let mut vars = BASE.to_vec();
         vars.push(("SNAPSENTRY_WATCH_NAMESPACES", ""));
@@ -288,5 +330,14 @@ mod tests {
             e.contains("SNAPSENTRY_SCANNER_POD") && e.contains("tolerationz"),
             "{e}"
         );
+        for (k, v) in [
+            ("SNAPSENTRY_WRITE_CONCURRENCY", "0"),
+            ("SNAPSENTRY_MAX_FINDINGS_PER_MACHINE", "501"),
+            ("SNAPSENTRY_MAX_FINDINGS_PER_MACHINE", "many"),
+        ] {
+            let mut vars = BASE.to_vec();
+            vars.push((k, v));
+            assert!(config(&vars).is_err(), "{k}={v}");
+        }
     }
 }

@@ -5,8 +5,12 @@
 
 use std::collections::BTreeMap;
 
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
@@ -43,8 +47,13 @@ pub(super) async fn finish_scan(
     }
 
     let targets = target_inventory(scope).await;
+    // Page by page, each finding kept only as correlation reads it.
     let findings: Vec<SecretFinding> = scope
-        .list(&scope.api::<SecretFinding>(), &scope.policy_selector())
+        .list_as(
+            &scope.api::<SecretFinding>(),
+            &scope.policy_selector(),
+            correlate::compact,
+        )
         .await?;
     // An invalid retention (reported in `Ready`; no scan starts with one, but one may have
     // started before the spec changed) deletes nothing rather than falling back to a default.
@@ -70,15 +79,20 @@ pub(super) async fn finish_scan(
         a.spec == b.spec && a.metadata.labels == b.metadata.labels
     })
     .await?;
+    let mut recount = Vec::new();
     for m in &machines {
-        let counts = correlation.machine_findings.get(&m.name_any());
+        let name = m.name_any();
+        let counts = correlation.machine_findings.get(&name);
         if m.status.as_ref().and_then(|s| s.findings.as_ref()) != counts {
-            let status = serde_json::json!({ "findings": counts });
-            scope
-                .merge_status::<ScannedMachine>(&m.name_any(), &status)
-                .await?;
+            recount.push((name, serde_json::json!({ "findings": counts })));
         }
     }
+    let mut writes = Bounded::new(scope);
+    for (name, status) in recount {
+        let write = async move { scope.merge_status::<ScannedMachine>(&name, &status).await };
+        writes.push(write.boxed()).await?;
+    }
+    writes.finish().await?;
     scope
         .ctx
         .metrics
@@ -111,6 +125,27 @@ pub(super) async fn finish_scan(
         generation,
         now,
     );
+    set_degraded(&mut status.conditions, &machines, scan_id, generation, now);
+    tracing::info!(policy = %scope.name, %scan_id, scanned = counts.scanned, incomplete = counts.incomplete, failed = counts.failed, "scan finished");
+    let type_ = if counts.failed > 0 || counts.incomplete > 0 {
+        EventType::Warning
+    } else {
+        EventType::Normal
+    };
+    scope.event(type_, "ScanFinished", "Scan", summary).await;
+    Ok(true)
+}
+
+/// The policy's `Degraded` condition after scan `scan_id`: `True` (`MachinesFailed`, naming the
+/// first ten) when a machine failed, else `False`.
+pub(super) fn set_degraded(
+    conditions: &mut Vec<Condition>,
+    machines: &[ScannedMachine],
+    scan_id: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let counts = machine_counts(machines);
     if counts.failed > 0 {
         let failed: Vec<String> = machines
             .iter()
@@ -119,7 +154,7 @@ pub(super) async fn finish_scan(
             .take(10)
             .collect();
         set_condition(
-            &mut status.conditions,
+            conditions,
             "Degraded",
             "True",
             "MachinesFailed",
@@ -134,7 +169,7 @@ pub(super) async fn finish_scan(
         );
     } else {
         set_condition(
-            &mut status.conditions,
+            conditions,
             "Degraded",
             "False",
             "AllMachinesScanned",
@@ -150,49 +185,94 @@ pub(super) async fn finish_scan(
             now,
         );
     }
-    tracing::info!(policy = %scope.name, %scan_id, scanned = counts.scanned, incomplete = counts.incomplete, failed = counts.failed, "scan finished");
-    let type_ = if counts.failed > 0 || counts.incomplete > 0 {
-        EventType::Warning
-    } else {
-        EventType::Normal
-    };
-    scope.event(type_, "ScanFinished", "Scan", summary).await;
-    Ok(true)
 }
 
-/// Patch finding statuses and the operator's labels; delete findings past retention.
+/// Requests in flight at once, at most `limit` (the operator's `SNAPSENTRY_WRITE_CONCURRENCY`):
+/// [`Bounded::push`] waits for one to end when `limit` run; the first error is returned (the scan
+/// finishes at a later reconcile, writing what is still different).
+struct Bounded<'a> {
+    limit: usize,
+    running: FuturesUnordered<BoxFuture<'a, Result<()>>>,
+}
+
+impl<'a> Bounded<'a> {
+    fn new(scope: &Scope<'_>) -> Self {
+        Self {
+            limit: scope.ctx.config.write_concurrency.max(1),
+            running: FuturesUnordered::new(),
+        }
+    }
+
+    /// Start `request` once fewer than `limit` run.
+    async fn push(&mut self, request: BoxFuture<'a, Result<()>>) -> Result<()> {
+        while self.running.len() >= self.limit {
+            if let Some(done) = self.running.next().await {
+                done?;
+            }
+        }
+        self.running.push(request);
+        Ok(())
+    }
+
+    /// Wait for every request started.
+    async fn finish(mut self) -> Result<()> {
+        while let Some(done) = self.running.next().await {
+            done?;
+        }
+        Ok(())
+    }
+}
+
+/// Patch finding statuses and the operator's labels, only the parts that changed, one request
+/// per part; delete findings past retention.
 async fn write_findings(
     scope: &Scope<'_>,
     findings: &[SecretFinding],
     correlation: &correlate::Correlation,
 ) -> Result<()> {
-    let api = scope.api::<SecretFinding>();
-    let params = PatchParams::apply(contract::OPERATOR).force();
-    for update in changed_findings(findings, &correlation.findings) {
-        let labels: BTreeMap<&str, &String> = OPERATOR_FINDING_LABELS
-            .iter()
-            .filter_map(|k| Some((*k, update.labels.get(*k)?)))
-            .collect();
-        let meta = serde_json::json!({
-            "apiVersion": SecretFinding::api_version(&()),
-            "kind": SecretFinding::kind(&()),
-            "metadata": { "name": update.name, "labels": labels },
-        });
-        api.patch(&update.name, &params, &Patch::Apply(&meta))
-            .await?;
-        let status = serde_json::json!({
-            "apiVersion": SecretFinding::api_version(&()),
-            "kind": SecretFinding::kind(&()),
-            "metadata": { "name": update.name },
-            "status": update.status,
-        });
-        api.patch_status(&update.name, &params, &Patch::Apply(&status))
-            .await?;
+    let api = &scope.api::<SecretFinding>();
+    let params = &PatchParams::apply(contract::OPERATOR).force();
+    let writes = changed_findings(findings, &correlation.findings);
+    tracing::info!(policy = %scope.name, findings = findings.len(), changed = writes.len(), "writing findings");
+    let mut requests = Bounded::new(scope);
+    for w in writes {
+        let update = w.update;
+        if w.labels {
+            let labels: BTreeMap<&str, &String> = OPERATOR_FINDING_LABELS
+                .iter()
+                .filter_map(|k| Some((*k, update.labels.get(*k)?)))
+                .collect();
+            let meta = serde_json::json!({
+                "apiVersion": SecretFinding::api_version(&()),
+                "kind": SecretFinding::kind(&()),
+                "metadata": { "name": update.name, "labels": labels },
+            });
+            let patch = async move {
+                api.patch(&update.name, params, &Patch::Apply(&meta))
+                    .await?;
+                Ok(())
+            };
+            requests.push(patch.boxed()).await?;
+        }
+        if w.status {
+            let status = serde_json::json!({
+                "apiVersion": SecretFinding::api_version(&()),
+                "kind": SecretFinding::kind(&()),
+                "metadata": { "name": update.name },
+                "status": update.status,
+            });
+            let patch = async move {
+                api.patch_status(&update.name, params, &Patch::Apply(&status))
+                    .await?;
+                Ok(())
+            };
+            requests.push(patch.boxed()).await?;
+        }
     }
     for name in &correlation.to_delete {
-        delete_if_present(&api, name).await?;
+        requests.push(delete_if_present(api, name).boxed()).await?;
     }
-    Ok(())
+    requests.finish().await
 }
 
 /// Apply the desired objects of a kind and delete the policy's others; returns how many are
@@ -207,18 +287,24 @@ where
         + Clone
         + DeserializeOwned
         + Serialize
-        + std::fmt::Debug,
+        + std::fmt::Debug
+        + Sync,
 {
-    let api = scope.api::<K>();
-    let current = scope.list(&api, &scope.policy_selector()).await?;
+    let api = &scope.api::<K>();
+    let current = scope.list(api, &scope.policy_selector()).await?;
     let plan = diff_owned(&current, desired, same);
+    let by_name: BTreeMap<String, &K> = desired.iter().map(|d| (d.name_any(), d)).collect();
+    let mut apply = Vec::with_capacity(plan.apply.len());
     for name in &plan.apply {
-        if let Some(obj) = desired.iter().find(|d| &d.name_any() == name) {
-            server_side_apply(&api, obj).await?;
-        }
+        apply.extend(by_name.get(name).copied());
+    }
+    let mut requests = Bounded::new(scope);
+    for obj in apply {
+        requests.push(server_side_apply(api, obj).boxed()).await?;
     }
     for name in &plan.delete {
-        delete_if_present(&api, name).await?;
+        requests.push(delete_if_present(api, name).boxed()).await?;
     }
+    requests.finish().await?;
     Ok(desired.len())
 }

@@ -205,12 +205,38 @@ async fn advance_scan(
     now: Timestamp,
 ) -> Result<bool> {
     let mut view = jobs::sync_machines(scope, scan_id, now).await?;
-    start::start_next(scope, &mut view, scan_id, now).await?;
+    let refused = start::start_next(scope, &mut view, scan_id, now).await?;
     snapshots::report_active(scope, &view);
     let counts = machine_counts(&view);
     status.machines = Some(counts.clone());
     if scan_complete(&view) && finish::finish_scan(scope, scan_id, status, now).await? {
         return Ok(true);
+    }
+    let generation = scope.policy.metadata.generation;
+    if let Some(message) = refused {
+        // A quota refuses the scanner Jobs: visible on the policy while the scan waits.
+        set_condition(
+            &mut status.conditions,
+            "Degraded",
+            "True",
+            "JobsRefused",
+            &message,
+            generation,
+            now,
+        );
+    } else if counts.failed > 0 {
+        // Failed machines show while the others go on, not only once the scan is over.
+        finish::set_degraded(&mut status.conditions, &view, scan_id, generation, now);
+    } else if condition(&status.conditions, "Degraded").is_some_and(|c| c.reason == "JobsRefused") {
+        set_condition(
+            &mut status.conditions,
+            "Degraded",
+            "False",
+            "JobsAdmitted",
+            &format!("scan {scan_id}: scanner Jobs are admitted again"),
+            generation,
+            now,
+        );
     }
     set_condition(
         &mut status.conditions,
@@ -223,7 +249,7 @@ async fn advance_scan(
             counts.total,
             counts.scanning
         ),
-        scope.policy.metadata.generation,
+        generation,
         now,
     );
     Ok(false)

@@ -19,6 +19,12 @@ use crate::correlate::slugify;
 use crate::error::{Error, Result};
 use snapsentry_cloud::ProviderContext;
 
+/// Objects per list request: a policy's findings are listed in pages, never in one response.
+pub const LIST_PAGE: u32 = 500;
+
+/// Characters of an Event's note the API server accepts.
+const MAX_EVENT_NOTE: usize = 1024;
+
 /// A policy's namespace (policies are namespaced; one without is an error).
 pub fn namespace_of(policy: &ScanPolicy) -> Result<String> {
     policy.namespace().ok_or(Error::MissingField {
@@ -126,14 +132,37 @@ impl<'a> Scope<'a> {
         self.ctx.providers.forget(&self.namespace, &self.name);
     }
 
+    /// The objects `selector` selects, listed [`LIST_PAGE`] at a time.
     pub(super) async fn list<K>(&self, api: &Api<K>, selector: &str) -> Result<Vec<K>>
     where
         K: Clone + DeserializeOwned + std::fmt::Debug,
     {
-        Ok(api
-            .list(&ListParams::default().labels(selector))
-            .await?
-            .items)
+        self.list_as(api, selector, |k| k).await
+    }
+
+    /// The objects `selector` selects, listed [`LIST_PAGE`] at a time (`limit`/`continue`), each
+    /// made into what the caller keeps of it by `keep` as its page arrives: no more than a page
+    /// of whole objects (and of the response body) is ever held.
+    pub(super) async fn list_as<K, T>(
+        &self,
+        api: &Api<K>,
+        selector: &str,
+        mut keep: impl FnMut(K) -> T,
+    ) -> Result<Vec<T>>
+    where
+        K: Clone + DeserializeOwned + std::fmt::Debug,
+    {
+        let mut params = ListParams::default().labels(selector).limit(LIST_PAGE);
+        let mut out = Vec::new();
+        loop {
+            let page = api.list(&params).await?;
+            out.extend(page.items.into_iter().map(&mut keep));
+            match page.metadata.continue_ {
+                Some(token) if !token.is_empty() => params = params.continue_token(&token),
+                _ => break,
+            }
+        }
+        Ok(out)
     }
 
     /// The policy's ScannedMachines, by name.
@@ -183,8 +212,19 @@ impl<'a> Scope<'a> {
         Ok(())
     }
 
-    /// Publish a Kubernetes Event on the policy; a failure is only logged.
-    pub(super) async fn event(&self, type_: EventType, reason: &str, action: &str, note: String) {
+    /// Publish a Kubernetes Event on the policy; a failure is only logged. A note past the API's
+    /// 1,024 characters (an API server's message quoted in it) is cut to fit.
+    pub(super) async fn event(
+        &self,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        mut note: String,
+    ) {
+        if let Some((cut, _)) = note.char_indices().nth(MAX_EVENT_NOTE - 1) {
+            note.truncate(cut);
+            note.push('…');
+        }
         let event = Event {
             type_,
             reason: reason.to_owned(),

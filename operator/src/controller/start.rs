@@ -21,23 +21,67 @@ use super::volumes::{self, BlockClaim};
 use crate::error::{Error, Result};
 use crate::job::{JobRequest, scanner_job};
 
-/// Start the next machines under the policy's concurrency limit.
+/// How the API server's refusal to create a scanner Job is handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobRefusal {
+    /// A ResourceQuota of the namespace is used up: every Job there is refused alike until Jobs
+    /// end or the quota grows, so starting other machines would only take more snapshots. The
+    /// scan waits (the policy `Degraded`, a Warning event) and tries again.
+    Quota,
+    /// Refused for this Job (an admission webhook or ValidatingAdmissionPolicy, an invalid
+    /// object, RBAC, a missing namespace): the machine fails with the reason, the others go on.
+    Machine,
+}
+
+/// How a failed Job creation (`status`, the API server's answer) is handled: `None` for what is
+/// retried as it is (throttling, server errors, an unreachable webhook) and for `AlreadyExists`.
+pub fn job_refusal(status: &kube::core::Status) -> Option<JobRefusal> {
+    match status.code {
+        403 if status.message.contains("exceeded quota") => Some(JobRefusal::Quota),
+        400 | 403 | 404 | 422 => Some(JobRefusal::Machine),
+        _ => None,
+    }
+}
+
+/// Start the next machines under the policy's concurrency limit. A machine whose Job the API
+/// server refuses fails alone; a quota refusal stops the round and is returned (the scan waits).
 pub(super) async fn start_next(
     scope: &Scope<'_>,
     view: &mut [ScannedMachine],
     scan_id: &str,
     now: Timestamp,
-) -> Result<()> {
+) -> Result<Option<String>> {
     let next: Vec<String> = next_to_start(scope.policy, view)
         .iter()
         .map(|m| m.name_any())
         .collect();
     for name in next {
         if let Some(m) = view.iter_mut().find(|m| m.name_any() == name) {
-            start_machine(scope, m, scan_id, now).await?;
+            match start_machine(scope, m, scan_id, now).await {
+                Ok(()) => {}
+                Err(Error::Kube(kube::Error::Api(s)))
+                    if job_refusal(&s) == Some(JobRefusal::Quota) =>
+                {
+                    let message = format!(
+                        "the scanner Job of machine {name} was refused, the scan waits: {}",
+                        s.message
+                    );
+                    tracing::warn!(policy = %scope.name, machine = %name, %scan_id, error = %s.message, "scanner Job refused by a quota; retrying");
+                    scope
+                        .event(
+                            EventType::Warning,
+                            "JobRefused",
+                            "CreateJob",
+                            message.clone(),
+                        )
+                        .await;
+                    return Ok(Some(message));
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Snapshot a machine, grant the scanner read access, create its block volumes (PersistentVolume
@@ -145,6 +189,14 @@ async fn start_machine(
             job
         }
         Err(kube::Error::Api(s)) if s.is_already_exists() => jobs.get(&job_name).await?,
+        Err(kube::Error::Api(s)) if job_refusal(&s) == Some(JobRefusal::Machine) => {
+            let e = Error::JobRefused(s.message);
+            tracing::warn!(policy = %scope.name, machine = %name, job = %job_name, error = %e, "scanner Job refused; the machine fails");
+            fail_before_job(scope, m, scan_id, "JobRefused", "CreateJob", &e, now).await?;
+            // Nothing will read them: release the grant, the volumes and the snapshots.
+            snapshots::release_finished(scope, m, scan_id).await;
+            return Ok(());
+        }
         Err(e) => return Err(e.into()),
     };
     if let Some(secret) = &secret_name {
@@ -159,7 +211,7 @@ async fn start_machine(
 }
 
 /// Machine `m` failed in scan `scan_id` before its Job existed (`reason` `SnapshotFailed`,
-/// `GrantFailed` or `VolumeFailed`): record it in its status, with a Warning event (`action`).
+/// `GrantFailed`, `VolumeFailed` or `JobRefused`): record it in its status, with a Warning event (`action`).
 async fn fail_before_job(
     scope: &Scope<'_>,
     m: &mut ScannedMachine,
@@ -201,4 +253,38 @@ async fn fail_before_job(
         .await;
     m.status = Some(st);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::core::Status;
+
+    use super::*;
+
+    #[test]
+    fn job_refusals() {
+        let refusal =
+            |code, reason, message| job_refusal(&Status::failure(message, reason).with_code(code));
+        let quota = "jobs.batch \"scan-a\" is forbidden: exceeded quota: no-jobs, requested: count/jobs.batch=1, used: count/jobs.batch=0, limited: count/jobs.batch=0";
+        assert_eq!(refusal(403, "Forbidden", quota), Some(JobRefusal::Quota));
+        let denied = "jobs.batch \"scan-a\" is forbidden: ValidatingAdmissionPolicy 'p' with binding 'b' denied request: no";
+        assert_eq!(refusal(422, "Invalid", denied), Some(JobRefusal::Machine));
+        let webhook = "admission webhook \"jobs.example.com\" denied the request: no";
+        assert_eq!(
+            refusal(403, "Forbidden", webhook),
+            Some(JobRefusal::Machine)
+        );
+        assert_eq!(refusal(400, "BadRequest", "bad"), Some(JobRefusal::Machine));
+        assert_eq!(
+            refusal(404, "NotFound", "namespaces \"x\" not found"),
+            Some(JobRefusal::Machine)
+        );
+        // Retried as they are: throttling, server errors, an unreachable webhook; AlreadyExists
+        // is the Job of an earlier attempt.
+        assert_eq!(refusal(429, "TooManyRequests", "slow down"), None);
+        let unreachable = "Internal error occurred: failed calling webhook \"jobs.example.com\"";
+        assert_eq!(refusal(500, "InternalError", unreachable), None);
+        assert_eq!(refusal(503, "ServiceUnavailable", ""), None);
+        assert_eq!(refusal(409, "AlreadyExists", "exists"), None);
+    }
 }

@@ -68,6 +68,7 @@ pub(crate) fn settings() -> JobSettings {
         default_timeout_seconds: DEFAULT_TIMEOUT_SECONDS,
         aws_credentials_secret: None,
         pod_defaults: ScannerPodDefaults::default(),
+        max_findings: 500,
     }
 }
 

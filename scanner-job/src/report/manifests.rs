@@ -8,7 +8,9 @@ use snapsentry_crds::label_value::slugify;
 use snapsentry_engine::Finding;
 
 use super::Report;
-use crate::finding::{FindingScope, Located, cap_findings, finding_object, group_findings};
+use crate::finding::{
+    FindingScope, Located, cap_findings, finding_object, group_findings, over_cap_error,
+};
 
 /// `spec.policy` of the manifests `--format yaml` prints when `--policy` is not given.
 pub const DEFAULT_MANIFEST_POLICY: &str = "snapsentry-scan";
@@ -103,8 +105,9 @@ impl Report {
             })
             .collect();
         let mut groups = group_findings(located, &[]);
-        if let Some(e) = cap_findings(&mut groups, 0) {
-            tracing::warn!(machine = %machine, "{e}");
+        let over = cap_findings(&mut groups, 0);
+        if over > 0 {
+            tracing::warn!(machine = %machine, "{}", over_cap_error(groups.len(), over));
         }
         let now = Time(now);
         let mut out = String::new();
