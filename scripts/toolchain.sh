@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the end-to-end tests run: Debian tools for disk images, a Python venv with moto, Azurite, and a
-# Kubernetes control plane (kube-apiserver, kubectl, etcd, helm) built from the official Go modules at
+# Installs what the end-to-end tests run: Debian tools for disk images, a Python venv with moto, Azurite, a
+# debootstrap Debian root for the stock-OS noise test, and a Kubernetes control plane (kube-apiserver, kubectl, etcd, helm) built from the official Go modules at
 # the versions pinned in tests/controlplane/versions.env.
 #
 # Idempotent: anything present is skipped, so a second run takes seconds. Everything lands under
@@ -196,3 +196,8 @@ fi
 install_moto
 install_azurite
 install_control_plane
+# The stock Debian root the noise test scans (scanner-job/tests/stock_os.rs), cached by suite and
+# package set.
+"$repo/scripts/lib/stock-root.sh" >/dev/null || die "scripts/lib/stock-root.sh failed"
+report "stock Debian root" "ok"
+

@@ -7,7 +7,7 @@
 
 use snapsentry_engine as engine;
 
-use crate::{Severity, TargetKind};
+use crate::{PackageFacts, PackageFileState, Severity, TargetKind};
 
 impl From<engine::Severity> for Severity {
     fn from(s: engine::Severity) -> Self {
@@ -33,6 +33,27 @@ impl From<engine::TargetKind> for TargetKind {
             engine::TargetKind::Registry => TargetKind::Registry,
             engine::TargetKind::Host => TargetKind::Host,
             engine::TargetKind::None => TargetKind::None,
+        }
+    }
+}
+
+impl From<engine::packages::PackageFileState> for PackageFileState {
+    fn from(s: engine::packages::PackageFileState) -> Self {
+        use engine::packages::PackageFileState as E;
+        match s {
+            E::Unchanged => PackageFileState::Unchanged,
+            E::Modified => PackageFileState::Modified,
+            E::Unverified => PackageFileState::Unverified,
+        }
+    }
+}
+
+impl From<&engine::packages::PackageFile> for PackageFacts {
+    fn from(p: &engine::packages::PackageFile) -> Self {
+        PackageFacts {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            state: p.state.into(),
         }
     }
 }

@@ -134,6 +134,36 @@ pub struct FindingMetadata {
     /// is certainly a credential; such findings have confidence `low`. Omitted when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub weak_password: bool,
+    /// The OS package that installed the file, from the disk's own package database: findings
+    /// in a file still as the package shipped it are vendor content, at `info`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<PackageFacts>,
+}
+
+/// The OS package a finding's file belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PackageFacts {
+    /// Package name (`libgnutls30`).
+    pub name: String,
+    /// Installed version, as the package manager records it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The file's content against the package's checksum.
+    pub state: PackageFileState,
+}
+
+/// A package file's content against the package's checksum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::common::plain_enum)]
+pub enum PackageFileState {
+    /// As the package shipped it: vendor content, the finding is `info`.
+    Unchanged,
+    /// Changed after installation: the finding keeps its rule's severity.
+    Modified,
+    /// The package records no checksum for it: the finding keeps its rule's severity.
+    Unverified,
 }
 
 /// A resource a secret opens.

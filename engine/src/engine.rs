@@ -129,7 +129,8 @@ impl Engine {
     }
 
     /// Scan one file. `path` is absolute and `/`-separated; it selects path rules, lowers
-    /// confidence in OS package trees and marks SSH host keys `info`. Test-directory exclusion is
+    /// confidence in OS package trees, marks SSH host keys `info` and install-generated service
+    /// keys `low` at most. Test-directory exclusion is
     /// the caller's decision ([`paths::is_test_path`]).
     pub fn scan(&self, path: &str, data: &[u8]) -> FileScan {
         self.scan_with(path, data, true)
@@ -315,6 +316,9 @@ impl Engine {
                         info: info.clone(),
                     });
                 }
+            }
+            if paths::is_install_generated_key(ctx.path) {
+                severity = severity.min(Severity::Low);
             }
             if weak_password {
                 // Certainly a credential, but a weak value is also what defaults and leftover

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 pub mod codec;
 pub mod encoding;
 mod engine;
+pub mod packages;
 pub mod paths;
 pub mod placeholder;
 pub mod prefilter;
@@ -98,6 +99,10 @@ pub struct FindingMetadata {
     /// that is certainly a credential (rules with `credentialField`). Omitted when false.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub weak_password: bool,
+    /// The OS package that installed the file, and whether the file is still as shipped (set by
+    /// the caller from the disk's package database, [`packages`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package: Option<packages::PackageFile>,
 }
 
 /// One secret found in one file. Never holds the secret itself.

@@ -1,5 +1,6 @@
 //! What a file's path says about its findings: test fixtures (skipped by default), OS package
-//! trees (lower confidence), SSH host keys (info), whose home directory it is in.
+//! trees (lower confidence), SSH host keys (info), keys the OS generated at install (low), whose
+//! home directory it is in.
 
 /// Directory names whose content is test data, examples or vendored fixtures.
 const TEST_DIRS: &[&str] = &[
@@ -66,6 +67,12 @@ pub fn is_package_tree(path: &str) -> bool {
 /// SSH host keys: the machine's own identity, `info` only.
 pub fn is_ssh_host_key(path: &str) -> bool {
     path.starts_with("/etc/ssh/") || path.contains("/etc/ssh/ssh_host_")
+}
+
+/// Keys the OS generates at install for its own services, not a secret anyone chose: Debian's
+/// `ssl-cert` snakeoil key (the self-signed TLS certificate's key). Reported at `low` at most.
+pub fn is_install_generated_key(path: &str) -> bool {
+    path == "/etc/ssl/private/ssl-cert-snakeoil.key"
 }
 
 /// True for `authorized_keys` / `authorized_keys2` files.

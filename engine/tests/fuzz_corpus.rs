@@ -1,11 +1,14 @@
-//! Runs the engine fuzz target's seed corpus (`fuzz/corpus/engine/`) through the same entry point
-//! the cargo-fuzz target uses, as a regression test: a crash once found stays fixed. Also feeds
-//! every seed truncated at every length up to 512 bytes, and a few adversarial shapes.
+//! Runs the engine's fuzz targets' seed corpora (`fuzz/corpus/engine/`, `fuzz/corpus/dpkg/`)
+//! through the same entry points the cargo-fuzz targets use, as a regression test: a crash once
+//! found stays fixed. Also feeds every seed truncated at every length up to 512 bytes, and a few
+//! adversarial shapes.
 
 use std::path::PathBuf;
 
-fn corpus() -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/engine");
+fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
     let mut out: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
@@ -22,13 +25,44 @@ fn corpus() -> Vec<(PathBuf, Vec<u8>)> {
 
 #[test]
 fn engine_seed_corpus() {
-    for (path, data) in corpus() {
+    for (path, data) in corpus("engine") {
         eprintln!("engine: {}", path.display());
         snapsentry_engine::fuzz(&data);
         for len in (0..data.len().min(512)).step_by(7) {
             snapsentry_engine::fuzz(&data[..len]);
         }
     }
+}
+
+#[test]
+fn dpkg_seed_corpus() {
+    for (path, data) in corpus("dpkg") {
+        eprintln!("dpkg: {}", path.display());
+        snapsentry_engine::packages::fuzz(&data);
+        for len in 0..data.len().min(512) {
+            snapsentry_engine::packages::fuzz(&data[..len]);
+        }
+    }
+}
+
+#[test]
+fn dpkg_adversarial_shapes_finish_quickly() {
+    let started = std::time::Instant::now();
+    // One endless line, endless paragraphs, endless conffiles, paths that all differ.
+    snapsentry_engine::packages::fuzz(&b"/".repeat(4 << 20));
+    snapsentry_engine::packages::fuzz(&b"Package: p\n\n".repeat(200_000));
+    let mut conffiles = b"Package: p\nStatus: install ok installed\nConffiles:\n".to_vec();
+    conffiles.extend_from_slice(&b" /etc/x 0123456789abcdef0123456789abcdef\n".repeat(100_000));
+    snapsentry_engine::packages::fuzz(&conffiles);
+    let many: Vec<u8> = (0..200_000u32)
+        .flat_map(|i| format!("0123456789abcdef0123456789abcdef  usr/f{i}\n").into_bytes())
+        .collect();
+    snapsentry_engine::packages::fuzz(&many);
+    assert!(
+        started.elapsed().as_secs() < 60,
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]

@@ -109,6 +109,16 @@ pub(crate) fn group_findings(findings: Vec<Located>, exclude_types: &[String]) -
                     BTreeSet::new(),
                 )
             });
+        // One secret in a vendor file and in a file someone wrote is the latter's: the group
+        // takes the most severe occurrence's severity and package facts.
+        let severity: Severity = f.severity.into();
+        if severity > entry.0.severity {
+            entry.0.severity = severity;
+            entry.0.metadata.package = None;
+        }
+        if severity == entry.0.severity && entry.0.metadata.package.is_none() {
+            entry.0.metadata.package = f.metadata.package.as_ref().map(Into::into);
+        }
         merge_metadata(&mut entry.0.metadata, f);
         entry.1.insert(LocKey {
             volume: l.volume,
@@ -381,6 +391,43 @@ mod tests {
         );
         assert_eq!(capped.len(), 1);
         assert_eq!(capped[0].rule_id, "ssh");
+    }
+
+    #[test]
+    fn a_secret_also_outside_vendor_files_takes_the_louder_occurrence() {
+        use snapsentry_engine::packages::{PackageFile, PackageFileState};
+        let mut vendor = located("k", "high", "hmac-sha256:aa", "/usr/lib/libx.so", 1);
+        PackageFile {
+            name: "libx1".into(),
+            version: Some("1.0-1".into()),
+            state: PackageFileState::Unchanged,
+        }
+        .apply(std::slice::from_mut(&mut vendor.finding));
+        let groups = group_findings(vec![vendor], &[]);
+        assert_eq!(groups[0].severity, Severity::Info);
+        let p = groups[0].metadata.package.as_ref().unwrap();
+        assert_eq!(
+            (p.name.as_str(), p.version.as_deref(), p.state),
+            (
+                "libx1",
+                Some("1.0-1"),
+                snapsentry_crds::PackageFileState::Unchanged
+            )
+        );
+
+        let mut vendor = located("k", "high", "hmac-sha256:aa", "/usr/lib/libx.so", 1);
+        PackageFile {
+            name: "libx1".into(),
+            version: None,
+            state: PackageFileState::Unchanged,
+        }
+        .apply(std::slice::from_mut(&mut vendor.finding));
+        let copied = located("k", "high", "hmac-sha256:aa", "/srv/app/key.pem", 1);
+        let groups = group_findings(vec![vendor, copied], &[]);
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].severity, Severity::High);
+        assert_eq!(groups[0].metadata.package, None);
+        assert_eq!(groups[0].location_count, 2);
     }
 
     #[test]

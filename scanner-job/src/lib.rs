@@ -6,7 +6,8 @@
 //! snapshots, [`ebs`]) and writes SecretFindings and the ScannedMachine's status. Both turn their
 //! input into [`options::ScanOptions`] and run the pipeline ([`scan`]: list the files of
 //! directories and volumes, honouring [`glob`] exclusions, then run the detection engine over
-//! them on all cores). Engine findings become SecretFindings through the finding model
+//! them on all cores; findings in unchanged OS package files drop to `info`, see `vendor`).
+//! Engine findings become SecretFindings through the finding model
 //! ([`finding`]: grouping per rule and fingerprint, capped locations, the server-side apply
 //! body), which the Job applies and `--format yaml` prints; [`report`] renders the CLI's table,
 //! JSON, JSONL, SARIF and YAML (tables aligned by `columns`). [`ls`] lists an image's volumes and files without detection, and
@@ -28,3 +29,4 @@ pub mod options;
 pub mod report;
 pub mod scan;
 pub mod triage;
+mod vendor;

@@ -4,7 +4,8 @@
 //! listing order, so nothing downstream depends on scheduling.
 //!
 //! It opens no disk and writes nothing: the CLI ([`crate::cli`]) and the Job ([`crate::job`])
-//! say what to list and turn the results into a report or API objects.
+//! say what to list and turn the results into a report or API objects. Findings in files an OS
+//! package installed and nobody changed drop to `info` ([`crate::vendor`]).
 
 use std::io::{IsTerminal, Read};
 use std::ops::ControlFlow;
@@ -20,6 +21,7 @@ use snapsentry_engine::{Engine, FileScan, paths, time};
 
 use crate::glob::Glob;
 use crate::options::ScanOptions;
+use crate::vendor::PackageDb;
 
 /// Files not scanned, by reason.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -79,7 +81,8 @@ impl FileInfo {
 }
 
 /// Where a file's bytes come from.
-enum Content {
+#[derive(Clone, Debug)]
+pub(crate) enum Content {
     Disk(PathBuf),
     Node { fs: usize, node: NodeId },
 }
@@ -92,6 +95,8 @@ pub(crate) struct FileTask {
     pub(crate) path: String,
     pub(crate) file: FileInfo,
     content: Content,
+    /// Index of the scanned root (directory or volume) in [`Listing`]'s package databases.
+    root: usize,
 }
 
 /// Counters the walk and the workers update.
@@ -109,6 +114,8 @@ pub(crate) struct Listing<'a> {
     /// The files admitted, in listing order.
     pub(crate) tasks: Vec<FileTask>,
     filesystems: Vec<Arc<dyn Filesystem>>,
+    /// The dpkg database of each scanned root, by `FileTask::root`.
+    packages: Vec<PackageDb>,
     /// Files left out, by reason (test directories, too large, unreadable).
     pub(crate) skipped: Skipped,
 }
@@ -121,6 +128,7 @@ impl<'a> Listing<'a> {
             excluded: options.exclude_paths.iter().map(|p| Glob::new(p)).collect(),
             tasks: Vec::new(),
             filesystems: Vec::new(),
+            packages: Vec::new(),
             skipped: Skipped::default(),
         }
     }
@@ -146,6 +154,8 @@ impl<'a> Listing<'a> {
     pub(crate) fn add_dir(&mut self, root: &Path) -> anyhow::Result<()> {
         let mut stack = vec![root.to_path_buf()];
         let first = self.tasks.len();
+        let root_index = self.packages.len();
+        let mut db = PackageDb::default();
         while let Some(dir) = stack.pop() {
             let entries = match std::fs::read_dir(&dir) {
                 Ok(e) => e,
@@ -175,6 +185,8 @@ impl<'a> Listing<'a> {
                 }
                 let rel = full.strip_prefix(root).unwrap_or(&full);
                 let path = format!("/{}", rel.to_string_lossy().replace('\\', "/"));
+                let content = Content::Disk(full);
+                db.note(&path, &content, meta.len());
                 if !self.admit(&path, meta.len()) {
                     continue;
                 }
@@ -182,10 +194,12 @@ impl<'a> Listing<'a> {
                     volume: None,
                     path,
                     file: FileInfo::from_std(&meta),
-                    content: Content::Disk(full),
+                    content,
+                    root: root_index,
                 });
             }
         }
+        self.packages.push(db);
         self.tasks[first..].sort_by(|a, b| a.path.cmp(&b.path));
         Ok(())
     }
@@ -198,6 +212,8 @@ impl<'a> Listing<'a> {
     ) -> anyhow::Result<()> {
         let index = self.filesystems.len();
         self.filesystems.push(fs.clone());
+        let root_index = self.packages.len();
+        let mut db = PackageDb::default();
         let summary = walk(&*fs, &WalkLimits::default(), |entry| {
             let m = &entry.metadata;
             if m.kind != FileKind::File {
@@ -207,19 +223,23 @@ impl<'a> Listing<'a> {
                 self.skipped.unreadable += 1;
                 return ControlFlow::Continue(());
             }
+            let content = Content::Node {
+                fs: index,
+                node: entry.node,
+            };
+            db.note(&entry.path, &content, m.size);
             if self.admit(&entry.path, m.size) {
                 self.tasks.push(FileTask {
                     volume: Some(volume.to_string()),
                     file: FileInfo::from_disk(m),
                     path: entry.path,
-                    content: Content::Node {
-                        fs: index,
-                        node: entry.node,
-                    },
+                    content,
+                    root: root_index,
                 });
             }
             ControlFlow::Continue(())
         })?;
+        self.packages.push(db);
         for e in &summary.errors {
             tracing::warn!(volume, path = %e.path, error = %e.error, "walk error");
         }
@@ -233,12 +253,12 @@ impl<'a> Listing<'a> {
 }
 
 /// Read a whole file (at most `limit` bytes).
-fn read_task(
-    task: &FileTask,
+pub(crate) fn read_content(
+    content: &Content,
     filesystems: &[Arc<dyn Filesystem>],
     limit: u64,
 ) -> anyhow::Result<Vec<u8>> {
-    match &task.content {
+    match content {
         Content::Disk(path) => {
             let mut buf = Vec::new();
             std::fs::File::open(path)?
@@ -306,11 +326,18 @@ fn scan_all(
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(task) = tasks.get(i) else { break };
-                        match read_task(task, filesystems, options.max_file_size) {
+                        match read_content(&task.content, filesystems, options.max_file_size) {
                             Ok(data) => {
                                 counters.files.fetch_add(1, Ordering::Relaxed);
                                 counters.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-                                local.push((i, engine.scan(&task.path, &data)));
+                                let mut scan = engine.scan(&task.path, &data);
+                                if !scan.findings.is_empty() {
+                                    let index = listing.packages[task.root].index(filesystems);
+                                    if let Some(p) = index.classify(&task.path, &data) {
+                                        p.apply(&mut scan.findings);
+                                    }
+                                }
+                                local.push((i, scan));
                             }
                             Err(e) => {
                                 counters.errors.fetch_add(1, Ordering::Relaxed);
