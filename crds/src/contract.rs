@@ -51,7 +51,7 @@ pub mod labels {
     pub const VERIFIED: &str = "snapsentry.io/verified";
     /// `true` when the machine is reachable from the internet.
     pub const EXPOSED: &str = "snapsentry.io/exposed";
-    /// What the secret opens: `vm`, `storage-account`, `sql-database`, `rds`, `s3-bucket`, `none`.
+    /// What the secret opens: `vm`, `storage-account`, `sql-database`, `rds`, `s3-bucket`, `gcs-bucket`, `none`.
     pub const TARGET_KIND: &str = "snapsentry.io/target-kind";
     /// On every cloud resource and Kubernetes object the operator creates; value
     /// [`super::OPERATOR`].

@@ -264,9 +264,6 @@ pub struct GcpProvider {
     /// it is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_url: Option<String>,
-    /// OAuth 2.0 token endpoint for a service-account key (default: the key's `token_uri`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_uri: Option<String>,
     /// Which instances to select, and which to leave out. `tags` match instance labels, `ids` an
     /// instance's numeric id or its name, `states` instance statuses (`RUNNING`, `TERMINATED`,
     /// `SUSPENDED`, …, case-insensitive; default RUNNING and TERMINATED, as AWS's running and

@@ -28,7 +28,7 @@ use snapsentry_tests::world::{self, Setup};
 type World = world::World<Gcp>;
 
 /// `examples/gcp/scanpolicy.yaml` as a user would adapt it: this namespace and project, the
-/// fake as the API root and token endpoint; a scan asked for now.
+/// fake as the API root; a scan asked for now.
 async fn apply_policy(w: &World, name: &str) -> Result<()> {
     let example = std::fs::read_to_string(repo().join("examples/gcp/scanpolicy.yaml"))?;
     let mut policy: ScanPolicy = serde_yaml::from_str(&example)?;
@@ -43,7 +43,6 @@ async fn apply_policy(w: &World, name: &str) -> Result<()> {
     g.zones = vec![SCANNER_ZONE.into()];
     g.scanner_zones = vec![SCANNER_ZONE.into()];
     g.endpoint_url = Some(w.cloud.gce.endpoint());
-    g.token_uri = Some(format!("{}/token", w.cloud.gce.endpoint()));
     policy.spec.scanner = None;
     w.create_policy(&policy).await?;
     w.scan_now(name, "first").await?;
@@ -205,7 +204,7 @@ async fn a_gcp_fleet_scanned_through_block_volumes() -> Result<()> {
 
     assert_nothing_left(&w).await?;
     let state = w.cloud.gce.state()?;
-    ensure!(state["tokensIssued"].as_u64() >= Some(1), "{state}");
+    ensure!(state["selfSignedCalls"].as_u64() >= Some(1), "{state}");
     assert_nothing_leaked(&w)?;
     w.stop_operator().await?;
     Ok(())

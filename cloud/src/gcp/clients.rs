@@ -1,17 +1,40 @@
-//! The REST client of a [`GcpProvider`], built on first use: credentials from the policy's
-//! `credentialsSecret` (key `serviceAccountKey`) or else the metadata server.
+//! The clients of a [`GcpProvider`], built on first use, and their credentials (google-cloud-auth):
+//!
+//! - the policy's `credentialsSecret` with a service account's JSON key (key
+//!   [`SERVICE_ACCOUNT_KEY`]): google-cloud-auth signs a short-lived JWT with the key and sends it
+//!   as the bearer token (Google's self-signed JWT, no token exchange);
+//! - else the metadata server (`metadata.google.internal`, or `GCE_METADATA_HOST`): GKE workload
+//!   identity, or the node's service account.
+//!
+//! Signing and TLS use rustls on ring, installed as the process's default crypto provider (the
+//! one kube uses; google-cloud-auth signs with the default provider's keys). A first token is
+//! asked for when the clients are built, so a refused credential fails there, as an
+//! [`Error::GcpCredentials`] naming the Secret or the metadata server, never a value.
 
 use std::sync::Arc;
 
+use google_cloud_auth::credentials::{Credentials, mds, service_account};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
+use serde_json::Value;
 
-use super::auth::{DEFAULT_METADATA_HOST, GcpCredential, SERVICE_ACCOUNT_KEY};
+use super::compute::Compute;
 use super::provider::GcpProvider;
-use super::rest::Gcp;
+use super::rest::Rest;
 use crate::ProviderContext;
-use crate::azure::Retry;
 use crate::error::{Error, Result};
+
+/// The key of a `credentialsSecret` holding a service account's JSON key.
+pub const SERVICE_ACCOUNT_KEY: &str = "serviceAccountKey";
+/// The metadata server's host when `GCE_METADATA_HOST` is not set.
+pub const DEFAULT_METADATA_HOST: &str = "metadata.google.internal";
+/// The fields google-cloud-auth needs of a service account key.
+const KEY_FIELDS: [&str; 4] = [
+    "client_email",
+    "private_key",
+    "private_key_id",
+    "project_id",
+];
 
 /// The metadata server's host: `GCE_METADATA_HOST` (as Google's client libraries read it), else
 /// [`DEFAULT_METADATA_HOST`].
@@ -22,14 +45,59 @@ pub fn metadata_host_from_env() -> String {
         .unwrap_or_else(|| DEFAULT_METADATA_HOST.to_owned())
 }
 
-/// The credential of a `credentialsSecret` (key [`SERVICE_ACCOUNT_KEY`]). Errors name the
+/// The credentials of the metadata server at `host` (`metadata.google.internal`,
+/// `127.0.0.1:PORT`).
+pub fn metadata_credentials(host: &str) -> Result<Credentials> {
+    let host = host.trim_end_matches('/');
+    let root = if host.contains("://") {
+        host.to_owned()
+    } else {
+        format!("http://{host}")
+    };
+    mds::Builder::default()
+        .with_endpoint(root)
+        .build()
+        .map_err(|e| Error::GcpCredentials {
+            secret: "metadata server".into(),
+            reason: format!("unusable: {e}"),
+        })
+}
+
+/// The credentials of a service account's JSON key (`type: service_account`, `client_email`,
+/// `private_key` as PKCS#8 PEM, `private_key_id`, `project_id`). `label` names the key's origin
+/// in errors, which name fields, never their values.
+pub fn key_credentials(json: &str, label: &str) -> Result<Credentials> {
+    let bad = |reason: String| Error::GcpCredentials {
+        secret: label.to_owned(),
+        reason: format!("key {SERVICE_ACCOUNT_KEY}: {reason}"),
+    };
+    let key: Value = serde_json::from_str(json)
+        .ok()
+        .filter(Value::is_object)
+        .ok_or_else(|| bad("is not a JSON object".into()))?;
+    if let Some(kind) = key["type"].as_str().filter(|t| *t != "service_account") {
+        return Err(bad(format!("type is {kind}, not service_account")));
+    }
+    if let Some(missing) = KEY_FIELDS
+        .iter()
+        .find(|f| key[**f].as_str().is_none_or(str::is_empty))
+    {
+        return Err(bad(format!("field {missing} is missing")));
+    }
+    if !key["private_key"]
+        .as_str()
+        .is_some_and(|k| k.contains("-----BEGIN PRIVATE KEY-----"))
+    {
+        return Err(bad("private_key has no PRIVATE KEY block".into()));
+    }
+    service_account::Builder::new(key)
+        .build()
+        .map_err(|_| bad("is not a service account key".into()))
+}
+
+/// The credentials of a `credentialsSecret` (key [`SERVICE_ACCOUNT_KEY`]). Errors name the
 /// Secret and the key, never a value.
-pub fn secret_credential(
-    secret: &Secret,
-    token_uri: Option<&str>,
-    http: Arc<dyn azure_core::HttpClient>,
-    retry: Retry,
-) -> Result<GcpCredential> {
+pub fn secret_credentials(secret: &Secret) -> Result<Credentials> {
     let label = format!(
         "Secret {}",
         secret.metadata.name.as_deref().unwrap_or_default()
@@ -46,28 +114,47 @@ pub fn secret_credential(
         secret: label.clone(),
         reason: format!("key {SERVICE_ACCOUNT_KEY} is not UTF-8"),
     })?;
-    GcpCredential::service_account(json, token_uri, &label, http, retry)
+    key_credentials(json, &label)
+}
+
+/// A first token of `credentials` (named `label`; `key`: a service account key, whose signing
+/// failure means the key is unusable).
+async fn check(credentials: &Credentials, label: &str, key: bool) -> Result<()> {
+    match credentials.headers(http::Extensions::new()).await {
+        Ok(_) => Ok(()),
+        Err(_) if key => Err(Error::GcpCredentials {
+            secret: label.to_owned(),
+            reason: format!(
+                "key {SERVICE_ACCOUNT_KEY}: private_key is not a usable RSA key (PKCS#8)"
+            ),
+        }),
+        Err(e) => Err(Error::GcpCredentials {
+            secret: label.to_owned(),
+            reason: format!("token request refused: {e}"),
+        }),
+    }
+}
+
+/// The clients of one provider: Compute Engine's, and the Cloud SQL and GCS listings'.
+#[derive(Debug)]
+pub(super) struct Clients {
+    pub compute: Compute,
+    pub rest: Rest,
 }
 
 impl GcpProvider {
-    pub(super) async fn client(&self, ctx: &ProviderContext) -> Result<Arc<Gcp>> {
+    pub(super) async fn client(&self, ctx: &ProviderContext) -> Result<Arc<Clients>> {
         self.client
             .get_or_try_init(|| async { self.build_client(ctx).await.map(Arc::new) })
             .await
             .cloned()
     }
 
-    async fn credential(
-        &self,
-        ctx: &ProviderContext,
-        http: Arc<dyn azure_core::HttpClient>,
-    ) -> Result<GcpCredential> {
+    /// The credentials (and their label): the policy's Secret, else the metadata server.
+    async fn credentials(&self, ctx: &ProviderContext) -> Result<(Credentials, String, bool)> {
         let Some(name) = &self.spec.credentials_secret else {
-            return Ok(GcpCredential::metadata_server(
-                &self.metadata_host,
-                http,
-                self.retry,
-            ));
+            let credentials = metadata_credentials(&self.metadata_host)?;
+            return Ok((credentials, "metadata server".into(), false));
         };
         let label = format!("Secret {name}");
         let client = ctx.client.clone().ok_or_else(|| Error::GcpCredentials {
@@ -79,31 +166,35 @@ impl GcpProvider {
             .get_opt(name)
             .await?
             .ok_or_else(|| Error::GcpCredentials {
-                secret: label,
+                secret: label.clone(),
                 reason: format!("not found in namespace {}", ctx.namespace),
             })?;
-        secret_credential(&secret, self.spec.token_uri.as_deref(), http, self.retry)
+        Ok((secret_credentials(&secret)?, label, true))
     }
 
-    async fn build_client(&self, ctx: &ProviderContext) -> Result<Gcp> {
+    async fn build_client(&self, ctx: &ProviderContext) -> Result<Clients> {
         if self.spec.projects.is_empty() {
             return Err(Error::Provider {
                 provider: "gcp",
                 message: "spec.providers[].gcp.projects is empty".into(),
             });
         }
-        let http = azure_core::new_http_client();
-        let credential = Arc::new(self.credential(ctx, http.clone()).await?);
-        let gcp = Gcp::new(
-            http,
-            credential,
-            self.spec.endpoint_url.as_deref(),
+        // google-cloud-auth signs with the default provider; ours is ring (an error only says
+        // that a provider is installed already).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (credentials, label, key) = self.credentials(ctx).await?;
+        check(&credentials, &label, key).await?;
+        let endpoint = self.spec.endpoint_url.as_deref();
+        let compute = Compute::new(&credentials, &label, endpoint, self.retry).await?;
+        let rest = Rest::new(
+            azure_core::new_http_client(),
+            credentials,
+            &label,
+            endpoint,
             self.retry,
         );
-        // A first token now: a refused credential fails here, as a GcpCredentials error.
-        gcp.check_credential().await?;
-        tracing::debug!(policy = %ctx.policy, credential = gcp.credential_kind(), "GCP client");
-        Ok(gcp)
+        tracing::debug!(policy = %ctx.policy, credential = %label, "GCP clients");
+        Ok(Clients { compute, rest })
     }
 }
 
@@ -111,27 +202,65 @@ impl GcpProvider {
 mod tests {
     use super::*;
 
+    fn key_json(private_key: &str) -> String {
+        serde_json::json!({
+            "type": "service_account",
+            "project_id": "p",
+            "private_key_id": "k1",
+            "client_email": "scanner@p.iam.gserviceaccount.com",
+            "private_key": private_key,
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn malformed_keys_are_named_never_shown() {
+        let err = |json: &str| key_credentials(json, "Secret gcp").unwrap_err().to_string();
+        assert_eq!(
+            err("s3cr3t-not-json"),
+            "GCP credentials Secret gcp: key serviceAccountKey: is not a JSON object"
+        );
+        let e = err(&key_json("czNjcjN0"));
+        assert!(e.ends_with("private_key has no PRIVATE KEY block"), "{e}");
+        assert!(!e.contains("czNjcjN0"));
+        let e = err(r#"{"type": "authorized_user", "client_email": "x"}"#);
+        assert!(
+            e.ends_with("type is authorized_user, not service_account"),
+            "{e}"
+        );
+        let e = err(r#"{"type": "service_account"}"#);
+        assert!(e.ends_with("field client_email is missing"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn unusable_keys_fail_the_first_token() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let c = key_credentials(
+            &key_json("-----BEGIN PRIVATE KEY-----\nczNjcjN0\n-----END PRIVATE KEY-----\n"),
+            "Secret gcp",
+        )
+        .unwrap();
+        let e = check(&c, "Secret gcp", true).await.unwrap_err().to_string();
+        assert!(
+            e.ends_with("private_key is not a usable RSA key (PKCS#8)"),
+            "{e}"
+        );
+        assert!(!e.contains("czNjcjN0"));
+    }
+
     #[test]
     fn secrets_without_the_key_are_named() {
-        let http = azure_core::new_http_client();
-        let e = secret_credential(
-            &crate::testing::secret("gcp-creds", &[("other", "s3cr3t")]),
-            None,
-            http.clone(),
-            Retry::default(),
-        )
-        .unwrap_err()
-        .to_string();
+        let e = secret_credentials(&crate::testing::secret("gcp-creds", &[("other", "s3cr3t")]))
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             "GCP credentials Secret gcp-creds: key serviceAccountKey is not set"
         );
-        let e = secret_credential(
-            &crate::testing::secret("gcp-creds", &[("serviceAccountKey", "{s3cr3t")]),
-            None,
-            http,
-            Retry::default(),
-        )
+        let e = secret_credentials(&crate::testing::secret(
+            "gcp-creds",
+            &[("serviceAccountKey", "{s3cr3t")],
+        ))
         .unwrap_err()
         .to_string();
         assert!(!e.contains("s3cr3t"), "{e}");

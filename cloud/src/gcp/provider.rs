@@ -7,8 +7,7 @@ use jiff::Timestamp;
 use snapsentry_crds::{AssignedDisk, Cloud, DiskSource, GcpProvider as GcpSpec, SnapshotStrategy};
 use tokio::sync::OnceCell;
 
-use super::clients::metadata_host_from_env;
-use super::rest::Gcp;
+use super::clients::{Clients, metadata_host_from_env};
 use super::snapshots::volume_handle;
 use crate::azure::Retry;
 use crate::error::Result;
@@ -31,7 +30,7 @@ pub struct GcpProvider {
     pub(super) wait: SnapshotWait,
     pub(super) retry: Retry,
     pub(super) metadata_host: String,
-    pub(super) client: OnceCell<Arc<Gcp>>,
+    pub(super) client: OnceCell<Arc<Clients>>,
 }
 
 impl std::fmt::Debug for GcpProvider {
@@ -195,7 +194,6 @@ mod tests {
             credentials_secret: None,
             scanner_zones: vec!["europe-west1-b".into()],
             endpoint_url: None,
-            token_uri: None,
             selector: InstanceSelector::default(),
             snapshot_strategy: None,
         }

@@ -119,7 +119,7 @@ pub fn setup(ns: &str) -> Result<Setup<Gcp>, Error> {
         "private_key_id": "e2e",
         "private_key": private_key,
         "client_email": EMAIL,
-        "token_uri": format!("{}/token", gce.endpoint()),
+        "token_uri": "https://oauth2.googleapis.com/token",
     })
     .to_string();
     let resolver = gce.clone();

@@ -63,8 +63,10 @@ pub fn fleet(service_account_modulus: Option<&str>) -> Value {
                 ],
                 "sqlInstances": [{"name": "orders", "region": "us-central1",
                                   "ipAddresses": [{"type": "PRIMARY", "ipAddress": "35.1.1.1"}]}],
+                "buckets": [{"name": "shop-exports", "location": "US"}],
             },
             OTHER_PROJECT: {
+                "buckets": [{"name": "app-media", "location": "EU"}],
                 "instances": [{"name": "app-1", "zone": "us-central1-b", "labels": {"env": "dev"},
                                "disks": [disk("app-1-boot")]}],
             },
@@ -84,7 +86,6 @@ pub fn spec(gce: &FakeGce, selector: InstanceSelector) -> GcpSpec {
         credentials_secret: None,
         scanner_zones: vec![SCANNER_ZONE.into()],
         endpoint_url: Some(gce.endpoint()),
-        token_uri: None,
         selector,
         snapshot_strategy: None,
     }
