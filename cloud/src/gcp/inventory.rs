@@ -149,16 +149,36 @@ pub fn machine(
         state: Some(status.to_ascii_lowercase()),
         exposure: exposure(&InstanceNetwork::of(instance), firewalls),
         disks: disks(instance),
+        authorized_keys: Vec::new(),
     })
 }
 
-/// The selected instances of `project`.
+/// The (key, value) items of a Compute `Metadata` body (`{"items": [{"key", "value"}]}`).
+fn metadata_items(metadata: &Value) -> Vec<(&str, &str)> {
+    metadata["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| Some((i["key"].as_str()?, i["value"].as_str()?)))
+        .collect()
+}
+
+/// The selected instances of `project`, with the SSH keys their metadata and the project's
+/// authorize ([`super::metadata`]).
 pub(super) async fn project_machines(
     gcp: &Gcp,
     project: &str,
     zones: &[String],
     selector: &InstanceSelector,
 ) -> Result<Vec<InventoryMachine>> {
+    let project_body = gcp
+        .get(
+            &gcp.compute_url(&format!("projects/{project}")),
+            "projects.get",
+        )
+        .await?;
+    let project_items = metadata_items(&project_body["commonInstanceMetadata"]);
+    let now = jiff::Timestamp::now();
     let firewalls = gcp
         .list(
             &gcp.compute_url(&format!("projects/{project}/global/firewalls")),
@@ -182,7 +202,14 @@ pub(super) async fn project_machines(
             if !zones.is_empty() && !zones.iter().any(|z| z == zone) {
                 return None;
             }
-            machine(selector, zone, instance, &firewalls)
+            let mut m = machine(selector, zone, instance, &firewalls)?;
+            m.authorized_keys = super::metadata::authorized_keys(
+                &project_items,
+                &metadata_items(&instance["metadata"]),
+                m.platform.as_deref() == Some("windows"),
+                now,
+            );
+            Some(m)
         })
         .collect())
 }
