@@ -9,8 +9,10 @@
 #            web.config with a SQL Server connection string
 #
 # Usage: fleet-images.sh [--lvm] [--extra DIR] OUT_DIR RDS_ENDPOINT
-# Writes OUT_DIR/{web-01,db-01,win-01}.raw and OUT_DIR/planted.txt (every planted secret value, one
-# per line, so tests can prove none of them leaks). Every secret is generated fresh; none is real.
+# Writes OUT_DIR/{web-01,db-01,win-01}.raw, OUT_DIR/planted.txt (every planted secret value, one
+# per line, so tests can prove none of them leaks) and OUT_DIR/web-01-deploy.pub (the public half
+# of web-01's key, for fleets that authorize it elsewhere too). Every secret is generated fresh;
+# none is real.
 # Needs root for the NTFS image (populated through an ntfs-3g mount).
 #
 # Options (neither changes what the demo gets without them):
@@ -81,6 +83,7 @@ mke2fs -q -F -t ext4 -L cloudimg-rootfs -E "offset=$start,nodiscard" -d "$web" "
 db="$work/db-01"
 mkdir -p "$db"/{etc,home/admin/.ssh,root}
 cp "$web/home/deploy/.ssh/id_ed25519.pub" "$db/home/admin/.ssh/authorized_keys"
+cp "$web/home/deploy/.ssh/id_ed25519.pub" "$out/web-01-deploy.pub"
 printf '%s:5432:app:app:%s\n' "$rds" "$(plant "$(rand 'A-Za-z0-9' 20)")" >"$db/root/.pgpass"
 printf 'systemctl status postgresql\nmysql -u root -p%s -h localhost\nexit\n' \
 	"$(plant "$(rand 'A-Za-z0-9' 16)")" >"$db/root/.bash_history"

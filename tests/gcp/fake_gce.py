@@ -61,7 +61,8 @@ Control API (no token needed):
                                 rateLimitExceeded, the Mth, 2Mth... other one 503 backendError (or
                                 serverErrorStatus); quotaEvery (insert calls only): the operation
                                 ends DONE with error.errors[].code QUOTA_EXCEEDED (403) and no
-                                resource
+                                resource; quotaSourceDisks (disks.insert only): [DISK NAME...]
+                                likewise for every disk made from a snapshot of those disks
   GET    /_snapsentry/faults   counters: {"disks.insert": {"calls", "throttled", "serverErrors",
                                 "quotaErrors"}}
   DELETE /_snapsentry/faults   no faults, counters zeroed
@@ -391,6 +392,10 @@ class Handler(fake_arm.Handler):
         if snapshot is None or snapshot["status"] != "READY":
             return google_error(400, "invalid", f"The snapshot '{source}' is not ready or does "
                                                 "not exist.")
+        refused = STATE.plan.get("disks.insert", {}).get("quotaSourceDisks", [])
+        if not quota and snapshot["sourceDisk"].rsplit("/", 1)[1] in refused:
+            STATE.counters["disks.insert"]["quotaErrors"] += 1
+            quota = True
         if quota:
             return self.operation(project, zone, "insert", link, None, quota_error(zone))
         disk = project.disk_body(

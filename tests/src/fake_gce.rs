@@ -120,8 +120,9 @@ impl FakeGce {
     }
 
     /// Replaces the fault plan and zeroes the counters, e.g. `{"disks.insert": {"throttleEvery":
-    /// 2, "serverErrorEvery": 3, "serverErrorStatus": 503, "quotaEvery": 1}}` (operation names in
-    /// the fake's header).
+    /// 2, "serverErrorEvery": 3, "serverErrorStatus": 503, "quotaEvery": 1, "quotaSourceDisks":
+    /// ["db-01-boot"]}}` (operation names in the fake's header; `quotaSourceDisks`: every disk
+    /// made from a snapshot of those disks fails with `QUOTA_EXCEEDED`).
     pub fn set_faults(&self, plan: &serde_json::Value) -> Result<(), Error> {
         self.control("POST", "/_snapsentry/faults", Some(plan))
             .map(drop)

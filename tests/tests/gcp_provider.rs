@@ -328,6 +328,13 @@ async fn disk_faults_are_retried_and_a_quota_error_is_clear() -> Result<()> {
         e.starts_with("GCP disks.insert") && e.contains("QUOTA_EXCEEDED"),
         "{e}"
     );
+    // The snapshot made before the refused disk is deleted with the failure: the operator never
+    // learns of it.
+    let (disks, snapshots) = gce.leftovers()?;
+    ensure!(
+        disks.is_empty() && snapshots.is_empty(),
+        "a failed preparation left disks {disks:?}, snapshots {snapshots:?}"
+    );
     // Without a scanner zone nothing is made at all.
     let mut no_zone = spec(&gce, InstanceSelector::default());
     no_zone.scanner_zones.clear();

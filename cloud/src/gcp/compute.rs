@@ -1,5 +1,5 @@
 //! Compute Engine through Google's client (`google-cloud-compute-v1`, only the resources the
-//! provider calls: instances, disks, snapshots, firewalls), with this crate's retries and
+//! provider calls: instances, disks, snapshots, firewalls, projects), with this crate's retries and
 //! operation waiting around it.
 //!
 //! - Retries: the clients are built with the crate's `NeverRetry`; [`Compute::call`] retries a
@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use google_cloud_auth::credentials::Credentials;
 use google_cloud_auth::errors::CredentialsError;
-use google_cloud_compute_v1::client::{Disks, Firewalls, Instances, Snapshots};
+use google_cloud_compute_v1::client::{Disks, Firewalls, Instances, Projects, Snapshots};
 use google_cloud_compute_v1::model::{
     DiskList, FirewallList, InstanceAggregatedList, Operation, SnapshotList, operation,
 };
@@ -156,6 +156,7 @@ pub struct Compute {
     pub disks: Disks,
     pub snapshots: Snapshots,
     pub firewalls: Firewalls,
+    pub projects: Projects,
     /// Names the credential in errors (`Secret gcp-key`, `metadata server`).
     label: String,
     retry: Retry,
@@ -191,6 +192,7 @@ impl Compute {
             disks: build!(Disks, credentials, endpoint),
             snapshots: build!(Snapshots, credentials, endpoint),
             firewalls: build!(Firewalls, credentials, endpoint),
+            projects: build!(Projects, credentials, endpoint),
             label: label.to_owned(),
             retry,
         })

@@ -1,7 +1,8 @@
 //! The instances of a GCP provider: Compute Engine's aggregated instance list of each project,
 //! selected by labels, ids or names, statuses and excluded labels; boot and data disks in index
 //! order; the OS from the boot disk's licenses and guest OS features; exposure from the project's
-//! firewall rules ([`super::exposure`]). The client's typed answers are read as their REST JSON
+//! firewall rules ([`super::exposure`]); the SSH keys the project's and each instance's metadata
+//! authorize ([`super::metadata`]). The client's typed answers are read as their REST JSON
 //! (what they serialize to), the shape the functions here take.
 
 use std::collections::BTreeMap;
@@ -150,6 +151,7 @@ pub fn machine(
         state: Some(status.to_ascii_lowercase()),
         exposure: exposure(&InstanceNetwork::of(instance), firewalls),
         disks: disks(instance),
+        authorized_keys: Vec::new(),
     })
 }
 
@@ -199,13 +201,37 @@ async fn instances(compute: &Compute, project: &str) -> Result<Vec<(String, Valu
         .collect()
 }
 
-/// The selected instances of `project`.
+/// The common instance metadata of `project` (`projects.get`), as its REST JSON.
+async fn project_metadata(compute: &Compute, project: &str) -> Result<Value> {
+    let answer = compute
+        .call("projects.get", || {
+            compute.projects.get().set_project(project).send()
+        })
+        .await?;
+    json_of(&answer.common_instance_metadata, "projects.get")
+}
+
+/// The (key, value) items of a Compute `Metadata` body (`{"items": [{"key", "value"}]}`).
+fn metadata_items(metadata: &Value) -> Vec<(&str, &str)> {
+    metadata["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| Some((i["key"].as_str()?, i["value"].as_str()?)))
+        .collect()
+}
+
+/// The selected instances of `project`, with the SSH keys their metadata and the project's
+/// authorize ([`super::metadata`]).
 pub(super) async fn project_machines(
     compute: &Compute,
     project: &str,
     zones: &[String],
     selector: &InstanceSelector,
 ) -> Result<Vec<InventoryMachine>> {
+    let project_metadata = project_metadata(compute, project).await?;
+    let project_items = metadata_items(&project_metadata);
+    let now = jiff::Timestamp::now();
     let firewalls = firewalls(compute, project).await?;
     let instances = instances(compute, project).await?;
     Ok(instances
@@ -217,7 +243,14 @@ pub(super) async fn project_machines(
             if !zones.is_empty() && !zones.iter().any(|z| z == zone) {
                 return None;
             }
-            machine(selector, zone, instance, &firewalls)
+            let mut m = machine(selector, zone, instance, &firewalls)?;
+            m.authorized_keys = super::metadata::authorized_keys(
+                &project_items,
+                &metadata_items(&instance["metadata"]),
+                m.platform.as_deref() == Some("windows"),
+                now,
+            );
+            Some(m)
         })
         .collect())
 }

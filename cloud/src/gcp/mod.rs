@@ -11,7 +11,8 @@
 //! - Inventory: each project's aggregated instance list, selected by labels, ids or names,
 //!   statuses and excluded labels; disks in index order; OS from the boot disk's licenses;
 //!   exposure from external addresses and firewall rules ([`exposure`]); Cloud SQL instances
-//!   and GCS buckets as targets ([`services`]).
+//!   and GCS buckets as targets ([`services`]); the SSH keys project and instance metadata
+//!   authorize ([`metadata`]).
 //! - Snapshots ([`snapshots`]): a labelled snapshot per disk (or the newest existing one), then a
 //!   labelled disk from it in the first scanner zone; [`Provider::block_volumes`](crate::Provider)
 //!   names those disks for the operator's PersistentVolumes, `reader_config` the devices the Job
@@ -22,6 +23,7 @@ mod clients;
 mod compute;
 pub mod exposure;
 pub mod inventory;
+pub mod metadata;
 mod provider;
 pub mod rest;
 pub mod services;

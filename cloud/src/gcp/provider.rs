@@ -215,6 +215,7 @@ mod tests {
             platform: Some("linux".into()),
             state: Some("running".into()),
             exposure: Exposure::default(),
+            authorized_keys: Vec::new(),
             disks: vec![
                 disk("projects/p/zones/us-central1-a/disks/boot"),
                 disk("projects/p/zones/us-central1-a/disks/lost"),

@@ -300,14 +300,19 @@ impl GcpProvider {
         let labels = self.labels(ctx, scan_id, &machine.id);
         let mut refs = Vec::new();
         for disk in machine.disks.iter().filter(|d| d.unsupported.is_none()) {
-            let snapshot_id = self.snapshot_of(compute, &labels, scan_id, disk).await?;
-            self.disk_from(compute, &labels, &snapshot_id, zone).await?;
+            let snapshot_id = match self.snapshot_of(compute, &labels, scan_id, disk).await {
+                Ok(id) => id,
+                Err(e) => return Err(self.undo(ctx, &refs, e).await),
+            };
             refs.push(SnapshotRef {
                 disk_id: disk.id.clone(),
-                snapshot_id,
+                snapshot_id: snapshot_id.clone(),
                 region: Some(zone.to_owned()),
                 created: true,
             });
+            if let Err(e) = self.disk_from(compute, &labels, &snapshot_id, zone).await {
+                return Err(self.undo(ctx, &refs, e).await);
+            }
         }
         Ok(refs)
     }
@@ -332,6 +337,16 @@ impl GcpProvider {
             })
             .await?;
         Ok(pages.into_iter().flat_map(|p| p.items).collect())
+    }
+
+    /// A machine's preparation failed with `error` (a disk quota, say): the operator never
+    /// learns of what it made, so the snapshots and disks made so far are released here (best
+    /// effort: the sweeper finds what this misses); returns `error`.
+    async fn undo(&self, ctx: &ProviderContext, made: &[SnapshotRef], error: Error) -> Error {
+        if let Err(e) = self.release_impl(ctx, made).await {
+            tracing::warn!(error = %e, "releasing what a failed preparation made");
+        }
+        error
     }
 
     pub(super) async fn newest_existing(
@@ -369,13 +384,15 @@ impl GcpProvider {
                 continue;
             };
             let snapshot_id = format!("projects/{project}/global/snapshots/{name}");
-            self.disk_from(compute, &labels, &snapshot_id, zone).await?;
             refs.push(SnapshotRef {
                 disk_id: disk.id.clone(),
-                snapshot_id,
+                snapshot_id: snapshot_id.clone(),
                 region: Some(zone.to_owned()),
                 created: false,
             });
+            if let Err(e) = self.disk_from(compute, &labels, &snapshot_id, zone).await {
+                return Err(self.undo(ctx, &refs, e).await);
+            }
         }
         Ok(refs)
     }

@@ -139,6 +139,7 @@ mod tests {
                     kind: TargetKind::Vm,
                     name: "b".into(),
                     user: None,
+                    source: None,
                     cloud: None,
                 },
             },
