@@ -210,6 +210,111 @@ async fn credentials_from_a_key_secret_or_the_metadata_server() -> Result<()> {
         .inventory(&context("fleet"))
         .await?;
     ensure!(inv.machines.len() == 4);
+    let state = gce.state()?;
+    ensure!(state["tokensIssued"].as_u64() >= Some(1), "{state}");
+    Ok(())
+}
+
+/// The order without a policy Secret: the key file GOOGLE_APPLICATION_CREDENTIALS names (the
+/// chart's `cloud.gcp.credentialsSecret`), else the metadata server; the Secret beats both.
+#[tokio::test]
+async fn credentials_secret_then_key_file_then_metadata_server() -> Result<()> {
+    let gce = FakeGce::start()?;
+    let dir = tempfile::tempdir()?;
+    let key = TestCertificate::generate(dir.path())?;
+    gce.load_fleet(&fleet(Some(&key.modulus)))?;
+    let key_file = dir.path().join("key.json");
+    std::fs::write(&key_file, key_json(&key)?)?;
+    let other_dir = tempfile::tempdir()?;
+    let other = TestCertificate::generate(other_dir.path())?;
+    let wrong_file = dir.path().join("wrong.json");
+    std::fs::write(&wrong_file, key_json(&other)?)?;
+    let signed = |state: &serde_json::Value| {
+        (
+            state["tokensIssued"].as_u64().unwrap_or_default(),
+            state["selfSignedCalls"].as_u64().unwrap_or_default(),
+        )
+    };
+    let all = || spec(&gce, InstanceSelector::default());
+
+    // The key file: self-signed JWTs, the metadata server never asked.
+    let (tokens, calls) = signed(&gce.state()?);
+    let inv = provider(&gce, all())
+        .with_key_file(Some(&key_file))
+        .inventory(&context("fleet"))
+        .await?;
+    ensure!(inv.machines.len() == 4, "{:?}", names(&inv.machines));
+    let (tokens_after, calls_after) = signed(&gce.state()?);
+    ensure!(
+        tokens_after == tokens && calls_after >= calls + 3,
+        "every call with the file's key: {tokens_after} tokens, {calls_after} signed calls"
+    );
+
+    // The policy's Secret beats the key file (here a key the fake refuses).
+    let ctx = secret_context("gcp-key-over-file", &key_json(&key)?).await?;
+    let mut with_secret = all();
+    with_secret.credentials_secret = Some("gcp-credentials".into());
+    let inv = provider(&gce, with_secret)
+        .with_key_file(Some(&wrong_file))
+        .inventory(&ctx)
+        .await?;
+    ensure!(inv.machines.len() == 4, "{:?}", names(&inv.machines));
+
+    // A refused, a missing and an unreadable key file: named by the variable and the path,
+    // never shown; the metadata server is not fallen back to.
+    let e = provider(&gce, all())
+        .with_key_file(Some(&wrong_file))
+        .inventory(&context("fleet"))
+        .await
+        .err()
+        .context("a wrong key file must fail")?
+        .to_string();
+    let named = format!(
+        "GCP credentials GOOGLE_APPLICATION_CREDENTIALS file {}",
+        wrong_file.display()
+    );
+    ensure!(
+        e.contains(&named) && e.contains("HTTP 401 authError"),
+        "{e}"
+    );
+    let body = std::fs::read_to_string(&other.key_file)?;
+    let key_line = body.lines().nth(1).context("key line")?;
+    ensure!(!e.contains(key_line), "the error shows the key");
+    let missing = dir.path().join("absent.json");
+    let e = provider(&gce, all())
+        .with_key_file(Some(&missing))
+        .inventory(&context("fleet"))
+        .await
+        .err()
+        .context("a missing key file must fail")?
+        .to_string();
+    ensure!(
+        e.contains(&format!(
+            "GOOGLE_APPLICATION_CREDENTIALS file {}",
+            missing.display()
+        )) && e.contains("unreadable"),
+        "{e}"
+    );
+    std::fs::write(&wrong_file, "{\"private_key\": \"s3cr3t\"")?;
+    let e = provider(&gce, all())
+        .with_key_file(Some(&wrong_file))
+        .inventory(&context("fleet"))
+        .await
+        .err()
+        .context("a malformed key file must fail")?
+        .to_string();
+    ensure!(e.contains(&named) && !e.contains("s3cr3t"), "{e}");
+    ensure!(
+        signed(&gce.state()?).0 == tokens,
+        "the metadata server was asked"
+    );
+
+    // No Secret, no key file: the metadata server.
+    provider(&gce, all()).inventory(&context("fleet")).await?;
+    ensure!(
+        signed(&gce.state()?).0 > tokens,
+        "the metadata server was not asked"
+    );
     Ok(())
 }
 

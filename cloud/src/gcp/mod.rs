@@ -4,7 +4,8 @@
 //!
 //! One [`GcpProvider`] serves one `spec.providers[].gcp` entry. Its clients are built on first
 //! use with google-cloud-auth's credentials (the policy's `credentialsSecret` with a service
-//! account's JSON key, else the metadata server: GKE workload identity): Compute Engine through
+//! account's JSON key, else the key file `GOOGLE_APPLICATION_CREDENTIALS` names, else the
+//! metadata server: GKE workload identity): Compute Engine through
 //! `google-cloud-compute-v1` with this crate's retries and operation polling, the
 //! Cloud SQL and GCS listings as small REST calls ([`rest`]).
 //!
@@ -30,7 +31,8 @@ pub mod services;
 mod snapshots;
 
 pub use clients::{
-    DEFAULT_METADATA_HOST, SERVICE_ACCOUNT_KEY, key_credentials, metadata_credentials,
+    DEFAULT_METADATA_HOST, KEY_FILE_VAR, SERVICE_ACCOUNT_KEY, key_credentials,
+    key_file_credentials, key_file_from_env, key_file_label, metadata_credentials,
     metadata_host_from_env, secret_credentials,
 };
 pub use provider::{CSI_DRIVER, GcpProvider, ZONE_TOPOLOGY_KEY, device_path};

@@ -91,11 +91,13 @@ pub fn spec(gce: &FakeGce, selector: InstanceSelector) -> GcpSpec {
     }
 }
 
-/// The provider of `spec`, its metadata server the fake's, waiting and retrying briefly.
+/// The provider of `spec`, its metadata server the fake's, no key file (whatever
+/// `GOOGLE_APPLICATION_CREDENTIALS` says), waiting and retrying briefly.
 pub fn provider(gce: &FakeGce, spec: GcpSpec) -> GcpProvider {
     let host = gce.endpoint().trim_start_matches("http://").to_owned();
     GcpProvider::new(spec)
         .with_metadata_host(&host)
+        .with_key_file(None)
         .with_snapshot_wait(SnapshotWait {
             timeout: Duration::from_secs(30),
             first_poll: Duration::from_millis(20),
