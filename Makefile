@@ -10,7 +10,7 @@ export CARGO_TARGET_DIR ?= $(SNAPSENTRY_CACHE)/target
 
 .PHONY: demo demo-image test toolchain lint check crds build
 
-## demo: the whole product locally: control plane + moto (AWS) + Azurite and a fake ARM (Azure) + operator scanning a 3-machine, two-cloud fleet.
+## demo: the whole product locally: control plane + moto (AWS) + Azurite and a fake ARM (Azure) + a fake Compute Engine (GCP) + operator scanning a 4-machine, three-cloud fleet.
 demo:
 	scripts/demo.sh
 

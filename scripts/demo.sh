@@ -3,18 +3,21 @@
 #
 #   1. installs what it needs (Debian tools, moto, Azurite, a Kubernetes API server built from the
 #      official Go modules; cached after the first run) and builds snapsentry;
-#   2. builds three disk images with freshly generated secrets (examples/demo/fleet-images.sh);
+#   2. builds four disk images with freshly generated secrets (examples/demo/fleet-images.sh);
 #   3. starts a local control plane (etcd + kube-apiserver), moto (AWS: EC2, EBS direct, RDS, S3,
-#      STS), Azurite + the fake ARM of tests/azure (Azure: VMs, managed disks, snapshots, SAS, network)
-#      and a local Job runner that plays the kubelet; web-01 becomes an Azure VM open to the
-#      internet (examples/demo/azure-fleet.json), db-01 and win-01 (Windows) an EC2 fleet in moto
-#      with an RDS database (examples/demo/fleet.json);
-#   4. runs the operator, applies examples/demo/scanpolicy.yaml (one policy, both clouds) with
+#      STS), Azurite + the fake ARM of tests/azure (Azure: VMs, managed disks, snapshots, SAS, network),
+#      the fake Compute Engine of tests/gcp (GCP: instances, project metadata, snapshots, disks) and
+#      a local Job runner that plays the kubelet and the persistent-disk CSI driver; web-01 becomes
+#      an Azure VM open to the internet (examples/demo/azure-fleet.json), db-01 and win-01
+#      (Windows) an EC2 fleet in moto with an RDS database (examples/demo/fleet.json), api-01 a
+#      Compute Engine instance whose project metadata authorizes web-01's SSH key
+#      (examples/demo/gcp-fleet.json);
+#   4. runs the operator, applies examples/demo/scanpolicy.yaml (one policy, three clouds) with
 #      kubectl, waits for the scan and prints what a user sees: kubectl get scanpolicies,
-#      scannedmachines,secretfindings,attackpaths,recommendations — with the SSH path from the Azure
-#      VM to the EC2 instance that authorizes its key;
-#   5. checks that no snapsentry snapshot or SAS grant is left in either cloud, and stops and removes
-#      everything.
+#      scannedmachines,secretfindings,attackpaths,recommendations — with the SSH paths from the
+#      Azure VM to the EC2 and the GCE instances that authorize its key;
+#   5. checks that no snapsentry snapshot, disk or SAS grant is left in any cloud, and stops and
+#      removes everything.
 #
 # Needs root for one step (the Windows image's NTFS filesystem is filled through an ntfs-3g mount).
 set -euo pipefail
@@ -44,7 +47,7 @@ export PATH="$bin:$PATH"
 work=$(mktemp -d -t snapsentry-demo.XXXXXX)
 env_pid="" operator_pid=""
 cleanup() {
-	step "Cleaning up: stopping the operator, the API server, moto, Azurite, the fake ARM and the Job runner; removing $work"
+	step "Cleaning up: stopping the operator, the API server, moto, Azurite, the fake ARM, the fake Compute Engine and the Job runner; removing $work"
 	[[ -n $operator_pid ]] && kill "$operator_pid" 2>/dev/null && wait "$operator_pid" 2>/dev/null
 	[[ -n $env_pid ]] && exec 3>&- && wait "$env_pid" 2>/dev/null
 	rm -rf "$work"
@@ -65,15 +68,19 @@ client_secret=$(tr -dc 'A-Za-z0-9' </dev/urandom | head -c 40 || true)
 fill() {
 	sed -e "s|@IMAGES@|$work/images|g" -e "s|@RDS@|$rds|g" -e "s|@TENANT@|$tenant|g" \
 		-e "s|@CLIENT_ID@|$client_id|g" -e "s|@CLIENT_SECRET@|$client_secret|g" \
-		-e "s|@ARM_ENDPOINT@|${ARM_ENDPOINT:-}|g" "$1"
+		-e "s|@ARM_ENDPOINT@|${ARM_ENDPOINT:-}|g" -e "s|@GCE_ENDPOINT@|${GCE_ENDPOINT:-}|g" \
+		-e "s|@DEPLOY_KEY@|$deploy_key|g" "$1"
 }
+deploy_key=$(tr -d '\n' <"$work/images/web-01-deploy.pub")
 fill "$repo/examples/demo/azure-fleet.json" >"$work/azure-fleet.json"
+fill "$repo/examples/demo/gcp-fleet.json" >"$work/gcp-fleet.json"
 
-step "Starting a local control plane, moto, Azurite + the fake ARM, and the Job runner"
+step "Starting a local control plane, moto, Azurite + the fake ARM, the fake Compute Engine, and the Job runner"
 note "web-01 becomes an Azure VM: its disk a page blob in Azurite, the VM, NIC, public IP and NSG in the fake ARM"
+note "api-01 becomes a GCE instance; the project's metadata ssh-keys authorize web-01's key for user deploy"
 mkfifo "$work/hold"
-"$bin/examples/local-cloud" "$work/env.d" "$ns" "$work/azure-fleet.json" <"$work/hold" \
-	>"$work/env.log" 2>&1 &
+"$bin/examples/local-cloud" "$work/env.d" "$ns" "$work/azure-fleet.json" "$work/gcp-fleet.json" \
+	<"$work/hold" >"$work/env.log" 2>&1 &
 env_pid=$!
 exec 3>"$work/hold" # local-cloud runs until this descriptor closes
 for _ in $(seq 1 600); do
@@ -85,7 +92,7 @@ grep -q '^ready' "$work/env.log" || { echo "demo: the local environment did not 
 # shellcheck disable=SC1091
 source "$work/env.d/env"
 kubectl() { command kubectl --kubeconfig "$KUBECONFIG" "$@"; }
-note "API server ready, CRDs installed; moto at $MOTO_ENDPOINT; the fake ARM at $ARM_ENDPOINT"
+note "API server ready, CRDs installed; moto at $MOTO_ENDPOINT; the fake ARM at $ARM_ENDPOINT; the fake Compute Engine at $GCE_ENDPOINT"
 
 step "Creating the EC2 fleet in moto: snapshots through the EBS direct write API, volumes, instances"
 python="$cache/venv/bin/python"
@@ -108,7 +115,7 @@ SNAPSENTRY_NAMESPACE=$ns SNAPSENTRY_SCANNER_IMAGE=snapsentry-scan:demo SNAPSENTR
 	"$bin/snapsentry-operator" >"$work/operator.log" 2>&1 &
 operator_pid=$!
 
-step "kubectl apply -f examples/demo/scanpolicy.yaml (one policy: AWS and Azure)"
+step "kubectl apply -f examples/demo/scanpolicy.yaml (one policy: AWS, Azure and GCP)"
 kubectl create secret generic azure-demo-credentials -n $ns \
 	--from-literal=clientSecret="$client_secret" >/dev/null
 fill "$repo/examples/demo/scanpolicy.yaml" | kubectl apply -f -
@@ -139,17 +146,18 @@ kubectl get scanpolicies,scannedmachines,secretfindings,attackpaths,recommendati
 step "Queries are label selectors: secrets that open another VM (kubectl get sf -l snapsentry.io/target-kind=vm)"
 kubectl get sf -n $ns -l snapsentry.io/target-kind=vm
 
-step "Attack paths: the SSH key on the Azure VM opens the EC2 instance that authorizes it"
+step "Attack paths: the SSH key on the Azure VM opens the EC2 and the GCE instances that authorize it"
 kubectl get ap -n $ns -o custom-columns='TITLE:.spec.title,ENTRY:.spec.entry.machine,FROM:.spec.cloud,TARGET:.spec.target.name,TO:.spec.target.cloud'
-crossing=$(kubectl get ap -n $ns -o jsonpath='{range .items[*]}{.spec.cloud}>{.spec.target.cloud}{"\n"}{end}' |
-	grep -c '^azure>aws$' || true)
-if ((crossing == 0)); then
-	echo "demo: no attack path from Azure to AWS; operator log:" >&2
-	tail -n 40 "$work/operator.log" >&2
-	exit 1
-fi
+paths=$(kubectl get ap -n $ns -o jsonpath='{range .items[*]}{.spec.cloud}>{.spec.target.cloud}{"\n"}{end}')
+for crossing in azure'>'aws azure'>'gcp; do
+	if ! grep -qx "$crossing" <<<"$paths"; then
+		echo "demo: no attack path $crossing; operator log:" >&2
+		tail -n 40 "$work/operator.log" >&2
+		exit 1
+	fi
+done
 
-step "Nothing left behind in AWS or Azure"
+step "Nothing left behind in AWS, Azure or GCP"
 left=$("$python" - "$MOTO_ENDPOINT" <<'PY'
 import boto3, sys
 ec2 = boto3.client("ec2", endpoint_url=sys.argv[1], region_name="us-east-1")
@@ -166,8 +174,17 @@ print(len(state["snapshots"]) + state["activeGrants"])
 PY
 )
 note "snapshots and active SAS grants in the fake ARM: $azure_left"
-if [[ $left != 0 || $azure_left != 0 ]]; then
-	echo "demo: snapshots or grants were left behind" >&2
+gcp_left=$(python3 - "$GCE_ENDPOINT" <<'PY'
+import json, sys, urllib.request
+state = json.load(urllib.request.urlopen(sys.argv[1] + "/_snapsentry/state"))
+print(sum(1 for kind in ("disks", "snapshots") for r in state[kind]
+          if (r.get("labels") or {}).get("snapsentry-io-managed-by") == "snapsentry"))
+PY
+)
+pv_left=$(kubectl get pv,pvc -A -o name 2>/dev/null | wc -l)
+note "snapsentry disks and snapshots in the fake Compute Engine: $gcp_left; PersistentVolumes and claims: $pv_left"
+if [[ $left != 0 || $azure_left != 0 || $gcp_left != 0 || $pv_left != 0 ]]; then
+	echo "demo: snapshots, disks, volumes or grants were left behind" >&2
 	exit 1
 fi
 findings=$(kubectl get sf -n $ns -o name | wc -l)

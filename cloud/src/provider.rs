@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use futures::future::{BoxFuture, FutureExt};
 use jiff::Timestamp;
-use snapsentry_crds::{AssignedDisk, Cloud, Exposure, MachineDisk};
+use snapsentry_crds::{AssignedDisk, Cloud, CloudAuthorizedKey, Exposure, MachineDisk};
 
 use crate::error::Result;
 use crate::targets::TargetInventory;
@@ -62,6 +62,10 @@ pub struct InventoryMachine {
     pub exposure: Exposure,
     /// Disks in attachment order.
     pub disks: Vec<MachineDisk>,
+    /// SSH public keys the cloud itself authorizes on the machine, outside its disk (GCE
+    /// project and instance metadata `ssh-keys`, an Azure VM's `osProfile` keys), each with its
+    /// user and source; empty where the cloud has none (AWS, disk images).
+    pub authorized_keys: Vec<CloudAuthorizedKey>,
 }
 
 /// Everything a provider lists for a policy.

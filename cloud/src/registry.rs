@@ -58,7 +58,6 @@ mod tests {
                 credentials_secret: None,
                 scanner_zones: vec!["europe-west1-b".into()],
                 endpoint_url: None,
-                token_uri: None,
                 selector: Default::default(),
                 snapshot_strategy: None,
             }),

@@ -99,6 +99,10 @@ pub struct PathTarget {
     /// For SSH: the user whose `authorized_keys` holds the key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// For SSH: where the target authorizes the key: the `authorized_keys` file's path, or the
+    /// cloud's key source (`project metadata ssh-keys`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// For a VM: its cloud; another than the path's `cloud` when the path crosses clouds (a key
     /// on an Azure VM that an EC2 instance authorizes).
     #[serde(default, skip_serializing_if = "Option::is_none")]

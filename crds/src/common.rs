@@ -105,6 +105,9 @@ pub enum TargetKind {
     Rds,
     /// An Amazon S3 bucket (a presigned URL names it; the AWS inventory lists buckets).
     S3Bucket,
+    /// A Google Cloud Storage bucket (a signed URL or a `gs://` reference names it; the GCP
+    /// inventory lists buckets).
+    GcsBucket,
     /// An Azure Cosmos DB account.
     Cosmos,
     /// A container registry.
@@ -124,6 +127,7 @@ impl TargetKind {
             TargetKind::SqlDatabase => "sql-database",
             TargetKind::Rds => "rds",
             TargetKind::S3Bucket => "s3-bucket",
+            TargetKind::GcsBucket => "gcs-bucket",
             TargetKind::Cosmos => "cosmos",
             TargetKind::Registry => "registry",
             TargetKind::Host => "host",

@@ -51,7 +51,7 @@ pub mod labels {
     pub const VERIFIED: &str = "snapsentry.io/verified";
     /// `true` when the machine is reachable from the internet.
     pub const EXPOSED: &str = "snapsentry.io/exposed";
-    /// What the secret opens: `vm`, `storage-account`, `sql-database`, `rds`, `s3-bucket`, `none`.
+    /// What the secret opens: `vm`, `storage-account`, `sql-database`, `rds`, `s3-bucket`, `gcs-bucket`, `none`.
     pub const TARGET_KIND: &str = "snapsentry.io/target-kind";
     /// The name of what the secret opens (the ScannedMachine for a VM, else the resource name
     /// from the secret), slugified; absent when it opens nothing known.

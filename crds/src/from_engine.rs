@@ -29,6 +29,7 @@ impl From<engine::TargetKind> for TargetKind {
             engine::TargetKind::SqlDatabase => TargetKind::SqlDatabase,
             engine::TargetKind::Rds => TargetKind::Rds,
             engine::TargetKind::S3Bucket => TargetKind::S3Bucket,
+            engine::TargetKind::GcsBucket => TargetKind::GcsBucket,
             engine::TargetKind::Cosmos => TargetKind::Cosmos,
             engine::TargetKind::Registry => TargetKind::Registry,
             engine::TargetKind::Host => TargetKind::Host,
@@ -91,6 +92,7 @@ mod tests {
             SqlDatabase,
             Rds,
             S3Bucket,
+            GcsBucket,
             Cosmos,
             Registry,
             Host,
@@ -98,8 +100,8 @@ mod tests {
         ];
         for k in &all {
             match k {
-                Vm | StorageAccount | SqlDatabase | Rds | S3Bucket | Cosmos | Registry | Host
-                | None => {}
+                Vm | StorageAccount | SqlDatabase | Rds | S3Bucket | GcsBucket | Cosmos
+                | Registry | Host | None => {}
             }
         }
         all

@@ -240,7 +240,9 @@ pub struct AzureProvider {
 /// scanner Job as raw block volumes by the Compute Engine persistent-disk CSI driver.
 ///
 /// Credentials, first match wins: `credentialsSecret` (a service-account JSON key); else the
-/// metadata server (GKE workload identity, or the node's service account).
+/// key file the operator's `GOOGLE_APPLICATION_CREDENTIALS` names (the chart's
+/// `cloud.gcp.credentialsSecret`); else the metadata server (GKE workload identity, or the node's
+/// service account).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GcpProvider {
@@ -251,7 +253,8 @@ pub struct GcpProvider {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub zones: Vec<String>,
     /// Secret in the policy's namespace with key `serviceAccountKey`: a service account's JSON
-    /// key. Without it, tokens come from the metadata server (GKE workload identity).
+    /// key. Without it, the operator's `GOOGLE_APPLICATION_CREDENTIALS` key file, else the
+    /// metadata server (GKE workload identity).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
     /// Zones where the scanner's nodes run (`europe-west1-b`): disks made from snapshots are
@@ -264,9 +267,6 @@ pub struct GcpProvider {
     /// it is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_url: Option<String>,
-    /// OAuth 2.0 token endpoint for a service-account key (default: the key's `token_uri`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_uri: Option<String>,
     /// Which instances to select, and which to leave out. `tags` match instance labels, `ids` an
     /// instance's numeric id or its name, `states` instance statuses (`RUNNING`, `TERMINATED`,
     /// `SUSPENDED`, …, case-insensitive; default RUNNING and TERMINATED, as AWS's running and

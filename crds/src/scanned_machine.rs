@@ -87,6 +87,13 @@ pub struct ScannedMachineSpec {
     #[serde(default)]
     #[schemars(length(max = 32))]
     pub disks: Vec<MachineDisk>,
+    /// Public keys the cloud itself authorizes on the machine, outside its disk (GCE project
+    /// and instance metadata `ssh-keys`, an Azure VM's `osProfile` SSH keys), at most 200. They
+    /// count like the disk's `authorized_keys` (`status.authorizedKeys`) when SSH keys are
+    /// verified.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 200))]
+    pub cloud_authorized_keys: Vec<CloudAuthorizedKey>,
 }
 
 /// One disk of a machine.
@@ -105,6 +112,20 @@ pub struct MachineDisk {
     /// be snapshotted); absent for disks that are scanned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unsupported: Option<String>,
+}
+
+/// A public key the cloud authorizes on a machine (read through the cloud's API, not from the
+/// disk).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudAuthorizedKey {
+    /// The user the key logs in as.
+    pub user: String,
+    /// `SHA256:…`
+    pub fingerprint: String,
+    /// Where the cloud keeps the key (`project metadata ssh-keys`, `instance metadata ssh-keys`,
+    /// `osProfile ssh publicKeys`).
+    pub source: String,
 }
 
 /// Scan lifecycle of a machine.

@@ -297,4 +297,8 @@ pub struct AuthorizedOn {
     pub machine: String,
     /// The user whose `authorized_keys` holds the key.
     pub user: String,
+    /// Where the machine authorizes it: the `authorized_keys` file's path, or the cloud's key
+    /// source (`project metadata ssh-keys`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }

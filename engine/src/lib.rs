@@ -58,6 +58,8 @@ pub enum TargetKind {
     Rds,
     /// An Amazon S3 bucket (a presigned URL names it).
     S3Bucket,
+    /// A Google Cloud Storage bucket (a signed URL or a `gs://` reference names it).
+    GcsBucket,
     /// An Azure Cosmos DB account.
     Cosmos,
     /// A container registry.

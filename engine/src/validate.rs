@@ -30,7 +30,7 @@ pub enum Validator {
     SasToken,
     /// `s3-presigned`: `X-Amz-Date` + `X-Amz-Expires`; fills `expiresAt` and the bucket.
     S3Presigned,
-    /// `gcs-signed`: `X-Goog-Date` + `X-Goog-Expires`; fills `expiresAt`.
+    /// `gcs-signed`: `X-Goog-Date` + `X-Goog-Expires`; fills `expiresAt` and the bucket.
     GcsSigned,
     /// `azure-storage-key`: 88 base64 characters decoding to 64 bytes, not Azurite's key.
     AzureStorageKey,
@@ -91,7 +91,13 @@ impl Validator {
                 }
                 ok
             }
-            Validator::GcsSigned => presigned(whole, "X-Goog-Date", "X-Goog-Expires", meta),
+            Validator::GcsSigned => {
+                let ok = presigned(whole, "X-Goog-Date", "X-Goog-Expires", meta);
+                if ok {
+                    meta.target = gcs_bucket_target(whole).or(meta.target.take());
+                }
+                ok
+            }
             Validator::AzureStorageKey => azure_storage_key(secret),
             Validator::Generated => looks_generated(secret),
             Validator::NotFieldName => {
@@ -355,6 +361,40 @@ fn s3_bucket_target(whole: &[u8]) -> Option<Target> {
     })
 }
 
+/// The bucket a Cloud Storage reference names: `gs://bucket/object`, path-style
+/// (`storage.googleapis.com/bucket/object`) or virtual-hosted (`bucket.storage.googleapis.com`).
+fn gcs_bucket_target(whole: &[u8]) -> Option<Target> {
+    let text = std::str::from_utf8(whole).ok()?;
+    let (bucket, host) = if let Some(i) = text.find("gs://") {
+        let rest = &text[i + 5..];
+        let end = rest
+            .find(['/', '?', '#', '"', '\'', ' ', '\n'])
+            .unwrap_or(rest.len());
+        (rest[..end].to_ascii_lowercase(), None)
+    } else {
+        let host = url_host(text)?.to_ascii_lowercase();
+        if host == "storage.googleapis.com" {
+            let after = &text[text.find("://")? + 3..];
+            let path = after.split_once('/')?.1;
+            let bucket = path.split(['/', '?', '#']).next()?.to_ascii_lowercase();
+            (bucket, Some(host))
+        } else {
+            let bucket = host.strip_suffix(".storage.googleapis.com")?.to_owned();
+            (bucket, Some(host))
+        }
+    };
+    // Bucket names: 3 to 222 characters of lowercase letters, digits, `-`, `_` and `.`.
+    let valid = (3..=222).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+    valid.then_some(Target {
+        kind: TargetKind::GcsBucket,
+        name: Some(bucket),
+        host,
+    })
+}
+
 /// Azure storage account keys: 88 base64 characters that decode to 64 bytes.
 fn azure_storage_key(secret: &[u8]) -> bool {
     secret.len() == 88
@@ -423,11 +463,50 @@ mod tests {
         let mut m = FindingMetadata::default();
         assert!(Validator::S3Presigned.check(b"", dotted, &mut m));
         assert_eq!(m.target.unwrap().name.as_deref(), Some("backups.prod"));
+        let gcs = b"https://storage.googleapis.com/shop-exports/o.csv?X-Goog-Date=20250101T000000Z&X-Goog-Expires=900&X-Goog-Signature=ab";
+        let mut m = FindingMetadata::default();
+        assert!(Validator::GcsSigned.check(b"", gcs, &mut m));
+        assert_eq!(m.expires_at.as_deref(), Some("2025-01-01T00:15:00Z"));
+        let target = m.target.unwrap();
+        assert_eq!(
+            (target.kind, target.name.as_deref(), target.host.as_deref()),
+            (
+                TargetKind::GcsBucket,
+                Some("shop-exports"),
+                Some("storage.googleapis.com")
+            )
+        );
         // Not an AWS host (MinIO, a proxy): no bucket is claimed.
         let other = b"https://minio.internal:9000/b/k?X-Amz-Date=20250101T000000Z&X-Amz-Expires=60&X-Amz-Signature=ab";
         let mut m = FindingMetadata::default();
         assert!(Validator::S3Presigned.check(b"", other, &mut m));
         assert_eq!(m.target, None);
+    }
+
+    #[test]
+    fn gcs_bucket_references() {
+        let name = |text: &str| gcs_bucket_target(text.as_bytes()).and_then(|t| t.name);
+        assert_eq!(
+            name("gs://Backups-Prod/db/x.dump").as_deref(),
+            Some("backups-prod")
+        );
+        assert_eq!(
+            name("\"gs://media.example.com\"").as_deref(),
+            Some("media.example.com")
+        );
+        assert_eq!(
+            name("https://storage.googleapis.com/reports/q1.pdf?x=1").as_deref(),
+            Some("reports")
+        );
+        assert_eq!(
+            name("https://exports.storage.googleapis.com/o.csv").as_deref(),
+            Some("exports")
+        );
+        // Not Cloud Storage, or no valid bucket name.
+        assert_eq!(name("https://storage.example.com/b/o"), None);
+        assert_eq!(name("https://storage.googleapis.com/"), None);
+        assert_eq!(name("gs://a/"), None);
+        assert_eq!(name("gs://under$score/o"), None);
     }
 
     #[test]

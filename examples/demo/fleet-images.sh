@@ -7,10 +7,14 @@
 #            authorized_keys, a .pgpass and a shell history with a password
 #   win-01   Windows server (MBR, NTFS): an unattend.xml with the administrator password and an IIS
 #            web.config with a SQL Server connection string
+#   api-01   Linux API server (GPT, ext4), the demo's GCP instance: no SSH key on its disk (GCE's
+#            project metadata authorizes web-01's), the app's PostgreSQL connection string
 #
 # Usage: fleet-images.sh [--lvm] [--extra DIR] OUT_DIR RDS_ENDPOINT
-# Writes OUT_DIR/{web-01,db-01,win-01}.raw and OUT_DIR/planted.txt (every planted secret value, one
-# per line, so tests can prove none of them leaks). Every secret is generated fresh; none is real.
+# Writes OUT_DIR/{web-01,db-01,win-01,api-01}.raw, OUT_DIR/planted.txt (every planted secret value, one
+# per line, so tests can prove none of them leaks) and OUT_DIR/web-01-deploy.pub (the public half
+# of web-01's key, for fleets that authorize it elsewhere too). Every secret is generated fresh;
+# none is real.
 # Needs root for the NTFS image (populated through an ntfs-3g mount).
 #
 # Options (neither changes what the demo gets without them):
@@ -81,6 +85,7 @@ mke2fs -q -F -t ext4 -L cloudimg-rootfs -E "offset=$start,nodiscard" -d "$web" "
 db="$work/db-01"
 mkdir -p "$db"/{etc,home/admin/.ssh,root}
 cp "$web/home/deploy/.ssh/id_ed25519.pub" "$db/home/admin/.ssh/authorized_keys"
+cp "$web/home/deploy/.ssh/id_ed25519.pub" "$out/web-01-deploy.pub"
 printf '%s:5432:app:app:%s\n' "$rds" "$(plant "$(rand 'A-Za-z0-9' 20)")" >"$db/root/.pgpass"
 printf 'systemctl status postgresql\nmysql -u root -p%s -h localhost\nexit\n' \
 	"$(plant "$(rand 'A-Za-z0-9' 16)")" >"$db/root/.bash_history"
@@ -141,6 +146,18 @@ mkfs.xfs -q -f -L root -p "$work/db-01.proto" "$work/db-01.xfs"
 dd if="$work/db-01.xfs" of="$work/db-01.gpt" bs=1M seek=$((fs_start / 1048576)) conv=notrunc,sparse status=none
 mv "$work/db-01.gpt" "$out/db-01.raw"
 
+# --- api-01 ---------------------------------------------------------------------------------
+api="$work/api-01"
+mkdir -p "$api"/{etc,home/deploy/.ssh,srv/api}
+printf '# keys come from GCE metadata (ssh-keys)\n' >"$api/home/deploy/.ssh/authorized_keys"
+printf 'PORT=8080\nDATABASE_URL=postgres://api:%s@%s:5432/app\n' \
+	"$(plant "$(rand 'A-Za-z0-9' 24)")" "$rds" >"$api/srv/api/.env"
+printf 'api-01\n' >"$api/etc/hostname"
+chmod 600 "$api/srv/api/.env"
+add_extra api-01 "$api"
+gpt_disk "$out/api-01.raw" 48M 8300 cloudimg-rootfs
+mke2fs -q -F -t ext4 -L cloudimg-rootfs -E "offset=$start,nodiscard" -d "$api" "$out/api-01.raw" "$((bytes / 1024))k"
+
 # --- win-01 ---------------------------------------------------------------------------------
 win="$work/win-01"
 mkdir -p "$win/Windows/Panther" "$win/inetpub/wwwroot"
@@ -184,4 +201,4 @@ umount "$mnt"
 mnt=""
 dd if="$work/win-01.ntfs" of="$raw" bs=1M seek=1 conv=notrunc,sparse status=none
 
-echo "fleet images in $out: web-01.raw db-01.raw win-01.raw ($(wc -l <"$planted") planted secrets)" >&2
+echo "fleet images in $out: web-01.raw db-01.raw win-01.raw api-01.raw ($(wc -l <"$planted") planted secrets)" >&2

@@ -11,20 +11,20 @@ image it copies, so a test harness playing the CSI driver can map a volume handl
 deliberately small: no validation beyond what the provider relies on, Python 3.11 standard library
 only. gce_fleet.py builds the resources it serves from a fleet spec.
 
-Covered (every /compute, /sql and /storage call needs `Authorization: Bearer <token>` from one of
-the two token endpoints, else 401 with Google's error body, status UNAUTHENTICATED):
+Covered (every /compute, /sql and /storage call needs `Authorization: Bearer <token>`, else 401
+with Google's error body, status UNAUTHENTICATED). The token is either one the metadata server
+issued, or a service account's self-signed JWT, as google-cloud-auth sends for a JSON key (Google
+accepts these in place of an access token, no exchange): RS256, its signature verifying with the
+fleet's serviceAccount modulus/exponent, iss and sub = its email, a `scope` or an `aud`, issued at
+most an hour before it expires, not expired.
 
-  POST /token                               OAuth2 service-account grant (form body):
-                                            grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer,
-                                            assertion=an RS256 JWT whose signature verifies with the
-                                            fleet's serviceAccount modulus/exponent, iss = its
-                                            email, aud = this URL, not expired
   GET  /computeMetadata/v1/instance/service-accounts/default/token
                                             the GKE metadata server (workload identity); needs
                                             `Metadata-Flavor: Google`, else 403; as text (404
                                             when the fleet's metadataServer lacks the value):
   GET  /computeMetadata/v1/project/project-id, .../instance/zone (projects/NUMBER/zones/Z),
-       .../instance/service-accounts/default/email
+       .../instance/service-accounts/default/email, .../universe/universe-domain
+                                            (googleapis.com, asked by google-cloud-auth)
   Under /compute/v1/projects/P (P must be a fleet project, else 404):
   GET  (the project itself)                 commonInstanceMetadata.items (ssh-keys...)
   GET  /aggregated/instances                items keyed "zones/Z": {"instances": [...]} or a
@@ -52,21 +52,24 @@ Control API (no token needed):
                                 "project", "zone", "name", "status", "labels", "image": FILE,
                                 "sourceSnapshot": NAME|null}], "snapshots": [{"name", "project",
                                 "status", "labels", "sourceDisk": HANDLE, "image": FILE}],
-                                "operations": {"started", "done", "failed"}, "tokensIssued": n}
+                                "operations": {"started", "done", "failed"}, "tokensIssued": n
+                                (by the metadata server), "selfSignedCalls": n (calls a
+                                service account's self-signed JWT authorized)}
   POST   /_snapsentry/faults   {"disks.insert": {"throttleEvery": 3, "serverErrorEvery": 5,
                                 "serverErrorStatus": 503, "quotaEvery": 1}} replaces the plan,
                                 zeroes counters; the Nth, 2Nth... call answers 429
                                 rateLimitExceeded, the Mth, 2Mth... other one 503 backendError (or
                                 serverErrorStatus); quotaEvery (insert calls only): the operation
                                 ends DONE with error.errors[].code QUOTA_EXCEEDED (403) and no
-                                resource
+                                resource; quotaSourceDisks (disks.insert only): [DISK NAME...]
+                                likewise for every disk made from a snapshot of those disks
   GET    /_snapsentry/faults   counters: {"disks.insert": {"calls", "throttled", "serverErrors",
                                 "quotaErrors"}}
   DELETE /_snapsentry/faults   no faults, counters zeroed
 Operation names are "<collection>.<method>" as in Google's reference: projects.get,
 instances.{aggregatedList,list,get}, disks.{list,get,insert,delete,createSnapshot},
 snapshots.{list,get,insert,delete}, firewalls.list, zoneOperations.{get,wait},
-globalOperations.{get,wait}, sqlInstances.list, buckets.list, token.post, metadata.token.
+globalOperations.{get,wait}, sqlInstances.list, buckets.list, metadata.token.
 
 Usage: python3 fake_gce.py --port-file FILE [--port 0]; the bound port is written to FILE once the
 server accepts connections.
@@ -88,7 +91,6 @@ from gce_fleet import COMPUTE, LINK, Fleet, fingerprint, new_id, now, zone_url
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "azure"))
 import fake_arm  # noqa: E402
 
-JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 ROUTE = re.compile(r"^/compute/v1/projects/(?P<project>[^/]+)"
                    r"(?:/(?P<scope>zones/[^/]+|global|aggregated))?"
                    r"(?:/(?P<collection>[A-Za-z]+))?(?:/(?P<name>[^/]+))?"
@@ -117,12 +119,31 @@ class State(fake_arm.State):
         super().__init__()
         self.fleet = Fleet({})
         self.tokens = set()
+        self.self_signed_calls = 0
 
     def issue(self):
         with self.lock:
             token = "ya29.fake-" + secrets.token_hex(16)
             self.tokens.add(token)
             return {"access_token": token, "expires_in": 3599, "token_type": "Bearer"}
+
+    def authorizes(self, token):
+        """Whether a bearer token is one this server issued or a valid self-signed JWT."""
+        if token in self.tokens:
+            return True
+        account = self.fleet.service_account
+        claims = account and fake_arm.verify_rs256(token, account["modulus"],
+                                                   account.get("exponent", 65537))
+        if not claims or claims.get("iss") != account.get("email") \
+                or claims.get("sub") != account.get("email") \
+                or not (claims.get("scope") or claims.get("aud")):
+            return False
+        issued, expires = float(claims.get("iat", 0)), float(claims.get("exp", 0))
+        if not issued - 300 <= time.time() < expires or expires - issued > 3600 + 600:
+            return False
+        with self.lock:
+            self.self_signed_calls += 1
+        return True
 
     def fault_for(self, operation):
         """Counts one call; returns "throttle", ("server", status), "quota" or None."""
@@ -166,12 +187,10 @@ class Handler(fake_arm.Handler):
         try:
             if url.path.startswith("/_snapsentry/"):
                 return self.send(*self.control(method, url.path, raw))
-            if method == "POST" and url.path == "/token":
-                return self.send(*self.token(raw))
             if method == "GET" and url.path.startswith("/computeMetadata/v1/"):
                 return self.send(*self.metadata(url.path))
             auth = self.headers.get("Authorization", "")
-            if not auth.startswith("Bearer ") or auth[7:] not in STATE.tokens:
+            if not auth.startswith("Bearer ") or not STATE.authorizes(auth[7:]):
                 status, body = google_error(
                     401, "required" if not auth else "authError",
                     "Request is missing required authentication credential. Expected OAuth 2 "
@@ -185,28 +204,6 @@ class Handler(fake_arm.Handler):
         except Exception as error:  # a bug in the fake: answer 500 and log it
             traceback.print_exc()
             self.send(*google_error(500, "backendError", repr(error)))
-
-    def token(self, raw):
-        form = dict(urllib.parse.parse_qsl(raw.decode()))
-        if form.get("grant_type") != JWT_BEARER:
-            return 400, {"error": "unsupported_grant_type",
-                         "error_description": f"Invalid grant_type: {form.get('grant_type')}"}
-        account = STATE.fleet.service_account
-        claims = account and fake_arm.verify_rs256(
-            form.get("assertion", ""), account["modulus"], account.get("exponent", 65537))
-        if not claims:
-            return 400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
-        if claims.get("iss") != account.get("email") or not str(claims.get("aud", "")) \
-                .endswith("/token") or not claims.get("scope"):
-            return 400, {"error": "invalid_grant",
-                         "error_description": "Invalid JWT: iss, aud or scope not accepted."}
-        if not float(claims.get("iat", 0)) - 300 <= time.time() < float(claims.get("exp", 0)):
-            return 400, {"error": "invalid_grant",
-                         "error_description": "Invalid JWT: Token must be a short-lived token "
-                                              "(60 minutes) and in a reasonable timeframe."}
-        if STATE.fault_for("token.post"):
-            return 503, {"error": "temporarily_unavailable"}
-        return 200, STATE.issue()
 
     def metadata(self, path):
         """The GKE metadata server: the pod's token, the project and zone of its node."""
@@ -224,6 +221,7 @@ class Handler(fake_arm.Handler):
             "project/project-id": server.get("projectId"),
             "instance/zone": zone and f"projects/{project.number if project else 0}/zones/{zone}",
             "instance/service-accounts/default/email": server.get("email"),
+            "universe/universe-domain": "googleapis.com",
         }.get(path.removeprefix("/computeMetadata/v1/"))
         return (200, value, flavor) if value else (404, "Not Found\n", flavor)
 
@@ -262,6 +260,7 @@ class Handler(fake_arm.Handler):
                                   "sourceDisk": snap["sourceDisk"].split("/compute/v1/", 1)[1]})
         ops = fleet.operations.values()
         return {"disks": disks, "snapshots": snapshots, "tokensIssued": len(STATE.tokens),
+                "selfSignedCalls": STATE.self_signed_calls,
                 "operations": {"started": len(ops),
                                "done": sum(op["body"]["status"] == "DONE" for op in ops),
                                "failed": sum("error" in op["body"] for op in ops)}}
@@ -393,6 +392,10 @@ class Handler(fake_arm.Handler):
         if snapshot is None or snapshot["status"] != "READY":
             return google_error(400, "invalid", f"The snapshot '{source}' is not ready or does "
                                                 "not exist.")
+        refused = STATE.plan.get("disks.insert", {}).get("quotaSourceDisks", [])
+        if not quota and snapshot["sourceDisk"].rsplit("/", 1)[1] in refused:
+            STATE.counters["disks.insert"]["quotaErrors"] += 1
+            quota = True
         if quota:
             return self.operation(project, zone, "insert", link, None, quota_error(zone))
         disk = project.disk_body(

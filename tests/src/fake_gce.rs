@@ -2,8 +2,8 @@
 //! standard library only) on a free loopback port. Compute Engine has no emulator, so this fake
 //! answers the Compute v1 calls snapsentry's GCP provider makes (instances, disks, snapshots,
 //! firewalls, project metadata, zonal and global operations with the PENDING → RUNNING → DONE
-//! dance), the Cloud SQL Admin and GCS bucket listings, and both token endpoints (the
-//! service-account JWT grant and the GKE metadata server), in the documented shapes;
+//! dance), the Cloud SQL Admin and GCS bucket listings, and the GKE metadata server's token, in
+//! the documented shapes, and verifies a service account's self-signed JWTs;
 //! `tests/tests/fake_gce.rs` checks it against `tests/gcp/documented_shapes.json`. Its header
 //! lists every endpoint and the control API.
 //!
@@ -52,16 +52,15 @@ impl FakeGce {
     }
 
     /// `http://127.0.0.1:PORT`: the root of every API it fakes (`/compute/v1`,
-    /// `/sql/v1beta4`, `/storage/v1`), of the token URL (`{endpoint}/token`, a service-account
-    /// key's `token_uri`) and of the metadata server ([`METADATA_TOKEN_PATH`]).
+    /// `/sql/v1beta4`, `/storage/v1`) and of the metadata server ([`METADATA_TOKEN_PATH`]).
     pub fn endpoint(&self) -> String {
         self.fake.endpoint()
     }
 
     /// Replaces the fake's state with the fleet `spec`: `{"pageSize": n (default page size of lists
     /// without maxResults, 500), "serviceAccount": {"email", "modulus": HEX, "exponent": n (65537)}
-    /// (the key the JWT grant verifies with, e.g. a [`crate::fake_arm::TestCertificate`]'s modulus;
-    /// without it only the metadata server issues tokens), "metadataServer": {"projectId", "zone",
+    /// (the key a self-signed JWT verifies with, e.g. a [`crate::fake_arm::TestCertificate`]'s modulus;
+    /// without it only the metadata server's tokens are accepted), "metadataServer": {"projectId", "zone",
     /// "email"} (what the metadata server says of the node the scanner runs on; each optional),
     /// "projects": {PROJECT: {"zones": [ZONE...] (listed in the aggregated list even when empty),
     /// "commonMetadata": {KEY: VALUE} (e.g. "ssh-keys"), "instances": [{"name", "zone"
@@ -85,7 +84,8 @@ impl FakeGce {
 
     /// `{"disks": [{"volumeHandle", "selfLink", "project", "zone", "name", "status", "labels",
     /// "image", "sourceSnapshot"}], "snapshots": [{"name", "project", "status", "labels",
-    /// "sourceDisk", "image"}], "operations": {"started", "done", "failed"}, "tokensIssued": n}`.
+    /// "sourceDisk", "image"}], "operations": {"started", "done", "failed"}, "tokensIssued": n (by the
+    /// metadata server), "selfSignedCalls": n (calls a self-signed JWT authorized)}`.
     pub fn state(&self) -> Result<serde_json::Value, Error> {
         self.control("GET", "/_snapsentry/state", None)
     }
@@ -120,8 +120,9 @@ impl FakeGce {
     }
 
     /// Replaces the fault plan and zeroes the counters, e.g. `{"disks.insert": {"throttleEvery":
-    /// 2, "serverErrorEvery": 3, "serverErrorStatus": 503, "quotaEvery": 1}}` (operation names in
-    /// the fake's header).
+    /// 2, "serverErrorEvery": 3, "serverErrorStatus": 503, "quotaEvery": 1, "quotaSourceDisks":
+    /// ["db-01-boot"]}}` (operation names in the fake's header; `quotaSourceDisks`: every disk
+    /// made from a snapshot of those disks fails with `QUOTA_EXCEEDED`).
     pub fn set_faults(&self, plan: &serde_json::Value) -> Result<(), Error> {
         self.control("POST", "/_snapsentry/faults", Some(plan))
             .map(drop)
@@ -163,12 +164,6 @@ impl FakeGce {
             &[]
         };
         self.fake.exchange("GET", path, headers, "")
-    }
-
-    /// `POST /token` with this form body (the JWT-bearer grant); the answer as it comes.
-    pub fn request_token(&self, form: &str) -> Result<Response, Error> {
-        let headers = [("Content-Type", "application/x-www-form-urlencoded")];
-        self.fake.exchange("POST", "/token", &headers, form)
     }
 
     /// One request to the fake; `target` is a path with query or a full URL on this server (a

@@ -2,8 +2,8 @@
 //! response shapes (`tests/gcp/documented_shapes.json`): every response the GCP provider relies on
 //! has the documented field names, JSON types and `kind`s; lists page with
 //! `maxResults`/`nextPageToken` and filter on labels; mutating calls follow the operation dance
-//! (PENDING, RUNNING, DONE); tokens come from a verified service-account JWT grant or the metadata
-//! server; faults (throttling, server errors, a disk quota) behave like Compute; and every disk
+//! (PENDING, RUNNING, DONE); tokens come from the metadata server or are a service account's
+//! verified self-signed JWT; faults (throttling, server errors, a disk quota) behave like Compute; and every disk
 //! maps to its raw image file.
 
 mod fixture;
@@ -65,6 +65,9 @@ fn calls_need_a_token_and_the_metadata_server_a_flavor_header() -> Result<()> {
     ensure!(zone.body.starts_with("projects/") && zone.body.ends_with("/zones/us-east1-c"));
     let project = gce.metadata("/computeMetadata/v1/project/project-id", true)?;
     ensure!(project.body == PROJECT && project.header("Metadata-Flavor") == Some("Google"));
+    // What google-cloud-auth asks the metadata server before its first call.
+    let universe = gce.metadata("/computeMetadata/v1/universe/universe-domain", true)?;
+    ensure!(universe.status == 200 && universe.body == "googleapis.com");
     ensure!(
         gce.metadata("/computeMetadata/v1/project/project-id", false)?
             .status
@@ -76,15 +79,8 @@ fn calls_need_a_token_and_the_metadata_server_a_flavor_header() -> Result<()> {
     Ok(())
 }
 
-/// The JWT-bearer grant form of a service-account key for `assertion`.
-fn grant(assertion: &str) -> String {
-    format!(
-        "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={assertion}"
-    )
-}
-
 #[test]
-fn service_account_grants_are_verified_rs256_jwts() -> Result<()> {
+fn self_signed_service_account_jwts_are_verified_rs256() -> Result<()> {
     let gce = FakeGce::start()?;
     let dir = tempfile::tempdir()?;
     // A key made now with openssl; the fleet knows only its public modulus.
@@ -108,42 +104,36 @@ fn service_account_grants_are_verified_rs256_jwts() -> Result<()> {
             B64.encode(key.sign(input.as_bytes())?)
         ))
     };
-    let claims = json!({"iss": email, "aud": format!("{}/token", gce.endpoint()),
+    // What google-cloud-auth signs for a key: the scope, iss = sub = the account, an hour.
+    let claims = json!({"iss": email, "sub": email,
                         "scope": "https://www.googleapis.com/auth/cloud-platform",
                         "iat": now, "exp": now + 3600});
     let good = jwt(&claims)?;
-    let answer = expect(gce.request_token(&grant(&good))?, 200, "signed grant")?.json()?;
-    check(
-        &documented("oauth2.token", "200")?,
-        &answer,
-        &["/access_token", "/expires_in"],
-    )?;
-    let token = answer["access_token"].as_str().context("access_token")?;
-    get(&gce, token, &compute(""))?;
+    get(&gce, &good, &compute(""))?;
+    ensure!(gce.state()?["selfSignedCalls"] == 1);
 
     let (head, signature) = good.rsplit_once('.').context("jwt")?;
     let flipped = if signature.starts_with('A') { "B" } else { "A" };
     let tampered = format!("{head}.{flipped}{}", &signature[1..]);
-    let refused = expect(gce.request_token(&grant(&tampered))?, 400, "tampered")?.json()?;
-    check(
-        &documented("oauth2.token", "400")?,
-        &refused,
-        &["/error", "/error_description"],
+    let refused = expect(
+        gce.request("GET", &compute(""), Some(&tampered), None)?,
+        401,
+        "tampered",
     )?;
-    ensure!(refused["error"] == "invalid_grant");
+    ensure!(refused.json()?["error"]["errors"][0]["reason"] == "authError");
     for (field, value) in [
         ("iss", json!("other@x.iam.gserviceaccount.com")),
+        ("sub", json!("other@x.iam.gserviceaccount.com")),
         ("exp", json!(now - 60)),
-        ("aud", json!("https://elsewhere/oauth2/v4/other")),
+        ("exp", json!(now + 86_400)),
+        ("scope", json!(null)),
     ] {
         let mut bad = claims.clone();
         bad[field] = value;
-        let refused = gce.request_token(&grant(&jwt(&bad)?))?;
-        ensure!(refused.status == 400, "{field}: {}", refused.status);
+        let refused = gce.request("GET", &compute(""), Some(&jwt(&bad)?), None)?;
+        ensure!(refused.status == 401, "{field}: {}", refused.status);
     }
-    let wrong_grant = gce.request_token(&grant(&good).replace("jwt-bearer", "client"))?;
-    ensure!(wrong_grant.json()?["error"] == "unsupported_grant_type");
-    ensure!(gce.state()?["tokensIssued"] == 1);
+    ensure!(gce.state()?["selfSignedCalls"] == 1 && gce.state()?["tokensIssued"] == 0);
     // No metadataServer in this fleet: the metadata server knows no zone.
     ensure!(
         gce.metadata("/computeMetadata/v1/instance/zone", true)?

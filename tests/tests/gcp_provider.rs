@@ -3,7 +3,7 @@
 //!
 //! Covered: selection by labels, names, statuses and excluded labels across projects and zones;
 //! OS (Windows from licenses), disk order, exposure with reasons (an open rule through a network
-//! tag; a higher-priority deny); Cloud SQL targets; credentials from a service-account key Secret
+//! tag; a higher-priority deny); Cloud SQL and GCS bucket targets; credentials from a service-account key Secret
 //! (a key made now with openssl) and from the metadata server, and a wrong key's clear error
 //! (never the key); snapshots and disks created labelled, reused after a "restart" (a new
 //! provider), named by `block_volumes`/`reader_config` alike and mapping to the instance's disk
@@ -99,6 +99,11 @@ async fn inventory_selects_across_projects_with_exposure_and_os() -> Result<()> 
     );
     ensure!(inv.targets.exists(TargetKind::SqlDatabase, "orders") == Some(true));
     ensure!(inv.targets.exists(TargetKind::SqlDatabase, "35.1.1.1") == Some(true));
+    // Both projects' buckets, by the name a signed URL or a gs:// reference carries.
+    for bucket in ["shop-exports", "app-media"] {
+        ensure!(inv.targets.exists(TargetKind::GcsBucket, bucket) == Some(true));
+    }
+    ensure!(inv.targets.exists(TargetKind::GcsBucket, "someone-elses") == None);
 
     // Labels, excluded labels, other statuses, names and zones.
     let p = provider(
@@ -137,8 +142,9 @@ async fn inventory_selects_across_projects_with_exposure_and_os() -> Result<()> 
     Ok(())
 }
 
-/// A service-account JSON key for `key` (the PKCS#8 private key), its token endpoint the fake's.
-fn key_json(gce: &FakeGce, key: &TestCertificate) -> Result<String> {
+/// A service-account JSON key for `key` (the PKCS#8 private key). Its `token_uri` is Google's,
+/// as in every key, and never called: google-cloud-auth signs JWTs the fake verifies.
+fn key_json(key: &TestCertificate) -> Result<String> {
     let pem = std::fs::read_to_string(&key.key_file)?;
     Ok(json!({
         "type": "service_account",
@@ -146,7 +152,7 @@ fn key_json(gce: &FakeGce, key: &TestCertificate) -> Result<String> {
         "private_key_id": "test",
         "private_key": pem,
         "client_email": EMAIL,
-        "token_uri": format!("{}/token", gce.endpoint()),
+        "token_uri": "https://oauth2.googleapis.com/token",
     })
     .to_string())
 }
@@ -158,21 +164,22 @@ async fn credentials_from_a_key_secret_or_the_metadata_server() -> Result<()> {
     let key = TestCertificate::generate(dir.path())?;
     gce.load_fleet(&fleet(Some(&key.modulus)))?;
 
-    // The key from the policy's Secret: a JWT grant at the key's token_uri.
-    let ctx = secret_context("gcp-key", &key_json(&gce, &key)?).await?;
+    // The key from the policy's Secret: google-cloud-auth's self-signed JWTs, no token exchange.
+    let ctx = secret_context("gcp-key", &key_json(&key)?).await?;
     let mut with_key = spec(&gce, InstanceSelector::default());
     with_key.credentials_secret = Some("gcp-credentials".into());
     let inv = provider(&gce, with_key.clone()).inventory(&ctx).await?;
     ensure!(inv.machines.len() == 4, "{:?}", names(&inv.machines));
+    let state = gce.state()?;
     ensure!(
-        gce.state()?["tokensIssued"] == 1,
-        "one token for every call"
+        state["tokensIssued"] == 0 && state["selfSignedCalls"].as_u64() >= Some(3),
+        "every call with the key's JWT: {state}"
     );
 
     // A key the fake does not know: refused, named, never shown.
     let other_dir = tempfile::tempdir()?;
     let other = TestCertificate::generate(other_dir.path())?;
-    let wrong = key_json(&gce, &other)?;
+    let wrong = key_json(&other)?;
     let ctx = secret_context("gcp-wrong-key", &wrong).await?;
     let e = provider(&gce, with_key.clone())
         .inventory(&ctx)
@@ -181,7 +188,7 @@ async fn credentials_from_a_key_secret_or_the_metadata_server() -> Result<()> {
         .context("a wrong key must fail")?
         .to_string();
     ensure!(
-        e.contains("Secret gcp-credentials") && e.contains("invalid_grant"),
+        e.contains("Secret gcp-credentials") && e.contains("HTTP 401 authError"),
         "{e}"
     );
     let body = std::fs::read_to_string(&other.key_file)?;
@@ -203,6 +210,111 @@ async fn credentials_from_a_key_secret_or_the_metadata_server() -> Result<()> {
         .inventory(&context("fleet"))
         .await?;
     ensure!(inv.machines.len() == 4);
+    let state = gce.state()?;
+    ensure!(state["tokensIssued"].as_u64() >= Some(1), "{state}");
+    Ok(())
+}
+
+/// The order without a policy Secret: the key file GOOGLE_APPLICATION_CREDENTIALS names (the
+/// chart's `cloud.gcp.credentialsSecret`), else the metadata server; the Secret beats both.
+#[tokio::test]
+async fn credentials_secret_then_key_file_then_metadata_server() -> Result<()> {
+    let gce = FakeGce::start()?;
+    let dir = tempfile::tempdir()?;
+    let key = TestCertificate::generate(dir.path())?;
+    gce.load_fleet(&fleet(Some(&key.modulus)))?;
+    let key_file = dir.path().join("key.json");
+    std::fs::write(&key_file, key_json(&key)?)?;
+    let other_dir = tempfile::tempdir()?;
+    let other = TestCertificate::generate(other_dir.path())?;
+    let wrong_file = dir.path().join("wrong.json");
+    std::fs::write(&wrong_file, key_json(&other)?)?;
+    let signed = |state: &serde_json::Value| {
+        (
+            state["tokensIssued"].as_u64().unwrap_or_default(),
+            state["selfSignedCalls"].as_u64().unwrap_or_default(),
+        )
+    };
+    let all = || spec(&gce, InstanceSelector::default());
+
+    // The key file: self-signed JWTs, the metadata server never asked.
+    let (tokens, calls) = signed(&gce.state()?);
+    let inv = provider(&gce, all())
+        .with_key_file(Some(&key_file))
+        .inventory(&context("fleet"))
+        .await?;
+    ensure!(inv.machines.len() == 4, "{:?}", names(&inv.machines));
+    let (tokens_after, calls_after) = signed(&gce.state()?);
+    ensure!(
+        tokens_after == tokens && calls_after >= calls + 3,
+        "every call with the file's key: {tokens_after} tokens, {calls_after} signed calls"
+    );
+
+    // The policy's Secret beats the key file (here a key the fake refuses).
+    let ctx = secret_context("gcp-key-over-file", &key_json(&key)?).await?;
+    let mut with_secret = all();
+    with_secret.credentials_secret = Some("gcp-credentials".into());
+    let inv = provider(&gce, with_secret)
+        .with_key_file(Some(&wrong_file))
+        .inventory(&ctx)
+        .await?;
+    ensure!(inv.machines.len() == 4, "{:?}", names(&inv.machines));
+
+    // A refused, a missing and an unreadable key file: named by the variable and the path,
+    // never shown; the metadata server is not fallen back to.
+    let e = provider(&gce, all())
+        .with_key_file(Some(&wrong_file))
+        .inventory(&context("fleet"))
+        .await
+        .err()
+        .context("a wrong key file must fail")?
+        .to_string();
+    let named = format!(
+        "GCP credentials GOOGLE_APPLICATION_CREDENTIALS file {}",
+        wrong_file.display()
+    );
+    ensure!(
+        e.contains(&named) && e.contains("HTTP 401 authError"),
+        "{e}"
+    );
+    let body = std::fs::read_to_string(&other.key_file)?;
+    let key_line = body.lines().nth(1).context("key line")?;
+    ensure!(!e.contains(key_line), "the error shows the key");
+    let missing = dir.path().join("absent.json");
+    let e = provider(&gce, all())
+        .with_key_file(Some(&missing))
+        .inventory(&context("fleet"))
+        .await
+        .err()
+        .context("a missing key file must fail")?
+        .to_string();
+    ensure!(
+        e.contains(&format!(
+            "GOOGLE_APPLICATION_CREDENTIALS file {}",
+            missing.display()
+        )) && e.contains("unreadable"),
+        "{e}"
+    );
+    std::fs::write(&wrong_file, "{\"private_key\": \"s3cr3t\"")?;
+    let e = provider(&gce, all())
+        .with_key_file(Some(&wrong_file))
+        .inventory(&context("fleet"))
+        .await
+        .err()
+        .context("a malformed key file must fail")?
+        .to_string();
+    ensure!(e.contains(&named) && !e.contains("s3cr3t"), "{e}");
+    ensure!(
+        signed(&gce.state()?).0 == tokens,
+        "the metadata server was asked"
+    );
+
+    // No Secret, no key file: the metadata server.
+    provider(&gce, all()).inventory(&context("fleet")).await?;
+    ensure!(
+        signed(&gce.state()?).0 > tokens,
+        "the metadata server was not asked"
+    );
     Ok(())
 }
 
@@ -320,6 +432,13 @@ async fn disk_faults_are_retried_and_a_quota_error_is_clear() -> Result<()> {
     ensure!(
         e.starts_with("GCP disks.insert") && e.contains("QUOTA_EXCEEDED"),
         "{e}"
+    );
+    // The snapshot made before the refused disk is deleted with the failure: the operator never
+    // learns of it.
+    let (disks, snapshots) = gce.leftovers()?;
+    ensure!(
+        disks.is_empty() && snapshots.is_empty(),
+        "a failed preparation left disks {disks:?}, snapshots {snapshots:?}"
     );
     // Without a scanner zone nothing is made at all.
     let mut no_zone = spec(&gce, InstanceSelector::default());

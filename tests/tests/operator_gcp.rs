@@ -4,36 +4,62 @@
 //! its disk's raw image), the storage protection controllers ([`VolumeProtection`]), and the real
 //! scanner (`snapsentry-scan job`) reading each disk made from a snapshot as a raw block device.
 //!
-//! The fleet ([`snapsentry_tests::world::gcp`]): web-01 exposed (external IP, SSH open to
-//! 0.0.0.0/0) with a private key authorized on db-01. After the scan nothing is left in the fake
-//! (no snapsentry snapshot or disk) nor in the cluster (no PersistentVolume or claim), and neither
-//! the service account's key nor a planted value shows anywhere.
+//! The fleet ([`snapsentry_tests::world::gcp`]): web-01 (Debian) exposed (external IP, SSH open
+//! to 0.0.0.0/0) with a private key that db-01's disk authorizes and that app-01 authorizes only
+//! through the project metadata `ssh-keys` (db-01 blocks project keys), and win-01 (Windows).
+//! After a scan nothing is left in the fake (no snapsentry snapshot or disk) nor in the cluster
+//! (no PersistentVolume or claim), and neither the service account's key nor a planted value
+//! shows anywhere. The faults: a disk-creation quota error for one machine, the operator
+//! restarted between a disk's creation and its Job, a scanner killed mid-scan; and a policy
+//! whose cluster cannot attach GCP disks.
 //!
 //! [`VolumeProtection`]: snapsentry_tests::volume_protection::VolumeProtection
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::ResourceExt;
-use kube::api::{Api, ListParams};
-use snapsentry_crds::{MachinePhase, ScanPolicy, ScannedMachine};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use snapsentry_cloud::gcp::metadata::PROJECT_SSH_KEYS;
+use snapsentry_crds::{AttackPath, MachinePhase, ScanPolicy, ScannedMachine};
 use snapsentry_tests::repo;
 use snapsentry_tests::world::gcp::{
-    self, CREDENTIALS_SECRET, Gcp, PROJECT, SCANNER_ZONE, WEB_EXTERNAL_IP,
+    self, CREDENTIALS_SECRET, Gcp, METADATA_USER, PROJECT, SCANNER_ZONE, WEB_EXTERNAL_IP,
 };
-use snapsentry_tests::world::{self, Setup};
+use snapsentry_tests::world::{self, Setup, condition};
 
 type World = world::World<Gcp>;
 
+/// A world with the GCP fleet, Jobs running `command` (default: the real scanner), and the
+/// cluster's `pd.csi.storage.gke.io` CSIDriver.
+async fn gcp_world(ns: &str, command: Option<Vec<String>>) -> Result<World> {
+    world::scanner()?;
+    let ns = ns.to_owned();
+    // Building the images and starting the fake blocks: off the runtime's threads.
+    let setup: Setup<Gcp> =
+        tokio::task::spawn_blocking(move || gcp::setup(&ns).map(|s| s.command(command))).await??;
+    let w = World::start(setup).await?;
+    gcp::install_csi_driver(&w.client).await?;
+    Ok(w)
+}
+
 /// `examples/gcp/scanpolicy.yaml` as a user would adapt it: this namespace and project, the
-/// fake as the API root and token endpoint; a scan asked for now.
-async fn apply_policy(w: &World, name: &str) -> Result<()> {
+/// fake as the API root, only the instances `ids` (all when empty), at most
+/// `concurrency` machines at once; a scan asked for now.
+async fn apply_policy(
+    w: &World,
+    name: &str,
+    ids: &[&str],
+    concurrency: Option<u32>,
+    scanner_zone: bool,
+) -> Result<()> {
     let example = std::fs::read_to_string(repo().join("examples/gcp/scanpolicy.yaml"))?;
     let mut policy: ScanPolicy = serde_yaml::from_str(&example)?;
     policy.metadata.name = Some(name.into());
     policy.metadata.namespace = Some(w.ns.clone());
+    policy.spec.concurrency = concurrency;
     let g = policy.spec.providers[0]
         .gcp
         .as_mut()
@@ -41,9 +67,13 @@ async fn apply_policy(w: &World, name: &str) -> Result<()> {
     ensure!(g.credentials_secret.as_deref() == Some(CREDENTIALS_SECRET));
     g.projects = vec![PROJECT.into()];
     g.zones = vec![SCANNER_ZONE.into()];
-    g.scanner_zones = vec![SCANNER_ZONE.into()];
+    g.scanner_zones = if scanner_zone {
+        vec![SCANNER_ZONE.into()]
+    } else {
+        Vec::new()
+    };
+    g.selector.ids = ids.iter().map(|i| (*i).to_owned()).collect();
     g.endpoint_url = Some(w.cloud.gce.endpoint());
-    g.token_uri = Some(format!("{}/token", w.cloud.gce.endpoint()));
     policy.spec.scanner = None;
     w.create_policy(&policy).await?;
     w.scan_now(name, "first").await?;
@@ -52,6 +82,25 @@ async fn apply_policy(w: &World, name: &str) -> Result<()> {
 
 fn label<'a>(o: &'a impl ResourceExt, key: &str) -> Option<&'a str> {
     o.labels().get(key).map(String::as_str)
+}
+
+/// The ScannedMachines by display name.
+async fn machines(w: &World) -> Result<BTreeMap<String, ScannedMachine>> {
+    Ok(w.machines()
+        .await?
+        .into_values()
+        .map(|m| (m.spec.display_name.clone().unwrap_or_default(), m))
+        .collect())
+}
+
+/// (total, scanned, failed) of the policy's last scan.
+fn counts(p: &ScanPolicy) -> Result<(u32, u32, u32)> {
+    let c = p
+        .status
+        .as_ref()
+        .and_then(|s| s.machines.as_ref())
+        .context("machine counts")?;
+    Ok((c.total, c.scanned, c.failed))
 }
 
 /// Nothing that must stay hidden — a planted secret, a line of the service account's key — in
@@ -70,6 +119,11 @@ fn assert_nothing_leaked(w: &World) -> Result<()> {
         Some(leak) => anyhow::bail!(leak),
         None => Ok(()),
     }
+}
+
+/// The snapsentry disks in the fake now.
+fn scanner_disks(w: &World) -> Result<Vec<String>> {
+    Ok(w.cloud.gce.leftovers()?.0)
 }
 
 /// Waits (up to 60 s) until no snapsentry snapshot or disk is left in the fake and no
@@ -111,40 +165,36 @@ async fn assert_nothing_left(w: &World) -> Result<()> {
     }
 }
 
-/// The issue's scenario: two instances scanned through block volumes, the verified SSH path,
-/// the recommendation, and nothing left behind or leaked.
+/// The issue's scenario: four instances scanned through block volumes, the verified SSH paths
+/// (one through the disk's `authorized_keys`, one through project metadata alone), the
+/// AttackPath, the recommendation, and nothing left behind or leaked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gcp_fleet_scanned_through_block_volumes() -> Result<()> {
-    world::scanner()?;
-    // Building the images and starting the fake blocks: off the runtime's threads.
-    let setup: Setup<Gcp> = tokio::task::spawn_blocking(|| gcp::setup("gcp-e2e")).await??;
-    let mut w = World::start(setup).await?;
+    let mut w = gcp_world("gcp-e2e", None).await?;
     w.start_operator()?;
-    apply_policy(&w, "gcp-production").await?;
+    apply_policy(&w, "gcp-production", &[], None, true).await?;
     let p = w
-        .wait_scan_finished("gcp-production", None, Duration::from_secs(240))
+        .wait_scan_finished("gcp-production", None, Duration::from_secs(300))
         .await?;
-    let counts = p
-        .status
-        .as_ref()
-        .and_then(|s| s.machines.as_ref())
-        .context("machine counts")?;
     ensure!(
-        (counts.total, counts.scanned, counts.failed) == (2, 2, 0),
+        counts(&p)? == (4, 4, 0),
         "{:?}; Job logs: {}",
         p.status,
         w.job_logs()
     );
 
-    let machines: std::collections::BTreeMap<String, ScannedMachine> = w
-        .machines()
-        .await?
-        .into_values()
-        .map(|m| (m.spec.display_name.clone().unwrap_or_default(), m))
-        .collect();
+    let machines = machines(&w).await?;
     let names: Vec<&str> = machines.keys().map(String::as_str).collect();
-    ensure!(names == ["db-01", "web-01"], "{names:?}");
-    let web = &machines["web-01"];
+    ensure!(
+        names == ["app-01", "db-01", "web-01", "win-01"],
+        "{names:?}"
+    );
+    let (web, db, app, win) = (
+        &machines["web-01"],
+        &machines["db-01"],
+        &machines["app-01"],
+        &machines["win-01"],
+    );
     ensure!(web.spec.exposure.internet_facing, "{:?}", web.spec.exposure);
     // The way in (the external IP) and the rule that lets SSH in from anywhere.
     let reasons = web.spec.exposure.reasons.join("; ");
@@ -155,7 +205,11 @@ async fn a_gcp_fleet_scanned_through_block_volumes() -> Result<()> {
             && reasons.contains("22"),
         "{reasons}"
     );
-    ensure!(!machines["db-01"].spec.exposure.internet_facing);
+    for m in [db, app, win] {
+        ensure!(!m.spec.exposure.internet_facing, "{:?}", m.spec);
+    }
+    ensure!(win.spec.platform.as_deref() == Some("windows"));
+    ensure!(web.spec.platform.as_deref() == Some("linux"));
     for (name, m) in &machines {
         let status = m.status.as_ref().context("machine status")?;
         ensure!(
@@ -165,16 +219,41 @@ async fn a_gcp_fleet_scanned_through_block_volumes() -> Result<()> {
         let last = status.last_scan.as_ref().context("lastScan")?;
         ensure!(last.succeeded && last.files > 0, "{name}: {last:?}");
     }
+    // The project's key: on app-01 (only there, from metadata) and web-01; not on db-01, which
+    // blocks project keys, nor on the Windows instance.
+    let app_keys = &app.spec.cloud_authorized_keys;
+    ensure!(
+        app_keys.len() == 1
+            && app_keys[0].user == METADATA_USER
+            && app_keys[0].source == PROJECT_SSH_KEYS,
+        "{app_keys:?}"
+    );
+    ensure!(
+        web.spec.cloud_authorized_keys == *app_keys,
+        "{:?}",
+        web.spec
+    );
+    ensure!(db.spec.cloud_authorized_keys.is_empty(), "{:?}", db.spec);
+    ensure!(win.spec.cloud_authorized_keys.is_empty(), "{:?}", win.spec);
+    let app_status = app.status.as_ref().context("app-01 status")?;
+    ensure!(
+        app_status.authorized_keys.is_empty(),
+        "app-01's disk authorizes nothing: {:?}",
+        app_status.authorized_keys
+    );
 
-    // Findings on both; the verified SSH key from web-01 onto db-01.
+    // Findings on web-01, db-01 and win-01; the verified SSH key from web-01 onto db-01 (its
+    // disk) and app-01 (project metadata).
     let findings = w.findings().await?;
-    for m in ["web-01", "db-01"] {
-        let name = machines[m].name_any();
+    let with_findings: BTreeSet<String> = findings
+        .iter()
+        .filter_map(|f| label(f, "snapsentry.io/machine").map(str::to_owned))
+        .collect();
+    for m in [web, db, win] {
         ensure!(
-            findings
-                .iter()
-                .any(|f| label(f, "snapsentry.io/machine") == Some(name.as_str())),
-            "no finding on {m}"
+            with_findings.contains(&m.name_any()),
+            "no finding on {:?}",
+            m.spec.display_name
         );
     }
     let key = findings
@@ -184,11 +263,31 @@ async fn a_gcp_fleet_scanned_through_block_volumes() -> Result<()> {
     ensure!(label(key, "snapsentry.io/machine") == Some(web.name_any().as_str()));
     ensure!(label(key, "snapsentry.io/verified") == Some("verified"));
     ensure!(label(key, "snapsentry.io/exposed") == Some("true"));
-    let authorized = &key.status.as_ref().context("finding status")?.authorized_on;
+    let fingerprint = key
+        .spec
+        .metadata
+        .ssh
+        .as_ref()
+        .and_then(|s| s.public_key_fingerprint.as_deref())
+        .context("the key's public fingerprint")?;
+    ensure!(app_keys[0].fingerprint == fingerprint);
+    let authorized: BTreeMap<String, (String, Option<String>)> = key
+        .status
+        .as_ref()
+        .context("finding status")?
+        .authorized_on
+        .iter()
+        .map(|a| (a.machine.clone(), (a.user.clone(), a.source.clone())))
+        .collect();
     ensure!(
-        authorized
-            .iter()
-            .any(|a| a.machine == machines["db-01"].name_any()),
+        authorized.get(&app.name_any())
+            == Some(&(METADATA_USER.to_owned(), Some(PROJECT_SSH_KEYS.to_owned())))
+            && authorized.get(&db.name_any())
+                == Some(&(
+                    "admin".to_owned(),
+                    Some("/home/admin/.ssh/authorized_keys".to_owned())
+                ))
+            && authorized.len() == 2,
         "{authorized:?}"
     );
 
@@ -196,17 +295,235 @@ async fn a_gcp_fleet_scanned_through_block_volumes() -> Result<()> {
     let expected = "Exposed Vulnerable GCP VM instance has an insecure SSH private key that is \
                     used to authenticate to a GCP VM instance";
     ensure!(titles.contains(expected), "{expected:?} not in {titles:#?}");
+    let paths = w.api::<AttackPath>().list(&ListParams::default()).await?;
+    let to_app = paths
+        .items
+        .iter()
+        .find(|a| a.spec.target.name == app.name_any())
+        .context("an AttackPath to app-01")?;
+    ensure!(
+        to_app.spec.title == expected
+            && to_app.spec.entry.machine == web.name_any()
+            && to_app.spec.target.user.as_deref() == Some(METADATA_USER)
+            && to_app.spec.target.source.as_deref() == Some(PROJECT_SSH_KEYS),
+        "{:?}",
+        to_app.spec
+    );
     let affected = w
         .recommended_machines("VM instances should have secrets findings resolved")
         .await?
         .context("the GCP recommendation")?;
-    let all: BTreeSet<String> = machines.values().map(ResourceExt::name_any).collect();
-    ensure!(affected == all, "{affected:?}");
+    ensure!(affected == with_findings, "{affected:?}");
 
     assert_nothing_left(&w).await?;
     let state = w.cloud.gce.state()?;
-    ensure!(state["tokensIssued"].as_u64() >= Some(1), "{state}");
+    ensure!(state["selfSignedCalls"].as_u64() >= Some(1), "{state}");
     assert_nothing_leaked(&w)?;
+    w.stop_operator().await?;
+    Ok(())
+}
+
+/// Compute Engine refuses db-01's disk (`QUOTA_EXCEEDED`, as a failed insert operation): db-01
+/// fails with Google's reason, the policy is Degraded saying so and a Warning Event is recorded,
+/// the other machines are scanned, nothing is left; once the quota allows it, the next scan
+/// recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_quota_error_degrades_the_policy_and_the_next_scan_recovers() -> Result<()> {
+    let mut w = gcp_world("gcp-quota", None).await?;
+    w.cloud
+        .gce
+        .set_faults(&serde_json::json!({"disks.insert": {"quotaSourceDisks": ["db-01-boot"]}}))?;
+    w.start_operator()?;
+    apply_policy(&w, "gcp-quota", &["web-01", "db-01", "app-01"], None, true).await?;
+    let p = w
+        .wait_scan_finished("gcp-quota", None, Duration::from_secs(240))
+        .await?;
+    ensure!(counts(&p)? == (3, 2, 1), "{:?}; {}", p.status, w.job_logs());
+    let quota_errors = w.cloud.gce.fault_counters()?["disks.insert"]["quotaErrors"].as_u64();
+    ensure!(quota_errors >= Some(1), "{quota_errors:?}");
+    let machines = machines(&w).await?;
+    let db = &machines["db-01"];
+    let db_status = db.status.as_ref().context("db-01 status")?;
+    ensure!(
+        db_status.phase == Some(MachinePhase::Failed),
+        "{db_status:?}"
+    );
+    let scanned = db_status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Scanned")
+        .context("db-01's Scanned condition")?;
+    ensure!(
+        scanned.status == "False" && scanned.message.contains("QUOTA_EXCEEDED"),
+        "{scanned:?}"
+    );
+    for m in ["web-01", "app-01"] {
+        let phase = machines[m].status.as_ref().and_then(|s| s.phase);
+        ensure!(phase == Some(MachinePhase::Scanned), "{m}: {phase:?}");
+    }
+    let degraded = condition(&p, "Degraded").context("Degraded")?;
+    ensure!(
+        degraded.status == "True"
+            && degraded.reason == "MachinesFailed"
+            && degraded.message.contains(&db.name_any())
+            && degraded.message.contains("QUOTA_EXCEEDED"),
+        "{degraded:?}"
+    );
+    let reasons = w.event_reasons().await?;
+    ensure!(
+        reasons.iter().any(|r| r == "MachineScanFailed"),
+        "{reasons:?}"
+    );
+    assert_nothing_left(&w).await?;
+
+    // The quota is raised: the next scan reads db-01 too.
+    w.cloud.gce.set_faults(&serde_json::json!({}))?;
+    let first = p.status.as_ref().and_then(|s| s.scan_id.clone());
+    w.scan_now("gcp-quota", "second").await?;
+    let p = w
+        .wait_scan_finished("gcp-quota", first.as_deref(), Duration::from_secs(240))
+        .await?;
+    ensure!(counts(&p)? == (3, 3, 0), "{:?}", p.status);
+    let degraded = condition(&p, "Degraded").context("Degraded")?;
+    ensure!(degraded.status == "False", "{degraded:?}");
+    assert_nothing_left(&w).await?;
+    w.stop_operator().await?;
+    Ok(())
+}
+
+/// The operator dies after making the scanner's disk (and its volume) and before the Job exists
+/// (a quota refuses Jobs, so every attempt stops there), and a new operator finishes the scan:
+/// one disk however often it retried, reused, and everything released at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gcp_operator_restarted_before_its_job_makes_no_second_disk() -> Result<()> {
+    let mut w = gcp_world("gcp-restart", None).await?;
+    w.forbid_jobs().await?;
+    w.start_operator()?;
+    apply_policy(&w, "gcp-restart", &["web-01", "db-01"], None, true).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while scanner_disks(&w)?.is_empty() {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no disk was made: {}",
+            w.cloud.gce.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The refused Job makes the operator retry from the top (every 5 s): each retry must find
+    // the disk and reuse it.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let (disks, snapshots) = w.cloud.gce.leftovers()?;
+    ensure!(
+        disks.len() == 1 && snapshots.len() == 1,
+        "one snapshot and one disk of the first machine, however often it retried: disks \
+         {disks:?}, snapshots {snapshots:?}"
+    );
+    ensure!(w.jobs().await?.is_empty(), "a Job despite the quota");
+
+    w.stop_operator().await?;
+    w.allow_jobs().await?;
+    w.start_operator()?;
+    let p = w
+        .wait_scan_finished("gcp-restart", None, Duration::from_secs(240))
+        .await?;
+    ensure!(counts(&p)? == (2, 2, 0), "{:?}; {}", p.status, w.job_logs());
+    let state = w.cloud.gce.state()?;
+    ensure!(state["operations"]["failed"].as_u64() == Some(0), "{state}");
+    assert_nothing_left(&w).await?;
+    w.stop_operator().await?;
+    Ok(())
+}
+
+/// A scanner killed mid-scan: its machines fail saying so, and each one's claim, volume, disk
+/// and snapshot are released once its Job failed. One machine at a time: at most one disk being
+/// read, and one more whose release waits for its PersistentVolume to go (the volume is detached
+/// first), never more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_gcp_scanner_leaves_no_disk_nor_volume() -> Result<()> {
+    let mut w = gcp_world("gcp-killed", Some(world::killed_scanner())).await?;
+    w.start_operator()?;
+    apply_policy(&w, "gcp-killed", &["web-01", "db-01"], Some(1), true).await?;
+    let mut most_disks = 0;
+    let p = {
+        let finished = w.wait_scan_finished("gcp-killed", None, Duration::from_secs(240));
+        tokio::pin!(finished);
+        loop {
+            tokio::select! {
+                p = &mut finished => break p?,
+                () = tokio::time::sleep(Duration::from_millis(150)) => {
+                    most_disks = most_disks.max(scanner_disks(&w)?.len());
+                }
+            }
+        }
+    };
+    ensure!(counts(&p)? == (2, 0, 2), "{:?}", p.status);
+    ensure!((1..=2).contains(&most_disks), "{most_disks} disks at once");
+    for (name, m) in machines(&w).await? {
+        let status = m.status.as_ref().context("machine status")?;
+        let scanned = status.conditions.iter().find(|c| c.type_ == "Scanned");
+        ensure!(
+            status.phase == Some(MachinePhase::Failed)
+                && scanned.is_some_and(|c| c.status == "False" && !c.message.is_empty()),
+            "{name}: {status:?}"
+        );
+    }
+    assert_nothing_left(&w).await?;
+    w.stop_operator().await?;
+    Ok(())
+}
+
+/// A `gcp` provider without scanner zones: no scan starts, the policy says what is missing
+/// (reason `ScannerNotInGcp`) with a Warning Event; once the zone is set, the scan runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_whose_disks_cannot_reach_the_scanner_says_so() -> Result<()> {
+    let mut w = gcp_world("gcp-nowhere", None).await?;
+    w.start_operator()?;
+    apply_policy(&w, "gcp-nowhere", &["app-01"], None, false).await?;
+    let p = w
+        .wait_policy(
+            "gcp-nowhere",
+            "the policy to say the scanner cannot be reached",
+            Duration::from_secs(60),
+            |p| condition(p, "Degraded").is_some_and(|c| c.reason == "ScannerNotInGcp"),
+        )
+        .await?;
+    let degraded = condition(&p, "Degraded").context("Degraded")?;
+    ensure!(
+        degraded.status == "True" && degraded.message.contains("no scannerZones"),
+        "{degraded:?}"
+    );
+    ensure!(
+        p.status.as_ref().and_then(|s| s.scan_id.as_ref()).is_none(),
+        "a scan started: {:?}",
+        p.status
+    );
+    ensure!(w.machines().await?.is_empty());
+    ensure!(w.cloud.gce.leftovers()? == (vec![], vec![]));
+    let reasons = w.event_reasons().await?;
+    ensure!(
+        reasons.iter().any(|r| r == "ScannerNotInGcp"),
+        "{reasons:?}"
+    );
+
+    let patch = serde_json::json!({"spec": {"providers": [{"gcp": {
+        "projects": [PROJECT], "zones": [SCANNER_ZONE], "scannerZones": [SCANNER_ZONE],
+        "selector": {"ids": ["app-01"]}, "credentialsSecret": CREDENTIALS_SECRET,
+        "endpointUrl": w.cloud.gce.endpoint(),
+    }}]}});
+    w.api::<ScanPolicy>()
+        .patch(
+            "gcp-nowhere",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    let p = w
+        .wait_scan_finished("gcp-nowhere", None, Duration::from_secs(180))
+        .await?;
+    ensure!(counts(&p)? == (1, 1, 0), "{:?}", p.status);
+    let degraded = condition(&p, "Degraded").context("Degraded")?;
+    ensure!(degraded.status == "False", "{degraded:?}");
+    assert_nothing_left(&w).await?;
     w.stop_operator().await?;
     Ok(())
 }

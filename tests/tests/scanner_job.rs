@@ -84,6 +84,7 @@ async fn machine(client: &kube::Client, ns: &str, name: &str, exposed: bool) -> 
                 reasons: vec!["public IPv4 203.0.113.7".into()],
             },
             disks: vec![],
+            cloud_authorized_keys: vec![],
         },
     );
     sm.metadata.namespace = Some(ns.into());

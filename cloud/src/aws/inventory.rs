@@ -168,6 +168,7 @@ pub fn machine(
             .and_then(|s| s.name())
             .map(|n| n.as_str().to_owned()),
         exposure: exposure(instance, groups),
+        authorized_keys: Vec::new(),
         disks: disks(instance, sizes),
         id,
     })

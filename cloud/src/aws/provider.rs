@@ -152,6 +152,7 @@ pub(super) mod tests {
             platform: Some("linux".into()),
             state: Some("running".into()),
             exposure: Exposure::default(),
+            authorized_keys: Vec::new(),
             disks: ["vol-root", "vol-data"]
                 .iter()
                 .map(|v| MachineDisk {

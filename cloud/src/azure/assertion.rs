@@ -29,7 +29,7 @@ impl std::fmt::Debug for CertificateKey {
 }
 
 /// The DER of every PEM block labelled `label`, in order.
-pub(crate) fn pem_blocks(pem: &str, label: &str) -> Result<Vec<Vec<u8>>, String> {
+fn pem_blocks(pem: &str, label: &str) -> Result<Vec<Vec<u8>>, String> {
     let begin = format!("-----BEGIN {label}-----");
     let end = format!("-----END {label}-----");
     let mut blocks = Vec::new();
@@ -104,8 +104,8 @@ impl CertificateKey {
 }
 
 /// The compact JWT of `header` and `claims`, signed RS256 (PKCS#1 v1.5, SHA-256) with `key`
-/// (Entra ID client assertions here, Google's service-account grants in `gcp::auth`).
-pub(crate) fn sign_jwt(
+/// (Entra ID client assertions).
+fn sign_jwt(
     key: &RsaKeyPair,
     header: &serde_json::Value,
     claims: &serde_json::Value,

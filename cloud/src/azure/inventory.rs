@@ -178,6 +178,7 @@ pub fn machine(vm: &VirtualMachine, view: &NetworkView) -> Option<InventoryMachi
         state: power_state(vm),
         exposure: view.exposure(&nic_ids(vm)),
         disks: disks(vm),
+        authorized_keys: Vec::new(),
         name,
         id,
     })

@@ -195,6 +195,7 @@ mod tests {
             platform: Some("linux".into()),
             state: Some("running".into()),
             exposure: Exposure::default(),
+            authorized_keys: Vec::new(),
             disks: vec![
                 disk("/os", None),
                 disk("https://a/vhd", Some("unmanaged")),

@@ -1,16 +1,18 @@
 //! The instances of a GCP provider: Compute Engine's aggregated instance list of each project,
 //! selected by labels, ids or names, statuses and excluded labels; boot and data disks in index
 //! order; the OS from the boot disk's licenses and guest OS features; exposure from the project's
-//! firewall rules ([`super::exposure`]).
+//! firewall rules ([`super::exposure`]); the SSH keys the project's and each instance's metadata
+//! authorize ([`super::metadata`]). The client's typed answers are read as their REST JSON
+//! (what they serialize to), the shape the functions here take.
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 use snapsentry_crds::{InstanceSelector, MachineDisk};
 
+use super::compute::{Compute, PAGE_SIZE, failure};
 use super::exposure::{InstanceNetwork, exposure, resource_path};
 use super::provider::GcpProvider;
-use super::rest::Gcp;
 use crate::error::Result;
 use crate::{Inventory, InventoryMachine, ProviderContext};
 
@@ -149,30 +151,89 @@ pub fn machine(
         state: Some(status.to_ascii_lowercase()),
         exposure: exposure(&InstanceNetwork::of(instance), firewalls),
         disks: disks(instance),
+        authorized_keys: Vec::new(),
     })
 }
 
-/// The selected instances of `project`.
+/// A typed answer as its REST JSON.
+fn json_of(answer: &impl serde::Serialize, operation: &str) -> Result<Value> {
+    serde_json::to_value(answer).map_err(|e| failure(operation, format!("unreadable answer: {e}")))
+}
+
+/// The firewall rules of `project`.
+async fn firewalls(compute: &Compute, project: &str) -> Result<Vec<Value>> {
+    let pages = compute
+        .pages("firewalls.list", |token| {
+            compute
+                .firewalls
+                .list()
+                .set_project(project)
+                .set_max_results(PAGE_SIZE)
+                .set_page_token(token)
+                .send()
+        })
+        .await?;
+    pages
+        .iter()
+        .flat_map(|p| &p.items)
+        .map(|rule| json_of(rule, "firewalls.list"))
+        .collect()
+}
+
+/// Every instance of `project` with its scope (`zones/Z`), from the aggregated list.
+async fn instances(compute: &Compute, project: &str) -> Result<Vec<(String, Value)>> {
+    let pages = compute
+        .pages("instances.aggregatedList", |token| {
+            compute
+                .instances
+                .aggregated_list()
+                .set_project(project)
+                .set_max_results(PAGE_SIZE)
+                .set_page_token(token)
+                .send()
+        })
+        .await?;
+    pages
+        .iter()
+        .flat_map(|p| &p.items)
+        .flat_map(|(scope, list)| list.instances.iter().map(move |i| (scope, i)))
+        .map(|(scope, i)| Ok((scope.clone(), json_of(i, "instances.aggregatedList")?)))
+        .collect()
+}
+
+/// The common instance metadata of `project` (`projects.get`), as its REST JSON.
+async fn project_metadata(compute: &Compute, project: &str) -> Result<Value> {
+    let answer = compute
+        .call("projects.get", || {
+            compute.projects.get().set_project(project).send()
+        })
+        .await?;
+    json_of(&answer.common_instance_metadata, "projects.get")
+}
+
+/// The (key, value) items of a Compute `Metadata` body (`{"items": [{"key", "value"}]}`).
+fn metadata_items(metadata: &Value) -> Vec<(&str, &str)> {
+    metadata["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| Some((i["key"].as_str()?, i["value"].as_str()?)))
+        .collect()
+}
+
+/// The selected instances of `project`, with the SSH keys their metadata and the project's
+/// authorize ([`super::metadata`]).
 pub(super) async fn project_machines(
-    gcp: &Gcp,
+    compute: &Compute,
     project: &str,
     zones: &[String],
     selector: &InstanceSelector,
 ) -> Result<Vec<InventoryMachine>> {
-    let firewalls = gcp
-        .list(
-            &gcp.compute_url(&format!("projects/{project}/global/firewalls")),
-            &[],
-            "firewalls.list",
-        )
-        .await?;
-    let instances = gcp
-        .aggregated(
-            &gcp.compute_url(&format!("projects/{project}/aggregated/instances")),
-            "instances",
-            "instances.aggregatedList",
-        )
-        .await?;
+    let project_metadata = project_metadata(compute, project).await?;
+    let project_items = metadata_items(&project_metadata);
+    let now = jiff::Timestamp::now();
+    let firewalls = firewalls(compute, project).await?;
+    let instances = instances(compute, project).await?;
     Ok(instances
         .iter()
         .filter_map(|(scope, instance)| {
@@ -182,22 +243,34 @@ pub(super) async fn project_machines(
             if !zones.is_empty() && !zones.iter().any(|z| z == zone) {
                 return None;
             }
-            machine(selector, zone, instance, &firewalls)
+            let mut m = machine(selector, zone, instance, &firewalls)?;
+            m.authorized_keys = super::metadata::authorized_keys(
+                &project_items,
+                &metadata_items(&instance["metadata"]),
+                m.platform.as_deref() == Some("windows"),
+                now,
+            );
+            Some(m)
         })
         .collect())
 }
 
 impl GcpProvider {
     pub(super) async fn inventory_impl(&self, ctx: &ProviderContext) -> Result<Inventory> {
-        let gcp = self.client(ctx).await?;
+        let clients = self.client(ctx).await?;
         let mut inventory = Inventory::default();
         for project in &self.spec.projects {
-            let machines =
-                project_machines(&gcp, project, &self.spec.zones, &self.spec.selector).await?;
+            let machines = project_machines(
+                &clients.compute,
+                project,
+                &self.spec.zones,
+                &self.spec.selector,
+            )
+            .await?;
             tracing::debug!(%project, machines = machines.len(), "GCP instances listed");
             inventory.machines.extend(machines);
         }
-        inventory.targets = super::services::targets(&gcp, &self.spec.projects).await;
+        inventory.targets = super::services::targets(&clients.rest, &self.spec.projects).await;
         Ok(inventory)
     }
 }

@@ -2,32 +2,39 @@
 //! persistent-disk CSI driver attaches to the scanner Job as raw block volumes (control plane
 //! only: the scanner reads a block device, [`snapsentry_crds::DiskSource::BlockVolume`]).
 //!
-//! One [`GcpProvider`] serves one `spec.providers[].gcp` entry. Its REST client ([`rest`]) is
-//! built on first use: a [`GcpCredential`] (the policy's `credentialsSecret` with a service
-//! account's JSON key, else the metadata server: GKE workload identity; [`auth`]) over azure_core's
-//! HTTP client (reqwest on rustls + ring).
+//! One [`GcpProvider`] serves one `spec.providers[].gcp` entry. Its clients are built on first
+//! use with google-cloud-auth's credentials (the policy's `credentialsSecret` with a service
+//! account's JSON key, else the key file `GOOGLE_APPLICATION_CREDENTIALS` names, else the
+//! metadata server: GKE workload identity): Compute Engine through
+//! `google-cloud-compute-v1` with this crate's retries and operation polling, the
+//! Cloud SQL and GCS listings as small REST calls ([`rest`]).
 //!
 //! - Inventory: each project's aggregated instance list, selected by labels, ids or names,
 //!   statuses and excluded labels; disks in index order; OS from the boot disk's licenses;
-//!   exposure from external addresses and firewall rules ([`exposure`]); Cloud SQL instances as
-//!   targets ([`services`]).
+//!   exposure from external addresses and firewall rules ([`exposure`]); Cloud SQL instances
+//!   and GCS buckets as targets ([`services`]); the SSH keys project and instance metadata
+//!   authorize ([`metadata`]).
 //! - Snapshots ([`snapshots`]): a labelled snapshot per disk (or the newest existing one), then a
 //!   labelled disk from it in the first scanner zone; [`Provider::block_volumes`](crate::Provider)
 //!   names those disks for the operator's PersistentVolumes, `reader_config` the devices the Job
 //!   reads. Release deletes the disk, then a snapshot the scan created; the sweep finds
 //!   leftovers of both by label.
 
-pub mod auth;
 mod clients;
+mod compute;
 pub mod exposure;
 pub mod inventory;
+pub mod metadata;
 mod provider;
 pub mod rest;
 pub mod services;
 mod snapshots;
 
-pub use auth::{AccessToken, GcpCredential, SERVICE_ACCOUNT_KEY};
-pub use clients::{metadata_host_from_env, secret_credential};
+pub use clients::{
+    DEFAULT_METADATA_HOST, KEY_FILE_VAR, SERVICE_ACCOUNT_KEY, key_credentials,
+    key_file_credentials, key_file_from_env, key_file_label, metadata_credentials,
+    metadata_host_from_env, secret_credentials,
+};
 pub use provider::{CSI_DRIVER, GcpProvider, ZONE_TOPOLOGY_KEY, device_path};
 pub use snapshots::{
     MACHINE_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, POLICY_LABEL, SCAN_ID_LABEL, disk_name,

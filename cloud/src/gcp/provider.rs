@@ -1,5 +1,6 @@
 //! [`GcpProvider`]: one `spec.providers[].gcp` entry as a [`Provider`].
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::future::{BoxFuture, FutureExt};
@@ -7,8 +8,7 @@ use jiff::Timestamp;
 use snapsentry_crds::{AssignedDisk, Cloud, DiskSource, GcpProvider as GcpSpec, SnapshotStrategy};
 use tokio::sync::OnceCell;
 
-use super::clients::metadata_host_from_env;
-use super::rest::Gcp;
+use super::clients::{Clients, key_file_from_env, metadata_host_from_env};
 use super::snapshots::volume_handle;
 use crate::azure::Retry;
 use crate::error::Result;
@@ -31,7 +31,9 @@ pub struct GcpProvider {
     pub(super) wait: SnapshotWait,
     pub(super) retry: Retry,
     pub(super) metadata_host: String,
-    pub(super) client: OnceCell<Arc<Gcp>>,
+    /// The service account key file used when the policy names no Secret.
+    pub(super) key_file: Option<PathBuf>,
+    pub(super) client: OnceCell<Arc<Clients>>,
 }
 
 impl std::fmt::Debug for GcpProvider {
@@ -41,18 +43,21 @@ impl std::fmt::Debug for GcpProvider {
             .field("wait", &self.wait)
             .field("retry", &self.retry)
             .field("metadata_host", &self.metadata_host)
+            .field("key_file", &self.key_file)
             .finish_non_exhaustive()
     }
 }
 
 impl GcpProvider {
-    /// The provider of `spec`; the metadata server is `GCE_METADATA_HOST`'s when set.
+    /// The provider of `spec`; the metadata server is `GCE_METADATA_HOST`'s when set, the key
+    /// file used without a `credentialsSecret` `GOOGLE_APPLICATION_CREDENTIALS`'s.
     pub fn new(spec: GcpSpec) -> Self {
         Self {
             spec,
             wait: SnapshotWait::default(),
             retry: Retry::default(),
             metadata_host: metadata_host_from_env(),
+            key_file: key_file_from_env(),
             client: OnceCell::new(),
         }
     }
@@ -72,6 +77,12 @@ impl GcpProvider {
     /// Use the metadata server at `host` (`127.0.0.1:PORT`, tests) instead of the environment's.
     pub fn with_metadata_host(mut self, host: &str) -> Self {
         self.metadata_host = host.to_owned();
+        self
+    }
+
+    /// Use the service account key file `path` (`None`: none) instead of the environment's.
+    pub fn with_key_file(mut self, path: Option<&Path>) -> Self {
+        self.key_file = path.map(Path::to_path_buf);
         self
     }
 
@@ -195,7 +206,6 @@ mod tests {
             credentials_secret: None,
             scanner_zones: vec!["europe-west1-b".into()],
             endpoint_url: None,
-            token_uri: None,
             selector: InstanceSelector::default(),
             snapshot_strategy: None,
         }
@@ -217,6 +227,7 @@ mod tests {
             platform: Some("linux".into()),
             state: Some("running".into()),
             exposure: Exposure::default(),
+            authorized_keys: Vec::new(),
             disks: vec![
                 disk("projects/p/zones/us-central1-a/disks/boot"),
                 disk("projects/p/zones/us-central1-a/disks/lost"),

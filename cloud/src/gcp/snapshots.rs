@@ -10,15 +10,12 @@
 //! `snapsentry-io-policy`, `snapsentry-io-scan-id` and `snapsentry-io-machine` (GCP label keys
 //! and values: lowercase letters, digits, `-` and `_`, at most 63 characters).
 
-use std::collections::BTreeMap;
-
-use azure_core::Method;
+use google_cloud_compute_v1::model::{Disk, Snapshot, snapshot};
 use jiff::Timestamp;
-use serde_json::{Value, json};
 use snapsentry_crds::MachineDisk;
 
+use super::compute::{Compute, PAGE_SIZE, failure, is_not_found, status_of};
 use super::provider::GcpProvider;
-use super::rest::{Gcp, is_not_found, status_of};
 use crate::error::{Error, Result};
 use crate::{InventoryMachine, ProviderContext, SnapshotRef};
 
@@ -120,17 +117,23 @@ fn already_exists(e: &Error) -> bool {
     status_of(e).0 == Some(409)
 }
 
+/// Labels of what a scan creates.
+type Labels = Vec<(&'static str, String)>;
+
+/// Whether `at` (a resource's `creationTimestamp`) is before `older_than`.
+fn created_before(at: Option<&String>, older_than: Timestamp) -> bool {
+    at.and_then(|t| t.parse::<Timestamp>().ok())
+        .is_some_and(|t| t < older_than)
+}
+
 impl GcpProvider {
-    fn labels(&self, ctx: &ProviderContext, scan_id: &str, machine: &str) -> Value {
-        let labels: BTreeMap<&str, String> = [
+    fn labels(&self, ctx: &ProviderContext, scan_id: &str, machine: &str) -> Labels {
+        vec![
             (MANAGED_BY_LABEL, MANAGED_BY_VALUE.to_owned()),
             (POLICY_LABEL, policy_label(ctx)),
             (SCAN_ID_LABEL, label_value(scan_id)),
             (MACHINE_LABEL, label_value(machine)),
         ]
-        .into_iter()
-        .collect();
-        json!(labels)
     }
 
     /// The zone disks for the scanner are made in.
@@ -147,83 +150,85 @@ impl GcpProvider {
             })
     }
 
-    /// A POST or DELETE answered by an operation, waited for.
-    async fn mutate(
-        &self,
-        gcp: &Gcp,
-        method: Method,
-        url: &str,
-        body: Option<&Value>,
-        operation: &str,
-    ) -> Result<()> {
-        let op = gcp.send(method, url, body, operation).await?;
-        gcp.wait_operation(op, &self.wait, operation).await
-    }
-
     /// The snapshot of `disk` for `scan_id`, created unless an earlier attempt did, and READY.
     async fn snapshot_of(
         &self,
-        gcp: &Gcp,
-        labels: &Value,
+        compute: &Compute,
+        labels: &Labels,
         scan_id: &str,
         disk: &MachineDisk,
     ) -> Result<String> {
         let (project, zone, disk_name_) =
             parse_disk_id(&disk.id).ok_or_else(|| bad_id("disk", &disk.id))?;
         let name = snapshot_name(scan_id, &disk.id);
-        let url = gcp.compute_url(&format!("projects/{project}/global/snapshots/{name}"));
-        match gcp.get(&url, "snapshots.get").await {
+        match self.get_snapshot(compute, project, &name).await {
             Ok(_) => tracing::info!(snapshot = %name, "reusing this scan's snapshot"),
             Err(e) if is_not_found(&e) => {
-                let create = gcp.compute_url(&format!(
-                    "projects/{project}/zones/{zone}/disks/{disk_name_}/createSnapshot"
-                ));
-                let body = json!({"name": name, "labels": labels});
-                match self
-                    .mutate(
-                        gcp,
-                        Method::Post,
-                        &create,
-                        Some(&body),
-                        "disks.createSnapshot",
-                    )
-                    .await
-                {
+                let body = Snapshot::new()
+                    .set_name(name.clone())
+                    .set_labels(labels.clone());
+                let created = async {
+                    let op = compute
+                        .call("disks.createSnapshot", || {
+                            compute
+                                .disks
+                                .create_snapshot()
+                                .set_project(project)
+                                .set_zone(zone)
+                                .set_disk(disk_name_)
+                                .set_body(body.clone())
+                                .send()
+                        })
+                        .await?;
+                    compute
+                        .wait_zonal(op, project, zone, &self.wait, "disks.createSnapshot")
+                        .await
+                };
+                match created.await {
                     Err(e) if !already_exists(&e) => return Err(e),
                     _ => {}
                 }
             }
             Err(e) => return Err(e),
         }
-        self.wait_ready(gcp, &url).await?;
+        self.wait_ready(compute, project, &name).await?;
         Ok(format!("projects/{project}/global/snapshots/{name}"))
     }
 
-    /// Polls the snapshot at `url` until READY (bounded by the snapshot wait).
-    async fn wait_ready(&self, gcp: &Gcp, url: &str) -> Result<()> {
+    async fn get_snapshot(&self, compute: &Compute, project: &str, name: &str) -> Result<Snapshot> {
+        compute
+            .call("snapshots.get", || {
+                compute
+                    .snapshots
+                    .get()
+                    .set_project(project)
+                    .set_snapshot(name)
+                    .send()
+            })
+            .await
+    }
+
+    /// Polls the snapshot `name` until READY (bounded by the snapshot wait).
+    async fn wait_ready(&self, compute: &Compute, project: &str, name: &str) -> Result<()> {
         let started = tokio::time::Instant::now();
         let mut poll = self.wait.first_poll;
         loop {
-            let s = gcp.get(url, "snapshots.get").await?;
-            match s["status"].as_str().unwrap_or("") {
-                "READY" => return Ok(()),
-                st @ ("FAILED" | "DELETING") => {
-                    return Err(Error::Gcp {
-                        operation: "snapshots.get".into(),
-                        status: None,
-                        code: None,
-                        message: format!("snapshot status {st}"),
-                    });
+            let s = self.get_snapshot(compute, project, name).await?;
+            match &s.status {
+                Some(snapshot::Status::Ready) => return Ok(()),
+                Some(st @ (snapshot::Status::Failed | snapshot::Status::Deleting)) => {
+                    return Err(failure(
+                        "snapshots.get",
+                        format!("snapshot status {}", st.name().unwrap_or("?")),
+                    ));
                 }
                 _ => {}
             }
             if started.elapsed() + poll > self.wait.timeout {
-                return Err(Error::Gcp {
-                    operation: "snapshots.get".into(),
-                    status: None,
-                    code: None,
-                    message: format!("snapshot not READY after {:?}", self.wait.timeout),
-                });
+                return Err(failure(
+                    "snapshots.get",
+                    format!("snapshot not READY after {:?}", self.wait.timeout),
+                ));
             }
             tokio::time::sleep(poll).await;
             poll = self.wait.next_poll(poll);
@@ -233,26 +238,51 @@ impl GcpProvider {
     /// The scanner's disk made from `snapshot_id` in `zone`, created unless it exists.
     async fn disk_from(
         &self,
-        gcp: &Gcp,
-        labels: &Value,
+        compute: &Compute,
+        labels: &Labels,
         snapshot_id: &str,
         zone: &str,
     ) -> Result<()> {
         let (project, _) =
             parse_snapshot_id(snapshot_id).ok_or_else(|| bad_id("snapshot", snapshot_id))?;
         let name = disk_name(snapshot_id);
-        let url = gcp.compute_url(&format!("projects/{project}/zones/{zone}/disks/{name}"));
-        match gcp.get(&url, "disks.get").await {
+        let existing = compute
+            .call("disks.get", || {
+                compute
+                    .disks
+                    .get()
+                    .set_project(project)
+                    .set_zone(zone)
+                    .set_disk(&name)
+                    .send()
+            })
+            .await;
+        match existing {
             Ok(_) => return Ok(()),
             Err(e) if !is_not_found(&e) => return Err(e),
             Err(_) => {}
         }
-        let insert = gcp.compute_url(&format!("projects/{project}/zones/{zone}/disks"));
-        let body = json!({"name": name, "sourceSnapshot": snapshot_id, "labels": labels});
-        match self
-            .mutate(gcp, Method::Post, &insert, Some(&body), "disks.insert")
-            .await
-        {
+        let body = Disk::new()
+            .set_name(name.clone())
+            .set_source_snapshot(snapshot_id)
+            .set_labels(labels.clone());
+        let created = async {
+            let op = compute
+                .call("disks.insert", || {
+                    compute
+                        .disks
+                        .insert()
+                        .set_project(project)
+                        .set_zone(zone)
+                        .set_body(body.clone())
+                        .send()
+                })
+                .await?;
+            compute
+                .wait_zonal(op, project, zone, &self.wait, "disks.insert")
+                .await
+        };
+        match created.await {
             Err(e) if !already_exists(&e) => Err(e),
             _ => Ok(()),
         }
@@ -265,20 +295,58 @@ impl GcpProvider {
         scan_id: &str,
     ) -> Result<Vec<SnapshotRef>> {
         let zone = self.scanner_zone()?;
-        let gcp = self.client(ctx).await?;
+        let clients = self.client(ctx).await?;
+        let compute = &clients.compute;
         let labels = self.labels(ctx, scan_id, &machine.id);
         let mut refs = Vec::new();
         for disk in machine.disks.iter().filter(|d| d.unsupported.is_none()) {
-            let snapshot_id = self.snapshot_of(&gcp, &labels, scan_id, disk).await?;
-            self.disk_from(&gcp, &labels, &snapshot_id, zone).await?;
+            let snapshot_id = match self.snapshot_of(compute, &labels, scan_id, disk).await {
+                Ok(id) => id,
+                Err(e) => return Err(self.undo(ctx, &refs, e).await),
+            };
             refs.push(SnapshotRef {
                 disk_id: disk.id.clone(),
-                snapshot_id,
+                snapshot_id: snapshot_id.clone(),
                 region: Some(zone.to_owned()),
                 created: true,
             });
+            if let Err(e) = self.disk_from(compute, &labels, &snapshot_id, zone).await {
+                return Err(self.undo(ctx, &refs, e).await);
+            }
         }
         Ok(refs)
+    }
+
+    /// The snapshots of `project` that pass `filter`.
+    async fn list_snapshots(
+        &self,
+        compute: &Compute,
+        project: &str,
+        filter: &str,
+    ) -> Result<Vec<Snapshot>> {
+        let pages = compute
+            .pages("snapshots.list", |token| {
+                compute
+                    .snapshots
+                    .list()
+                    .set_project(project)
+                    .set_filter(filter)
+                    .set_max_results(PAGE_SIZE)
+                    .set_page_token(token)
+                    .send()
+            })
+            .await?;
+        Ok(pages.into_iter().flat_map(|p| p.items).collect())
+    }
+
+    /// A machine's preparation failed with `error` (a disk quota, say): the operator never
+    /// learns of what it made, so the snapshots and disks made so far are released here (best
+    /// effort: the sweeper finds what this misses); returns `error`.
+    async fn undo(&self, ctx: &ProviderContext, made: &[SnapshotRef], error: Error) -> Error {
+        if let Err(e) = self.release_impl(ctx, made).await {
+            tracing::warn!(error = %e, "releasing what a failed preparation made");
+        }
+        error
     }
 
     pub(super) async fn newest_existing(
@@ -288,30 +356,27 @@ impl GcpProvider {
         scan_id: &str,
     ) -> Result<Vec<SnapshotRef>> {
         let zone = self.scanner_zone()?;
-        let gcp = self.client(ctx).await?;
+        let clients = self.client(ctx).await?;
+        let compute = &clients.compute;
         let labels = self.labels(ctx, scan_id, &machine.id);
         let mut refs = Vec::new();
         for disk in machine.disks.iter().filter(|d| d.unsupported.is_none()) {
             let (project, _, _) =
                 parse_disk_id(&disk.id).ok_or_else(|| bad_id("disk", &disk.id))?;
-            let snapshots = gcp
-                .list(
-                    &gcp.compute_url(&format!("projects/{project}/global/snapshots")),
-                    &[("filter", "status = READY")],
-                    "snapshots.list",
-                )
+            let snapshots = self
+                .list_snapshots(compute, project, "status = READY")
                 .await?;
             let newest = snapshots
                 .iter()
                 .filter(|s| {
-                    s["status"] == "READY"
-                        && s["sourceDisk"]
-                            .as_str()
+                    s.status == Some(snapshot::Status::Ready)
+                        && s.source_disk
+                            .as_deref()
                             .is_some_and(|d| super::exposure::resource_path(d) == disk.id)
                 })
                 .filter_map(|s| {
-                    let at: Timestamp = s["creationTimestamp"].as_str()?.parse().ok()?;
-                    Some((at, s["name"].as_str()?))
+                    let at: Timestamp = s.creation_timestamp.as_deref()?.parse().ok()?;
+                    Some((at, s.name.as_deref()?))
                 })
                 .max_by_key(|(at, _)| *at);
             let Some((_, name)) = newest else {
@@ -319,24 +384,64 @@ impl GcpProvider {
                 continue;
             };
             let snapshot_id = format!("projects/{project}/global/snapshots/{name}");
-            self.disk_from(&gcp, &labels, &snapshot_id, zone).await?;
             refs.push(SnapshotRef {
                 disk_id: disk.id.clone(),
-                snapshot_id,
+                snapshot_id: snapshot_id.clone(),
                 region: Some(zone.to_owned()),
                 created: false,
             });
+            if let Err(e) = self.disk_from(compute, &labels, &snapshot_id, zone).await {
+                return Err(self.undo(ctx, &refs, e).await);
+            }
         }
         Ok(refs)
     }
 
-    /// Deletes the resource at `url`; gone already is fine.
-    async fn delete(&self, gcp: &Gcp, url: &str, operation: &str) -> Result<bool> {
-        match self.mutate(gcp, Method::Delete, url, None, operation).await {
-            Ok(()) => Ok(true),
-            Err(e) if is_not_found(&e) => Ok(false),
-            Err(e) => Err(e),
-        }
+    /// Deletes the disk `name` of `project`/`zone`; gone already is fine.
+    async fn delete_disk(
+        &self,
+        compute: &Compute,
+        project: &str,
+        zone: &str,
+        name: &str,
+    ) -> Result<bool> {
+        let deleted = async {
+            let op = compute
+                .call("disks.delete", || {
+                    compute
+                        .disks
+                        .delete()
+                        .set_project(project)
+                        .set_zone(zone)
+                        .set_disk(name)
+                        .send()
+                })
+                .await?;
+            compute
+                .wait_zonal(op, project, zone, &self.wait, "disks.delete")
+                .await
+        };
+        gone_is_fine(deleted.await)
+    }
+
+    /// Deletes the snapshot `name` of `project`; gone already is fine.
+    async fn delete_snapshot(&self, compute: &Compute, project: &str, name: &str) -> Result<bool> {
+        let deleted = async {
+            let op = compute
+                .call("snapshots.delete", || {
+                    compute
+                        .snapshots
+                        .delete()
+                        .set_project(project)
+                        .set_snapshot(name)
+                        .send()
+                })
+                .await?;
+            compute
+                .wait_global(op, project, &self.wait, "snapshots.delete")
+                .await
+        };
+        gone_is_fine(deleted.await)
     }
 
     pub(super) async fn release_impl(
@@ -347,7 +452,8 @@ impl GcpProvider {
         if snapshots.is_empty() {
             return Ok(());
         }
-        let gcp = self.client(ctx).await?;
+        let clients = self.client(ctx).await?;
+        let compute = &clients.compute;
         for s in snapshots {
             let (project, name) = parse_snapshot_id(&s.snapshot_id)
                 .ok_or_else(|| bad_id("snapshot", &s.snapshot_id))?;
@@ -355,12 +461,12 @@ impl GcpProvider {
             // made from it. A disk still attached (400 resourceInUseByAnotherResource) fails the
             // release, and the operator tries again.
             if let Some(handle) = volume_handle(s) {
-                self.delete(&gcp, &gcp.compute_url(&handle), "disks.delete")
-                    .await?;
+                let (p, zone, disk) =
+                    parse_disk_id(&handle).ok_or_else(|| bad_id("disk", &handle))?;
+                self.delete_disk(compute, p, zone, disk).await?;
             }
             if s.created {
-                let url = gcp.compute_url(&format!("projects/{project}/global/snapshots/{name}"));
-                self.delete(&gcp, &url, "snapshots.delete").await?;
+                self.delete_snapshot(compute, project, name).await?;
             }
         }
         Ok(())
@@ -371,48 +477,70 @@ impl GcpProvider {
         ctx: &ProviderContext,
         older_than: Timestamp,
     ) -> Result<u32> {
-        let gcp = self.client(ctx).await?;
+        let clients = self.client(ctx).await?;
+        let compute = &clients.compute;
         let filter = format!(
             "(labels.{MANAGED_BY_LABEL} = {MANAGED_BY_VALUE}) (labels.{POLICY_LABEL} = {})",
             policy_label(ctx)
         );
-        let query = [("filter", filter.as_str())];
-        let old = |r: &Value| {
-            r["creationTimestamp"]
-                .as_str()
-                .and_then(|t| t.parse::<Timestamp>().ok())
-                .is_some_and(|t| t < older_than)
-        };
         let mut deleted = 0;
         for project in &self.spec.projects {
             for zone in &self.spec.scanner_zones {
-                let url = gcp.compute_url(&format!("projects/{project}/zones/{zone}/disks"));
-                for disk in gcp.list(&url, &query, "disks.list").await? {
-                    let Some(link) = disk["selfLink"].as_str().filter(|_| old(&disk)) else {
+                let pages = compute
+                    .pages("disks.list", |token| {
+                        compute
+                            .disks
+                            .list()
+                            .set_project(project)
+                            .set_zone(zone)
+                            .set_filter(&filter)
+                            .set_max_results(PAGE_SIZE)
+                            .set_page_token(token)
+                            .send()
+                    })
+                    .await?;
+                for disk in pages.iter().flat_map(|p| &p.items) {
+                    let Some(name) = disk
+                        .name
+                        .as_deref()
+                        .filter(|_| created_before(disk.creation_timestamp.as_ref(), older_than))
+                    else {
                         continue;
                     };
-                    match self.delete(&gcp, link, "disks.delete").await {
+                    match self.delete_disk(compute, project, zone, name).await {
                         Ok(true) => deleted += 1,
                         Ok(false) => {}
                         // Still attached to a scanner: the next sweep tries again.
                         Err(e) if status_of(&e).0 == Some(400) => {
-                            tracing::info!(disk = %link, error = %e, "leftover disk in use; kept");
+                            tracing::info!(disk = %name, %zone, error = %e, "leftover disk in use; kept");
                         }
                         Err(e) => return Err(e),
                     }
                 }
             }
-            let url = gcp.compute_url(&format!("projects/{project}/global/snapshots"));
-            for snap in gcp.list(&url, &query, "snapshots.list").await? {
-                let Some(link) = snap["selfLink"].as_str().filter(|_| old(&snap)) else {
+            for snap in self.list_snapshots(compute, project, &filter).await? {
+                let Some(name) = snap
+                    .name
+                    .as_deref()
+                    .filter(|_| created_before(snap.creation_timestamp.as_ref(), older_than))
+                else {
                     continue;
                 };
-                if self.delete(&gcp, link, "snapshots.delete").await? {
+                if self.delete_snapshot(compute, project, name).await? {
                     deleted += 1;
                 }
             }
         }
         Ok(deleted)
+    }
+}
+
+/// A deletion's outcome: done (`true`), or gone already (`false`, a 404).
+fn gone_is_fine(outcome: Result<()>) -> Result<bool> {
+    match outcome {
+        Ok(()) => Ok(true),
+        Err(e) if is_not_found(&e) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

@@ -51,6 +51,7 @@ impl ImagesSource {
                 platform: m.platform.clone(),
                 state: None,
                 exposure: m.exposure.clone().unwrap_or_default(),
+                authorized_keys: Vec::new(),
                 disks: m
                     .disks
                     .iter()

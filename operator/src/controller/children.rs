@@ -151,6 +151,7 @@ mod tests {
                     kind: TargetKind::Vm,
                     name: "b".into(),
                     user: None,
+                    source: None,
                     cloud: None,
                 },
             },

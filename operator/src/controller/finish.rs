@@ -147,11 +147,16 @@ pub(super) fn set_degraded(
 ) {
     let counts = machine_counts(machines);
     if counts.failed > 0 {
+        // Each failed machine with why (its Scanned condition), so the policy alone says what
+        // went wrong (a quota, an expired grant, a killed scanner).
         let failed: Vec<String> = machines
             .iter()
             .filter(|m| m.status.as_ref().and_then(|s| s.phase) == Some(MachinePhase::Failed))
-            .map(|m| m.name_any())
             .take(10)
+            .map(|m| match failure_reason(m) {
+                Some(why) => format!("{} ({why})", m.name_any()),
+                None => m.name_any(),
+            })
             .collect();
         set_condition(
             conditions,
@@ -162,7 +167,7 @@ pub(super) fn set_degraded(
                 "{} of {} machines failed in scan {scan_id}: {}",
                 counts.failed,
                 counts.total,
-                failed.join(", ")
+                failed.join("; ")
             ),
             generation,
             now,
@@ -185,6 +190,21 @@ pub(super) fn set_degraded(
             now,
         );
     }
+}
+
+/// Why a failed machine failed: its `Scanned` condition's message, at most 300 characters.
+fn failure_reason(m: &ScannedMachine) -> Option<String> {
+    let c = m
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Scanned" && c.status == "False")?;
+    let mut why: String = c.message.chars().take(300).collect();
+    if why.len() < c.message.len() {
+        why.push('…');
+    }
+    Some(why)
 }
 
 /// Requests in flight at once, at most `limit` (the operator's `SNAPSENTRY_WRITE_CONCURRENCY`):

@@ -57,6 +57,7 @@ pub fn desired_machine(
             state: machine.state.clone(),
             exposure: machine.exposure.clone(),
             disks: machine.disks.iter().take(32).cloned().collect(),
+            cloud_authorized_keys: machine.authorized_keys.iter().take(200).cloned().collect(),
         },
         status: None,
     })
@@ -75,6 +76,7 @@ pub fn inventory_machine(m: &ScannedMachine) -> InventoryMachine {
         platform: m.spec.platform.clone(),
         state: m.spec.state.clone(),
         exposure: m.spec.exposure.clone(),
+        authorized_keys: m.spec.cloud_authorized_keys.clone(),
         disks: m.spec.disks.clone(),
     }
 }
@@ -183,6 +185,7 @@ pub(crate) mod tests {
                 size_bytes: Some(8 << 30),
                 unsupported: None,
             }],
+            authorized_keys: Vec::new(),
         }
     }
 

@@ -3,7 +3,8 @@
 //! status), which also watches the scanner Jobs of each policy.
 //!
 //! The reconciler's steps, one per module: [`inventory`] (inventory ↔ ScannedMachines),
-//! [`jobs`] (machines and their scanner Jobs), `start` (starting machines), [`grants`] (a Job's grant Secret), [`volumes`] (a Job's block volumes), `snapshots`
+//! [`scanner_cluster`] (whether the cluster can attach a `gcp` provider's disks), [`jobs`]
+//! (machines and their scanner Jobs), `start` (starting machines), [`grants`] (a Job's grant Secret), [`volumes`] (a Job's block volumes), `snapshots`
 //! (snapshot bookkeeping and release), `finish`
 //! (correlation and its objects); `scope` is a policy's APIs and helpers, [`providers`] its
 //! providers, cached across reconciles in the [`Context`].
@@ -19,6 +20,7 @@ pub mod leader;
 pub mod providers;
 pub mod reconcile;
 pub mod scan;
+pub mod scanner_cluster;
 mod scope;
 mod snapshots;
 mod start;

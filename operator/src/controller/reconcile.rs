@@ -38,7 +38,7 @@ use super::children::scan_complete;
 use super::scan::machine_counts;
 use super::scope::{Scope, namespace_of};
 use super::status::{newly_not_ready, plan, set_condition};
-use super::{finish, inventory, jobs, snapshots, start};
+use super::{finish, inventory, jobs, scanner_cluster, snapshots, start};
 use crate::error::Result;
 use crate::schedule::{Trigger, scan_id as new_scan_id};
 
@@ -69,7 +69,37 @@ pub async fn apply(cached: &ScanPolicy, ctx: &Context) -> Result<Action> {
     let mut status = plan.status.clone();
     let mut requeue = plan.requeue;
     let mut current = running_scan(policy);
-    if current.is_none()
+    let unready = match (&current, &plan.start) {
+        (None, Some(_)) => scanner_cluster::check(&ctx.client, &policy.spec).await?,
+        _ => None,
+    };
+    if let Some(missing) = &unready {
+        // Not a scan that fails machine by machine later: the policy says what the cluster lacks
+        // (and an Event the first time it says it).
+        let told = policy.status.iter().flat_map(|s| &s.conditions).any(|c| {
+            c.type_ == "Degraded" && c.reason == scanner_cluster::REASON && c.message == *missing
+        });
+        set_condition(
+            &mut status.conditions,
+            "Degraded",
+            "True",
+            scanner_cluster::REASON,
+            missing,
+            policy.metadata.generation,
+            now,
+        );
+        if !told {
+            scope
+                .event(
+                    EventType::Warning,
+                    scanner_cluster::REASON,
+                    "Scan",
+                    missing.clone(),
+                )
+                .await;
+        }
+        requeue = requeue.min(PROVIDER_RETRY);
+    } else if current.is_none()
         && let Some(trigger) = &plan.start
     {
         match start_scan(&scope, trigger, &mut status, now).await {

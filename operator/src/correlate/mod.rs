@@ -312,22 +312,27 @@ fn attack_paths(
         let spec = &a.finding.spec;
         let machine = machines.get(spec.machine.as_str()).copied();
         let exposure = machine.map(|m| m.spec.exposure.clone()).unwrap_or_default();
-        // (kind, target name, user)
-        let mut targets: Vec<(TargetKind, String, Option<String>)> = Vec::new();
+        // (kind, target name, user, where the target authorizes the key)
+        let mut targets: Vec<(TargetKind, String, Option<String>, Option<String>)> = Vec::new();
         if a.status.verification == Some(Verification::Verified) && spec.metadata.ssh.is_some() {
             let mut seen = BTreeSet::new();
             for on in &a.status.authorized_on {
                 if seen.insert(on.machine.clone()) {
-                    targets.push((TargetKind::Vm, on.machine.clone(), Some(on.user.clone())));
+                    targets.push((
+                        TargetKind::Vm,
+                        on.machine.clone(),
+                        Some(on.user.clone()),
+                        on.source.clone(),
+                    ));
                 }
             }
         } else if let Some(t) = &a.status.target
             && paths::is_path_target(t.kind)
             && t.exists == Some(true)
         {
-            targets.push((t.kind, t.name.clone(), None));
+            targets.push((t.kind, t.name.clone(), None, None));
         }
-        for (kind, target, user) in targets {
+        for (kind, target, user, source) in targets {
             let target_cloud = (kind == TargetKind::Vm)
                 .then(|| machines.get(target.as_str()).map(|m| m.spec.cloud))
                 .flatten();
@@ -372,6 +377,7 @@ fn attack_paths(
                     kind,
                     name: target,
                     user,
+                    source,
                     cloud: target_cloud,
                 },
             };

@@ -47,7 +47,7 @@ pub fn title(
                 "{entry} has an insecure SSH private key that is used to authenticate to {peer}"
             )
         }
-        TargetKind::StorageAccount | TargetKind::S3Bucket => {
+        TargetKind::StorageAccount | TargetKind::S3Bucket | TargetKind::GcsBucket => {
             format!("{entry} has {secrets} to authenticate to a storage account")
         }
         TargetKind::SqlDatabase => {
@@ -72,6 +72,7 @@ pub fn is_path_target(kind: TargetKind) -> bool {
         kind,
         TargetKind::StorageAccount
             | TargetKind::S3Bucket
+            | TargetKind::GcsBucket
             | TargetKind::SqlDatabase
             | TargetKind::Rds
     )

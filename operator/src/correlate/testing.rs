@@ -3,9 +3,9 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use snapsentry_crds::{
-    AuthorizedKey, Cloud, Exposure, FindingLocation, FindingMetadata, ScanPolicySpec, ScanSummary,
-    ScannedMachine, ScannedMachineSpec, ScannedMachineStatus, SecretFinding, SecretFindingSpec,
-    Severity, SshKeyFacts,
+    AuthorizedKey, Cloud, CloudAuthorizedKey, Exposure, FindingLocation, FindingMetadata,
+    ScanPolicySpec, ScanSummary, ScannedMachine, ScannedMachineSpec, ScannedMachineStatus,
+    SecretFinding, SecretFindingSpec, Severity, SshKeyFacts,
 };
 
 /// A ScanPolicy spec with nothing set (no providers, no schedule); tests set what they need.
@@ -51,6 +51,7 @@ pub fn machine_in(cloud: Cloud, name: &str, exposed: bool) -> ScannedMachine {
                 },
             },
             disks: vec![],
+            cloud_authorized_keys: vec![],
         },
         status: None,
     }
@@ -69,6 +70,21 @@ pub fn with_authorized(mut m: ScannedMachine, user: &str, fingerprint: &str) -> 
             fingerprint: fingerprint.into(),
             path: format!("/home/{user}/.ssh/authorized_keys"),
         });
+    m
+}
+
+/// `m` with `fingerprint` authorized for `user` by the cloud (`source`), not on its disk.
+pub fn with_cloud_authorized(
+    mut m: ScannedMachine,
+    user: &str,
+    fingerprint: &str,
+    source: &str,
+) -> ScannedMachine {
+    m.spec.cloud_authorized_keys.push(CloudAuthorizedKey {
+        user: user.into(),
+        fingerprint: fingerprint.into(),
+        source: source.into(),
+    });
     m
 }
 

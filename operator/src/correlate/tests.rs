@@ -65,7 +65,8 @@ fn seed_scenario() {
         u.status.authorized_on,
         [snapsentry_crds::AuthorizedOn {
             machine: "b".into(),
-            user: "deploy".into()
+            user: "deploy".into(),
+            source: Some("/home/deploy/.ssh/authorized_keys".into()),
         }]
     );
     assert_eq!(
@@ -461,6 +462,43 @@ fn ssh_paths_cross_clouds() {
     assert_eq!(path.cloud, Cloud::Azure);
     assert_eq!(path.target.name, "ec2-db");
     assert_eq!(path.target.cloud, Some(Cloud::Aws));
+}
+
+/// A key on an exposed GCE instance that another instance authorizes only through project
+/// metadata: verified, and the path names the user and the metadata as where it is authorized.
+#[test]
+fn ssh_paths_through_keys_the_cloud_authorizes() {
+    let machines = vec![
+        machine_in(Cloud::Gcp, "gce-web", true),
+        with_cloud_authorized(
+            machine_in(Cloud::Gcp, "gce-app", false),
+            "deploy",
+            KEY,
+            "project metadata ssh-keys",
+        ),
+    ];
+    let mut f = ssh_finding("gce-web", KEY, "s1");
+    f.spec.cloud = Cloud::Gcp;
+    let findings = vec![f];
+    let c = correlate(&input(
+        &machines,
+        &findings,
+        &TargetInventory::default(),
+        ts(0),
+    ));
+    let name = findings[0].metadata.name.clone().unwrap();
+    let u = update(&c, &name);
+    assert_eq!(u.status.verification, Some(Verification::Verified));
+    assert_eq!(c.attack_paths.len(), 1);
+    let target = &c.attack_paths[0].spec.target;
+    assert_eq!(
+        (
+            target.name.as_str(),
+            target.user.as_deref(),
+            target.source.as_deref()
+        ),
+        ("gce-app", Some("deploy"), Some("project metadata ssh-keys"))
+    );
 }
 
 #[test]

@@ -10,25 +10,40 @@ use snapsentry_crds::{
 
 use super::{MAX_RELATED, TargetInventory};
 
-/// Public key fingerprint → machines (and users) whose `authorized_keys` hold it.
+/// Public key fingerprint → machines (and users) that authorize it, with where: a disk's
+/// `authorized_keys` file (`status.authorizedKeys`) or the cloud's own key source
+/// (`spec.cloudAuthorizedKeys`, such as GCE's project metadata `ssh-keys`). Both count alike.
 #[derive(Clone, Debug, Default)]
 pub struct AuthorizedIndex {
-    by_fingerprint: BTreeMap<String, BTreeSet<(String, String)>>,
+    /// fingerprint → (machine, user) → source (the disk's file when both authorize it).
+    by_fingerprint: BTreeMap<String, BTreeMap<(String, String), String>>,
 }
 
 impl AuthorizedIndex {
-    /// Index the `status.authorizedKeys` of every machine.
+    /// Index the `status.authorizedKeys` and `spec.cloudAuthorizedKeys` of every machine.
     pub fn new(machines: &[ScannedMachine]) -> Self {
-        let mut by_fingerprint: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
+        let mut by_fingerprint: BTreeMap<String, BTreeMap<(String, String), String>> =
+            BTreeMap::new();
         for m in machines {
             let Some(name) = m.metadata.name.as_deref() else {
                 continue;
             };
-            for k in m.status.iter().flat_map(|s| &s.authorized_keys) {
+            let on_disk = m
+                .status
+                .iter()
+                .flat_map(|s| &s.authorized_keys)
+                .map(|k| (&k.fingerprint, &k.user, &k.path));
+            let from_cloud = m
+                .spec
+                .cloud_authorized_keys
+                .iter()
+                .map(|k| (&k.fingerprint, &k.user, &k.source));
+            for (fingerprint, user, source) in on_disk.chain(from_cloud) {
                 by_fingerprint
-                    .entry(k.fingerprint.clone())
+                    .entry(fingerprint.clone())
                     .or_default()
-                    .insert((name.to_owned(), k.user.clone()));
+                    .entry((name.to_owned(), user.clone()))
+                    .or_insert_with(|| source.clone());
             }
         }
         Self { by_fingerprint }
@@ -41,11 +56,12 @@ impl AuthorizedIndex {
             .get(fingerprint)
             .into_iter()
             .flatten()
-            .filter(|(machine, _)| machine != source)
+            .filter(|((machine, _), _)| machine != source)
             .take(MAX_RELATED)
-            .map(|(machine, user)| AuthorizedOn {
+            .map(|((machine, user), from)| AuthorizedOn {
                 machine: machine.clone(),
                 user: user.clone(),
+                source: Some(from.clone()),
             })
             .collect()
     }
@@ -160,7 +176,8 @@ mod tests {
             v.authorized_on,
             [AuthorizedOn {
                 machine: "b".into(),
-                user: "deploy".into()
+                user: "deploy".into(),
+                source: Some("/home/deploy/.ssh/authorized_keys".into()),
             }]
         );
         assert_eq!(
@@ -171,6 +188,44 @@ mod tests {
                 exists: Some(true)
             })
         );
+    }
+
+    #[test]
+    fn a_key_the_cloud_authorizes_counts_like_one_on_the_disk() {
+        let machines = [
+            machine("a", false),
+            with_cloud_authorized(
+                machine("b", false),
+                "deploy",
+                "SHA256:k1",
+                "project metadata ssh-keys",
+            ),
+            // On both: the disk's file is named.
+            with_cloud_authorized(
+                with_authorized(machine("c", false), "deploy", "SHA256:k1"),
+                "deploy",
+                "SHA256:k1",
+                "instance metadata ssh-keys",
+            ),
+            // Another key.
+            with_cloud_authorized(machine("d", false), "root", "SHA256:k2", "x"),
+        ];
+        let f = ssh_finding("a", "SHA256:k1", "s1");
+        let v = verify_ssh(&f.spec, &AuthorizedIndex::new(&machines), &BTreeMap::new());
+        assert_eq!(v.verification, Verification::Verified);
+        let on: Vec<_> = v
+            .authorized_on
+            .iter()
+            .map(|a| (a.machine.as_str(), a.user.as_str(), a.source.as_deref()))
+            .collect();
+        assert_eq!(
+            on,
+            [
+                ("b", "deploy", Some("project metadata ssh-keys")),
+                ("c", "deploy", Some("/home/deploy/.ssh/authorized_keys")),
+            ]
+        );
+        assert_eq!(v.target.map(|t| t.name), Some("b".to_owned()));
     }
 
     #[test]

@@ -3,15 +3,19 @@
 //! the policies name, and the Job runner playing `pd.csi.storage.gke.io` (each block volume's
 //! handle mapped to its disk's image by [`FakeGce::image_of`]).
 //!
-//! The fleet is two of the demo's machines (`examples/demo/fleet-images.sh`) as Compute Engine
-//! instances in [`SCANNER_ZONE`]: web-01 exposed (an external IP, reached by the `allow-ssh`
-//! rule open to 0.0.0.0/0 on tcp:22 through its network tag) holding the private key authorized
-//! on db-01, and db-01 private. The key is made fresh per world, so are the planted values.
+//! The fleet is the demo's machines (`examples/demo/fleet-images.sh`) and one more, as Compute
+//! Engine instances in [`SCANNER_ZONE`]: web-01 (Debian) exposed (an external IP, reached by the
+//! `allow-ssh` rule open to 0.0.0.0/0 on tcp:22 through its network tag) holding the private key
+//! that db-01's disk authorizes, db-01 private and blocking the project's SSH keys
+//! (`block-project-ssh-keys`), app-01 private whose disk authorizes nothing: the project metadata
+//! `ssh-keys` authorizes web-01's key on it (for user [`METADATA_USER`]), and win-01, a Windows
+//! Server instance. The key is made fresh per world, so are the planted values.
 
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
+use k8s_openapi::api::storage::v1::CSIDriver;
 use serde_json::{Value, json};
 
 use super::{Cloud, Setup};
@@ -30,7 +34,9 @@ pub const CREDENTIALS_SECRET: &str = "gcp-scanner-credentials";
 /// web-01's external IP.
 pub const WEB_EXTERNAL_IP: &str = "34.76.10.7";
 /// Every machine of the fleet, in order.
-pub const MACHINES: [&str; 2] = ["web-01", "db-01"];
+pub const MACHINES: [&str; 4] = ["web-01", "db-01", "app-01", "win-01"];
+/// The user the project metadata `ssh-keys` authorizes web-01's key for.
+pub const METADATA_USER: &str = "deploy";
 
 /// Why the GCP fixture could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +47,9 @@ pub enum Error {
     /// A file operation failed.
     #[error(transparent)]
     World(#[from] super::Error),
+    /// app-01's image could not be made.
+    #[error(transparent)]
+    Image(#[from] crate::image::Error),
     /// `examples/demo/fleet-images.sh` failed; what it said.
     #[error("examples/demo/fleet-images.sh: {0}")]
     FleetImages(String),
@@ -108,18 +117,21 @@ pub fn setup(ns: &str) -> Result<Setup<Gcp>, Error> {
         .filter(|l| !l.is_empty())
         .map(str::to_owned)
         .collect();
+    let deploy_key = std::fs::read_to_string(raw.join("web-01-deploy.pub"))
+        .map_err(super::Error::io("reading web-01's public key"))?;
+    app_image(dir.path(), &raw.join("app-01.raw"))?;
     let key = TestCertificate::generate(dir.path())?;
     let private_key = std::fs::read_to_string(&key.key_file)
         .map_err(super::Error::io("reading the service account's key"))?;
     let gce = Arc::new(FakeGce::start()?);
-    gce.load_fleet(&fleet_spec(&raw, &key.modulus))?;
+    gce.load_fleet(&fleet_spec(&raw, &key.modulus, deploy_key.trim()))?;
     let key_json = json!({
         "type": "service_account",
         "project_id": PROJECT,
         "private_key_id": "e2e",
         "private_key": private_key,
         "client_email": EMAIL,
-        "token_uri": format!("{}/token", gce.endpoint()),
+        "token_uri": "https://oauth2.googleapis.com/token",
     })
     .to_string();
     let resolver = gce.clone();
@@ -137,9 +149,43 @@ pub fn setup(ns: &str) -> Result<Setup<Gcp>, Error> {
         .env("SNAPSENTRY_LOG", "info"))
 }
 
+/// Creates the `pd.csi.storage.gke.io` CSIDriver object a GKE cluster has (the Job runner plays
+/// the driver itself), unless the control plane has it already: the operator checks for it
+/// before scanning a `gcp` provider.
+pub async fn install_csi_driver(client: &kube::Client) -> Result<(), kube::Error> {
+    let api: kube::Api<CSIDriver> = kube::Api::all(client.clone());
+    let driver: CSIDriver = serde_json::from_value(json!({
+        "metadata": {"name": crate::jobrunner::GCE_PD_DRIVER},
+        "spec": {"attachRequired": true, "podInfoOnMount": false,
+                 "volumeLifecycleModes": ["Persistent"]},
+    }))
+    .map_err(kube::Error::SerdeError)?;
+    match api.create(&kube::api::PostParams::default(), &driver).await {
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+/// app-01's disk: an ext4 filesystem whose only `authorized_keys` holds no key of the fleet.
+fn app_image(dir: &Path, image: &Path) -> Result<(), Error> {
+    let tree = dir.join("app-01-tree");
+    let io = || super::Error::io("writing app-01's files");
+    std::fs::create_dir_all(tree.join("etc")).map_err(io())?;
+    std::fs::create_dir_all(tree.join("home/app/.ssh")).map_err(io())?;
+    std::fs::write(tree.join("etc/hostname"), "app-01\n").map_err(io())?;
+    std::fs::write(
+        tree.join("home/app/.ssh/authorized_keys"),
+        "# managed by GCE metadata\n",
+    )
+    .map_err(io())?;
+    crate::image::ext4(&tree, image, 16)?;
+    Ok(())
+}
+
 /// The fake's fleet spec (format on [`FakeGce::load_fleet`]): the machines' disks are the raw
-/// images in `raw`, the service account's key has `modulus`.
-fn fleet_spec(raw: &Path, modulus: &str) -> Value {
+/// images in `raw`, the service account's key has `modulus`, the project metadata authorizes
+/// `deploy_key` (an `authorized_keys` line) for [`METADATA_USER`].
+fn fleet_spec(raw: &Path, modulus: &str, deploy_key: &str) -> Value {
     let disk = |machine: &str| {
         json!([{
             "name": format!("{machine}-boot"),
@@ -151,6 +197,7 @@ fn fleet_spec(raw: &Path, modulus: &str) -> Value {
         "metadataServer": {"projectId": PROJECT, "zone": SCANNER_ZONE, "email": EMAIL},
         "projects": { PROJECT: {
             "zones": [SCANNER_ZONE],
+            "commonMetadata": {"ssh-keys": format!("{METADATA_USER}:{deploy_key}")},
             "instances": [{
                 "name": "web-01", "zone": SCANNER_ZONE, "labels": {"env": "prod", "role": "web"},
                 "tags": ["ssh-open"], "externalIp": WEB_EXTERNAL_IP, "internalIp": "10.132.0.4",
@@ -158,7 +205,16 @@ fn fleet_spec(raw: &Path, modulus: &str) -> Value {
             }, {
                 "name": "db-01", "zone": SCANNER_ZONE,
                 "labels": {"env": "prod", "role": "database"}, "internalIp": "10.132.0.5",
+                "metadata": {"block-project-ssh-keys": "true"},
                 "disks": disk("db-01"),
+            }, {
+                "name": "app-01", "zone": SCANNER_ZONE,
+                "labels": {"env": "prod", "role": "app"}, "internalIp": "10.132.0.6",
+                "disks": disk("app-01"),
+            }, {
+                "name": "win-01", "zone": SCANNER_ZONE, "os": "WINDOWS",
+                "labels": {"env": "prod", "role": "iis"}, "internalIp": "10.132.0.7",
+                "disks": disk("win-01"),
             }],
             "firewalls": [{
                 "name": "allow-ssh", "sourceRanges": ["0.0.0.0/0"], "targetTags": ["ssh-open"],

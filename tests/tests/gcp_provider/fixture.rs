@@ -63,8 +63,10 @@ pub fn fleet(service_account_modulus: Option<&str>) -> Value {
                 ],
                 "sqlInstances": [{"name": "orders", "region": "us-central1",
                                   "ipAddresses": [{"type": "PRIMARY", "ipAddress": "35.1.1.1"}]}],
+                "buckets": [{"name": "shop-exports", "location": "US"}],
             },
             OTHER_PROJECT: {
+                "buckets": [{"name": "app-media", "location": "EU"}],
                 "instances": [{"name": "app-1", "zone": "us-central1-b", "labels": {"env": "dev"},
                                "disks": [disk("app-1-boot")]}],
             },
@@ -84,17 +86,18 @@ pub fn spec(gce: &FakeGce, selector: InstanceSelector) -> GcpSpec {
         credentials_secret: None,
         scanner_zones: vec![SCANNER_ZONE.into()],
         endpoint_url: Some(gce.endpoint()),
-        token_uri: None,
         selector,
         snapshot_strategy: None,
     }
 }
 
-/// The provider of `spec`, its metadata server the fake's, waiting and retrying briefly.
+/// The provider of `spec`, its metadata server the fake's, no key file (whatever
+/// `GOOGLE_APPLICATION_CREDENTIALS` says), waiting and retrying briefly.
 pub fn provider(gce: &FakeGce, spec: GcpSpec) -> GcpProvider {
     let host = gce.endpoint().trim_start_matches("http://").to_owned();
     GcpProvider::new(spec)
         .with_metadata_host(&host)
+        .with_key_file(None)
         .with_snapshot_wait(SnapshotWait {
             timeout: Duration::from_secs(30),
             first_poll: Duration::from_millis(20),
