@@ -8,7 +8,7 @@ SHELL := bash
 export SNAPSENTRY_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/snapsentry
 export CARGO_TARGET_DIR ?= $(SNAPSENTRY_CACHE)/target
 
-.PHONY: demo demo-image test toolchain lint check crds build
+.PHONY: demo demo-image test toolchain lint check crds build images
 
 ## demo: the whole product locally: control plane + moto (AWS) + Azurite and a fake ARM (Azure) + operator scanning a 3-machine, two-cloud fleet.
 demo:
@@ -40,3 +40,8 @@ crds:
 ## build: release binaries (snapsentry-scan, snapsentry-operator).
 build:
 	cargo build --release -p snapsentry-scanner -p snapsentry-operator
+
+## images: the operator's and the scanner's container images (snapsentry-{operator,scan}:<version>), built here with buildah, no base image pulled; also written as OCI archives under $(SNAPSENTRY_CACHE)/images.
+images:
+	scripts/images.sh >/dev/null
+
