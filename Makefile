@@ -8,7 +8,7 @@ SHELL := bash
 export SNAPSENTRY_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/snapsentry
 export CARGO_TARGET_DIR ?= $(SNAPSENTRY_CACHE)/target
 
-.PHONY: demo demo-image test toolchain lint check crds build images
+.PHONY: demo demo-image test toolchain lint check crds build images images-test
 
 ## demo: the whole product locally: control plane + moto (AWS) + Azurite and a fake ARM (Azure) + operator scanning a 3-machine, two-cloud fleet.
 demo:
@@ -45,3 +45,6 @@ build:
 images:
 	scripts/images.sh >/dev/null
 
+## images-test: build the images, then run them under podman with the chart's security settings.
+images-test: images
+	cargo test -p snapsentry-tests --test e2e container_images -- --include-ignored
