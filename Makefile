@@ -8,7 +8,7 @@ SHELL := bash
 export SNAPSENTRY_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/snapsentry
 export CARGO_TARGET_DIR ?= $(SNAPSENTRY_CACHE)/target
 
-.PHONY: demo demo-image test toolchain lint check crds build
+.PHONY: demo demo-image test toolchain lint check crds build images images-test
 
 ## demo: the whole product locally: control plane + moto (AWS) + Azurite and a fake ARM (Azure) + a fake Compute Engine (GCP) + operator scanning a 4-machine, three-cloud fleet.
 demo:
@@ -40,3 +40,11 @@ crds:
 ## build: release binaries (snapsentry-scan, snapsentry-operator, kubectl-snapsentry).
 build:
 	cargo build --release -p snapsentry-scanner -p snapsentry-operator -p kubectl-snapsentry
+
+## images: the operator's and the scanner's container images (snapsentry-{operator,scan}:<version>), built here with buildah, no base image pulled; also written as OCI archives under $(SNAPSENTRY_CACHE)/images.
+images:
+	scripts/images.sh >/dev/null
+
+## images-test: build the images, then run them under podman with the chart's security settings.
+images-test: images
+	cargo test -p snapsentry-tests --test e2e container_images -- --include-ignored

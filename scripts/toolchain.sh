@@ -7,6 +7,10 @@
 # $SNAPSENTRY_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/snapsentry); Go's own caches stay at
 # their defaults. If KUBEBUILDER_ASSETS holds kube-apiserver, etcd and kubectl, those are used and only
 # helm is built. Prints one line per component to stderr; exits non-zero on any failure.
+#
+# `--apt-only`: just the Debian tools for disk images. `--images`: what `make images` needs instead —
+# buildah, podman and runc from Debian (no base image is pulled: images are assembled from scratch),
+# the CA bundle the images carry and `strip`.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -66,6 +70,11 @@ install_apt_packages() {
 		|| die "apt-get install ${missing[*]} failed"
 	report "apt packages" "installed ${missing[*]} in $((SECONDS - started))s"
 }
+
+# What `make images` (scripts/images.sh) builds and runs containers with.
+# runc, not crun: crun refuses a hybrid cgroup layout (cgroup v1 beside a cgroup2 hierarchy holding
+# a controller), which these machines have.
+image_apt_packages=(buildah podman runc ca-certificates binutils)
 
 install_moto() {
 	local venv="$cache/venv"
@@ -188,6 +197,11 @@ mkdir -p "$cache"
 exec 9>"$cache/.toolchain.lock"
 flock 9 || die "cannot lock $cache/.toolchain.lock"
 
+if [[ ${1:-} == --images ]]; then
+	apt_packages=("${image_apt_packages[@]}")
+	install_apt_packages
+	exit 0
+fi
 install_apt_packages
 # --apt-only: just the Debian tools (what `make demo` needs to build its disk image).
 if [[ ${1:-} == --apt-only ]]; then

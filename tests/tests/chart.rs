@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
@@ -39,7 +40,7 @@ fn kinds(docs: &[serde_yaml::Value]) -> Vec<String> {
 }
 
 /// The operator Deployment of a rendered chart.
-fn deployment(rendered: &str) -> Result<Deployment> {
+pub(crate) fn deployment(rendered: &str) -> Result<Deployment> {
     let doc = documents(rendered)?
         .into_iter()
         .find(|d| d["kind"].as_str() == Some("Deployment"))
@@ -61,6 +62,36 @@ fn literal_env(deployment: &Deployment) -> Result<BTreeMap<String, String>> {
         .flatten()
         .filter_map(|e| e.value.clone().map(|v| (e.name.clone(), v)))
         .collect())
+}
+
+/// The scanner Job the operator configured by `deployment`'s environment builds for a disk of the
+/// images provider, `/images/web-01.qcow2` on the claim `vm-images`.
+pub(crate) fn images_scanner_job(deployment: &Deployment) -> Result<Job> {
+    let mut env = literal_env(deployment)?;
+    // Set from the pod's own metadata by the kubelet.
+    env.insert("SNAPSENTRY_NAMESPACE".into(), "snapsentry".into());
+    let config = Config::from_lookup(|k| env.get(k).cloned())?;
+
+    let policy: ScanPolicy = serde_json::from_value(serde_json::json!({
+        "apiVersion": "snapsentry.io/v1alpha1", "kind": "ScanPolicy",
+        "metadata": {"name": "lab", "namespace": "snapsentry"},
+        "spec": {"providers": [{"images": {"persistentVolumeClaim": "vm-images", "machines": []}}]},
+    }))?;
+    let request = JobRequest {
+        machine: "lab-web-01",
+        instance_id: "web-01",
+        cloud: Cloud::Image,
+        scan_id: "20261207-010000",
+        disks: vec![AssignedDisk {
+            id: "web-01.qcow2".into(),
+            source: DiskSource::Image {
+                path: "/images/web-01.qcow2".into(),
+            },
+        }],
+        images_claim: Some("vm-images"),
+        grant_secret: None,
+    };
+    Ok(scanner_job(&policy, &request, &config.job_settings())?)
 }
 
 #[tokio::test]
@@ -200,31 +231,7 @@ async fn the_scanner_job_gets_the_charts_pod_settings() -> Result<()> {
             "templates/deployment.yaml",
         ],
     )?;
-    let mut env = literal_env(&deployment(&rendered)?)?;
-    // Set from the pod's own metadata by the kubelet.
-    env.insert("SNAPSENTRY_NAMESPACE".into(), "snapsentry".into());
-    let config = Config::from_lookup(|k| env.get(k).cloned())?;
-
-    let policy: ScanPolicy = serde_json::from_value(serde_json::json!({
-        "apiVersion": "snapsentry.io/v1alpha1", "kind": "ScanPolicy",
-        "metadata": {"name": "lab", "namespace": "snapsentry"},
-        "spec": {"providers": [{"images": {"persistentVolumeClaim": "vm-images", "machines": []}}]},
-    }))?;
-    let request = JobRequest {
-        machine: "lab-web-01",
-        instance_id: "web-01",
-        cloud: Cloud::Image,
-        scan_id: "20261207-010000",
-        disks: vec![AssignedDisk {
-            id: "web-01.qcow2".into(),
-            source: DiskSource::Image {
-                path: "/images/web-01.qcow2".into(),
-            },
-        }],
-        images_claim: Some("vm-images"),
-        grant_secret: None,
-    };
-    let job = scanner_job(&policy, &request, &config.job_settings())?;
+    let job = images_scanner_job(&deployment(&rendered)?)?;
     let template = job.spec.context("job spec")?.template;
     let pod = template.spec.context("pod spec")?;
     ensure!(
