@@ -2,30 +2,28 @@
 //!
 //! Per step, six unaligned 32-byte loads at offsets 0–5 hold, as eight little-endian `u32` lanes
 //! each, the grams of the 32 positions and of the positions two bytes further (load `k`, lane
-//! `m` is position `4m + k`). Each position is folded and hashed three times, exactly as the
-//! scalar [`super::may_start`] does; the three bitset words are gathered, each hashed bit shifted
-//! to the sign bit, and `movemask` yields one bit per lane. The four 8-bit masks interleave into
-//! one 32-bit mask of positions in text order.
-//!
+//! `m` is position `4m + k`). Each position is folded and hashed exactly as the scalar
+//! [`super::may_start`] does: one table word gathered per position, two pairs of its bits shifted
+//! to the sign bit and combined, and `movemask` yields one bit per lane. The four 8-bit masks interleave into one
+//! 32-bit mask of positions in text order.
+
 //! This is the crate's only `unsafe` code: the loads and gathers read through raw pointers, and
 //! the function needs a CPU with AVX2. Each block says why it stays in bounds.
 
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::{
-    __m256i, _mm256_and_si256, _mm256_andnot_si256, _mm256_castsi256_ps, _mm256_i32gather_epi32,
-    _mm256_loadu_si256, _mm256_movemask_ps, _mm256_mullo_epi32, _mm256_or_si256, _mm256_set1_epi32,
-    _mm256_sllv_epi32, _mm256_srli_epi32, _mm256_xor_si256,
+    __m256i, _mm256_and_si256, _mm256_castsi256_ps, _mm256_i32gather_epi32, _mm256_loadu_si256,
+    _mm256_movemask_ps, _mm256_mullo_epi32, _mm256_or_si256, _mm256_set1_epi32, _mm256_sllv_epi32,
+    _mm256_srli_epi32, _mm256_xor_si256,
 };
 
-use super::{BITS_LOG2, FOLD, HIGH2, LOW3, MUL3, MUL4, MUL6, WORDS};
+use super::{BIT_SHIFT, BIT2_SHIFT, FOLD, LOW3, MUL3, MUL4, MUL6, WORD_SHIFT, WORDS};
 
 /// Positions tested per step.
 const STEP: usize = 32;
 /// Bytes a step reads from its first position: 32-byte loads at offsets 0 to 5.
 const READ: usize = STEP + 5;
-/// Right shift from a 32-bit product to a bitset index.
-const SHIFT: i32 = 32 - BITS_LOG2 as i32;
 
 /// `SPREAD[m]` moves bit `b` of `m` to bit `4b`: lane `b` of load `k` is position `4b + k`.
 const SPREAD: [u32; 256] = {
@@ -44,7 +42,7 @@ const SPREAD: [u32; 256] = {
     t
 };
 
-/// Call `found(i)` for each position `i` whose gram passes the bitset test, in increasing order,
+/// Call `found(i)` for each position `i` whose bytes pass the table test, in increasing order,
 /// in steps of 32 positions while a step's reads stay inside `hay`. Returns the first position
 /// not tested (the scalar loop does the rest).
 ///
@@ -62,10 +60,9 @@ pub(super) unsafe fn candidates(
     let mul4 = _mm256_set1_epi32(MUL4 as i32);
     let mul3 = _mm256_set1_epi32(MUL3 as i32);
     let mul6 = _mm256_set1_epi32(MUL6 as i32);
-    let high2 = _mm256_set1_epi32(HIGH2 as i32);
     let low5 = _mm256_set1_epi32(31);
-    // Bit `h & 31` of `word` to the sign bit: shift left by `31 - (h & 31)`, i.e. `!h & 31`.
-    let test = |word: __m256i, h: __m256i| _mm256_sllv_epi32(word, _mm256_andnot_si256(h, low5));
+    // Bit `b` (< 32) of `word` to the sign bit: shift left by `31 - b`, i.e. `b ^ 31`.
+    let test = |word: __m256i, b: __m256i| _mm256_sllv_epi32(word, _mm256_xor_si256(b, low5));
     let base = bits.as_ptr().cast::<i32>();
     let mut p = 0;
     while p + READ <= hay.len() {
@@ -76,24 +73,26 @@ pub(super) unsafe fn candidates(
         for k in 0..4 {
             let g = _mm256_or_si256(load(k), fold);
             let g2 = _mm256_or_si256(load(k + 2), fold);
-            let h3 =
-                _mm256_srli_epi32::<SHIFT>(_mm256_mullo_epi32(_mm256_and_si256(g, low3), mul3));
-            let h4 = _mm256_srli_epi32::<SHIFT>(_mm256_mullo_epi32(g, mul4));
-            let h6 = _mm256_srli_epi32::<SHIFT>(_mm256_xor_si256(
-                _mm256_mullo_epi32(g, mul6),
-                _mm256_and_si256(g2, high2),
+            let word = _mm256_srli_epi32::<{ WORD_SHIFT as i32 }>(_mm256_mullo_epi32(
+                _mm256_and_si256(g, low3),
+                mul3,
             ));
-            // SAFETY: each lane of h3, h4 and h6 is a logical right shift of a u32 by SHIFT, so
-            // it is below 2^BITS_LOG2, and h >> 5 below 2^(BITS_LOG2 - 5) = WORDS: every gathered
-            // element is a whole `u32` of `bits`.
-            let (w3, w4, w6) = unsafe {
+            let (p4, p6) = (_mm256_mullo_epi32(g, mul4), _mm256_mullo_epi32(g2, mul6));
+            // Each product names two bits of the word (`super::both`).
+            let bits_of = |p: __m256i| {
                 (
-                    _mm256_i32gather_epi32::<4>(base, _mm256_srli_epi32::<5>(h3)),
-                    _mm256_i32gather_epi32::<4>(base, _mm256_srli_epi32::<5>(h4)),
-                    _mm256_i32gather_epi32::<4>(base, _mm256_srli_epi32::<5>(h6)),
+                    _mm256_srli_epi32::<{ BIT_SHIFT as i32 }>(p),
+                    _mm256_and_si256(_mm256_srli_epi32::<{ BIT2_SHIFT as i32 }>(p), low5),
                 )
             };
-            let hits = _mm256_or_si256(_mm256_or_si256(test(w3, h3), test(w4, h4)), test(w6, h6));
+            let ((b4, c4), (b6, c6)) = (bits_of(p4), bits_of(p6));
+            // SAFETY: each lane of `word` is a logical right shift of a u32 by WORD_SHIFT, so it
+            // is below 2^(32 - WORD_SHIFT) = WORDS: every gathered element is a `u32` of `bits`.
+            let w = unsafe { _mm256_i32gather_epi32::<4>(base, word) };
+            let hits = _mm256_or_si256(
+                _mm256_and_si256(test(w, b4), test(w, c4)),
+                _mm256_and_si256(test(w, b6), test(w, c6)),
+            );
             let lanes = _mm256_movemask_ps(_mm256_castsi256_ps(hits)) as u32;
             mask |= SPREAD[lanes as usize] << k;
         }

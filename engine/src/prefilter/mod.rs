@@ -8,34 +8,36 @@
 //! it discriminates by nibbles — the keywords are mostly lowercase letters, whose high nibble is
 //! 6 or 7, so with 500 keywords every bucket would pass most letter triples.
 //!
-//! Instead, each position's four bytes (a *gram*) are folded to one case by setting bit 5 of each
-//! byte (`| 0x20`: a superset of ASCII lowercasing, so no copy of the text is made) and two
-//! multiplicative hashes — of the four bytes, and of the first three — are tested against one
-//! 32 KiB bitset (L1-resident) holding the folded first four bytes of every keyword of four or
-//! more bytes and the folded three bytes of every three-byte keyword. About 0.4 % of positions
-//! pass by hash collision; those, and true gram hits, are verified: each set bit indexes (by
-//! rank: the set bits before it) a slot listing the keywords hashed there, each compared first by
-//! its folded first eight bytes against the text's in one `u64` operation, then exactly, ASCII
-//! case-insensitively. Most true gram hits are common words (`user`, `auth`, `serv`…) that only
-//! begin a keyword, and the eight-byte compare rejects them cheaply.
+//! Instead, the bytes at each position are folded to one case by setting bit 5 of each byte
+//! (`| 0x20`: a superset of ASCII lowercasing, so no copy of the text is made) and tested against
+//! one 32 KiB table (L1-resident) of 8192 32-bit words with one memory access: a hash of the
+//! position's first three bytes picks a word; a hash of its first four bytes, and one of its
+//! bytes 2–5, each pick two bits of that word, and the position passes if either pair is set (a
+//! two-probe Bloom filter inside one word). A keyword of 4–5 bytes sets the pair of its first
+//! four bytes, a longer one the pair of its bytes 2–5 (so it is keyed by six bytes, and common
+//! words that only begin a keyword — `user`, `auth`, `serv` — rarely pass), a three-byte one its
+//! whole word. Positions that pass (about 1 % on the bench's text) are verified: each set bit
+//! indexes (by rank: the set bits before it) a slot listing the keywords whose first bit it is,
+//! each compared first by its folded first eight bytes against the text's in one `u64` operation,
+//! then exactly, ASCII case-insensitively.
 //!
-//! On x86_64 with AVX2 (detected at run time) the test runs on 32 positions per step with
-//! gathers ([`avx2`]); elsewhere, and for the last few positions, a scalar loop runs the same
+//! On x86_64 with AVX2 (detected at run time) the test runs on 32 positions per step, one
+//! gather of eight words per eight positions ([`avx2`]); elsewhere, and for the last few positions, a scalar loop runs the same
 //! test. Both feed the same exact verification, so the results are identical (a differential
 //! test and the `prefilter` fuzz target compare them with each other and with a naive search).
 //!
 //! Matches are reported for every keyword at every position (overlapping semantics), as
 //! `(pattern id, start, end)` in increasing `start` order, and in increasing pattern id at one
-//! start. Memory is the bitset, the maps and the keywords: nothing grows with the text.
+//! start. Memory is the table, the slots and the keywords: nothing grows with the text.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(test)]
 mod tests;
 
-/// log2 of the bitset size in bits.
+/// log2 of the table size in bits.
 const BITS_LOG2: u32 = 18;
-/// The bitset, in 32-bit words (the unit the SIMD kernel gathers).
+/// The table, in 32-bit words (the unit the SIMD kernel gathers).
 const WORDS: usize = 1 << (BITS_LOG2 - 5);
 /// [`FOLD`] over eight bytes.
 const FOLD8: u64 = 0x2020_2020_2020_2020;
@@ -44,28 +46,34 @@ const FOLD8: u64 = 0x2020_2020_2020_2020;
 const FOLD: u32 = 0x2020_2020;
 /// The three-byte gram of a folded four-byte gram (little-endian: its first three bytes).
 const LOW3: u32 = 0x00FF_FFFF;
-/// Multipliers of the two hashes (odd, well spread; different so a gram's two hashes differ).
-const MUL4: u32 = 0x9E37_79B1;
+/// Multipliers of the three hashes (odd, well spread, distinct).
 const MUL3: u32 = 0x85EB_CA6B;
+const MUL4: u32 = 0x9E37_79B1;
 const MUL6: u32 = 0xC2B2_AE35;
-/// The bytes 4 and 5 of a position, in the gram two bytes further (`g2`).
-const HIGH2: u32 = 0xFFFF_0000;
+/// Right shift from a product to a word index, and to a bit in a word.
+const WORD_SHIFT: u32 = 32 - (BITS_LOG2 - 5);
+const BIT_SHIFT: u32 = 27;
+/// Right shift from a product to a second bit in a word (the product's next five bits).
+const BIT2_SHIFT: u32 = 22;
 
+/// The word of a position: a hash of its first three bytes (`g` is its folded gram).
+#[inline]
+fn word_of(g: u32) -> u32 {
+    (g & LOW3).wrapping_mul(MUL3) >> WORD_SHIFT
+}
+
+/// The table bit a keyword of 3–5 bytes (and a text position) tests: its word, and a hash of its
+/// first four bytes.
 #[inline]
 fn hash4(g: u32) -> u32 {
-    g.wrapping_mul(MUL4) >> (32 - BITS_LOG2)
+    word_of(g) << 5 | g.wrapping_mul(MUL4) >> BIT_SHIFT
 }
 
-#[inline]
-fn hash3(g: u32) -> u32 {
-    (g & LOW3).wrapping_mul(MUL3) >> (32 - BITS_LOG2)
-}
-
-/// Hash of six bytes: the gram `g` at a position and `g2`, the gram two bytes further (whose
-/// two high bytes are the position's bytes 4 and 5), mixed into the product's high bits.
+/// The table bit a keyword of ≥ 6 bytes (and a text position) tests: its word, and a hash of its
+/// bytes 2–5 (`g2`, the gram two bytes further).
 #[inline]
 fn hash6(g: u32, g2: u32) -> u32 {
-    (g.wrapping_mul(MUL6) ^ (g2 & HIGH2)) >> (32 - BITS_LOG2)
+    word_of(g) << 5 | g2.wrapping_mul(MUL6) >> BIT_SHIFT
 }
 
 #[inline]
@@ -73,11 +81,26 @@ fn bit(bits: &[u32; WORDS], h: u32) -> bool {
     bits[(h >> 5) as usize] >> (h & 31) & 1 == 1
 }
 
+/// The two bits of `word` a product selects (the first is the one [`hash4`]/[`hash6`] name),
+/// both set or not: a two-probe Bloom filter within one word.
+#[inline]
+fn both(word: u32, product: u32) -> u32 {
+    word >> (product >> BIT_SHIFT) & word >> (product >> BIT2_SHIFT & 31)
+}
+
+/// The second bit a keyword sets in its word, beside the one its hash names.
+#[inline]
+fn second_bit(product: u32) -> u32 {
+    1 << (product >> BIT2_SHIFT & 31)
+}
+
 /// Whether the folded eight bytes `w` at a position may start a keyword (false: certainly not).
 #[inline]
 fn may_start(bits: &[u32; WORDS], w: u64) -> bool {
     let (g, g2) = (w as u32, (w >> 16) as u32);
-    bit(bits, hash3(g)) | bit(bits, hash4(g)) | bit(bits, hash6(g, g2))
+    let word = bits[word_of(g) as usize];
+    // Most words are empty: skip the two multiplies.
+    word != 0 && (both(word, g.wrapping_mul(MUL4)) | both(word, g2.wrapping_mul(MUL6))) & 1 == 1
 }
 
 /// The eight bytes at `i`, folded (bytes past the end read as 0 before folding).
@@ -90,7 +113,7 @@ fn folded8(hay: &[u8], i: usize) -> u64 {
     u64::from_le_bytes(w) | FOLD8
 }
 
-/// One keyword in a bitset slot.
+/// One keyword in a table slot.
 #[derive(Clone, Copy, Debug)]
 struct Candidate {
     /// Its first (up to) eight bytes, folded, little-endian.
@@ -98,7 +121,7 @@ struct Candidate {
     /// `0xFF` for each byte of `prefix` the keyword has.
     mask: u64,
     id: u32,
-    /// Which hash entered it: 3, 4 or 6 bytes (keywords of 3, 4–5, ≥ 6 bytes).
+    /// Its length class: 3, 4 (4–5 bytes) or 6 (≥ 6 bytes).
     len: u32,
 }
 
@@ -148,28 +171,48 @@ impl Prefilter {
             let n = p.len().min(8);
             let w = folded8(p, 0);
             let (g, g2) = (w as u32, (w >> 16) as u32);
-            let (h, len) = match p.len() {
-                3 => (hash3(g), 3),
-                4 | 5 => (hash4(g), 4),
-                _ => (hash6(g, g2), 6),
+            let mut c = Candidate {
+                prefix: w & (u64::MAX >> (64 - 8 * n)),
+                mask: u64::MAX >> (64 - 8 * n),
+                id: id as u32,
+                len: 4,
             };
-            entries.push((
-                h,
-                Candidate {
-                    prefix: folded8(p, 0) & (u64::MAX >> (64 - 8 * n)),
-                    mask: u64::MAX >> (64 - 8 * n),
-                    id: id as u32,
-                    len,
-                },
-            ));
+            match p.len() {
+                // Whatever the fourth byte: every bit of the word.
+                3 => {
+                    c.len = 3;
+                    entries.extend((0..32).map(|b| (word_of(g) << 5 | b, c)));
+                }
+                4 | 5 => entries.push((hash4(g), c)),
+                _ => {
+                    c.len = 6;
+                    entries.push((hash6(g, g2), c));
+                }
+            }
         }
         entries.sort_by_key(|&(h, c)| (h, c.id));
         let mut bits = Box::new([0u32; WORDS]);
+        for &(h, c) in &entries {
+            bits[(h >> 5) as usize] |= 1 << (h & 31);
+            let p = &patterns[c.id as usize];
+            let w = folded8(p, 0);
+            let (g, g2) = (w as u32, (w >> 16) as u32);
+            let product = match c.len {
+                3 => continue,
+                4 => g.wrapping_mul(MUL4),
+                _ => g2.wrapping_mul(MUL6),
+            };
+            bits[(h >> 5) as usize] |= second_bit(product);
+        }
+        // One slot per set bit, in bit order (a bit set only as a second bit has none).
         let mut slots = Vec::new();
-        for (i, &(h, _)) in entries.iter().enumerate() {
-            if !bit(&bits, h) {
-                bits[(h >> 5) as usize] |= 1 << (h & 31);
-                slots.push(i as u32);
+        let mut next = 0;
+        for h in 0..(WORDS as u32) << 5 {
+            if bit(&bits, h) {
+                slots.push(next as u32);
+                while entries.get(next).is_some_and(|&(e, _)| e == h) {
+                    next += 1;
+                }
             }
         }
         slots.push(entries.len() as u32);
@@ -273,9 +316,10 @@ impl Prefilter {
             None => folded8(hay, i),
         };
         let (g, g2) = (w as u32, (w >> 16) as u32);
-        // A slot may also hold keywords entered through another hash: `len` tells them apart.
-        let check = |c: &Candidate, len: u32, hit: &mut dyn FnMut(usize, usize, usize)| {
-            if c.len != len || w & c.mask != c.prefix {
+        // Both bits may hold keywords of either hash: take the ≥ 6-byte ones only from the
+        // second, the others only from the first (a three-byte keyword is in all 32 bits).
+        let check = |c: &Candidate, six: bool, hit: &mut dyn FnMut(usize, usize, usize)| {
+            if (c.len == 6) != six || w & c.mask != c.prefix {
                 return;
             }
             let p = &self.patterns[c.id as usize];
@@ -287,12 +331,11 @@ impl Prefilter {
             }
         };
         let lists = [
-            (self.slot(hash3(g)), 3),
-            (self.slot(hash4(g)), 4),
-            (self.slot(hash6(g, g2)), 6),
+            (self.slot(hash4(g)), false),
+            (self.slot(hash6(g, g2)), true),
         ];
-        // Each list is in id order: merge them (all but one are nearly always empty).
-        let mut at = [0usize; 3];
+        // Each list is in id order: merge them (one is nearly always empty).
+        let mut at = [0usize; 2];
         loop {
             let mut next: Option<(usize, &Candidate)> = None;
             for (k, (list, _)) in lists.iter().enumerate() {
