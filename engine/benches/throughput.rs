@@ -2,9 +2,10 @@
 //! hashes, UUIDs, base64 blobs, source code. Run with `cargo bench -p snapsentry-engine`; prints
 //! MiB/s per core (one thread) besides criterion's own figures.
 //!
-//! Target: ≥ 1 GiB/s per core. The cost on such text is the keyword prefilter pass; regexes only
-//! run around keyword hits, so the figure also measures how rare the keywords are (a short,
-//! common keyword such as `-us` makes a rule's regex run over most of a source file).
+//! Target: ≥ 1 GiB/s per core. On such text the cost is the keyword prefilter pass and then the
+//! work around its hits (rule windows, their regexes); regexes only run around keyword hits, so
+//! the figure also measures how rare the keywords are (a short, common keyword such as `-us`
+//! makes a rule's regex run over most of a source file).
 //!
 //! On a shared machine wall time lies; the figure printed is on-CPU time of this thread
 //! (`/proc/thread-self/schedstat`), falling back to wall time elsewhere.
