@@ -440,16 +440,12 @@ fn target_from(rule: &Rule, captured: &[u8]) -> Target {
 
 /// Widen `[s, e)` to the enclosing line boundaries, by at most [`LINE_SLACK`] bytes each side.
 fn widen_to_lines(text: &[u8], s: usize, e: usize) -> (usize, usize) {
+    // memchr, not a byte loop: this runs for every window, and is most of what the engine
+    // costs beyond the prefilter on text with many keyword hits.
     let lo = s.saturating_sub(LINE_SLACK);
-    let s = text[lo..s]
-        .iter()
-        .rposition(|&c| c == b'\n')
-        .map_or(lo, |i| lo + i + 1);
+    let s = memchr::memrchr(b'\n', &text[lo..s]).map_or(lo, |i| lo + i + 1);
     let hi = (e + LINE_SLACK).min(text.len());
-    let e = text[e..hi]
-        .iter()
-        .position(|&c| c == b'\n')
-        .map_or(hi, |i| e + i);
+    let e = memchr::memchr(b'\n', &text[e..hi]).map_or(hi, |i| e + i);
     (s, e)
 }
 

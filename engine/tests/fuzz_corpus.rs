@@ -1,4 +1,5 @@
-//! Runs the engine's fuzz targets' seed corpora (`fuzz/corpus/engine/`, `fuzz/corpus/dpkg/`)
+//! Runs the engine's fuzz targets' seed corpora (`fuzz/corpus/engine/`, `fuzz/corpus/dpkg/`,
+//! `fuzz/corpus/prefilter/`)
 //! through the same entry points the cargo-fuzz targets use, as a regression test: a crash once
 //! found stays fixed. Also feeds every seed truncated at every length up to 512 bytes, and a few
 //! adversarial shapes.
@@ -90,4 +91,17 @@ fn adversarial_shapes_finish_quickly() {
         "took {:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn prefilter_seed_corpus() {
+    // Each seed, and its prefixes up to 512 bytes: the SIMD, scalar and naive keyword searches
+    // agree (the fuzz entry panics otherwise).
+    for (path, data) in corpus("prefilter") {
+        eprintln!("prefilter: {}", path.display());
+        snapsentry_engine::prefilter::fuzz(&data);
+        for len in (0..data.len().min(512)).step_by(3) {
+            snapsentry_engine::prefilter::fuzz(&data[..len]);
+        }
+    }
 }

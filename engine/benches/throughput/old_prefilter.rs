@@ -1,16 +1,9 @@
-//! The keyword prefilter: every occurrence of every rule keyword, ASCII case-insensitive, in one
-//! pass.
+//! The keyword prefilter as it was before the SIMD one (commit ac4f658, `engine/src/prefilter.rs`),
+//! kept only so the throughput bench can measure old and new in one run on the same text. Not
+//! used by the engine.
 //!
-//! Why not a plain Aho-Corasick DFA: with ~400 keywords the DFA has thousands of states, and on
-//! text full of identifiers (logs, source code, base64) its transition table does not stay in
-//! cache; measured on the throughput bench it ran at ~320 MiB/s of CPU time. This filter reads the
-//! (lowercased) text four bytes at a time and tests a hash of those four bytes against a 32 KiB
-//! bitset (L1-resident) holding the first four bytes of every keyword — one multiply, one shift
-//! and one bit test per position, ~4× faster — and only positions that pass are checked exactly.
-//! Three-byte keywords are entered once per possible fourth byte, so they share the same test.
-//!
-//! Matches are reported for every keyword at every position (overlapping semantics), as
-//! `(pattern id, start, end)` in increasing `start` order.
+//! A byte-at-a-time hash of four lowercased bytes against a 32 KiB bitset, after lowercasing each
+//! 64 KiB block into a copy; three-byte keywords entered once per possible fourth byte.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -48,7 +41,7 @@ fn hash(gram: u32) -> usize {
 }
 
 /// Keyword prefilter over ASCII keywords of at least 3 bytes.
-pub struct Prefilter {
+pub struct OldPrefilter {
     bits: Vec<u64>,
     /// Lowercased first four bytes → ids of the keywords starting with them.
     grams: GramMap,
@@ -59,7 +52,7 @@ pub struct Prefilter {
     max_len: usize,
 }
 
-impl Prefilter {
+impl OldPrefilter {
     /// Build over `patterns` (each ASCII, ≥ 3 bytes; shorter ones are ignored).
     pub fn new<S: AsRef<[u8]>>(patterns: &[S]) -> Self {
         let mut bits = vec![0u64; (1usize << BITS_LOG2) / 64];
@@ -90,7 +83,7 @@ impl Prefilter {
             }
             stored.push(p);
         }
-        Prefilter {
+        OldPrefilter {
             bits,
             grams,
             patterns: stored,
@@ -135,55 +128,6 @@ impl Prefilter {
                 }
             }
             start += owned;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Reference: every (id, start) by brute force.
-    fn naive(patterns: &[&str], hay: &[u8]) -> Vec<(usize, usize, usize)> {
-        let mut out = Vec::new();
-        for start in 0..hay.len() {
-            for (id, p) in patterns.iter().enumerate() {
-                if p.len() >= 3
-                    && hay.len() - start >= p.len()
-                    && hay[start..start + p.len()].eq_ignore_ascii_case(p.as_bytes())
-                {
-                    out.push((id, start, start + p.len()));
-                }
-            }
-        }
-        out.sort();
-        out
-    }
-
-    #[test]
-    fn matches_brute_force_across_blocks_and_tails() {
-        let patterns = ["akia", "AKIAX", "-us", "password", "pass", "q~x", "ab"];
-        let mut hay = Vec::new();
-        for i in 0..40_000u32 {
-            hay.extend_from_slice(match i % 7 {
-                0 => b"xxAkIaZ ".as_slice(),
-                1 => b"PassWord=1 ",
-                2 => b"x-us ",
-                3 => b"q~X",
-                _ => b"lorem ipsum ",
-            });
-        }
-        hay.extend_from_slice(b"end -us");
-        let pf = Prefilter::new(&patterns);
-        let mut got = Vec::new();
-        pf.for_each_match(&hay, |id, s, e| got.push((id, s, e)));
-        got.sort();
-        assert_eq!(got, naive(&patterns, &hay));
-        for tail in [&b"-us"[..], b"pas", b"akia", b"x-u", b""] {
-            let mut got = Vec::new();
-            pf.for_each_match(tail, |id, s, e| got.push((id, s, e)));
-            got.sort();
-            assert_eq!(got, naive(&patterns, tail), "{tail:?}");
         }
     }
 }
