@@ -45,6 +45,7 @@ impl From<engine::packages::PackageFileState> for PackageFileState {
             E::Unchanged => PackageFileState::Unchanged,
             E::Modified => PackageFileState::Modified,
             E::Unverified => PackageFileState::Unverified,
+            E::Control => PackageFileState::Control,
         }
     }
 }

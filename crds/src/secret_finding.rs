@@ -164,6 +164,10 @@ pub enum PackageFileState {
     Modified,
     /// The package records no checksum for it: the finding keeps its rule's severity.
     Unverified,
+    /// dpkg's copy of the package's control data (maintainer script, debconf template) not
+    /// written since the package was unpacked, or debconf's cached copy of a template the
+    /// package holds: vendor content, the finding is `info`.
+    Control,
 }
 
 /// A resource a secret opens.

@@ -9,11 +9,23 @@
 //! package file whose content no longer matches was changed after installation: it keeps its
 //! severity and says so ([`PackageFileState::Modified`]).
 //!
+//! dpkg keeps no checksum of its own control area: the maintainer scripts, templates and other
+//! control files it copies from each package into `/var/lib/dpkg/info/` when it unpacks it, and
+//! debconf's cache of the templates (`/var/cache/debconf/templates.dat`). Those are vendor
+//! content too — a maintainer script is the same on every machine with that package version — and
+//! what is left to tell a changed one is when it was written: dpkg keeps the mtime the package
+//! built it with, before the package's `.list` (written at unpack), so a control file written
+//! after its package's `.list` was changed afterwards ([`PackageFileState::Modified`]); a debconf
+//! template line is vendor text when the package's own `.templates` file holds it
+//! ([`TemplateText`]). What users answered (`config.dat`, `passwords.dat`) is never vendor.
+//!
 //! The database is on the disk being scanned, so it is hostile input: every parser here is
 //! linear in its input, skips what it cannot read, and the index stops growing at
 //! [`DbLimits`] (a truncated index only leaves findings at their normal severity). rpm's
 //! database (sqlite or Berkeley DB) is not read: RHEL-family images keep their findings'
 //! severities.
+
+pub mod debconf;
 
 use std::collections::HashMap;
 
@@ -26,6 +38,30 @@ use crate::{Finding, Severity};
 pub const DPKG_STATUS: &str = "/var/lib/dpkg/status";
 /// The directory of dpkg's per-package `.list` and `.md5sums` files.
 pub const DPKG_INFO_DIR: &str = "/var/lib/dpkg/info/";
+/// debconf's cache of the installed packages' templates (and its previous copy, `-old`).
+pub const DEBCONF_TEMPLATES: &str = "/var/cache/debconf/templates.dat";
+
+/// The control files dpkg copies from a package into [`DPKG_INFO_DIR`] (deb-control(5) and its
+/// siblings: maintainer scripts, debconf templates and config script, triggers, library data).
+const CONTROL_FILES: &[&str] = &[
+    "preinst",
+    "postinst",
+    "prerm",
+    "postrm",
+    "config",
+    "templates",
+    "triggers",
+    "conffiles",
+    "shlibs",
+    "symbols",
+    "md5sums",
+    "list",
+];
+
+/// How long after a package's `.list` one of its control files may have been written and still
+/// count as written by that unpack (file systems with coarse timestamps; dpkg renames the
+/// extracted control files into place after writing the `.list`).
+const CONTROL_SLACK_SECS: i64 = 10;
 
 /// Bounds on what is read of a package database and kept of it.
 #[derive(Clone, Debug)]
@@ -77,13 +113,21 @@ pub enum PackageFileState {
     Modified,
     /// The package lists the file without a checksum: normal severity.
     Unverified,
+    /// dpkg's copy of the package's control data (a maintainer script, a debconf template) not
+    /// written since the package was unpacked, or a line of debconf's template cache that the
+    /// package's templates hold: vendor content, reported at `info`. dpkg has no checksum for
+    /// these; a control file written after the package's unpack is [`Self::Modified`].
+    Control,
 }
 
 impl PackageFile {
     /// Record this on every finding of one file; unchanged vendor content drops to `info`.
     pub fn apply(&self, findings: &mut [Finding]) {
         for f in findings {
-            if self.state == PackageFileState::Unchanged {
+            if matches!(
+                self.state,
+                PackageFileState::Unchanged | PackageFileState::Control
+            ) {
                 f.severity = Severity::Info;
             }
             f.metadata.package = Some(self.clone());
@@ -220,6 +264,18 @@ pub fn info_file_kind(file_name: &str) -> Option<(&str, InfoFile)> {
     (!name.is_empty()).then_some((name, kind))
 }
 
+/// The package a control file of [`DPKG_INFO_DIR`] belongs to: `/var/lib/dpkg/info/mariadb-server.postinst`
+/// → `mariadb-server`; `None` for any other path or a file name that is not a control file.
+pub fn control_file_package(path: &str) -> Option<&str> {
+    let name = path.strip_prefix(DPKG_INFO_DIR)?;
+    let (stem, kind) = name.rsplit_once('.')?;
+    if name.contains('/') || !CONTROL_FILES.contains(&kind) {
+        return None;
+    }
+    let package = stem.split(':').next().unwrap_or(stem);
+    (!package.is_empty()).then_some(package)
+}
+
 /// The per-package files of dpkg's database the index reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InfoFile {
@@ -235,11 +291,21 @@ struct Owned {
     md5: Option<[u8; 16]>,
 }
 
+/// One package of the index.
+#[derive(Debug, Default)]
+struct Package {
+    name: String,
+    version: Option<String>,
+    /// dpkg's status says its files are on disk.
+    installed: bool,
+    /// When its `.list` was written (its last unpack), seconds since the epoch.
+    unpacked_at: Option<i64>,
+}
+
 /// Package-owned files of one filesystem, from its dpkg database.
 #[derive(Debug, Default)]
 pub struct PackageIndex {
-    /// (name, version).
-    packages: Vec<(String, Option<String>)>,
+    packages: Vec<Package>,
     by_name: HashMap<String, u32>,
     files: HashMap<String, Owned>,
     max_paths: usize,
@@ -277,7 +343,10 @@ impl PackageIndex {
             return None;
         }
         let i = u32::try_from(self.packages.len()).ok()?;
-        self.packages.push((name.to_owned(), None));
+        self.packages.push(Package {
+            name: name.to_owned(),
+            ..Package::default()
+        });
         self.by_name.insert(name.to_owned(), i);
         Some(i)
     }
@@ -305,9 +374,10 @@ impl PackageIndex {
             let Some(p) = self.package(&e.name) else {
                 continue;
             };
-            let slot = &mut self.packages[p as usize].1;
-            if slot.is_none() {
-                *slot = e.version;
+            let package = &mut self.packages[p as usize];
+            package.installed = true;
+            if package.version.is_none() {
+                package.version = e.version;
             }
             for (path, md5) in e.conffiles {
                 self.add_file(p, path, md5);
@@ -316,8 +386,9 @@ impl PackageIndex {
     }
 
     /// Add one file of `/var/lib/dpkg/info/` by its name (`.list` and `.md5sums`; others are
-    /// ignored).
-    pub fn add_info_file(&mut self, file_name: &str, data: &[u8]) {
+    /// ignored) and its mtime (seconds since the epoch, where the file system keeps one): a
+    /// `.list` is written when its package is unpacked.
+    pub fn add_info_file(&mut self, file_name: &str, data: &[u8], modified: Option<i64>) {
         let Some((name, kind)) = info_file_kind(file_name) else {
             return;
         };
@@ -329,6 +400,7 @@ impl PackageIndex {
                 }
             }
             InfoFile::List => {
+                self.packages[p as usize].unpacked_at = modified;
                 for path in parse_list(data) {
                     self.add_file(p, path.to_owned(), None);
                 }
@@ -349,21 +421,58 @@ impl PackageIndex {
         })
     }
 
-    /// What `path`, whose content is `content`, is to the package manager; `None` when no
-    /// package installed it.
-    pub fn classify(&self, path: &str, content: &[u8]) -> Option<PackageFile> {
-        let owned = self.owner(path)?;
-        let (name, version) = self.packages.get(owned.package as usize)?;
+    /// What `path`, whose content is `content` and mtime `modified` (seconds since the epoch),
+    /// is to the package manager; `None` when no package installed it.
+    pub fn classify(
+        &self,
+        path: &str,
+        content: &[u8],
+        modified: Option<i64>,
+    ) -> Option<PackageFile> {
+        let Some(owned) = self.owner(path) else {
+            return self.classify_control(path, modified);
+        };
+        let package = self.packages.get(owned.package as usize)?;
         let state = match owned.md5 {
             None => PackageFileState::Unverified,
             Some(sum) if Md5::digest(content).as_slice() == sum => PackageFileState::Unchanged,
             Some(_) => PackageFileState::Modified,
         };
-        Some(PackageFile {
-            name: name.clone(),
-            version: version.clone(),
+        Some(package.file(state))
+    }
+
+    /// A control file of an installed package in dpkg's info directory: vendor content unless
+    /// written after the package's unpack (its `.list`); without both times, unverified.
+    fn classify_control(&self, path: &str, modified: Option<i64>) -> Option<PackageFile> {
+        let name = control_file_package(path)?;
+        let package = self.packages.get(*self.by_name.get(name)? as usize)?;
+        if !package.installed {
+            return None;
+        }
+        let state = match (modified, package.unpacked_at) {
+            (Some(m), Some(u)) if m <= u.saturating_add(CONTROL_SLACK_SECS) => {
+                PackageFileState::Control
+            }
+            (Some(_), Some(_)) => PackageFileState::Modified,
+            _ => PackageFileState::Unverified,
+        };
+        Some(package.file(state))
+    }
+
+    /// The installed package called `name`, as a [`PackageFile`] in `state`.
+    pub fn installed(&self, name: &str, state: PackageFileState) -> Option<PackageFile> {
+        let package = self.packages.get(*self.by_name.get(name)? as usize)?;
+        package.installed.then(|| package.file(state))
+    }
+}
+
+impl Package {
+    fn file(&self, state: PackageFileState) -> PackageFile {
+        PackageFile {
+            name: self.name.clone(),
+            version: self.version.clone(),
             state,
-        })
+        }
     }
 }
 
@@ -384,12 +493,20 @@ pub fn fuzz(data: &[u8]) {
     };
     let mut idx = PackageIndex::new(&limits);
     idx.add_status(data);
-    idx.add_info_file("p:amd64.md5sums", data);
-    idx.add_info_file("p.list", data);
+    idx.add_info_file("p:amd64.md5sums", data, None);
+    idx.add_info_file("p.list", data, None);
     for path in parse_list(data).take(16) {
-        let _ = idx.classify(path, data);
+        let _ = idx.classify(path, data, None);
     }
-    let _ = idx.classify("/usr/bin/x", data);
+    let _ = idx.classify("/usr/bin/x", data, None);
+    let _ = idx.classify("/var/lib/dpkg/info/p.postinst", data, Some(1));
+    let mut text = debconf::TemplateText::new(1 << 16);
+    text.add("p", data);
+    for line in 1..4 {
+        if let Some((name, value)) = debconf::template_line(data, line) {
+            let _ = text.vendor_of(&name, &value);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -469,45 +586,126 @@ Version: 2.36-9\n";
             md5(b"vendor"),
             md5(b"doc")
         );
-        idx.add_info_file("libgnutls30:amd64.md5sums", sums.as_bytes());
+        idx.add_info_file("libgnutls30:amd64.md5sums", sums.as_bytes(), None);
         idx.add_info_file(
             "libgnutls30:amd64.list",
             b"/usr/lib/x86_64-linux-gnu/libgnutls.so.30\n/usr/lib/nosum\n",
+            None,
         );
-        idx.add_info_file("openssh-server.list", b"/etc/ssh/moduli\n/etc/pam.d/sshd\n");
-        idx.add_info_file("openssh-server.postinst", b"ignored");
+        idx.add_info_file(
+            "openssh-server.list",
+            b"/etc/ssh/moduli\n/etc/pam.d/sshd\n",
+            None,
+        );
+        idx.add_info_file("openssh-server.postinst", b"ignored", None);
 
         let f = idx
-            .classify("/usr/lib/x86_64-linux-gnu/libgnutls.so.30", b"vendor")
+            .classify("/usr/lib/x86_64-linux-gnu/libgnutls.so.30", b"vendor", None)
             .unwrap();
         assert_eq!(f.name, "libgnutls30");
         assert_eq!(f.version, None);
         assert_eq!(f.state, PackageFileState::Unchanged);
         // Merged /usr both ways.
         let f = idx
-            .classify("/lib/x86_64-linux-gnu/libgnutls.so.30", b"vendor")
+            .classify("/lib/x86_64-linux-gnu/libgnutls.so.30", b"vendor", None)
             .unwrap();
         assert_eq!(f.state, PackageFileState::Unchanged);
         let f = idx
-            .classify("/usr/lib/x86_64-linux-gnu/libgnutls.so.30", b"changed")
+            .classify(
+                "/usr/lib/x86_64-linux-gnu/libgnutls.so.30",
+                b"changed",
+                None,
+            )
             .unwrap();
         assert_eq!(f.state, PackageFileState::Modified);
         assert_eq!(
-            idx.classify("/usr/lib/nosum", b"x").unwrap().state,
+            idx.classify("/usr/lib/nosum", b"x", None).unwrap().state,
             PackageFileState::Unverified
         );
         // A conffile is checked against the checksum in dpkg's status.
-        let f = idx.classify("/etc/ssh/moduli", b"x").unwrap();
+        let f = idx.classify("/etc/ssh/moduli", b"x", None).unwrap();
         assert_eq!(f.name, "openssh-server");
         assert_eq!(f.version.as_deref(), Some("1:9.2p1-2+deb12u5"));
         assert_eq!(f.state, PackageFileState::Modified);
         assert_eq!(
-            idx.classify("/etc/pam.d/sshd", b"x").unwrap().state,
+            idx.classify("/etc/pam.d/sshd", b"x", None).unwrap().state,
             PackageFileState::Unverified
         );
-        assert_eq!(idx.classify("/etc/shadow", b"x"), None);
-        assert_eq!(idx.classify("/usr/share/doc/y", b"doc"), None);
+        assert_eq!(idx.classify("/etc/shadow", b"x", None), None);
+        assert_eq!(idx.classify("/usr/share/doc/y", b"doc", None), None);
         assert!(!idx.truncated);
+    }
+
+    #[test]
+    fn control_files_of_installed_packages_by_their_write_time() {
+        let mut idx = PackageIndex::new(&DbLimits::default());
+        idx.add_status(STATUS);
+        // Unpacked (its `.list` written) at 1000; its control files keep the build's mtime.
+        idx.add_info_file("openssh-server.list", b"/etc/ssh/moduli\n", Some(1000));
+        idx.add_info_file("gone.list", b"/etc/gone\n", Some(1000));
+        let postinst = "/var/lib/dpkg/info/openssh-server.postinst";
+        let f = idx.classify(postinst, b"x", Some(900)).unwrap();
+        assert_eq!(f.name, "openssh-server");
+        assert_eq!(f.state, PackageFileState::Control);
+        assert_eq!(
+            idx.classify(
+                "/var/lib/dpkg/info/openssh-server:amd64.templates",
+                b"x",
+                Some(1005)
+            )
+            .unwrap()
+            .state,
+            PackageFileState::Control
+        );
+        // Written after the unpack: changed since.
+        assert_eq!(
+            idx.classify(postinst, b"x", Some(5000)).unwrap().state,
+            PackageFileState::Modified
+        );
+        // No time to compare: unverified (its rule's severity).
+        assert_eq!(
+            idx.classify(postinst, b"x", None).unwrap().state,
+            PackageFileState::Unverified
+        );
+        // Not a control file, a package not installed, or no package at all: not vendor.
+        assert_eq!(
+            idx.classify("/var/lib/dpkg/info/openssh-server.bak", b"x", Some(1)),
+            None
+        );
+        assert_eq!(
+            idx.classify("/var/lib/dpkg/info/gone.postinst", b"x", Some(1)),
+            None
+        );
+        assert_eq!(
+            idx.classify("/var/lib/dpkg/info/nobody.postinst", b"x", Some(1)),
+            None
+        );
+        assert_eq!(
+            control_file_package("/var/lib/dpkg/info/sub/x.postinst"),
+            None
+        );
+        assert_eq!(control_file_package("/var/lib/dpkg/info/.postinst"), None);
+        assert_eq!(
+            control_file_package("/var/lib/dpkg/info/libc6:amd64.shlibs"),
+            Some("libc6")
+        );
+        // Control facts lower the severity as unchanged ones do.
+        let mut findings = vec![Finding {
+            rule_id: "r".into(),
+            title: "t".into(),
+            secret_type: "s".into(),
+            severity: Severity::High,
+            confidence: crate::Confidence::High,
+            line: 1,
+            fingerprint: "f".into(),
+            redacted: "x".into(),
+            metadata: Default::default(),
+        }];
+        idx.installed("openssh-server", PackageFileState::Control)
+            .unwrap()
+            .apply(&mut findings);
+        assert_eq!(findings[0].severity, Severity::Info);
+        assert!(idx.installed("gone", PackageFileState::Control).is_none());
     }
 
     #[test]
@@ -517,12 +715,12 @@ Version: 2.36-9\n";
             max_packages: 2,
             ..DbLimits::default()
         });
-        idx.add_info_file("a.list", b"/1\n/2\n");
-        idx.add_info_file("b.list", b"/3\n/4\n/5\n");
-        idx.add_info_file("c.list", b"/6\n");
+        idx.add_info_file("a.list", b"/1\n/2\n", None);
+        idx.add_info_file("b.list", b"/3\n/4\n/5\n", None);
+        idx.add_info_file("c.list", b"/6\n", None);
         assert_eq!(idx.len(), 3);
         assert!(idx.truncated);
-        assert!(idx.classify("/6", b"").is_none());
+        assert!(idx.classify("/6", b"", None).is_none());
     }
 
     #[test]

@@ -198,6 +198,8 @@ pub fn placeholder_kind(secret: &[u8]) -> Option<Placeholder> {
                         .iter()
                         .all(|c| c.is_ascii_alphanumeric() || *c == b'_')))
                 || (b[0] == b'%' && b[b.len() - 1] == b'%')
+                // `@@DIR_PASSWORD@@`: a marker a package's configure script replaces.
+                || (b.len() > 4 && t.starts_with("@@") && t.ends_with("@@"))
                 || (b[0] == b'<' && b[b.len() - 1] == b'>')
                 || (b[0] == b'[' && b[b.len() - 1] == b']')
                 || (b[0] == b'{' && b[b.len() - 1] == b'}')))
@@ -295,6 +297,7 @@ mod tests {
             "$PASSWORD",
             "{{ .Values.password }}",
             "%PASSWORD%",
+            "@@DIR_PASSWORD@@",
             "12345678",
             "password",
             "AKIAIOSFODNN7EXAMPLE",

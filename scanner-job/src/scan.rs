@@ -97,6 +97,8 @@ pub(crate) struct FileTask {
     content: Content,
     /// Index of the scanned root (directory or volume) in [`Listing`]'s package databases.
     root: usize,
+    /// mtime, seconds since the epoch.
+    modified: Option<i64>,
 }
 
 /// Counters the walk and the workers update.
@@ -186,7 +188,8 @@ impl<'a> Listing<'a> {
                 let rel = full.strip_prefix(root).unwrap_or(&full);
                 let path = format!("/{}", rel.to_string_lossy().replace('\\', "/"));
                 let content = Content::Disk(full);
-                db.note(&path, &content, meta.len());
+                let modified = Some(std::os::unix::fs::MetadataExt::mtime(&meta));
+                db.note(&path, &content, meta.len(), modified);
                 if !self.admit(&path, meta.len()) {
                     continue;
                 }
@@ -196,6 +199,7 @@ impl<'a> Listing<'a> {
                     file: FileInfo::from_std(&meta),
                     content,
                     root: root_index,
+                    modified,
                 });
             }
         }
@@ -227,7 +231,8 @@ impl<'a> Listing<'a> {
                 fs: index,
                 node: entry.node,
             };
-            db.note(&entry.path, &content, m.size);
+            let modified = m.modified.map(|t| t.secs);
+            db.note(&entry.path, &content, m.size, modified);
             if self.admit(&entry.path, m.size) {
                 self.tasks.push(FileTask {
                     volume: Some(volume.to_string()),
@@ -235,6 +240,7 @@ impl<'a> Listing<'a> {
                     path: entry.path,
                     content,
                     root: root_index,
+                    modified,
                 });
             }
             ControlFlow::Continue(())
@@ -332,10 +338,13 @@ fn scan_all(
                                 counters.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
                                 let mut scan = engine.scan(&task.path, &data);
                                 if !scan.findings.is_empty() {
-                                    let index = listing.packages[task.root].index(filesystems);
-                                    if let Some(p) = index.classify(&task.path, &data) {
-                                        p.apply(&mut scan.findings);
-                                    }
+                                    listing.packages[task.root].apply(
+                                        &task.path,
+                                        &data,
+                                        task.modified,
+                                        &mut scan.findings,
+                                        filesystems,
+                                    );
                                 }
                                 local.push((i, scan));
                             }

@@ -37,6 +37,7 @@ sys.dont_write_bytecode = True
 
 import apps  # noqa: E402
 import devtools  # noqa: E402
+import heldout  # noqa: E402
 import lookalikes  # noqa: E402
 from corpuslib import TOOLS, Corpus, htpasswd, mkpasswd, openssl_passwd, run  # noqa: E402
 
@@ -392,6 +393,8 @@ def tool_files(c: Corpus) -> None:
 WRITERS = [htpasswd_files, mosquitto_files, dovecot_files, ftp_files, git_files, docker_files, pgpass_files,
            mysql_files, netrc_files, wordpress_files, filezilla_files, rails_files, aws_files,
            heroku_files, tool_files] + apps.WRITERS + devtools.WRITERS + lookalikes.WRITERS
+# Appended last: the held-out slice (heldout.py), so the files before it keep their values.
+WRITERS += heldout.WRITERS
 
 
 def main() -> None:
