@@ -1,5 +1,6 @@
 //! Tar streams (plain, or the inflated content of a gzip stream), read with the `tar` crate:
-//! regular files only, each at most the entry size limit.
+//! regular files only, each at most the entry size limit, and the stream read to its end so
+//! that truncation shows.
 
 use std::io::Read;
 
@@ -42,5 +43,10 @@ pub(crate) fn read(walker: &mut Walker<'_, '_>, reader: impl Read) {
             continue;
         }
         walker.file(name, &data);
+    }
+    // Read what follows the end-of-archive blocks (metered): a gzip stream cut at a header
+    // boundary, or with a bad checksum, only says so at its end.
+    if std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).is_err() {
+        walker.failed();
     }
 }
