@@ -146,12 +146,14 @@ fn limits(options: &ScanOptions) -> ArchiveLimits {
 }
 
 /// Scan the entries of `data` (the file at `path`) if it is an archive and archives are
-/// scanned; `None` when it is to be scanned as a file.
+/// scanned; `None` when it is to be scanned as a file. `excluded` says whether a location
+/// (`path!entry`) is excluded by the path globs (not counted, as for files).
 pub(crate) fn scan_entries(
     engine: &Engine,
     path: &str,
     data: &[u8],
     options: &ScanOptions,
+    excluded: &dyn Fn(&str) -> bool,
     counters: &ArchiveCounters,
 ) -> Option<Vec<Part>> {
     if options.archive_depth == 0 {
@@ -159,6 +161,10 @@ pub(crate) fn scan_entries(
     }
     let mut parts = Vec::new();
     let stats = read_archive(path, data, &limits(options), &mut |entry| {
+        let joined = entry.path.join("!");
+        if excluded(&format!("{path}!{joined}")) {
+            return;
+        }
         if !options.include_tests
             && entry
                 .path
@@ -173,7 +179,7 @@ pub(crate) fn scan_entries(
         let inner = entry.path.last().map_or("", String::as_str);
         let scan = engine.scan(&format!("/{inner}"), entry.data);
         parts.push(Part {
-            entry: Some(entry.path.join("!")),
+            entry: Some(joined),
             scan,
         });
     })?;

@@ -319,11 +319,13 @@ fn scan_one(
     data: &[u8],
     counters: &Counters,
 ) -> Vec<Part> {
+    let excluded = |location: &str| listing.excluded.iter().any(|g| g.matches(location));
     let mut parts = archive::scan_entries(
         engine,
         &task.path,
         data,
         listing.options,
+        &excluded,
         &counters.archives,
     )
     .unwrap_or_else(|| {
