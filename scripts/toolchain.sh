@@ -25,6 +25,9 @@ apt_packages=(
 	openssh-client cryptsetup-bin debootstrap openssl
 	# The real-software corpus (tests/corpus-real): htpasswd, mkpasswd, git credential-store.
 	apache2-utils whois git
+	# Archives scanned inside (scanner-job/tests/archives.rs, tests/corpus-real): zip builds zip and
+	# jar files (tar and gzip are essential packages).
+	zip
 	# setpriv (the harness ties server processes to the test process with it) and flock.
 	util-linux
 	# Headless Chromium renders the HTML reports in tests and scripts/screenshots.sh.

@@ -156,6 +156,9 @@ pub struct AssignmentRules {
     /// Files larger than this are not read (scanner default when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_file_size_bytes: Option<u64>,
+    /// Levels of archives opened (0: none; scanner default when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_depth: Option<u32>,
     /// Path globs not to report.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude_paths: Vec<String>,

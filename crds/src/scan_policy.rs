@@ -328,9 +328,15 @@ pub struct RulesSpec {
     /// Also report secrets in test, example and fixture directories.
     #[serde(default)]
     pub include_tests: bool,
-    /// Files larger than this are not read (default 64 MiB).
+    /// Files larger than this are not read (default 64 MiB); also the limit for one file inside
+    /// an archive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_file_size_bytes: Option<u64>,
+    /// Levels of archives (tar, gzip, zip, jar/war/ear) opened to scan the files inside: 0 turns
+    /// archive scanning off (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 8))]
+    pub archive_depth: Option<u32>,
 }
 
 /// What not to report.

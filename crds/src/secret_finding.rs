@@ -89,8 +89,12 @@ pub struct SecretFindingSpec {
 pub struct FindingLocation {
     /// Volume id inside the machine's disks (`disk0/p2`, `disk1/p3/rootvg/rootlv`).
     pub volume: String,
-    /// Absolute path inside the volume's filesystem.
+    /// Absolute path inside the volume's filesystem; for a file inside an archive, the archive's
+    /// path, `!`, and the path inside it (`/srv/backup.tar.gz!etc/app/.env`).
     pub path: String,
+    /// Set when the secret is in a file inside an archive: the archive and the path inside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveLocation>,
     /// 1-based line of the secret in the file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<u32>,
@@ -109,6 +113,18 @@ pub struct FindingLocation {
     /// Last access time: a secret read yesterday is more likely live than one untouched for years.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accessed: Option<Time>,
+}
+
+/// Where, inside an archive on the disk, a secret was found. The location's `path` is
+/// `<path>!<entry>`; size, mode, owner and times are the archive file's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveLocation {
+    /// The archive file: absolute path inside the volume's filesystem (`/srv/backup.tar.gz`).
+    pub path: String,
+    /// The file inside it, relative and `/`-separated; `!` separates the levels of nested
+    /// archives (`lib/app.jar!application.properties`).
+    pub entry: String,
 }
 
 /// Facts computed from the secret without any network call.

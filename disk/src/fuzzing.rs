@@ -192,3 +192,20 @@ pub fn lvm(data: &[u8]) {
         }
     }
 }
+
+/// Read `data` as an archive (tar, gzip, zip, nested) with small limits and touch every entry.
+pub fn archive(data: &[u8]) {
+    let limits = crate::archive::ArchiveLimits {
+        max_depth: 3,
+        max_entries: 256,
+        max_entry_size: 1 << 20,
+        max_total_bytes: 8 << 20,
+        max_ratio: 100,
+        max_name_len: 256,
+    };
+    let mut sum = 0usize;
+    let _ = crate::archive::read_archive("fuzz.tar", data, &limits, &mut |e| {
+        sum = sum.wrapping_add(e.data.len() + e.path.iter().map(String::len).sum::<usize>());
+    });
+    std::hint::black_box(sum);
+}

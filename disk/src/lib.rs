@@ -22,6 +22,7 @@
 
 #![warn(missing_docs)]
 
+pub mod archive;
 pub(crate) mod bytes;
 pub(crate) mod crc;
 pub mod error;

@@ -50,4 +50,5 @@ corpus_tests! {
     gpt => snapsentry_disk::fuzzing::gpt,
     mbr => snapsentry_disk::fuzzing::mbr,
     lvm => snapsentry_disk::fuzzing::lvm,
+    archive => snapsentry_disk::fuzzing::archive,
 }

@@ -146,6 +146,7 @@ pub fn assignment(
             disable: rules.disable,
             include_tests: rules.include_tests,
             max_file_size_bytes: rules.max_file_size_bytes,
+            archive_depth: rules.archive_depth,
             exclude_paths: exclusions.paths,
             exclude_secret_types: exclusions.secret_types,
         },

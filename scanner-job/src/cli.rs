@@ -75,6 +75,10 @@ pub struct ScanArgs {
     /// Skip files larger than this (bytes, or with a K/M/G/KiB/MiB/GiB suffix).
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
     pub max_file_size: u64,
+    /// Levels of archives (tar, tar.gz/tgz, gz, zip, jar/war/ear) opened to scan the files inside;
+    /// 0 scans archives as plain files.
+    #[arg(long, value_name = "N", default_value_t = crate::options::DEFAULT_ARCHIVE_DEPTH, value_parser = clap::value_parser!(u32).range(0..=8))]
+    pub archive_depth: u32,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -117,6 +121,7 @@ impl ScanArgs {
             threads: self.threads,
             exclude_paths: Vec::new(),
             progress: !self.no_progress && !self.quiet,
+            archive_depth: self.archive_depth,
         })
     }
 
@@ -232,25 +237,33 @@ pub fn run(target: Target, args: &ScanArgs, manifest: &ManifestArgs) -> anyhow::
     let mut findings = Vec::new();
     let mut private_keys = Vec::new();
     let mut authorized_keys = Vec::new();
-    for (task, scan) in listing.tasks.iter().zip(results) {
-        let Some(scan) = scan else { continue };
+    for (task, part) in listing
+        .tasks
+        .iter()
+        .zip(results)
+        .flat_map(|(task, parts)| parts.into_iter().flatten().map(move |p| (task, p)))
+    {
+        let (path, archive) = part.location(&task.path);
+        let scan = part.scan;
         for f in scan.findings {
-            findings.push(ReportFinding::new(
-                f,
-                task.volume.clone(),
-                task.path.clone(),
-                task.file.clone(),
-            ));
+            let mut finding =
+                ReportFinding::new(f, task.volume.clone(), path.clone(), task.file.clone());
+            finding.archive = archive.clone();
+            findings.push(finding);
         }
         for k in scan.private_keys {
             private_keys.push(PrivateKeyRow {
                 volume: task.volume.clone(),
-                path: task.path.clone(),
+                path: path.clone(),
                 line: k.line,
                 fingerprint: k.info.fingerprint,
                 algorithm: k.info.algorithm,
                 encrypted: k.info.encrypted,
             });
+        }
+        // An authorized_keys file inside an archive (a backup) grants no access.
+        if archive.is_some() {
+            continue;
         }
         for k in scan.authorized_keys {
             authorized_keys.push(AuthorizedKeyRow {
@@ -272,7 +285,8 @@ pub fn run(target: Target, args: &ScanArgs, manifest: &ManifestArgs) -> anyhow::
             bytes_scanned: counters.bytes.load(Ordering::Relaxed),
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             errors: counters.errors.load(Ordering::Relaxed),
-            skipped: listing.skipped.clone(),
+            archive_entries: counters.archive_entries(),
+            skipped: listing.skipped(&counters),
         },
         findings,
         private_keys,
@@ -315,6 +329,9 @@ pub fn run(target: Target, args: &ScanArgs, manifest: &ManifestArgs) -> anyhow::
     }
     for line in coverage.warnings() {
         writeln!(err, "{line}")?;
+    }
+    if let Some(line) = report.stats.skipped.archives.warning() {
+        writeln!(err, "warning: {line}")?;
     }
     let exit_on = args.exit_on.unwrap_or(Severity::Info);
     let counted = report

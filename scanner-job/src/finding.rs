@@ -15,8 +15,8 @@ use snapsentry_crds::contract::{self, Assessment, finding_name};
 use snapsentry_crds::from_engine::confidence_value;
 use snapsentry_crds::label_value::slugify;
 use snapsentry_crds::{
-    Cloud, FindingLocation, FindingMetadata, ScanAssignment, SecretFinding, SecretFindingSpec,
-    SecretTarget, Severity, SshKeyFacts, TargetKind, limits,
+    ArchiveLocation, Cloud, FindingLocation, FindingMetadata, ScanAssignment, SecretFinding,
+    SecretFindingSpec, SecretTarget, Severity, SshKeyFacts, TargetKind, limits,
 };
 use snapsentry_engine::Finding;
 
@@ -29,9 +29,11 @@ pub struct Located {
     pub finding: Finding,
     /// Volume id (`disk<N>/<volume>` in a Job; empty for a directory).
     pub volume: String,
-    /// Path inside the volume's filesystem.
+    /// Path inside the volume's filesystem (`<archive>!<entry>` inside an archive).
     pub path: String,
-    /// Facts of the file.
+    /// The archive and the path inside it, for a file inside an archive.
+    pub archive: Option<ArchiveLocation>,
+    /// Facts of the file (of the archive, for a file inside one).
     pub file: FileInfo,
 }
 
@@ -123,6 +125,7 @@ pub(crate) fn group_findings(findings: Vec<Located>, exclude_types: &[String]) -
         entry.1.insert(LocKey {
             volume: l.volume,
             path: l.path,
+            archive: l.archive,
             line: u32::try_from(f.line).ok(),
             file: l.file,
         });
@@ -173,6 +176,7 @@ pub(crate) fn over_cap_error(written: usize, over: usize) -> String {
 struct LocKey {
     volume: String,
     path: String,
+    archive: Option<ArchiveLocation>,
     line: Option<u32>,
     file: FileInfo,
 }
@@ -200,6 +204,7 @@ impl LocKey {
         FindingLocation {
             volume: self.volume,
             path: self.path,
+            archive: self.archive,
             line: self.line,
             size: Some(self.file.size),
             mode: self.file.mode.clone(),
@@ -334,6 +339,7 @@ mod tests {
             finding,
             volume: "disk0/p1".into(),
             path: path.into(),
+            archive: None,
             file: FileInfo {
                 size: 10,
                 modified: Some("2026-11-01T00:00:00Z".into()),

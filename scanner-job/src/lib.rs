@@ -17,6 +17,7 @@
 //! (`src/main.rs`) is a thin wrapper over these modules; [`job::run`] is also called directly
 //! by the end-to-end tests against a real API server.
 
+pub mod archive;
 pub mod cli;
 mod columns;
 pub mod coverage;

@@ -9,6 +9,9 @@ use snapsentry_engine::{Engine, EngineConfig, RuleError};
 /// `maxFileSizeBytes` of a Job when the policy sets none (the CLI's `--max-file-size` default).
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 64 << 20;
 
+/// Archive levels opened when neither `--archive-depth` nor the policy's `archiveDepth` says.
+pub const DEFAULT_ARCHIVE_DEPTH: u32 = snapsentry_disk::archive::DEFAULT_MAX_DEPTH;
+
 /// What to detect and which files to read.
 #[derive(Clone, Debug)]
 pub struct ScanOptions {
@@ -26,6 +29,8 @@ pub struct ScanOptions {
     pub exclude_paths: Vec<String>,
     /// Draw a progress counter on standard error when it is a terminal.
     pub progress: bool,
+    /// Levels of archives opened to scan the files inside (0: archives are scanned as files).
+    pub archive_depth: u32,
 }
 
 impl Default for ScanOptions {
@@ -38,6 +43,7 @@ impl Default for ScanOptions {
             threads: None,
             exclude_paths: Vec::new(),
             progress: false,
+            archive_depth: DEFAULT_ARCHIVE_DEPTH,
         }
     }
 }
@@ -55,6 +61,7 @@ impl ScanOptions {
             threads,
             exclude_paths: rules.exclude_paths.clone(),
             progress: false,
+            archive_depth: rules.archive_depth.unwrap_or(DEFAULT_ARCHIVE_DEPTH).min(8),
         }
     }
 

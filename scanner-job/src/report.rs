@@ -10,6 +10,7 @@
 
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
+use snapsentry_crds::ArchiveLocation;
 use snapsentry_disk::VolumeInfo;
 use snapsentry_engine::{Finding, FindingMetadata, Rule, Severity};
 
@@ -58,6 +59,8 @@ pub struct Stats {
     pub duration_ms: u64,
     /// Files that could not be read.
     pub errors: u64,
+    /// Files inside archives scanned (not counted in `files`).
+    pub archive_entries: u64,
     pub skipped: Skipped,
 }
 
@@ -72,10 +75,15 @@ pub struct ReportFinding {
     pub confidence: snapsentry_engine::Confidence,
     /// Volume id for images; `null` for `dir`.
     pub volume: Option<String>,
+    /// `<archive>!<entry>` for a file inside an archive.
     pub path: String,
+    /// The archive and the path inside it, for a file inside an archive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveLocation>,
     pub line: usize,
     pub fingerprint: String,
     pub redacted: String,
+    /// Facts of the file (of the archive, for a file inside one).
     pub file: FileInfo,
     pub metadata: FindingMetadata,
 }
@@ -90,6 +98,7 @@ impl ReportFinding {
             confidence: f.confidence,
             volume,
             path,
+            archive: None,
             line: f.line,
             fingerprint: f.fingerprint,
             redacted: f.redacted,

@@ -5,7 +5,8 @@
 //!
 //! It opens no disk and writes nothing: the CLI ([`crate::cli`]) and the Job ([`crate::job`])
 //! say what to list and turn the results into a report or API objects. Findings in files an OS
-//! package installed and nobody changed drop to `info` ([`crate::vendor`]).
+//! package installed and nobody changed drop to `info` ([`crate::vendor`]). A file that is an
+//! archive is scanned entry by entry ([`crate::archive`]): one result per entry.
 
 use std::io::{IsTerminal, Read};
 use std::ops::ControlFlow;
@@ -17,8 +18,9 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 use snapsentry_disk::{FileKind, Filesystem, Metadata, NodeId, WalkLimits, walk};
-use snapsentry_engine::{Engine, FileScan, paths, time};
+use snapsentry_engine::{Engine, paths, time};
 
+use crate::archive::{self, ArchiveCounters, ArchiveSkipped, Part};
 use crate::glob::Glob;
 use crate::options::ScanOptions;
 use crate::vendor::PackageDb;
@@ -33,6 +35,9 @@ pub struct Skipped {
     pub too_large: u64,
     /// Content unreadable by design (compressed/encrypted NTFS files, …) or unlistable directories.
     pub unreadable: u64,
+    /// Archive content not read (test directories and too-large entries inside archives are
+    /// counted above).
+    pub archives: ArchiveSkipped,
 }
 
 /// File facts reported with a finding.
@@ -107,6 +112,15 @@ pub(crate) struct Counters {
     pub(crate) files: AtomicU64,
     pub(crate) bytes: AtomicU64,
     pub(crate) errors: AtomicU64,
+    /// What archives held and what of it was not read.
+    pub(crate) archives: ArchiveCounters,
+}
+
+impl Counters {
+    /// Files inside archives scanned.
+    pub(crate) fn archive_entries(&self) -> u64 {
+        self.archives.entries()
+    }
 }
 
 /// The files to scan, listed before any is read.
@@ -252,9 +266,21 @@ impl<'a> Listing<'a> {
         Ok(())
     }
 
-    /// Scan every listed file; result `i` belongs to `tasks[i]` (`None`: unreadable).
-    pub(crate) fn scan(&self, engine: &Engine, counters: &Counters) -> Vec<Option<FileScan>> {
+    /// Scan every listed file; result `i` belongs to `tasks[i]` (`None`: unreadable): the file's
+    /// scan, or one per file inside it when it is an archive.
+    pub(crate) fn scan(&self, engine: &Engine, counters: &Counters) -> Vec<Option<Vec<Part>>> {
         scan_all(engine, self, self.options, counters)
+    }
+
+    /// Files left out, by reason: those of the listing and those inside archives, once the
+    /// scan (which counts the latter into `counters`) is done.
+    pub(crate) fn skipped(&self, counters: &Counters) -> Skipped {
+        let a = &counters.archives;
+        let mut out = self.skipped.clone();
+        out.test_directory += a.test_directory.load(Ordering::Relaxed);
+        out.too_large += a.too_large.load(Ordering::Relaxed);
+        out.archives = a.skipped();
+        out
     }
 }
 
@@ -290,6 +316,42 @@ pub(crate) fn read_content(
     }
 }
 
+/// Scan one file's bytes: entry by entry if it is an archive, else whole. Findings of a file an
+/// OS package installed unchanged (an archive too) drop to `info`.
+fn scan_one(
+    engine: &Engine,
+    listing: &Listing,
+    task: &FileTask,
+    data: &[u8],
+    counters: &Counters,
+) -> Vec<Part> {
+    let excluded = |location: &str| listing.excluded.iter().any(|g| g.matches(location));
+    let mut parts = archive::scan_entries(
+        engine,
+        &task.path,
+        data,
+        listing.options,
+        &excluded,
+        &counters.archives,
+    )
+    .unwrap_or_else(|| {
+        vec![Part {
+            entry: None,
+            scan: engine.scan(&task.path, data),
+        }]
+    });
+    for part in parts.iter_mut().filter(|p| !p.scan.findings.is_empty()) {
+        listing.packages[task.root].apply(
+            &task.path,
+            data,
+            task.modified,
+            &mut part.scan.findings,
+            &listing.filesystems,
+        );
+    }
+    parts
+}
+
 /// Scan every task of `listing` on `options.threads` workers; result `i` belongs to task `i`
 /// (`None`: unreadable).
 fn scan_all(
@@ -297,7 +359,7 @@ fn scan_all(
     listing: &Listing,
     options: &ScanOptions,
     counters: &Counters,
-) -> Vec<Option<FileScan>> {
+) -> Vec<Option<Vec<Part>>> {
     let (tasks, filesystems) = (&listing.tasks, &listing.filesystems);
     let threads = options
         .threads
@@ -307,7 +369,7 @@ fn scan_all(
     let done = AtomicUsize::new(0);
     let finished = AtomicBool::new(false);
     let show_progress = options.progress && std::io::stderr().is_terminal();
-    let mut results: Vec<Option<FileScan>> = Vec::with_capacity(tasks.len());
+    let mut results: Vec<Option<Vec<Part>>> = Vec::with_capacity(tasks.len());
     results.resize_with(tasks.len(), || None);
     std::thread::scope(|scope| {
         if show_progress {
@@ -336,17 +398,7 @@ fn scan_all(
                             Ok(data) => {
                                 counters.files.fetch_add(1, Ordering::Relaxed);
                                 counters.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-                                let mut scan = engine.scan(&task.path, &data);
-                                if !scan.findings.is_empty() {
-                                    listing.packages[task.root].apply(
-                                        &task.path,
-                                        &data,
-                                        task.modified,
-                                        &mut scan.findings,
-                                        filesystems,
-                                    );
-                                }
-                                local.push((i, scan));
+                                local.push((i, scan_one(engine, listing, task, &data, counters)));
                             }
                             Err(e) => {
                                 counters.errors.fetch_add(1, Ordering::Relaxed);

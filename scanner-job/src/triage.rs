@@ -124,6 +124,7 @@ pub(crate) mod tests {
             confidence: snapsentry_engine::Confidence::High,
             volume: Some("p1".into()),
             path: path.into(),
+            archive: None,
             line: 1,
             fingerprint: fp.into(),
             redacted: "abcd…(20)".into(),

@@ -21,6 +21,7 @@ pub fn finding(name: &str) -> SecretFinding {
         locations: vec![FindingLocation {
             volume: "disk0/p1".into(),
             path: "/home/deploy/.ssh/id_ed25519".into(),
+            archive: None,
             line: Some(1),
             size: Some(411),
             mode: Some("0600".into()),

@@ -129,6 +129,7 @@ pub fn finding_of_type(machine: &str, secret_type: &str, scan_id: &str) -> Secre
             locations: vec![FindingLocation {
                 volume: "disk0/p1".into(),
                 path: "/home/ubuntu/.secret".into(),
+                archive: None,
                 line: Some(1),
                 size: None,
                 mode: None,

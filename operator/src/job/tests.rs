@@ -31,6 +31,7 @@ fn policy(ns: &str) -> ScanPolicy {
                 disable: vec!["generic-password".into()],
                 include_tests: true,
                 max_file_size_bytes: Some(1 << 20),
+                archive_depth: Some(2),
             }),
             exclusions: Some(ExclusionsSpec {
                 paths: vec!["/var/lib/docker/**".into()],
@@ -309,6 +310,7 @@ fn the_job() {
     assert_eq!(a.rules.disable, ["generic-password"]);
     assert!(a.rules.include_tests);
     assert_eq!(a.rules.max_file_size_bytes, Some(1 << 20));
+    assert_eq!(a.rules.archive_depth, Some(2));
     assert_eq!(a.rules.exclude_paths, ["/var/lib/docker/**"]);
     assert_eq!(a.max_findings, 500);
 }

@@ -38,6 +38,7 @@ struct ConfigFile {
     disable: Option<Vec<String>>,
     include_tests: Option<bool>,
     max_file_size: Option<Size>,
+    archive_depth: Option<u32>,
     threads: Option<usize>,
     exit_code: Option<u8>,
     exit_on: Option<Severity>,
@@ -127,6 +128,11 @@ impl ScanCommand {
             unset("include_tests"),
         );
         set(&mut s.max_file_size, max_file_size, unset("max_file_size"));
+        set(
+            &mut s.archive_depth,
+            c.archive_depth,
+            unset("archive_depth"),
+        );
         set(&mut s.threads, c.threads.map(Some), unset("threads"));
         set(&mut s.exit_code, c.exit_code, unset("exit_code"));
         set(&mut s.exit_on, c.exit_on.map(Some), unset("exit_on"));

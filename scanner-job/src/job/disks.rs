@@ -246,17 +246,32 @@ pub(super) fn scan_disks_counted(
 
     let results = listing.scan(engine, counters);
     out.snapshot_reads = snapshots.stats();
+    if let Some(line) = listing.skipped(counters).archives.warning() {
+        tracing::warn!("{line}");
+        out.errors.push(line);
+    }
     let mut keys = BTreeSet::new();
-    for (task, scanned) in listing.tasks.iter().zip(results) {
-        let Some(scanned) = scanned else { continue };
+    for (task, part) in listing
+        .tasks
+        .iter()
+        .zip(results)
+        .flat_map(|(task, parts)| parts.into_iter().flatten().map(move |p| (task, p)))
+    {
         let volume = task.volume.clone().unwrap_or_default();
+        let (path, archive) = part.location(&task.path);
+        let scanned = part.scan;
         for f in scanned.findings {
             out.findings.push(Located {
                 finding: f,
                 volume: volume.clone(),
-                path: task.path.clone(),
+                path: path.clone(),
+                archive: archive.clone(),
                 file: task.file.clone(),
             });
+        }
+        // An authorized_keys file inside an archive (a backup) grants no access.
+        if archive.is_some() {
+            continue;
         }
         for k in scanned.authorized_keys {
             let user = paths::home_user(&task.path).unwrap_or_else(|| "unknown".into());

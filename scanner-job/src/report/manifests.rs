@@ -101,6 +101,7 @@ impl Report {
                 // A directory has no volumes.
                 volume: f.volume.clone().unwrap_or_default(),
                 path: f.path.clone(),
+                archive: f.archive.clone(),
                 file: f.file.clone(),
             })
             .collect();

@@ -46,7 +46,7 @@ impl Report {
                 if let Some(v) = &f.volume {
                     artifact["uriBaseId"] = json!(v);
                 }
-                json!({
+                let mut result = json!({
                     "ruleId": f.rule_id,
                     "ruleIndex": used[f.rule_id.as_str()],
                     "level": sarif_level(f.severity),
@@ -64,7 +64,11 @@ impl Report {
                         "redacted": f.redacted,
                         "metadata": f.metadata,
                     },
-                })
+                });
+                if let Some(a) = &f.archive {
+                    result["properties"]["archive"] = json!(a);
+                }
+                result
             })
             .collect();
         json!({

@@ -38,6 +38,17 @@ impl Report {
             s.skipped.unreadable,
             s.errors
         )?;
+        if s.archive_entries > 0 || s.skipped.archives.any() {
+            write!(
+                out,
+                "archives: {} file(s) inside scanned",
+                s.archive_entries
+            )?;
+            if s.skipped.archives.any() {
+                write!(out, "; not read: {}", s.skipped.archives.describe())?;
+            }
+            writeln!(out)?;
+        }
         if self.suppressed.any() {
             writeln!(out, "not reported: {}", self.suppressed.describe())?;
         }
@@ -230,6 +241,7 @@ mod tests {
                 bytes_scanned: 30,
                 duration_ms: 1,
                 errors: 0,
+                archive_entries: 0,
                 skipped: Default::default(),
             },
             vec![
