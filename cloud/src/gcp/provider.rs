@@ -9,7 +9,7 @@ use snapsentry_crds::{AssignedDisk, Cloud, DiskSource, GcpProvider as GcpSpec, S
 use tokio::sync::OnceCell;
 
 use super::clients::{Clients, key_file_from_env, metadata_host_from_env};
-use super::snapshots::volume_handle;
+use super::names::volume_handle;
 use crate::azure::Retry;
 use crate::error::Result;
 use crate::wait::SnapshotWait;
