@@ -21,6 +21,8 @@ pub mod aws;
 #[cfg(any(feature = "control-plane", feature = "data-plane"))]
 pub mod azure;
 #[cfg(feature = "control-plane")]
+mod credentials;
+#[cfg(feature = "control-plane")]
 mod error;
 #[cfg(feature = "control-plane")]
 pub mod gcp;

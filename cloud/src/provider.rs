@@ -9,10 +9,13 @@
 //! The methods return boxed futures so providers can sit behind `dyn Provider` in one list.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 
 use futures::future::{BoxFuture, FutureExt};
 use jiff::Timestamp;
-use snapsentry_crds::{AssignedDisk, Cloud, CloudAuthorizedKey, Exposure, MachineDisk};
+use snapsentry_crds::{
+    AssignedDisk, Cloud, CloudAuthorizedKey, Exposure, MachineDisk, SnapshotStrategy,
+};
 
 use crate::error::Result;
 use crate::targets::TargetInventory;
@@ -127,6 +130,20 @@ pub struct BlockVolume {
     /// The device inside the Job's container; the [`AssignedDisk`] of
     /// [`Provider::reader_config`] (a `blockVolume` source) names the same path.
     pub device_path: String,
+}
+
+/// [`Provider::prepare_snapshots`] of the clouds that snapshot, as the policy's
+/// `snapshotStrategy` (`create` when unset) says: `create` snapshots every disk for the scan,
+/// `newest_existing` chooses existing snapshots. Only the chosen future runs.
+pub(crate) async fn by_strategy(
+    strategy: Option<SnapshotStrategy>,
+    create: impl Future<Output = Result<Vec<SnapshotRef>>>,
+    newest_existing: impl Future<Output = Result<Vec<SnapshotRef>>>,
+) -> Result<Vec<SnapshotRef>> {
+    match strategy.unwrap_or(SnapshotStrategy::Create) {
+        SnapshotStrategy::Create => create.await,
+        SnapshotStrategy::NewestExisting => newest_existing.await,
+    }
 }
 
 /// A source of machines.

@@ -7,7 +7,7 @@
 //! internet) holds a private key authorized on db-01 and a connection string to the RDS instance;
 //! win-01 holds Windows secrets; build-01 carries the exclusion tag. Every planted secret is fresh.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -17,10 +17,9 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ResourceQuota;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, PostParams};
-use snapsentry_crds::{
-    AttackPath, MachinePhase, Recommendation, ScanPolicy, ScannedMachine, SecretFinding,
-};
+use snapsentry_crds::{AttackPath, MachinePhase, Recommendation, ScanPolicy, SecretFinding};
 use snapsentry_tests::moto::{Moto, REGION};
+use snapsentry_tests::results::{label, machines_by_name};
 use snapsentry_tests::world::{self, Cloud, Setup};
 use snapsentry_tests::{logs, repo};
 
@@ -204,15 +203,6 @@ async fn wait_scan_finished(w: &World, name: &str, secs: u64) -> Result<ScanPoli
         .await?)
 }
 
-/// The namespace's ScannedMachines by display name (the EC2 `Name` tag).
-async fn machines(w: &World) -> Result<BTreeMap<String, ScannedMachine>> {
-    Ok(w.machines()
-        .await?
-        .into_values()
-        .map(|m| (m.spec.display_name.clone().unwrap_or_default(), m))
-        .collect())
-}
-
 /// Every object, Event and log line the scan produced must be free of the planted values.
 fn assert_nothing_leaked(w: &World) -> Result<()> {
     let haystack: String = w
@@ -249,10 +239,6 @@ async fn wait_for_a_snapshot(w: &World) -> Result<()> {
     Ok(())
 }
 
-fn label<'a>(o: &'a impl ResourceExt, key: &str) -> Option<&'a str> {
-    o.labels().get(key).map(String::as_str)
-}
-
 /// The end-to-end scenario with throttling and server errors injected into block reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_aws_fleet_scanned_through_ebs_direct_reads() -> Result<()> {
@@ -277,7 +263,7 @@ async fn an_aws_fleet_scanned_through_ebs_direct_reads() -> Result<()> {
     );
 
     // Inventory: the excluded machine is not there; exposure and platform as AWS reports them.
-    let machines = machines(&w).await?;
+    let machines = machines_by_name(&w).await?;
     let names: Vec<&str> = machines.keys().map(String::as_str).collect();
     assert_eq!(names, ["db-01", "web-01", "win-01"]);
     let web = &machines["web-01"];

@@ -12,7 +12,7 @@
 //! nothing is left in the cloud (no snapshot, no active SAS grant) nor in the namespace (no grant
 //! Secret).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
@@ -21,6 +21,7 @@ use kube::ResourceExt;
 use kube::api::{ListParams, PostParams};
 use snapsentry_crds::{MachinePhase, ScanPolicy, ScannedMachine};
 use snapsentry_tests::fake_arm::TENANT;
+use snapsentry_tests::results::{label, machine_counts, machines_by_name};
 use snapsentry_tests::world::azure::{
     self, Azure, BACKUP_STORAGE, CLIENT_ID, CREDENTIALS_SECRET, Options, SQL_SERVER, SUBSCRIPTIONS,
     WEB_PUBLIC_IP, WEB_STORAGE,
@@ -71,19 +72,6 @@ async fn apply_policy(w: &World, name: &str, concurrency: Option<u32>) -> Result
         .create(&PostParams::default(), &policy)
         .await?;
     Ok(())
-}
-
-/// The namespace's ScannedMachines by display name (the VM's name).
-async fn machines(w: &World) -> Result<BTreeMap<String, ScannedMachine>> {
-    Ok(w.machines()
-        .await?
-        .into_values()
-        .map(|m| (m.spec.display_name.clone().unwrap_or_default(), m))
-        .collect())
-}
-
-fn label<'a>(o: &'a impl ResourceExt, key: &str) -> Option<&'a str> {
-    o.labels().get(key).map(String::as_str)
 }
 
 fn phase(m: &ScannedMachine) -> Option<MachinePhase> {
@@ -141,16 +129,6 @@ async fn wait_for_a_snapshot(w: &World) -> Result<()> {
     Ok(())
 }
 
-/// (total, scanned, failed) machines of the policy's last scan.
-fn counts(p: &ScanPolicy) -> Result<(u32, u32, u32)> {
-    let c = p
-        .status
-        .as_ref()
-        .and_then(|s| s.machines.as_ref())
-        .context("machine counts")?;
-    Ok((c.total, c.scanned, c.failed))
-}
-
 /// The scenario: three VMs scanned through SAS reads, the verified SSH path, the four
 /// Azure attack paths, the recommendation, and nothing left behind or leaked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,14 +140,14 @@ async fn an_azure_fleet_scanned_through_sas_reads() -> Result<()> {
         .wait_scan_finished("azure-production", None, Duration::from_secs(240))
         .await?;
     ensure!(
-        counts(&p)? == (3, 3, 0),
+        machine_counts(&p) == Some((3, 3, 0)),
         "{:?}; Job logs: {}",
         p.status,
         w.job_logs()
     );
 
     // Inventory: build-01 (env: dev) is not selected; exposure as the network makes it.
-    let machines = machines(&w).await?;
+    let machines = machines_by_name(&w).await?;
     let names: Vec<&str> = machines.keys().map(String::as_str).collect();
     assert_eq!(names, ["db-01", "web-01", "win-01"]);
     let web = &machines["web-01"];
@@ -320,8 +298,13 @@ async fn throttled_and_busy_blob_reads_are_retried_and_counted() -> Result<()> {
     let p = w
         .wait_scan_finished("azure-faults", None, Duration::from_secs(180))
         .await?;
-    ensure!(counts(&p)? == (2, 2, 0), "{:?}; {}", p.status, w.job_logs());
-    let retries: u64 = machines(&w)
+    ensure!(
+        machine_counts(&p) == Some((2, 2, 0)),
+        "{:?}; {}",
+        p.status,
+        w.job_logs()
+    );
+    let retries: u64 = machines_by_name(&w)
         .await?
         .values()
         .filter_map(|m| {
@@ -362,8 +345,13 @@ async fn a_sas_expiring_mid_scan_fails_its_machine_clearly_and_leaves_nothing() 
     let p = w
         .wait_scan_finished("azure-expired", None, Duration::from_secs(180))
         .await?;
-    ensure!(counts(&p)? == (2, 1, 1), "{:?}; {}", p.status, w.job_logs());
-    let machines = machines(&w).await?;
+    ensure!(
+        machine_counts(&p) == Some((2, 1, 1)),
+        "{:?}; {}",
+        p.status,
+        w.job_logs()
+    );
+    let machines = machines_by_name(&w).await?;
     assert_eq!(phase(&machines["web-01"]), Some(MachinePhase::Scanned));
     let win = &machines["win-01"];
     assert_eq!(phase(win), Some(MachinePhase::Failed));
@@ -431,7 +419,7 @@ async fn a_killed_azure_scanner_leaves_no_snapshot_nor_grant() -> Result<()> {
             }
         }
     };
-    ensure!(counts(&p)? == (2, 0, 2), "{:?}", p.status);
+    ensure!(machine_counts(&p) == Some((2, 0, 2)), "{:?}", p.status);
     ensure!(
         most_snapshots == 1 && most_grants == 1,
         "at most {most_snapshots} snapshots and {most_grants} grants at once"
@@ -473,7 +461,12 @@ async fn an_azure_operator_restarted_before_its_jobs_takes_no_second_snapshot() 
     let p = w
         .wait_scan_finished("azure-restart", None, Duration::from_secs(180))
         .await?;
-    ensure!(counts(&p)? == (2, 2, 0), "{:?}; {}", p.status, w.job_logs());
+    ensure!(
+        machine_counts(&p) == Some((2, 2, 0)),
+        "{:?}; {}",
+        p.status,
+        w.job_logs()
+    );
     let puts = w.cloud.snapshot_puts()?;
     ensure!(puts == 2, "one snapshot PUT per disk, {puts} in all");
     assert_nothing_left(&w).await?;

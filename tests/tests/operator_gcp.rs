@@ -23,8 +23,9 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use snapsentry_cloud::gcp::metadata::PROJECT_SSH_KEYS;
-use snapsentry_crds::{AttackPath, MachinePhase, ScanPolicy, ScannedMachine};
+use snapsentry_crds::{AttackPath, MachinePhase, ScanPolicy};
 use snapsentry_tests::repo;
+use snapsentry_tests::results::{label, machine_counts, machines_by_name};
 use snapsentry_tests::world::gcp::{
     self, CREDENTIALS_SECRET, Gcp, METADATA_USER, PROJECT, SCANNER_ZONE, WEB_EXTERNAL_IP,
 };
@@ -78,29 +79,6 @@ async fn apply_policy(
     w.create_policy(&policy).await?;
     w.scan_now(name, "first").await?;
     Ok(())
-}
-
-fn label<'a>(o: &'a impl ResourceExt, key: &str) -> Option<&'a str> {
-    o.labels().get(key).map(String::as_str)
-}
-
-/// The ScannedMachines by display name.
-async fn machines(w: &World) -> Result<BTreeMap<String, ScannedMachine>> {
-    Ok(w.machines()
-        .await?
-        .into_values()
-        .map(|m| (m.spec.display_name.clone().unwrap_or_default(), m))
-        .collect())
-}
-
-/// (total, scanned, failed) of the policy's last scan.
-fn counts(p: &ScanPolicy) -> Result<(u32, u32, u32)> {
-    let c = p
-        .status
-        .as_ref()
-        .and_then(|s| s.machines.as_ref())
-        .context("machine counts")?;
-    Ok((c.total, c.scanned, c.failed))
 }
 
 /// Nothing that must stay hidden — a planted secret, a line of the service account's key — in
@@ -177,13 +155,13 @@ async fn a_gcp_fleet_scanned_through_block_volumes() -> Result<()> {
         .wait_scan_finished("gcp-production", None, Duration::from_secs(300))
         .await?;
     ensure!(
-        counts(&p)? == (4, 4, 0),
+        machine_counts(&p) == Some((4, 4, 0)),
         "{:?}; Job logs: {}",
         p.status,
         w.job_logs()
     );
 
-    let machines = machines(&w).await?;
+    let machines = machines_by_name(&w).await?;
     let names: Vec<&str> = machines.keys().map(String::as_str).collect();
     ensure!(
         names == ["app-01", "db-01", "web-01", "win-01"],
@@ -338,10 +316,15 @@ async fn a_disk_quota_error_degrades_the_policy_and_the_next_scan_recovers() -> 
     let p = w
         .wait_scan_finished("gcp-quota", None, Duration::from_secs(240))
         .await?;
-    ensure!(counts(&p)? == (3, 2, 1), "{:?}; {}", p.status, w.job_logs());
+    ensure!(
+        machine_counts(&p) == Some((3, 2, 1)),
+        "{:?}; {}",
+        p.status,
+        w.job_logs()
+    );
     let quota_errors = w.cloud.gce.fault_counters()?["disks.insert"]["quotaErrors"].as_u64();
     ensure!(quota_errors >= Some(1), "{quota_errors:?}");
-    let machines = machines(&w).await?;
+    let machines = machines_by_name(&w).await?;
     let db = &machines["db-01"];
     let db_status = db.status.as_ref().context("db-01 status")?;
     ensure!(
@@ -383,7 +366,7 @@ async fn a_disk_quota_error_degrades_the_policy_and_the_next_scan_recovers() -> 
     let p = w
         .wait_scan_finished("gcp-quota", first.as_deref(), Duration::from_secs(240))
         .await?;
-    ensure!(counts(&p)? == (3, 3, 0), "{:?}", p.status);
+    ensure!(machine_counts(&p) == Some((3, 3, 0)), "{:?}", p.status);
     let degraded = condition(&p, "Degraded").context("Degraded")?;
     ensure!(degraded.status == "False", "{degraded:?}");
     assert_nothing_left(&w).await?;
@@ -426,7 +409,12 @@ async fn a_gcp_operator_restarted_before_its_job_makes_no_second_disk() -> Resul
     let p = w
         .wait_scan_finished("gcp-restart", None, Duration::from_secs(240))
         .await?;
-    ensure!(counts(&p)? == (2, 2, 0), "{:?}; {}", p.status, w.job_logs());
+    ensure!(
+        machine_counts(&p) == Some((2, 2, 0)),
+        "{:?}; {}",
+        p.status,
+        w.job_logs()
+    );
     let state = w.cloud.gce.state()?;
     ensure!(state["operations"]["failed"].as_u64() == Some(0), "{state}");
     assert_nothing_left(&w).await?;
@@ -456,9 +444,9 @@ async fn a_killed_gcp_scanner_leaves_no_disk_nor_volume() -> Result<()> {
             }
         }
     };
-    ensure!(counts(&p)? == (2, 0, 2), "{:?}", p.status);
+    ensure!(machine_counts(&p) == Some((2, 0, 2)), "{:?}", p.status);
     ensure!((1..=2).contains(&most_disks), "{most_disks} disks at once");
-    for (name, m) in machines(&w).await? {
+    for (name, m) in machines_by_name(&w).await? {
         let status = m.status.as_ref().context("machine status")?;
         let scanned = status.conditions.iter().find(|c| c.type_ == "Scanned");
         ensure!(
@@ -520,7 +508,7 @@ async fn a_policy_whose_disks_cannot_reach_the_scanner_says_so() -> Result<()> {
     let p = w
         .wait_scan_finished("gcp-nowhere", None, Duration::from_secs(180))
         .await?;
-    ensure!(counts(&p)? == (1, 1, 0), "{:?}", p.status);
+    ensure!(machine_counts(&p) == Some((1, 1, 0)), "{:?}", p.status);
     let degraded = condition(&p, "Degraded").context("Degraded")?;
     ensure!(degraded.status == "False", "{degraded:?}");
     assert_nothing_left(&w).await?;

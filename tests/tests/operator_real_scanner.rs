@@ -9,10 +9,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, ensure};
+use anyhow::{Context as _, Result};
 use kube::ResourceExt;
 use kube::api::ListParams;
 use snapsentry_crds::{ScanPolicy, SecretFinding};
+use snapsentry_tests::planted::alice_key_pair;
 use snapsentry_tests::random::{self, ALNUM, HEX};
 use snapsentry_tests::world::{self, World, condition, images};
 
@@ -121,22 +122,10 @@ impl Planted {
         ] {
             std::fs::create_dir_all(d)?;
         }
-        let key = web.join(&WEB_KEY.1[1..]);
-        let out = std::process::Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "alice@web-01", "-f"])
-            .arg(&key)
-            .output()
-            .context("ssh-keygen")?;
-        ensure!(
-            out.status.success(),
-            "ssh-keygen: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::copy(
-            key.with_extension("pub"),
-            db.join("home/bob/.ssh/authorized_keys"),
+        let private_key = alice_key_pair(
+            &web.join(&WEB_KEY.1[1..]),
+            &db.join("home/bob/.ssh/authorized_keys"),
         )?;
-        std::fs::remove_file(key.with_extension("pub"))?;
         let planted = Planted {
             aws_key_id: random_secret(|| {
                 Ok(format!(
@@ -153,7 +142,7 @@ impl Planted {
             db_password: random_secret(|| random::string(ALNUM, 20))?,
             storage_key: random_secret(|| Ok(base64(&random::bytes(64)?)))?,
             rds_password: random_secret(|| random::string(ALNUM, 20))?,
-            private_key: std::fs::read_to_string(&key)?,
+            private_key,
         };
         std::fs::write(
             web.join(&WEB_AWS.1[1..]),

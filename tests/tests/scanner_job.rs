@@ -24,8 +24,13 @@ use snapsentry_crds::{
 use snapsentry_scanner::job::{self, Options};
 use snapsentry_tests::chart_rbac;
 use snapsentry_tests::controlplane::{ControlPlane, create_namespace};
-use snapsentry_tests::planted::{AWS_KEY_ID, AWS_SECRET};
+use snapsentry_tests::planted::{AWS_KEY_ID, AWS_SECRET, alice_key_pair};
 use snapsentry_tests::process::ok;
+
+#[path = "scanner_job/cap.rs"]
+mod cap;
+#[path = "scanner_job/incomplete.rs"]
+mod incomplete;
 
 const KEY: &[u8] = b"scanner-job-test-fingerprint-key-0123456789";
 
@@ -129,18 +134,10 @@ fn plant() -> Result<Planted> {
         std::fs::create_dir_all(tree.join(d))?;
     }
     let key = tree.join("home/alice/.ssh/id_ed25519");
-    ok(
-        Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "alice@web-01", "-f"])
-            .arg(&key)
-            .output()
-            .context("ssh-keygen")?,
-        "ssh-keygen",
-    )?;
-    std::fs::copy(
-        key.with_extension("pub"),
-        tree.join("home/bob/.ssh/authorized_keys"),
-    )?;
+    let authorized_keys = tree.join("home/bob/.ssh/authorized_keys");
+    let private_key = alice_key_pair(&key, &authorized_keys)?;
+    // The public half stays beside the private key too, as `ssh-keygen` left it.
+    std::fs::copy(&authorized_keys, key.with_extension("pub"))?;
     std::fs::write(
         tree.join("home/alice/.aws/credentials"),
         format!(
@@ -166,7 +163,7 @@ fn plant() -> Result<Planted> {
     let image = dir.path().join("web-01.img");
     snapsentry_tests::image::ext4(&tree, &image, 32)?;
     Ok(Planted {
-        private_key: std::fs::read_to_string(&key)?,
+        private_key,
         _dir: dir,
         image,
         ssh_fingerprint,
@@ -439,199 +436,5 @@ async fn job_writes_grouped_findings_and_machine_status_and_keeps_triage() -> Re
         "the scanner logged: {logged}"
     );
     assert_no_leak("the scanner's log", &logged, &pieces)?;
-    Ok(())
-}
-
-#[tokio::test]
-async fn unusable_disks_are_recorded_and_a_missing_machine_is_an_error() -> Result<()> {
-    let _ = logs();
-    let cp = ControlPlane::shared().await?;
-    let client = cp.client().await?;
-    cp.install_crds()?;
-    let ns = "scan-job-failures";
-    create_namespace(&client, ns).await?;
-    machine(&client, ns, "lab-images-broken", false).await?;
-
-    let a = assignment(
-        ns,
-        "lab-images-broken",
-        "s1",
-        vec![
-            AssignedDisk {
-                id: "missing.img".into(),
-                source: DiskSource::Image {
-                    path: "/nonexistent/missing.img".into(),
-                },
-            },
-            AssignedDisk {
-                id: "vol-0abc".into(),
-                source: DiskSource::GcpSnapshot {
-                    project: "p".into(),
-                    snapshot: "snap-0abc".into(),
-                },
-            },
-        ],
-    );
-    let out = job::run(client.clone(), &a, KEY.to_vec(), &Options::default()).await?;
-    ensure!(!out.summary.succeeded && out.findings.is_empty());
-    let sm = Api::<ScannedMachine>::namespaced(client.clone(), ns)
-        .get("lab-images-broken")
-        .await?;
-    let status = sm.status.context("status")?;
-    ensure!(status.phase == Some(MachinePhase::Failed), "{status:?}");
-    let last = status.last_scan.context("lastScan")?;
-    let ids: Vec<&str> = last.volumes.iter().map(|v| v.id.as_str()).collect();
-    ensure!(ids == ["disk0", "disk1"], "{ids:?}");
-    ensure!(last.volumes.iter().all(|v| !v.scanned && v.error.is_some()));
-    let reasons: Vec<_> = last.volumes.iter().map(|v| v.skip_reason).collect();
-    ensure!(
-        reasons == [Some(SkipReason::Unreadable), Some(SkipReason::Unsupported)],
-        "{reasons:?}"
-    );
-    ensure!(
-        last.errors
-            .iter()
-            .any(|e| e.contains("disk1") && e.contains("not supported in this build")),
-        "{:?}",
-        last.errors
-    );
-
-    let missing = assignment(ns, "no-such-machine", "s1", a.disks.clone());
-    match job::run(client, &missing, KEY.to_vec(), &Options::default()).await {
-        Err(e @ job::Error::MachineNotFound { .. }) => ensure!(e.exit_code() != 0),
-        other => bail!("expected MachineNotFound, got {other:?}"),
-    }
-    Ok(())
-}
-
-/// A machine whose disk holds an ext4 partition beside a LUKS one, and whose second disk cannot
-/// be opened: the Job scans what it can and records the machine `Incomplete` (never `Scanned`),
-/// each volume not read with its reason.
-#[tokio::test]
-async fn a_luks_partition_and_a_missing_disk_make_the_machine_incomplete() -> Result<()> {
-    let _ = logs();
-    let cp = ControlPlane::shared().await?;
-    let client = cp.client().await?;
-    cp.install_crds()?;
-    let ns = "scan-job-coverage";
-    create_namespace(&client, ns).await?;
-    machine(&client, ns, "lab-images-vault", false).await?;
-    let dir = tempfile::tempdir()?;
-    let tree = dir.path().join("tree");
-    std::fs::create_dir_all(tree.join("home/alice/.aws"))?;
-    std::fs::write(
-        tree.join("home/alice/.aws/credentials"),
-        format!(
-            "[default]\naws_access_key_id = {AWS_KEY_ID}\naws_secret_access_key = {AWS_SECRET}\n"
-        ),
-    )?;
-    let image = dir.path().join("vault.img");
-    snapsentry_tests::image::gpt_ext4_and_luks(&tree, &image)?;
-
-    let a = assignment(
-        ns,
-        "lab-images-vault",
-        "s1",
-        vec![
-            AssignedDisk {
-                id: "vault.img".into(),
-                source: DiskSource::Image {
-                    path: image.display().to_string(),
-                },
-            },
-            AssignedDisk {
-                id: "gone.img".into(),
-                source: DiskSource::Image {
-                    path: "/nonexistent/gone.img".into(),
-                },
-            },
-        ],
-    );
-    let out = job::run(client.clone(), &a, KEY.to_vec(), &Options::default()).await?;
-    ensure!(out.summary.succeeded && out.findings.len() == 1, "{out:?}");
-    let sm = Api::<ScannedMachine>::namespaced(client, ns)
-        .get("lab-images-vault")
-        .await?;
-    let status = sm.status.context("status")?;
-    ensure!(status.phase == Some(MachinePhase::Incomplete), "{status:?}");
-    let last = status.last_scan.context("lastScan")?;
-    let volumes: Vec<_> = last
-        .volumes
-        .iter()
-        .map(|v| {
-            (
-                v.id.as_str(),
-                v.filesystem.as_deref(),
-                v.scanned,
-                v.skip_reason,
-            )
-        })
-        .collect();
-    ensure!(
-        volumes
-            == [
-                ("disk0/p1", Some("ext4"), true, None),
-                ("disk0/p2", Some("luks"), false, Some(SkipReason::Encrypted)),
-                ("disk1", None, false, Some(SkipReason::Unreadable)),
-            ],
-        "{volumes:?}"
-    );
-    let coverage = MachineCoverage::of(&last);
-    ensure!(coverage.summary == "1/3 volumes", "{coverage:?}");
-    Ok(())
-}
-
-/// The findings cap: a machine with two findings scanned under a cap of one writes the more
-/// severe one and counts the other in `status.lastScan.findingsOverCap` (and an error says so):
-/// nothing is dropped silently.
-#[tokio::test]
-async fn findings_over_the_cap_are_counted_on_the_machine() -> Result<()> {
-    let _ = logs();
-    let planted = plant()?;
-    let cp = ControlPlane::shared().await?;
-    let client = cp.client().await?;
-    cp.install_crds()?;
-    let ns = "scan-job-cap";
-    create_namespace(&client, ns).await?;
-    machine(&client, ns, "lab-images-capped", false).await?;
-    let mut a = assignment(
-        ns,
-        "lab-images-capped",
-        "s1",
-        vec![AssignedDisk {
-            id: "web-01.img".into(),
-            source: DiskSource::Image {
-                path: planted.image.display().to_string(),
-            },
-        }],
-    );
-    a.max_findings = 1;
-    let out = job::run(client.clone(), &a, KEY.to_vec(), &Options::default()).await?;
-    ensure!(out.summary.succeeded, "{:?}", out.summary);
-    ensure!(out.findings.len() == 1, "findings: {:?}", out.findings);
-    let written = Api::<SecretFinding>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await?
-        .items;
-    ensure!(written.len() == 1, "{} SecretFindings", written.len());
-    let last = Api::<ScannedMachine>::namespaced(client, ns)
-        .get("lab-images-capped")
-        .await?
-        .status
-        .and_then(|s| s.last_scan)
-        .context("lastScan")?;
-    ensure!(
-        (last.findings, last.findings_over_cap) == (1, 1),
-        "written {}, over the cap {}",
-        last.findings,
-        last.findings_over_cap
-    );
-    ensure!(
-        last.errors
-            .iter()
-            .any(|e| e == "findings truncated: 1 of 2 written (most severe first)"),
-        "{:?}",
-        last.errors
-    );
     Ok(())
 }

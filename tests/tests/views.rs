@@ -19,7 +19,7 @@ use kube::api::Api;
 use snapsentry_crds::{AttackPath, ScanPolicy};
 use snapsentry_tests::ControlPlane;
 use snapsentry_tests::browser::Browser;
-use snapsentry_tests::planted::{AWS_KEY_ID, AWS_SECRET};
+use snapsentry_tests::planted::{AWS_KEY_ID, AWS_SECRET, alice_key_pair};
 use snapsentry_tests::world::{self, World, images};
 
 const KEY: &str = "home/alice/.ssh/id_ed25519";
@@ -63,21 +63,7 @@ fn build(trees: &Path, images: &Path) -> Result<String> {
     ] {
         std::fs::create_dir_all(d)?;
     }
-    let key = web.join(KEY);
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "alice@web-01", "-f"])
-        .arg(&key)
-        .output()
-        .context("ssh-keygen")?;
-    ensure!(
-        out.status.success(),
-        "ssh-keygen: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::rename(
-        key.with_extension("pub"),
-        db.join("home/bob/.ssh/authorized_keys"),
-    )?;
+    let private_key = alice_key_pair(&web.join(KEY), &db.join("home/bob/.ssh/authorized_keys"))?;
     std::fs::write(
         web.join(AWS),
         format!(
@@ -86,7 +72,7 @@ fn build(trees: &Path, images: &Path) -> Result<String> {
     )?;
     image(trees, images, "web-01")?;
     image(trees, images, "db-01")?;
-    Ok(std::fs::read_to_string(key)?)
+    Ok(private_key)
 }
 
 fn image(trees: &Path, images: &Path, machine: &str) -> Result<()> {

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use aws_config::{Region, SdkConfig};
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::Api;
 
 use super::AwsProvider;
 use super::sdk;
 use crate::ProviderContext;
+use crate::credentials::{policy_secret, secret_text};
 use crate::error::{Error, Result};
 
 /// Keys of a `credentialsSecret`.
@@ -57,23 +57,13 @@ pub(super) fn provider_error(message: impl Into<String>) -> Error {
 /// never a value.
 pub fn secret_credentials(secret: &Secret) -> Result<aws_sdk_ec2::config::Credentials> {
     let name = secret.metadata.name.clone().unwrap_or_default();
-    let data = secret.data.as_ref();
-    let get = |key: &str| -> Result<Option<String>> {
-        let Some(bytes) = data.and_then(|d| d.get(key)) else {
-            return Ok(None);
-        };
-        let value = String::from_utf8(bytes.0.clone()).map_err(|_| Error::AwsCredentials {
-            secret: name.clone(),
-            reason: format!("key {key} is not UTF-8"),
-        })?;
-        let value = value.trim().to_owned();
-        Ok((!value.is_empty()).then_some(value))
+    let refused = |reason: String| Error::AwsCredentials {
+        secret: name.clone(),
+        reason,
     };
+    let get = |key: &str| secret_text(secret, key, refused);
     let required = |key: &str| -> Result<String> {
-        get(key)?.ok_or_else(|| Error::AwsCredentials {
-            secret: name.clone(),
-            reason: format!("key {key} is missing or empty"),
-        })
+        get(key)?.ok_or_else(|| refused(format!("key {key} is missing or empty")))
     };
     Ok(aws_sdk_ec2::config::Credentials::new(
         required(ACCESS_KEY_ID_KEY)?,
@@ -102,20 +92,13 @@ impl AwsProvider {
         if let Some(url) = &self.spec.endpoint_url {
             loader = loader.endpoint_url(url);
         }
-        if let Some(secret) = &self.spec.credentials_secret {
-            let client = ctx.client.clone().ok_or_else(|| Error::AwsCredentials {
-                secret: secret.clone(),
-                reason: "no Kubernetes client to read it with".into(),
-            })?;
-            let api: Api<Secret> = Api::namespaced(client, &ctx.namespace);
-            let s = api
-                .get_opt(secret)
-                .await?
-                .ok_or_else(|| Error::AwsCredentials {
-                    secret: secret.clone(),
-                    reason: format!("not found in namespace {}", ctx.namespace),
-                })?;
-            loader = loader.credentials_provider(secret_credentials(&s)?);
+        if let Some(name) = &self.spec.credentials_secret {
+            let secret = policy_secret(ctx, name, |reason| Error::AwsCredentials {
+                secret: name.clone(),
+                reason,
+            })
+            .await?;
+            loader = loader.credentials_provider(secret_credentials(&secret)?);
         }
         let mut base: SdkConfig = loader.load().await;
         if let Some(role) = &self.spec.assume_role_arn {

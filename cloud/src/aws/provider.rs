@@ -4,12 +4,13 @@ use std::sync::Arc;
 
 use futures::future::{BoxFuture, FutureExt};
 use jiff::Timestamp;
-use snapsentry_crds::{AssignedDisk, AwsProvider as AwsSpec, Cloud, DiskSource, SnapshotStrategy};
+use snapsentry_crds::{AssignedDisk, AwsProvider as AwsSpec, Cloud, DiskSource};
 use tokio::sync::OnceCell;
 
 use super::clients::Clients;
 use super::snapshots::SnapshotWait;
 use crate::error::Result;
+use crate::provider::by_strategy;
 use crate::{Inventory, InventoryMachine, Provider, ProviderContext, SnapshotRef};
 
 /// EC2 instances of one `aws` provider entry.
@@ -42,12 +43,6 @@ impl AwsProvider {
         self.wait = wait;
         self
     }
-
-    pub(super) fn strategy(&self) -> SnapshotStrategy {
-        self.spec
-            .snapshot_strategy
-            .unwrap_or(SnapshotStrategy::Create)
-    }
 }
 
 impl Provider for AwsProvider {
@@ -65,12 +60,11 @@ impl Provider for AwsProvider {
         machine: &'a InventoryMachine,
         scan_id: &'a str,
     ) -> BoxFuture<'a, Result<Vec<SnapshotRef>>> {
-        async move {
-            match self.strategy() {
-                SnapshotStrategy::Create => self.create_snapshots(ctx, machine, scan_id).await,
-                SnapshotStrategy::NewestExisting => self.newest_existing(ctx, machine).await,
-            }
-        }
+        by_strategy(
+            self.spec.snapshot_strategy,
+            self.create_snapshots(ctx, machine, scan_id),
+            self.newest_existing(ctx, machine),
+        )
         .boxed()
     }
 

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use azure_core::{HttpClient, TransportOptions, Url};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::Api;
 
 use super::AzureProvider;
 use super::arm::Arm;
@@ -15,6 +14,7 @@ use super::auth::{
     DEFAULT_IMDS_ENDPOINT,
 };
 use crate::ProviderContext;
+use crate::credentials::{policy_secret, secret_text};
 use crate::error::{Error, Result};
 
 /// Default Azure Resource Manager endpoint (the public cloud).
@@ -33,22 +33,8 @@ pub(super) fn provider_error(message: impl Into<String>) -> Error {
     }
 }
 
-/// The value of `key` in a credentials Secret, trimmed; `None` when absent or empty. Errors name
+/// The credential of a `credentialsSecret`: `clientSecret`, else `clientCertificate`. Errors name
 /// the Secret and the key, never a value.
-fn secret_value(secret: &Secret, key: &str) -> Result<Option<String>> {
-    let name = secret.metadata.name.clone().unwrap_or_default();
-    let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(key)) else {
-        return Ok(None);
-    };
-    let value = String::from_utf8(bytes.0.clone()).map_err(|_| Error::AzureCredentials {
-        secret: format!("Secret {name}"),
-        reason: format!("key {key} is not UTF-8"),
-    })?;
-    let value = value.trim().to_owned();
-    Ok((!value.is_empty()).then_some(value))
-}
-
-/// The credential of a `credentialsSecret`: `clientSecret`, else `clientCertificate`.
 pub fn secret_credential(
     secret: &Secret,
     authority: &str,
@@ -60,12 +46,16 @@ pub fn secret_credential(
         "Secret {}",
         secret.metadata.name.as_deref().unwrap_or_default()
     );
-    if let Some(value) = secret_value(secret, CLIENT_SECRET_KEY)? {
+    let refused = |reason| Error::AzureCredentials {
+        secret: label.clone(),
+        reason,
+    };
+    if let Some(value) = secret_text(secret, CLIENT_SECRET_KEY, refused)? {
         return Ok(AzureCredential::client_secret(
             authority, tenant, client_id, value, &label, http,
         ));
     }
-    if let Some(pem) = secret_value(secret, CLIENT_CERTIFICATE_KEY)? {
+    if let Some(pem) = secret_text(secret, CLIENT_CERTIFICATE_KEY, refused)? {
         return AzureCredential::client_certificate(
             authority, tenant, client_id, &pem, &label, http,
         );
@@ -130,18 +120,11 @@ impl AzureProvider {
             .unwrap_or_else(|| DEFAULT_AUTHORITY.to_owned());
         if let Some(name) = &self.spec.credentials_secret {
             let label = format!("Secret {name}");
-            let client = ctx.client.clone().ok_or_else(|| Error::AzureCredentials {
+            let secret = policy_secret(ctx, name, |reason| Error::AzureCredentials {
                 secret: label.clone(),
-                reason: "no Kubernetes client to read it with".into(),
-            })?;
-            let api: Api<Secret> = Api::namespaced(client, &ctx.namespace);
-            let secret = api
-                .get_opt(name)
-                .await?
-                .ok_or_else(|| Error::AzureCredentials {
-                    secret: label.clone(),
-                    reason: format!("not found in namespace {}", ctx.namespace),
-                })?;
+                reason,
+            })
+            .await?;
             let (tenant, client_id) = self.app(&label)?;
             return secret_credential(&secret, &authority, &tenant, &client_id, http);
         }

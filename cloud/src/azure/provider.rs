@@ -5,9 +5,7 @@ use std::sync::Arc;
 use futures::future::{BoxFuture, FutureExt};
 use jiff::Timestamp;
 use snapsentry_crds::contract::GRANTS_DIR;
-use snapsentry_crds::{
-    AssignedDisk, AzureProvider as AzureSpec, Cloud, DiskSource, SnapshotStrategy,
-};
+use snapsentry_crds::{AssignedDisk, AzureProvider as AzureSpec, Cloud, DiskSource};
 use tokio::sync::OnceCell;
 
 use super::arm::Retry;
@@ -15,6 +13,7 @@ use super::auth::AzureEnvironment;
 use super::clients::Clients;
 use super::snapshots::grant_file;
 use crate::error::Result;
+use crate::provider::by_strategy;
 use crate::wait::SnapshotWait;
 use crate::{Inventory, InventoryMachine, Provider, ProviderContext, ReadGrant, SnapshotRef};
 
@@ -68,12 +67,6 @@ impl AzureProvider {
         self.env = env;
         self
     }
-
-    fn strategy(&self) -> SnapshotStrategy {
-        self.spec
-            .snapshot_strategy
-            .unwrap_or(SnapshotStrategy::Create)
-    }
 }
 
 impl Provider for AzureProvider {
@@ -91,12 +84,11 @@ impl Provider for AzureProvider {
         machine: &'a InventoryMachine,
         scan_id: &'a str,
     ) -> BoxFuture<'a, Result<Vec<SnapshotRef>>> {
-        async move {
-            match self.strategy() {
-                SnapshotStrategy::Create => self.create_snapshots(ctx, machine, scan_id).await,
-                SnapshotStrategy::NewestExisting => self.newest_existing(ctx, machine).await,
-            }
-        }
+        by_strategy(
+            self.spec.snapshot_strategy,
+            self.create_snapshots(ctx, machine, scan_id),
+            self.newest_existing(ctx, machine),
+        )
         .boxed()
     }
 

@@ -19,13 +19,13 @@ use std::sync::Arc;
 
 use google_cloud_auth::credentials::{Credentials, mds, service_account};
 use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
 use serde_json::Value;
 
 use super::compute::Compute;
 use super::provider::GcpProvider;
 use super::rest::Rest;
 use crate::ProviderContext;
+use crate::credentials::policy_secret;
 use crate::error::{Error, Result};
 
 /// The key of a `credentialsSecret` holding a service account's JSON key.
@@ -195,18 +195,11 @@ impl GcpProvider {
             return Ok((credentials, "metadata server".into(), None));
         };
         let label = format!("Secret {name}");
-        let client = ctx.client.clone().ok_or_else(|| Error::GcpCredentials {
+        let secret = policy_secret(ctx, name, |reason| Error::GcpCredentials {
             secret: label.clone(),
-            reason: "no Kubernetes client to read it with".into(),
-        })?;
-        let api: Api<Secret> = Api::namespaced(client, &ctx.namespace);
-        let secret = api
-            .get_opt(name)
-            .await?
-            .ok_or_else(|| Error::GcpCredentials {
-                secret: label.clone(),
-                reason: format!("not found in namespace {}", ctx.namespace),
-            })?;
+            reason,
+        })
+        .await?;
         let key = format!("key {SERVICE_ACCOUNT_KEY}");
         Ok((secret_credentials(&secret)?, label, Some(key)))
     }

@@ -6,12 +6,13 @@
 //!   call answered 408, 429 or 5xx, or failed before an answer, as the other providers do
 //!   ([`Retry`]: attempts, doubling waits, a `Retry-After` honoured). Inserts are retried too:
 //!   names are deterministic, so a repeated insert answers 409, which the callers take as done.
-//! - Operations: a mutating call answers an `Operation`; [`Compute::wait_zonal`] and
-//!   [`Compute::wait_global`] poll it through `disks.getOperation` (zone operations) or
+//! - Operations: a mutating call answers an `Operation`; [`Compute::mutate`] makes the call and
+//!   polls its operation through `disks.getOperation` (zone operations) or
 //!   `snapshots.getOperation` (global operations) at [`SnapshotWait`]'s pace, bounded by its
 //!   timeout, instead of the crate's poller, whose backoff and error policies are its own. An
 //!   operation DONE with `error` is an [`Error::Gcp`] with its first error's code
-//!   (`QUOTA_EXCEEDED`, …).
+//!   (`QUOTA_EXCEEDED`, …). [`Compute::create_zonal`] makes a resource of a deterministic name
+//!   unless it exists already (a 409 is taken as done).
 //! - Errors: an answer's HTTP status and Google's reason (`notFound`, `alreadyExists`, …) as an
 //!   [`Error::Gcp`]; a call refused with 401 is an [`Error::GcpCredentials`] naming the credential.
 
@@ -60,6 +61,20 @@ pub(super) fn status_of(e: &Error) -> (Option<u16>, Option<&str>) {
 /// Whether a failed call found nothing (404).
 pub(super) fn is_not_found(e: &Error) -> bool {
     status_of(e).0 == Some(404)
+}
+
+/// Whether a failed create says the name is taken (409: an earlier attempt made it).
+fn already_exists(e: &Error) -> bool {
+    status_of(e).0 == Some(409)
+}
+
+/// What [`Compute::create_zonal`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Made {
+    /// The resource was there already (made by an earlier attempt of the same scan).
+    Found,
+    /// It was created now (or by an attempt racing this one: the insert answered 409).
+    Created,
 }
 
 /// The credentials' own error behind a failed call (a token that could not be had), if that is
@@ -243,8 +258,60 @@ impl Compute {
         }
     }
 
+    /// `send` (a mutating call: an insert, a delete) as [`Self::call`] makes it, then its
+    /// operation waited for until DONE (see [`Self::wait`]): a zonal operation of
+    /// `project`/`zone`, or with no `zone` a global one of `project`; errors name `operation`.
+    pub async fn mutate<F, Fut>(
+        &self,
+        operation: &str,
+        project: &str,
+        zone: Option<&str>,
+        wait: &SnapshotWait,
+        send: F,
+    ) -> Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<Operation, ApiError>>,
+    {
+        let op = self.call(operation, send).await?;
+        match zone {
+            Some(zone) => self.wait_zonal(op, project, zone, wait, operation).await,
+            None => self.wait_global(op, project, wait, operation).await,
+        }
+    }
+
+    /// A resource of a deterministic name, created unless it exists: `existing` looks it up (a
+    /// 404: absent), else `send` creates it in `zone` as [`Self::mutate`] does; a create
+    /// answered 409 (an earlier attempt of the same scan made it meanwhile) counts as done.
+    pub async fn create_zonal<T, F, Fut>(
+        &self,
+        existing: impl Future<Output = Result<T>>,
+        operation: &str,
+        project: &str,
+        zone: &str,
+        wait: &SnapshotWait,
+        send: F,
+    ) -> Result<Made>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<Operation, ApiError>>,
+    {
+        match existing.await {
+            Ok(_) => return Ok(Made::Found),
+            Err(e) if !is_not_found(&e) => return Err(e),
+            Err(_) => {}
+        }
+        match self
+            .mutate(operation, project, Some(zone), wait, send)
+            .await
+        {
+            Err(e) if !already_exists(&e) => Err(e),
+            _ => Ok(Made::Created),
+        }
+    }
+
     /// Waits until the zonal operation `op` of `project`/`zone` is DONE (see [`Self::wait`]).
-    pub async fn wait_zonal(
+    async fn wait_zonal(
         &self,
         op: Operation,
         project: &str,
@@ -267,7 +334,7 @@ impl Compute {
     }
 
     /// Waits until the global operation `op` of `project` is DONE (see [`Self::wait`]).
-    pub async fn wait_global(
+    async fn wait_global(
         &self,
         op: Operation,
         project: &str,

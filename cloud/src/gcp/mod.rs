@@ -14,17 +14,18 @@
 //!   exposure from external addresses and firewall rules ([`exposure`]); Cloud SQL instances
 //!   and GCS buckets as targets ([`services`]); the SSH keys project and instance metadata
 //!   authorize ([`metadata`]).
-//! - Snapshots ([`snapshots`]): a labelled snapshot per disk (or the newest existing one), then a
-//!   labelled disk from it in the first scanner zone; [`Provider::block_volumes`](crate::Provider)
-//!   names those disks for the operator's PersistentVolumes, `reader_config` the devices the Job
-//!   reads. Release deletes the disk, then a snapshot the scan created; the sweep finds
-//!   leftovers of both by label.
+//! - Snapshots ([`snapshots`], named and labelled as [`names`] says): a snapshot per disk (or the
+//!   newest existing one), then a disk from it in the first scanner zone;
+//!   [`Provider::block_volumes`](crate::Provider) names those disks for the operator's
+//!   PersistentVolumes, `reader_config` the devices the Job reads. Release deletes the disk, then
+//!   a snapshot the scan created; the sweep finds leftovers of both by label.
 
 mod clients;
 mod compute;
 pub mod exposure;
 pub mod inventory;
 pub mod metadata;
+mod names;
 mod provider;
 pub mod rest;
 pub mod services;
@@ -35,8 +36,8 @@ pub use clients::{
     key_file_credentials, key_file_from_env, key_file_label, metadata_credentials,
     metadata_host_from_env, secret_credentials,
 };
-pub use provider::{CSI_DRIVER, GcpProvider, ZONE_TOPOLOGY_KEY, device_path};
-pub use snapshots::{
+pub use names::{
     MACHINE_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, POLICY_LABEL, SCAN_ID_LABEL, disk_name,
     label_value, policy_label, snapshot_name, volume_handle,
 };
+pub use provider::{CSI_DRIVER, GcpProvider, ZONE_TOPOLOGY_KEY, device_path};

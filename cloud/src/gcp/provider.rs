@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use futures::future::{BoxFuture, FutureExt};
 use jiff::Timestamp;
-use snapsentry_crds::{AssignedDisk, Cloud, DiskSource, GcpProvider as GcpSpec, SnapshotStrategy};
+use snapsentry_crds::{AssignedDisk, Cloud, DiskSource, GcpProvider as GcpSpec};
 use tokio::sync::OnceCell;
 
 use super::clients::{Clients, key_file_from_env, metadata_host_from_env};
-use super::snapshots::volume_handle;
+use super::names::volume_handle;
 use crate::azure::Retry;
 use crate::error::Result;
+use crate::provider::by_strategy;
 use crate::wait::SnapshotWait;
 use crate::{BlockVolume, Inventory, InventoryMachine, Provider, ProviderContext, SnapshotRef};
 
@@ -86,12 +87,6 @@ impl GcpProvider {
         self
     }
 
-    fn strategy(&self) -> SnapshotStrategy {
-        self.spec
-            .snapshot_strategy
-            .unwrap_or(SnapshotStrategy::Create)
-    }
-
     /// Each scanned disk of `machine` with its index and the scanner's disk's handle.
     fn scanned<'a>(
         &self,
@@ -125,14 +120,11 @@ impl Provider for GcpProvider {
         machine: &'a InventoryMachine,
         scan_id: &'a str,
     ) -> BoxFuture<'a, Result<Vec<SnapshotRef>>> {
-        async move {
-            match self.strategy() {
-                SnapshotStrategy::Create => self.create_snapshots(ctx, machine, scan_id).await,
-                SnapshotStrategy::NewestExisting => {
-                    self.newest_existing(ctx, machine, scan_id).await
-                }
-            }
-        }
+        by_strategy(
+            self.spec.snapshot_strategy,
+            self.create_snapshots(ctx, machine, scan_id),
+            self.newest_existing(ctx, machine, scan_id),
+        )
         .boxed()
     }
 

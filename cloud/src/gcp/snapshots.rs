@@ -6,104 +6,20 @@
 //! snapshot whose `sourceDisk` is the disk; nothing is snapshotted. Either way a disk is made
 //! from each snapshot in the first scanner zone (the CSI driver attaches it to the Job's node),
 //! named from the snapshot id alone, so that [`GcpProvider::release_snapshots`] finds it after a
-//! restart. Everything created is labelled `snapsentry-io-managed-by=snapsentry`,
-//! `snapsentry-io-policy`, `snapsentry-io-scan-id` and `snapsentry-io-machine` (GCP label keys
-//! and values: lowercase letters, digits, `-` and `_`, at most 63 characters).
+//! restart. Everything created is labelled ([`super::names`]).
 
 use google_cloud_compute_v1::model::{Disk, Snapshot, snapshot};
 use jiff::Timestamp;
 use snapsentry_crds::MachineDisk;
 
-use super::compute::{Compute, PAGE_SIZE, failure, is_not_found, status_of};
+use super::compute::{Compute, Made, PAGE_SIZE, failure, is_not_found, status_of};
+use super::names::{
+    Labels, MANAGED_BY_LABEL, MANAGED_BY_VALUE, POLICY_LABEL, disk_name, parse_disk_id,
+    parse_snapshot_id, policy_label, scan_labels, snapshot_name, volume_handle,
+};
 use super::provider::GcpProvider;
 use crate::error::{Error, Result};
 use crate::{InventoryMachine, ProviderContext, SnapshotRef};
-
-/// Label marking what snapsentry created.
-pub const MANAGED_BY_LABEL: &str = "snapsentry-io-managed-by";
-/// Its value.
-pub const MANAGED_BY_VALUE: &str = "snapsentry";
-/// Label naming the policy ([`policy_label`]).
-pub const POLICY_LABEL: &str = "snapsentry-io-policy";
-/// Label naming the scan.
-pub const SCAN_ID_LABEL: &str = "snapsentry-io-scan-id";
-/// Label naming the instance (its numeric id).
-pub const MACHINE_LABEL: &str = "snapsentry-io-machine";
-/// Most characters of a resource name or label value.
-const MAX_LEN: usize = 63;
-
-/// Hex SHA-256 of `parts` joined by newlines, cut to `len` characters.
-fn digest(parts: &[&str], len: usize) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, parts.join("\n").as_bytes());
-    d.as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>()[..len]
-        .to_owned()
-}
-
-/// `value` as a GCP label value: lowercase, other characters than letters, digits, `-` and `_`
-/// as `-`; past 63 characters, cut and ended with a digest of the whole so values stay distinct.
-pub fn label_value(value: &str) -> String {
-    let clean: String = value
-        .to_lowercase()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    if clean.len() <= MAX_LEN {
-        clean
-    } else {
-        format!("{}-{}", &clean[..MAX_LEN - 13], digest(&[value], 12))
-    }
-}
-
-/// The policy label's value: `<namespace>_<policy>` (`_` cannot occur in either name, so two
-/// policies never share a value), as a [`label_value`].
-pub fn policy_label(ctx: &ProviderContext) -> String {
-    label_value(&format!("{}_{}", ctx.namespace, ctx.policy))
-}
-
-/// The name of the snapshot of `disk_id` for `scan_id` (`snapsentry-<40 hex>`).
-pub fn snapshot_name(scan_id: &str, disk_id: &str) -> String {
-    format!("snapsentry-{}", digest(&[scan_id, disk_id], 40))
-}
-
-/// The name of the scanner's disk made from `snapshot_id` (`snapsentry-d-<40 hex>`).
-pub fn disk_name(snapshot_id: &str) -> String {
-    format!("snapsentry-d-{}", digest(&[snapshot_id], 40))
-}
-
-/// `projects/P/global/snapshots/NAME` → (`P`, `NAME`).
-pub fn parse_snapshot_id(id: &str) -> Option<(&str, &str)> {
-    let rest = id.strip_prefix("projects/")?;
-    let (project, name) = rest.split_once("/global/snapshots/")?;
-    (!project.is_empty() && !name.is_empty() && !name.contains('/')).then_some((project, name))
-}
-
-/// `projects/P/zones/Z/disks/NAME` → (`P`, `Z`, `NAME`).
-pub fn parse_disk_id(id: &str) -> Option<(&str, &str, &str)> {
-    let rest = id.strip_prefix("projects/")?;
-    let (project, rest) = rest.split_once("/zones/")?;
-    let (zone, name) = rest.split_once("/disks/")?;
-    Some((project, zone, name))
-}
-
-/// The CSI volume handle of the scanner's disk for `snapshot` (`projects/P/zones/Z/disks/N`),
-/// when its id and zone are known.
-pub fn volume_handle(snapshot: &SnapshotRef) -> Option<String> {
-    let (project, _) = parse_snapshot_id(&snapshot.snapshot_id)?;
-    let zone = snapshot.region.as_deref()?;
-    Some(format!(
-        "projects/{project}/zones/{zone}/disks/{}",
-        disk_name(&snapshot.snapshot_id)
-    ))
-}
 
 fn bad_id(what: &str, id: &str) -> Error {
     Error::Provider {
@@ -112,14 +28,6 @@ fn bad_id(what: &str, id: &str) -> Error {
     }
 }
 
-/// Whether a failed create says the name is taken (an earlier attempt of the same scan).
-fn already_exists(e: &Error) -> bool {
-    status_of(e).0 == Some(409)
-}
-
-/// Labels of what a scan creates.
-type Labels = Vec<(&'static str, String)>;
-
 /// Whether `at` (a resource's `creationTimestamp`) is before `older_than`.
 fn created_before(at: Option<&String>, older_than: Timestamp) -> bool {
     at.and_then(|t| t.parse::<Timestamp>().ok())
@@ -127,15 +35,6 @@ fn created_before(at: Option<&String>, older_than: Timestamp) -> bool {
 }
 
 impl GcpProvider {
-    fn labels(&self, ctx: &ProviderContext, scan_id: &str, machine: &str) -> Labels {
-        vec![
-            (MANAGED_BY_LABEL, MANAGED_BY_VALUE.to_owned()),
-            (POLICY_LABEL, policy_label(ctx)),
-            (SCAN_ID_LABEL, label_value(scan_id)),
-            (MACHINE_LABEL, label_value(machine)),
-        ]
-    }
-
     /// The zone disks for the scanner are made in.
     pub(super) fn scanner_zone(&self) -> Result<&str> {
         self.spec
@@ -161,35 +60,30 @@ impl GcpProvider {
         let (project, zone, disk_name_) =
             parse_disk_id(&disk.id).ok_or_else(|| bad_id("disk", &disk.id))?;
         let name = snapshot_name(scan_id, &disk.id);
-        match self.get_snapshot(compute, project, &name).await {
-            Ok(_) => tracing::info!(snapshot = %name, "reusing this scan's snapshot"),
-            Err(e) if is_not_found(&e) => {
-                let body = Snapshot::new()
-                    .set_name(name.clone())
-                    .set_labels(labels.clone());
-                let created = async {
-                    let op = compute
-                        .call("disks.createSnapshot", || {
-                            compute
-                                .disks
-                                .create_snapshot()
-                                .set_project(project)
-                                .set_zone(zone)
-                                .set_disk(disk_name_)
-                                .set_body(body.clone())
-                                .send()
-                        })
-                        .await?;
+        let body = Snapshot::new()
+            .set_name(name.clone())
+            .set_labels(labels.clone());
+        let made = compute
+            .create_zonal(
+                self.get_snapshot(compute, project, &name),
+                "disks.createSnapshot",
+                project,
+                zone,
+                &self.wait,
+                || {
                     compute
-                        .wait_zonal(op, project, zone, &self.wait, "disks.createSnapshot")
-                        .await
-                };
-                match created.await {
-                    Err(e) if !already_exists(&e) => return Err(e),
-                    _ => {}
-                }
-            }
-            Err(e) => return Err(e),
+                        .disks
+                        .create_snapshot()
+                        .set_project(project)
+                        .set_zone(zone)
+                        .set_disk(disk_name_)
+                        .set_body(body.clone())
+                        .send()
+                },
+            )
+            .await?;
+        if made == Made::Found {
+            tracing::info!(snapshot = %name, "reusing this scan's snapshot");
         }
         self.wait_ready(compute, project, &name).await?;
         Ok(format!("projects/{project}/global/snapshots/{name}"))
@@ -246,46 +140,31 @@ impl GcpProvider {
         let (project, _) =
             parse_snapshot_id(snapshot_id).ok_or_else(|| bad_id("snapshot", snapshot_id))?;
         let name = disk_name(snapshot_id);
-        let existing = compute
-            .call("disks.get", || {
-                compute
-                    .disks
-                    .get()
-                    .set_project(project)
-                    .set_zone(zone)
-                    .set_disk(&name)
-                    .send()
-            })
-            .await;
-        match existing {
-            Ok(_) => return Ok(()),
-            Err(e) if !is_not_found(&e) => return Err(e),
-            Err(_) => {}
-        }
+        let existing = compute.call("disks.get", || {
+            compute
+                .disks
+                .get()
+                .set_project(project)
+                .set_zone(zone)
+                .set_disk(&name)
+                .send()
+        });
         let body = Disk::new()
             .set_name(name.clone())
             .set_source_snapshot(snapshot_id)
             .set_labels(labels.clone());
-        let created = async {
-            let op = compute
-                .call("disks.insert", || {
-                    compute
-                        .disks
-                        .insert()
-                        .set_project(project)
-                        .set_zone(zone)
-                        .set_body(body.clone())
-                        .send()
-                })
-                .await?;
-            compute
-                .wait_zonal(op, project, zone, &self.wait, "disks.insert")
-                .await
-        };
-        match created.await {
-            Err(e) if !already_exists(&e) => Err(e),
-            _ => Ok(()),
-        }
+        compute
+            .create_zonal(existing, "disks.insert", project, zone, &self.wait, || {
+                compute
+                    .disks
+                    .insert()
+                    .set_project(project)
+                    .set_zone(zone)
+                    .set_body(body.clone())
+                    .send()
+            })
+            .await?;
+        Ok(())
     }
 
     pub(super) async fn create_snapshots(
@@ -297,7 +176,7 @@ impl GcpProvider {
         let zone = self.scanner_zone()?;
         let clients = self.client(ctx).await?;
         let compute = &clients.compute;
-        let labels = self.labels(ctx, scan_id, &machine.id);
+        let labels = scan_labels(ctx, scan_id, &machine.id);
         let mut refs = Vec::new();
         for disk in machine.disks.iter().filter(|d| d.unsupported.is_none()) {
             let snapshot_id = match self.snapshot_of(compute, &labels, scan_id, disk).await {
@@ -358,7 +237,7 @@ impl GcpProvider {
         let zone = self.scanner_zone()?;
         let clients = self.client(ctx).await?;
         let compute = &clients.compute;
-        let labels = self.labels(ctx, scan_id, &machine.id);
+        let labels = scan_labels(ctx, scan_id, &machine.id);
         let mut refs = Vec::new();
         for disk in machine.disks.iter().filter(|d| d.unsupported.is_none()) {
             let (project, _, _) =
@@ -405,43 +284,33 @@ impl GcpProvider {
         zone: &str,
         name: &str,
     ) -> Result<bool> {
-        let deleted = async {
-            let op = compute
-                .call("disks.delete", || {
-                    compute
-                        .disks
-                        .delete()
-                        .set_project(project)
-                        .set_zone(zone)
-                        .set_disk(name)
-                        .send()
-                })
-                .await?;
-            compute
-                .wait_zonal(op, project, zone, &self.wait, "disks.delete")
-                .await
-        };
-        gone_is_fine(deleted.await)
+        let deleted = compute
+            .mutate("disks.delete", project, Some(zone), &self.wait, || {
+                compute
+                    .disks
+                    .delete()
+                    .set_project(project)
+                    .set_zone(zone)
+                    .set_disk(name)
+                    .send()
+            })
+            .await;
+        gone_is_fine(deleted)
     }
 
     /// Deletes the snapshot `name` of `project`; gone already is fine.
     async fn delete_snapshot(&self, compute: &Compute, project: &str, name: &str) -> Result<bool> {
-        let deleted = async {
-            let op = compute
-                .call("snapshots.delete", || {
-                    compute
-                        .snapshots
-                        .delete()
-                        .set_project(project)
-                        .set_snapshot(name)
-                        .send()
-                })
-                .await?;
-            compute
-                .wait_global(op, project, &self.wait, "snapshots.delete")
-                .await
-        };
-        gone_is_fine(deleted.await)
+        let deleted = compute
+            .mutate("snapshots.delete", project, None, &self.wait, || {
+                compute
+                    .snapshots
+                    .delete()
+                    .set_project(project)
+                    .set_snapshot(name)
+                    .send()
+            })
+            .await;
+        gone_is_fine(deleted)
     }
 
     pub(super) async fn release_impl(
@@ -541,63 +410,5 @@ fn gone_is_fine(outcome: Result<()>) -> Result<bool> {
         Ok(()) => Ok(true),
         Err(e) if is_not_found(&e) => Ok(false),
         Err(e) => Err(e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_are_valid_deterministic_and_distinct() {
-        let re = |s: &str| {
-            s.len() <= 63
-                && s.starts_with(|c: char| c.is_ascii_lowercase())
-                && s.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-                && s.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        };
-        let a = snapshot_name("scan-1", "projects/p/zones/z/disks/d");
-        assert!(re(&a), "{a}");
-        assert_eq!(a, snapshot_name("scan-1", "projects/p/zones/z/disks/d"));
-        assert_ne!(a, snapshot_name("scan-2", "projects/p/zones/z/disks/d"));
-        let id = format!("projects/p/global/snapshots/{a}");
-        let d = disk_name(&id);
-        assert!(re(&d), "{d}");
-        assert_ne!(d, disk_name("projects/q/global/snapshots/x"));
-        assert_eq!(parse_snapshot_id(&id), Some(("p", a.as_str())));
-        assert_eq!(parse_snapshot_id("projects/p/zones/z/disks/d"), None);
-        assert_eq!(
-            parse_disk_id("projects/p/zones/z/disks/d"),
-            Some(("p", "z", "d"))
-        );
-        let s = SnapshotRef {
-            disk_id: String::new(),
-            snapshot_id: id.clone(),
-            region: Some("europe-west1-b".into()),
-            created: true,
-        };
-        assert_eq!(
-            volume_handle(&s).unwrap(),
-            format!("projects/p/zones/europe-west1-b/disks/{d}")
-        );
-    }
-
-    #[test]
-    fn label_values_follow_gcp_rules() {
-        assert_eq!(
-            label_value("Scan.2026-12-06T10:00Z"),
-            "scan-2026-12-06t10-00z"
-        );
-        let long = "x".repeat(100);
-        let v = label_value(&long);
-        assert_eq!(v.len(), 63);
-        assert_ne!(v, label_value(&"x".repeat(101)));
-        let ctx = ProviderContext {
-            policy: "nightly".into(),
-            namespace: "team-a".into(),
-            client: None,
-        };
-        assert_eq!(policy_label(&ctx), "team-a_nightly");
     }
 }
