@@ -169,7 +169,7 @@ async fn the_chart_runs_real_scanner_pods_on_a_kubelet() -> Result<()> {
 
     // The disk and its claim.
     let disks = tempfile::Builder::new()
-        .prefix("snapsentry-cluster-disks-")
+        .prefix("snapsentry-disks-")
         .tempdir()?;
     let private_key = planted_disk(disks.path())?;
     create_namespace(&client, NS).await?;
