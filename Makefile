@@ -8,7 +8,7 @@ SHELL := bash
 export SNAPSENTRY_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/snapsentry
 export CARGO_TARGET_DIR ?= $(SNAPSENTRY_CACHE)/target
 
-.PHONY: demo demo-image test toolchain lint check crds build images images-test
+.PHONY: demo demo-image test test-cluster toolchain lint check crds build images images-test
 
 ## demo: the whole product locally: control plane + moto (AWS) + Azurite and a fake ARM (Azure) + a fake Compute Engine (GCP) + operator scanning a 4-machine, three-cloud fleet.
 demo:
@@ -21,6 +21,12 @@ demo-image:
 ## test: install the test toolchain (idempotent), then format check, clippy, and every test.
 test: toolchain lint
 	cargo test --workspace --no-fail-fast
+
+## test-cluster: the deployment on a real single-node cluster (needs root): builds the cluster (kubelet, containerd, kube-proxy, …) and the images from the debug binaries, then the test that helm-installs the chart and scans with real pods.
+test-cluster:
+	scripts/toolchain.sh --cluster
+	scripts/images.sh --debug >/dev/null
+	cargo test -p snapsentry-tests --test e2e -- --ignored cluster::
 
 ## toolchain: Debian tools, moto, and a Kubernetes control plane built from Go modules.
 toolchain:

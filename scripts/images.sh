@@ -10,6 +10,11 @@
 # $SNAPSENTRY_CACHE/images/<name>-<version>.oci.tar, which `podman load`, `ctr images import` or
 # `kind load image-archive` read. <version> is the workspace version in Cargo.toml, the chart's
 # appVersion. Prints the archives' paths on stdout.
+#
+# `--debug`: the same images from the debug binaries (`cargo build`, what `make test` already
+# built), tagged <version>-debug (archives <name>-<version>-debug.oci.tar) so they never pass for
+# a release. `make test-cluster` uses them: a release build of both binaries would add many minutes
+# to CI for a test about the deployment, not about speed.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,13 +32,20 @@ say "Installing buildah, podman and runc (skipped when present)"
 version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"$/\1/p' "$repo/Cargo.toml")
 [[ -n $version ]] || die "no version in [workspace.package] of $repo/Cargo.toml"
 
-say "Building snapsentry-operator and snapsentry-scan $version (release)"
+profile=release tag=$version cargo_profile=(--release)
+case ${1:-} in
+	"") ;;
+	--debug) profile=debug tag=$version-debug cargo_profile=() ;;
+	*) die "unknown argument $1 (usage: images.sh [--debug])" ;;
+esac
+
+say "Building snapsentry-operator and snapsentry-scan $version ($profile)"
 # One package at a time: each binary gets its own features (the scanner none of the operator's
-# control-plane clients), and each build reuses what `cargo build --release -p <package>` left.
+# control-plane clients), and each build reuses what `cargo build [--release] -p <package>` left.
 for package in snapsentry-operator snapsentry-scanner; do
-	cargo build --release --locked -p "$package" --manifest-path "$repo/Cargo.toml"
+	cargo build "${cargo_profile[@]}" --locked -p "$package" --manifest-path "$repo/Cargo.toml"
 done
-bin="$CARGO_TARGET_DIR/release"
+bin="$CARGO_TARGET_DIR/$profile"
 
 work=$(mktemp -d -t snapsentry-images.XXXXXX)
 container=""
@@ -69,13 +81,13 @@ image() {
 		--user 65532:65532 \
 		--entrypoint "[\"/usr/local/bin/$name\"]" \
 		"$container"
-	buildah commit --quiet --rm --identity-label=false "$container" "localhost/$name:$version" >/dev/null
+	buildah commit --quiet --rm --identity-label=false "$container" "localhost/$name:$tag" >/dev/null
 	container=""
-	local archive="$archives/$name-$version.oci.tar"
+	local archive="$archives/$name-$tag.oci.tar"
 	rm -f "$archive.partial"
-	buildah push --quiet "localhost/$name:$version" "oci-archive:$archive.partial:localhost/$name:$version"
+	buildah push --quiet "localhost/$name:$tag" "oci-archive:$archive.partial:localhost/$name:$tag"
 	mv -f "$archive.partial" "$archive"
-	say "$name:$version ($(du -h "$archive" | cut -f1)) -> $archive"
+	say "$name:$tag ($(du -h "$archive" | cut -f1)) -> $archive"
 	echo "$archive"
 }
 

@@ -10,7 +10,12 @@
 #
 # `--apt-only`: just the Debian tools for disk images. `--images`: what `make images` needs instead —
 # buildah, podman and runc from Debian (no base image is pulled: images are assembled from scratch),
-# the CA bundle the images carry and `strip`.
+# the CA bundle the images carry and `strip`. `--cluster`: everything above plus the single-node
+# cluster of `make test-cluster` (opt-in: `make test` never builds it) — kubelet,
+# kube-controller-manager, kube-scheduler and kube-proxy from the same Kubernetes module, containerd,
+# ctr and containerd-shim-runc-v2 from containerd's Go module, runc, the CNI plugins and iptables
+# from Debian, and the pod sandbox ("pause") image built from tests/controlplane/pause as an OCI
+# archive, since these machines cannot pull registry.k8s.io.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -78,6 +83,11 @@ install_apt_packages() {
 # runc, not crun: crun refuses a hybrid cgroup layout (cgroup v1 beside a cgroup2 hierarchy holding
 # a controller), which these machines have.
 image_apt_packages=(buildah podman runc ca-certificates binutils)
+
+# What the single-node cluster runs besides the Go binaries: runc (crun refuses these machines'
+# hybrid cgroups, see above), the CNI plugins (bridge, host-local, loopback in /usr/lib/cni),
+# iptables (kube-proxy's Service rules) and buildah (the pause image).
+cluster_apt_packages=(runc containernetworking-plugins iptables buildah)
 
 install_moto() {
 	local venv="$cache/venv"
@@ -177,6 +187,52 @@ build_helm() {
 		"$HELM_MODULE/cmd/helm@$HELM_VERSION"
 }
 
+build_containerd() {
+	GOBIN="$out" go install "${go_build_flags[@]}" \
+		-ldflags="-s -w -X $CONTAINERD_MODULE/version.Version=$CONTAINERD_VERSION" \
+		"$CONTAINERD_MODULE/cmd/$1@$CONTAINERD_VERSION"
+}
+
+build_pause() {
+	go -C "$controlplane_src/pause" build "${go_build_flags[@]}" -ldflags="-s -w" -o "$out/pause" .
+}
+
+# The pause image as an OCI archive ($bin/pause.oci.tar, named $PAUSE_IMAGE), which the cluster
+# harness imports into its containerd: `scratch` plus the static pause binary.
+build_pause_image() {
+	local archive="$bin/pause.oci.tar" stamp="$bin/.pause.oci.tar.version"
+	local version
+	version="$PAUSE_IMAGE $(sha256sum "$bin/pause" | cut -c1-16)"
+	if [[ -f $archive && -f $stamp && $(<"$stamp") == "$version" ]]; then
+		report "pause image" "ok (cached)"
+		return
+	fi
+	local container
+	container=$(buildah from scratch) || die "buildah from scratch failed"
+	buildah copy --quiet "$container" "$bin/pause" /pause >/dev/null \
+		&& buildah config --entrypoint '["/pause"]' --user 65535:65535 "$container" \
+		&& buildah commit --quiet --rm --identity-label=false "$container" "$PAUSE_IMAGE" >/dev/null \
+		|| { buildah rm "$container" >/dev/null 2>&1; die "assembling $PAUSE_IMAGE failed"; }
+	rm -f "$archive.partial"
+	buildah push --quiet "$PAUSE_IMAGE" "oci-archive:$archive.partial:$PAUSE_IMAGE" \
+		|| die "writing $archive failed"
+	mv -f "$archive.partial" "$archive"
+	echo "$version" >"$stamp"
+	report "pause image" "$PAUSE_IMAGE -> $archive"
+}
+
+install_cluster() {
+	local name
+	for name in kubelet kube-controller-manager kube-scheduler kube-proxy; do
+		build "$name" "$KUBERNETES_VERSION" build_kubernetes "$name"
+	done
+	for name in containerd ctr containerd-shim-runc-v2; do
+		build "$name" "$CONTAINERD_VERSION" build_containerd "$name"
+	done
+	build pause "$(sha256sum "$controlplane_src/pause/main.go" | cut -c1-16)" build_pause
+	build_pause_image
+}
+
 install_control_plane() {
 	bin="$cache/k8s-$KUBERNETES_VERSION"
 	mkdir -p "$bin"
@@ -205,6 +261,9 @@ if [[ ${1:-} == --images ]]; then
 	install_apt_packages
 	exit 0
 fi
+if [[ ${1:-} == --cluster ]]; then
+	apt_packages+=("${cluster_apt_packages[@]}")
+fi
 install_apt_packages
 # --apt-only: just the Debian tools (what `make demo` needs to build its disk image).
 if [[ ${1:-} == --apt-only ]]; then
@@ -217,4 +276,7 @@ install_control_plane
 # package set.
 "$repo/scripts/lib/stock-root.sh" >/dev/null || die "scripts/lib/stock-root.sh failed"
 report "stock Debian root" "ok"
+if [[ ${1:-} == --cluster ]]; then
+	install_cluster
+fi
 

@@ -1,5 +1,7 @@
 //! A real Kubernetes control plane for tests: etcd and kube-apiserver, started on free loopback ports
-//! in a temporary directory, with their own certificate authority and an admin kubeconfig.
+//! in a temporary directory, with their own certificate authority and an admin kubeconfig. For the
+//! single-node cluster ([`crate::cluster`]) the same pair is started ready for a node to join
+//! ([`Options::node`]).
 //!
 //! The binaries come from `KUBEBUILDER_ASSETS` when it is set, otherwise from the toolchain cache that
 //! `scripts/toolchain.sh` fills (`$SNAPSENTRY_CACHE/k8s-<version>/`). A missing binary is an error
@@ -23,6 +25,7 @@ mod toolchain;
 
 use std::ffi::OsStr;
 use std::io;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
@@ -35,7 +38,11 @@ pub use toolchain::{Versions, cache_dir, toolchain_dir};
 
 use crate::process::tied_to_this_process;
 use certs::{Certificates, write_kubeconfig};
-use server::{Server, free_ports, remove_stale_dirs};
+use server::remove_stale_dirs;
+pub(crate) use server::{Server, free_ports};
+
+/// The `kubernetes` Service's ClusterIP: the first address of `--service-cluster-ip-range`.
+pub const SERVICE_IP: &str = "10.0.0.1";
 
 /// Readiness polling interval: kube-apiserver needs a few seconds, so finer polling buys nothing.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -150,6 +157,24 @@ pub struct Options {
     pub assets: PathBuf,
     /// How long etcd and kube-apiserver may take to become ready.
     pub startup_timeout: Duration,
+    /// A node will join: see [`NodeAccess`]. `None` (the default) for the API-server-only control
+    /// plane of the other tests.
+    pub node: Option<NodeAccess>,
+}
+
+/// What changes when a node joins the control plane. kube-apiserver listens on every address, not
+/// only loopback, and publishes `address` and its port as the endpoint of the `kubernetes` Service
+/// (whose ClusterIP, [`SERVICE_IP`], its certificate names, with `address`): that is what pods
+/// dial. The ServiceAccount admission plugin is on (a controller-manager now creates the service
+/// accounts and the kubelet mounts their tokens), and the Node authorizer with the NodeRestriction
+/// admission plugin admit the kubelet by its client certificate (`system:node:<name>`, see
+/// [`ControlPlane::node_kubeconfig`]).
+#[derive(Debug, Clone)]
+pub struct NodeAccess {
+    /// The node's name.
+    pub name: String,
+    /// The node's address, which pods can reach.
+    pub address: Ipv4Addr,
 }
 
 impl Default for Options {
@@ -161,6 +186,7 @@ impl Default for Options {
         Options {
             assets,
             startup_timeout: Duration::from_secs(60),
+            node: None,
         }
     }
 }
@@ -212,6 +238,9 @@ pub struct ControlPlane {
     etcd: Server,
     dir: tempfile::TempDir,
     kubeconfig: PathBuf,
+    /// The kubelet's kubeconfig, when a node joins.
+    node_kubeconfig: Option<PathBuf>,
+    ca_cert: PathBuf,
     server_url: String,
     binaries: Binaries,
     /// Set once [`Self::install_crds`] has succeeded on this control plane.
@@ -263,7 +292,7 @@ impl ControlPlane {
             .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
             .tempdir()
             .map_err(Error::io("creating the control plane directory"))?;
-        let files = Certificates::generate()?.write(dir.path())?;
+        let files = Certificates::generate(options.node.as_ref())?.write(dir.path())?;
         let [etcd_client_port, etcd_peer_port, apiserver_port] = free_ports()?;
 
         let etcd_client_url = format!("http://127.0.0.1:{etcd_client_port}");
@@ -286,19 +315,38 @@ impl ControlPlane {
 
         let server_url = format!("https://127.0.0.1:{apiserver_port}");
         let mut apiserver_command = tied_to_this_process(&binaries.apiserver);
+        apiserver_command.arg(format!("--etcd-servers={etcd_client_url}"));
+        match &options.node {
+            None => {
+                apiserver_command
+                    .arg("--bind-address=127.0.0.1")
+                    .arg("--advertise-address=127.0.0.1")
+                    // The endpoint reconciler publishes the advertise address as the `kubernetes`
+                    // Service's endpoint and rejects loopback; no Pod here would ever dial it anyway.
+                    .arg("--endpoint-reconciler-type=none")
+                    .arg("--authorization-mode=RBAC")
+                    // No controller-manager runs, so nothing would create the service account
+                    // tokens this plugin insists on; without it Pods and Jobs can be created as
+                    // they are.
+                    .arg("--disable-admission-plugins=ServiceAccount");
+            }
+            Some(node) => {
+                apiserver_command
+                    .arg("--bind-address=0.0.0.0")
+                    .arg(format!("--advertise-address={}", node.address))
+                    .arg("--authorization-mode=Node,RBAC")
+                    .arg("--enable-admission-plugins=NodeRestriction")
+                    // `kubectl logs` goes through the kubelet, which trusts the test CA.
+                    .arg(flag("kubelet-client-certificate", &files.admin_cert))
+                    .arg(flag("kubelet-client-key", &files.admin_key));
+            }
+        }
         apiserver_command
-            .arg(format!("--etcd-servers={etcd_client_url}"))
-            .arg("--bind-address=127.0.0.1")
-            .arg("--advertise-address=127.0.0.1")
-            // The endpoint reconciler publishes the advertise address as the `kubernetes` Service's
-            // endpoint and rejects loopback; no Pod here would ever dial it anyway.
-            .arg("--endpoint-reconciler-type=none")
             .arg(format!("--secure-port={apiserver_port}"))
             .arg(flag("cert-dir", dir.path()))
             .arg(flag("tls-cert-file", &files.serving_cert))
             .arg(flag("tls-private-key-file", &files.serving_key))
             .arg(flag("client-ca-file", &files.ca_cert))
-            .arg("--authorization-mode=RBAC")
             .arg(format!("--service-account-issuer={server_url}"))
             .arg(flag(
                 "service-account-key-file",
@@ -309,20 +357,28 @@ impl ControlPlane {
                 &files.service_account_key,
             ))
             .arg("--service-cluster-ip-range=10.0.0.0/24")
-            // No controller-manager runs, so nothing would create the service account tokens
-            // this plugin insists on; without it Pods and Jobs can be created as they are.
-            .arg("--disable-admission-plugins=ServiceAccount")
             .arg("--allow-privileged=true")
             .arg("--profiling=false");
         let apiserver = Server::spawn("kube-apiserver", apiserver_command, dir.path())?;
 
         let kubeconfig = dir.path().join("kubeconfig");
-        write_kubeconfig(&kubeconfig, &server_url, &files)?;
+        let admin = (files.admin_cert.as_path(), files.admin_key.as_path());
+        write_kubeconfig(&kubeconfig, &server_url, &files.ca_cert, admin)?;
+        let node_kubeconfig = match &files.node {
+            Some((cert, key)) => {
+                let path = dir.path().join("node.kubeconfig");
+                write_kubeconfig(&path, &server_url, &files.ca_cert, (cert, key))?;
+                Some(path)
+            }
+            None => None,
+        };
         let mut control_plane = ControlPlane {
             apiserver,
             etcd,
             dir,
             kubeconfig,
+            node_kubeconfig,
+            ca_cert: files.ca_cert,
             server_url,
             binaries: binaries.clone(),
             crds_installed: OnceLock::new(),
@@ -383,6 +439,21 @@ impl ControlPlane {
     /// The admin kubeconfig file.
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// The kubelet's kubeconfig (its client certificate), when started with [`Options::node`].
+    pub fn node_kubeconfig(&self) -> Option<&Path> {
+        self.node_kubeconfig.as_deref()
+    }
+
+    /// The certificate of the control plane's CA, which signed every certificate it uses.
+    pub fn ca_cert(&self) -> &Path {
+        &self.ca_cert
+    }
+
+    /// The directory of the control plane's data, certificates and logs.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// kube-apiserver's URL, `https://127.0.0.1:<port>`.

@@ -5,7 +5,9 @@
 //! operator in-process, its logs captured by [`logs`]) from its provider's setup. No
 //! controller-manager runs: the [`jobrunner`] plays kubelet, the Job controller and the
 //! `pd.csi.storage.gke.io` CSI driver, and [`volume_protection`] the claims' and
-//! PersistentVolumes' protection controllers.
+//! PersistentVolumes' protection controllers. The one exception is [`cluster`]: a real single-node
+//! cluster (controller-manager, scheduler, containerd, kubelet, kube-proxy) for the test that
+//! proves the deployment with the chart and the container images.
 //!
 //! Nothing here is mocked. The control plane is built from the official Kubernetes Go modules at the
 //! versions pinned in `tests/controlplane/versions.env`; `scripts/toolchain.sh` builds it (and the
@@ -25,6 +27,7 @@ pub mod azure_fleet;
 pub mod azurite;
 pub mod browser;
 pub mod chart_rbac;
+pub mod cluster;
 pub mod controlplane;
 pub mod fake_arm;
 pub mod fake_gce;

@@ -253,6 +253,7 @@ async fn a_server_that_never_gets_ready_times_out_with_its_log() -> Result<()> {
     let options = Options {
         assets: assets.path().to_owned(),
         startup_timeout: timeout,
+        node: None,
     };
     let started = Instant::now();
     let error = ControlPlane::start_with(options)

@@ -9,6 +9,7 @@ mod aws_provider;
 mod azure_blob;
 mod azure_provider;
 mod chart;
+mod cluster;
 mod container_images;
 mod controlplane;
 mod fake_arm;

@@ -1,4 +1,4 @@
-//! The control plane's server processes (etcd, kube-apiserver): started tied to the test process,
+//! The control plane's server processes (etcd, kube-apiserver; the cluster's too): started tied to the test process,
 //! their output in a log file, watched for an early exit; the loopback ports they listen on; and
 //! the removal of directories left by dead test processes.
 
@@ -20,14 +20,14 @@ const LOG_TAIL_LINES: usize = 40;
 
 /// One server process, its output captured in a log file.
 #[derive(Debug)]
-pub(super) struct Server {
+pub(crate) struct Server {
     name: &'static str,
     child: Child,
     log: PathBuf,
 }
 
 impl Server {
-    pub(super) fn spawn(
+    pub(crate) fn spawn(
         name: &'static str,
         mut command: Command,
         dir: &Path,
@@ -51,7 +51,7 @@ impl Server {
     }
 
     /// Fails when the process has exited; a server of the control plane never exits on its own.
-    pub(super) fn check_running(&mut self) -> Result<(), Error> {
+    pub(crate) fn check_running(&mut self) -> Result<(), Error> {
         match self.child.try_wait() {
             Ok(None) => Ok(()),
             Ok(Some(status)) => Err(Error::Exited {
@@ -67,7 +67,7 @@ impl Server {
         }
     }
 
-    pub(super) async fn wait_for_port(
+    pub(crate) async fn wait_for_port(
         &mut self,
         port: u16,
         deadline: Instant,
@@ -87,7 +87,7 @@ impl Server {
         }
     }
 
-    pub(super) fn not_ready(&self, timeout: Duration, last_probe: String) -> Error {
+    pub(crate) fn not_ready(&self, timeout: Duration, last_probe: String) -> Error {
         Error::NotReady {
             name: self.name,
             timeout,
@@ -117,7 +117,7 @@ impl Drop for Server {
 /// loses the race fails fast with "address already in use" and the start is retried. Ports handed
 /// out earlier in this process are never handed out again, so control planes of one test process
 /// do not race each other.
-pub(super) fn free_ports<const N: usize>() -> Result<[u16; N], Error> {
+pub(crate) fn free_ports<const N: usize>() -> Result<[u16; N], Error> {
     static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
     let mut handed_out = HANDED_OUT
         .lock()

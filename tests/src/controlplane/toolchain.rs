@@ -19,6 +19,8 @@ pub struct Versions {
     pub etcd: String,
     /// helm release.
     pub helm: String,
+    /// The single-node cluster's pod sandbox image, built locally (`scripts/toolchain.sh --cluster`).
+    pub pause_image: String,
 }
 
 impl Versions {
@@ -27,6 +29,7 @@ impl Versions {
         let mut kubernetes = None;
         let mut etcd = None;
         let mut helm = None;
+        let mut pause_image = None;
         for line in text.lines().map(str::trim) {
             if line.is_empty() || line.starts_with('#') {
                 continue;
@@ -38,6 +41,7 @@ impl Versions {
                 "KUBERNETES_VERSION" => &mut kubernetes,
                 "ETCD_VERSION" => &mut etcd,
                 "HELM_VERSION" => &mut helm,
+                "PAUSE_IMAGE" => &mut pause_image,
                 _ => continue,
             };
             *slot = Some(value.to_owned());
@@ -49,6 +53,7 @@ impl Versions {
             kubernetes: required(kubernetes, "KUBERNETES_VERSION")?,
             etcd: required(etcd, "ETCD_VERSION")?,
             helm: required(helm, "HELM_VERSION")?,
+            pause_image: required(pause_image, "PAUSE_IMAGE")?,
         })
     }
 

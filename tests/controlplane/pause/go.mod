@@ -1,0 +1,3 @@
+module snapsentry/tests/controlplane/pause
+
+go 1.26.0
