@@ -37,6 +37,7 @@ pub mod planted;
 pub mod process;
 pub mod python_fake;
 pub mod random;
+pub mod requests;
 pub mod sample;
 pub mod volume_protection;
 pub mod world;
