@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The operator at scale (issue #5): MACHINES image machines (default 1000) with FINDINGS secrets
-# each (default 20) scanned end to end by the real snapsentry-operator binary and the real
+# The operator at scale (issues #5, #16): MACHINES image machines (default 1000; up to 16,000, in
+# images providers of 1000) with FINDINGS secrets each (default 20) scanned end to end by the real snapsentry-operator binary and the real
 # `snapsentry-scan job`, against a local etcd + kube-apiserver, with the harness's Job runner as
 # kubelet + Job controller. Prints the time to finish a first scan and a second, steady-state
 # scan (machines/s, findings/s), the operator's peak and final RSS, CPU time per process, the
@@ -17,6 +17,7 @@
 #   SCALE_JOB_TTL_SECONDS   delete finished Jobs after this long, as a cluster's TTL controller
 #                           does (default 60; 0 keeps them, and the harness's Job runner, which
 #                           polls the list of Jobs, then costs more CPU than the operator)
+#   SCALE_SCANS             2 (default): a first scan and a steady-state one; 1: the first only
 #   SCALE_RECORD            append the run's result line to this file (e.g. docs/bench/scale.jsonl)
 #   CARGO_TARGET_DIR        where cargo builds (default ./target)
 #
@@ -35,7 +36,7 @@ findings=${2:-20}
 
 case $machines$findings in
 *[!0-9]*)
-	sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'
 	exit 2
 	;;
 esac

@@ -16,8 +16,9 @@
 //!
 //! ```
 //! use kube::CustomResourceExt;
-//! let crd = snapsentry_crds::SecretFinding::crd();
+//! let crd = snapsentry_crds::secret_finding_crd();
 //! assert_eq!(crd.spec.names.short_names.unwrap(), ["sf"]);
+//! assert!(crd.spec.versions[0].subresources.is_none());
 //! ```
 
 #![warn(missing_docs)]
@@ -57,11 +58,11 @@ pub const GROUP: &str = "snapsentry.io";
 pub const VERSION: &str = "v1alpha1";
 
 /// All CRDs, in the order `crdgen` prints them, with schemas the API server takes without a
-/// warning ([`tidy_schema`]).
+/// warning ([`tidy_schema`]). SecretFinding has no status subresource ([`secret_finding_crd`]).
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
     let mut crds = vec![
         ScanPolicy::crd(),
-        SecretFinding::crd(),
+        secret_finding_crd(),
         ScannedMachine::crd(),
         AttackPath::crd(),
         Recommendation::crd(),
@@ -78,6 +79,19 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
         }
     }
     crds
+}
+
+/// The SecretFinding CRD without the status subresource kube's derive adds: the operator writes
+/// a finding's labels and status in one request (a status subresource would ignore the labels,
+/// and a create its status), so a scan costs one request per new or changed finding. Who may
+/// change `status` is then up to admission: the chart's ValidatingAdmissionPolicy lets only the
+/// operator's service account (see `docs/contracts.md`).
+pub fn secret_finding_crd() -> CustomResourceDefinition {
+    let mut crd = SecretFinding::crd();
+    for version in &mut crd.spec.versions {
+        version.subresources = None;
+    }
+    crd
 }
 
 /// Formats the API server knows (`k8s.io/kube-openapi`'s format registry, as far as schemars

@@ -32,6 +32,10 @@ pub enum Error {
     /// an invalid object, RBAC); the API server's message.
     #[error("the API server refused the scanner Job: {0}")]
     JobRefused(String),
+    /// A ResourceQuota refused a machine's scanner Job and waiting could not help (none of the
+    /// scan's Jobs runs, or the scan waited `SNAPSENTRY_QUOTA_WAIT`); the API server's message.
+    #[error("a ResourceQuota refused the scanner Job: {0}")]
+    QuotaExceeded(String),
     /// Adding or removing the ScanPolicy finalizer failed.
     #[error("finalizer: {0}")]
     Finalizer(String),

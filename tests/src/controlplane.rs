@@ -424,16 +424,28 @@ impl ControlPlane {
     /// tokio runtime that built it, and each `#[tokio::test]` has its own runtime, so a client kept
     /// in a shared control plane would stop working when the test that built it ends.
     pub async fn client(&self) -> Result<kube::Client, Error> {
+        kube::Client::try_from(self.config().await?).map_err(Error::Client)
+    }
+
+    /// Like [`ControlPlane::client`], recording each request the client sends in `log`.
+    pub async fn client_logging(
+        &self,
+        log: &crate::requests::RequestLog,
+    ) -> Result<kube::Client, Error> {
+        let builder =
+            kube::client::ClientBuilder::try_from(self.config().await?).map_err(Error::Client)?;
+        Ok(builder.with_layer(&log.layer()).build())
+    }
+
+    async fn config(&self) -> Result<kube::Config, Error> {
         let kubeconfig_error = |source| Error::Kubeconfig {
             path: self.kubeconfig.clone(),
             source,
         };
         let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).map_err(kubeconfig_error)?;
-        let config =
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                .await
-                .map_err(kubeconfig_error)?;
-        kube::Client::try_from(config).map_err(Error::Client)
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(kubeconfig_error)
     }
 
     /// The admin kubeconfig file.

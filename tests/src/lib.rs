@@ -40,6 +40,7 @@ pub mod planted;
 pub mod process;
 pub mod python_fake;
 pub mod random;
+pub mod requests;
 pub mod results;
 pub mod sample;
 pub mod volume_protection;

@@ -37,6 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, ResourceQuota, Secret};
 use kube::ResourceExt as _;
@@ -49,6 +50,7 @@ use tokio::task::JoinHandle;
 
 use crate::controlplane::{self, ControlPlane, Options, create_namespace};
 use crate::jobrunner::{BlockDeviceResolver, JobRunner, JobRunnerOptions};
+use crate::requests::RequestLog;
 use crate::volume_protection::VolumeProtection;
 
 /// How often a wait polls the API server.
@@ -241,6 +243,9 @@ pub struct World<C> {
     pub cloud: C,
     /// The volume protection controllers, when the Setup has block devices.
     pub protection: Option<VolumeProtection>,
+    /// Every request the world's operators sent, through their own client.
+    pub operator_requests: RequestLog,
+    operator_client: kube::Client,
 }
 
 impl<C: Cloud> World<C> {
@@ -284,6 +289,8 @@ impl<C: Cloud> World<C> {
             },
         )
         .map_err(Error::io("starting the Job runner"))?;
+        let operator_requests = RequestLog::default();
+        let operator_client = cp.client_logging(&operator_requests).await?;
         Ok(World {
             cp,
             client,
@@ -295,6 +302,8 @@ impl<C: Cloud> World<C> {
             runner,
             cloud: setup.cloud,
             protection,
+            operator_requests,
+            operator_client,
         })
     }
 
@@ -326,7 +335,7 @@ impl<C: Cloud> World<C> {
         self.http = Arc::new(HttpState::default());
         let task = tokio::spawn(snapsentry_operator::run(
             config,
-            self.client.clone(),
+            self.operator_client.clone(),
             self.http.clone(),
             shutdown,
         ));
@@ -503,34 +512,75 @@ impl<C: Cloud> World<C> {
             .collect())
     }
 
-    /// A ResourceQuota `no-jobs` that refuses every Job in the namespace: the operator gets as
-    /// far as creating a Job and stops there (a cloud's snapshots are taken before).
+    /// An admission webhook that cannot be reached (`failurePolicy: Fail`), limited to the
+    /// namespace's Jobs: every Job creation fails with a server error, which the operator retries
+    /// as it is, so it gets as far as creating a Job and stops there (a cloud's snapshots are
+    /// taken before). The API server takes it into account within a moment.
     pub async fn forbid_jobs(&self) -> Result<(), Error> {
+        let webhook: ValidatingWebhookConfiguration = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": self.hold_jobs_name() },
+            "webhooks": [{
+                "name": "hold-jobs.snapsentry.test",
+                "clientConfig": { "url": "https://127.0.0.1:1/hold" },
+                "rules": [{
+                    "apiGroups": ["batch"], "apiVersions": ["v1"],
+                    "operations": ["CREATE"], "resources": ["jobs"]
+                }],
+                "failurePolicy": "Fail",
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "timeoutSeconds": 2,
+                "namespaceSelector": {
+                    "matchLabels": { "kubernetes.io/metadata.name": self.ns }
+                }
+            }]
+        }))?;
+        Api::<ValidatingWebhookConfiguration>::all(self.client.clone())
+            .create(&PostParams::default(), &webhook)
+            .await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Ok(())
+    }
+
+    /// Removes the webhook of [`World::forbid_jobs`]: Jobs are admitted again.
+    pub async fn allow_jobs(&self) -> Result<(), Error> {
+        Api::<ValidatingWebhookConfiguration>::all(self.client.clone())
+            .delete(&self.hold_jobs_name(), &DeleteParams::default())
+            .await?;
+        Ok(())
+    }
+
+    fn hold_jobs_name(&self) -> String {
+        format!("{}-hold-jobs", self.ns)
+    }
+
+    /// A ResourceQuota `job-quota` admitting `jobs` Jobs in the namespace (the API server counts
+    /// each Job created; with no quota controller running, none is ever given back).
+    pub async fn limit_jobs(&self, jobs: u32) -> Result<(), Error> {
         let mut quota = ResourceQuota::default();
-        quota.metadata.name = Some("no-jobs".into());
-        quota.spec = Some(serde_json::from_value(serde_json::json!({
-            "hard": { "count/jobs.batch": "0" }
-        }))?);
+        quota.metadata.name = Some("job-quota".into());
+        let hard = serde_json::json!({ "count/jobs.batch": jobs.to_string() });
+        quota.spec = Some(serde_json::from_value(serde_json::json!({ "hard": hard }))?);
         self.api::<ResourceQuota>()
             .create(&PostParams::default(), &quota)
             .await?;
         // The quota controller is not running: set the quota's usage so admission enforces it.
         self.api::<ResourceQuota>()
             .patch_status(
-                "no-jobs",
+                "job-quota",
                 &PatchParams::default(),
                 &Patch::Merge(serde_json::json!({ "status": {
-                    "hard": { "count/jobs.batch": "0" }, "used": { "count/jobs.batch": "0" }
+                    "hard": hard, "used": { "count/jobs.batch": "0" }
                 }})),
             )
             .await?;
         Ok(())
     }
 
-    /// Removes the quota of [`World::forbid_jobs`]: Jobs are admitted again.
-    pub async fn allow_jobs(&self) -> Result<(), Error> {
+    /// Removes the quota of [`World::limit_jobs`].
+    pub async fn unlimit_jobs(&self) -> Result<(), Error> {
         self.api::<ResourceQuota>()
-            .delete("no-jobs", &DeleteParams::default())
+            .delete("job-quota", &DeleteParams::default())
             .await?;
         Ok(())
     }

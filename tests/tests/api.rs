@@ -29,7 +29,8 @@ async fn crds_install_and_answer_kubectl_queries() -> Result<()> {
         "category",
     )?;
 
-    // A finding as the scanner and operator write it: spec by server-side apply, status after.
+    // A finding as the scanner and operator write it: spec by server-side apply, then the
+    // operator's status (and labels) in one apply of the object (no status subresource).
     let sf = snapsentry_tests::sample::finding("web-01-ssh-1");
     let api: Api<SecretFinding> = Api::namespaced(client.clone(), "snapsentry");
     let pp = PatchParams::apply("snapsentry-scanner").force();
@@ -38,6 +39,7 @@ async fn crds_install_and_answer_kubectl_queries() -> Result<()> {
         .context("apply finding")?;
     let status = serde_json::json!({
         "apiVersion": "snapsentry.io/v1alpha1", "kind": "SecretFinding",
+        "metadata": { "name": "web-01-ssh-1" },
         "status": SecretFindingStatus {
             state: Some(FindingState::Active),
             severity: Some(Severity::Critical),
@@ -48,13 +50,19 @@ async fn crds_install_and_answer_kubectl_queries() -> Result<()> {
             ..Default::default()
         }
     });
-    api.patch_status(
+    api.patch(
         "web-01-ssh-1",
         &PatchParams::apply("snapsentry-operator").force(),
         &Patch::Apply(&status),
     )
     .await
     .context("apply finding status")?;
+    let written = api.get("web-01-ssh-1").await?;
+    ensure!(
+        written.status.as_ref().and_then(|s| s.risk_score) == Some(95),
+        "the status was written with the object: {:?}",
+        written.status
+    );
 
     // The predefined query and its printer columns.
     let table = ok(

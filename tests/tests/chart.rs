@@ -2,7 +2,8 @@
 //! typos and wrong types, every template (all options on) and every example passing a server-side
 //! dry run, the values the operator reads reaching the scanner Job it builds, GitOps rendering
 //! with an existing fingerprint Secret, the documented CRD upgrade step, and the built-in `view`
-//! and `edit` roles reading and triaging findings through the chart's aggregated ClusterRoles.
+//! and `edit` roles reading and triaging findings through the chart's aggregated ClusterRoles,
+//! with only the operator writing a finding's status (the chart's ValidatingAdmissionPolicy).
 
 use std::collections::BTreeMap;
 
@@ -288,7 +289,7 @@ async fn gitops_rendering_uses_an_existing_fingerprint_secret() -> Result<()> {
 }
 
 /// A user bound to the built-in `view` role reads findings and cannot triage; one bound to `edit`
-/// triages.
+/// triages but cannot change a finding's status, which the operator's service account writes.
 #[tokio::test]
 async fn view_reads_findings_and_edit_triages() -> Result<()> {
     let cp = ControlPlane::shared().await?;
@@ -315,7 +316,14 @@ async fn view_reads_findings_and_edit_triages() -> Result<()> {
         )
         .await
         .context("apply the finding")?;
-    for (account, role) in [("reader", "view"), ("triager", "edit")] {
+    // The operator's service account, allowed to patch findings here through `edit` (the
+    // chart's own bindings belong to the tests' `snapsentry` namespace).
+    let operator_account = snapsentry_tests::chart_rbac::OPERATOR;
+    for (account, role) in [
+        ("reader", "view"),
+        ("triager", "edit"),
+        (operator_account, "edit"),
+    ] {
         let sa = ServiceAccount {
             metadata: ObjectMeta {
                 name: Some(account.into()),
@@ -383,6 +391,103 @@ async fn view_reads_findings_and_edit_triages() -> Result<()> {
     ensure!(
         patched.spec.triage.map(|t| t.note) == Some(Some("test key".into())),
         "triage not kept"
+    );
+    only_the_operator_writes_status(cp, &admin, ns, &triager).await
+}
+
+/// With the chart's ValidatingAdmissionPolicy (bound to namespace `ns` through
+/// `operator.watchNamespaces`), the operator's service account (of a release `snapsentry` in
+/// `ns`) writes a finding's status and `editor` (bound to `edit`) cannot change it, nor can anyone
+/// else create a finding with one.
+async fn only_the_operator_writes_status(
+    cp: &ControlPlane,
+    admin: &kube::Client,
+    ns: &str,
+    editor: &Api<SecretFinding>,
+) -> Result<()> {
+    let watch = format!("operator.watchNamespaces={{{ns}}}");
+    let args = [
+        "--set",
+        &watch,
+        "--show-only",
+        "templates/finding-status-policy.yaml",
+    ];
+    let rendered = render(cp, ns, &args)?;
+    ok(
+        cp.kubectl_with_file(&["apply", "-f", "-"], rendered.as_bytes())?,
+        "apply the finding status policy",
+    )?;
+    let operator: Api<SecretFinding> = Api::namespaced(
+        client_as(cp, ns, snapsentry_tests::chart_rbac::OPERATOR).await?,
+        ns,
+    );
+    let status = |risk: u32| {
+        serde_json::json!({
+            "apiVersion": "snapsentry.io/v1alpha1", "kind": "SecretFinding",
+            "metadata": { "name": "roles-web-01" },
+            "status": { "riskScore": risk },
+        })
+    };
+    let apply = PatchParams::apply("snapsentry-operator").force();
+    // The API server enforces a policy once it has loaded it: until the editor is refused.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let refused = loop {
+        operator
+            .patch("roles-web-01", &apply, &Patch::Apply(&status(40)))
+            .await
+            .context("the operator writes the status")?;
+        let forged = serde_json::json!({ "status": { "riskScore": 0 } });
+        match editor
+            .patch(
+                "roles-web-01",
+                &PatchParams::default(),
+                &Patch::Merge(&forged),
+            )
+            .await
+        {
+            Err(kube::Error::Api(s)) => break s,
+            Ok(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            other => bail!("edit changed a finding's status: {other:?}"),
+        }
+    };
+    ensure!(
+        refused.code == 403
+            && refused
+                .message
+                .contains("written by the snapsentry operator only"),
+        "{refused:?}"
+    );
+    let kept = editor.get("roles-web-01").await?;
+    ensure!(
+        kept.status.and_then(|s| s.risk_score) == Some(40),
+        "the operator's status stays"
+    );
+    // Triage still goes through, and so does the operator's next write.
+    let triage = serde_json::json!({"spec": {"triage": {"state": "accepted"}}});
+    editor
+        .patch(
+            "roles-web-01",
+            &PatchParams::default(),
+            &Patch::Merge(&triage),
+        )
+        .await
+        .context("edit triages under the policy")?;
+    operator
+        .patch("roles-web-01", &apply, &Patch::Apply(&status(41)))
+        .await
+        .context("the operator writes the status again")?;
+    // A finding created with a status by anyone else is refused too.
+    let mut sf = snapsentry_tests::sample::finding("roles-web-02");
+    sf.status = Some(Default::default());
+    sf.status.as_mut().unwrap().risk_score = Some(99);
+    let created = Api::<SecretFinding>::namespaced(admin.clone(), ns)
+        .create(&PostParams::default(), &sf)
+        .await;
+    ensure!(
+        matches!(&created, Err(kube::Error::Api(s)) if s.code == 403),
+        "a finding created with a status: {created:?}"
     );
     Ok(())
 }

@@ -14,7 +14,6 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, ensure};
 use aws_sdk_ec2::types::Filter;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::ResourceQuota;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use snapsentry_crds::{AttackPath, MachinePhase, Recommendation, ScanPolicy, SecretFinding};
@@ -435,8 +434,8 @@ async fn a_killed_scanner_leaves_no_snapshot() -> Result<()> {
     Ok(())
 }
 
-/// The operator dies after taking the snapshots and before its Jobs exist (here: a quota forbids
-/// Jobs, so every attempt stops right there), and a new operator finishes the scan: the snapshots
+/// The operator dies after taking the snapshots and before its Jobs exist (here: an unreachable
+/// admission webhook fails every Job creation, so every attempt stops right there), and a new operator finishes the scan: the snapshots
 /// are taken once, reused, and deleted at the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_restarted_before_its_jobs_takes_no_second_snapshot() -> Result<()> {
@@ -445,7 +444,7 @@ async fn an_operator_restarted_before_its_jobs_takes_no_second_snapshot() -> Res
     w.start_operator()?;
     apply_policy(&w, "aws-restart", None).await?;
 
-    // Wait for the first machine's snapshot; its Job is refused, so the operator retries (every
+    // Wait for the first machine's snapshot; its Job creation fails, so the operator retries (every
     // 5 s) from the top: each retry must find and reuse the snapshot, never take another.
     wait_for_a_snapshot(&w).await?;
     tokio::time::sleep(Duration::from_secs(12)).await;
@@ -468,9 +467,7 @@ async fn an_operator_restarted_before_its_jobs_takes_no_second_snapshot() -> Res
     );
 
     w.stop_operator().await?;
-    w.api::<ResourceQuota>()
-        .delete("no-jobs", &DeleteParams::default())
-        .await?;
+    w.allow_jobs().await?;
     w.start_operator()?;
     let p = wait_scan_finished(&w, "aws-restart", 240).await?;
     let counts = p.status.and_then(|s| s.machines).context("counts")?;

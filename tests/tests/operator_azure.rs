@@ -430,8 +430,8 @@ async fn a_killed_azure_scanner_leaves_no_snapshot_nor_grant() -> Result<()> {
     Ok(())
 }
 
-/// The operator dies after taking a snapshot and before its Job exists (a quota refuses Jobs,
-/// so every attempt stops there), and a new operator finishes the scan: each disk is
+/// The operator dies after taking a snapshot and before its Job exists (an unreachable admission
+/// webhook fails every Job creation, so every attempt stops there), and a new operator finishes the scan: each disk is
 /// snapshotted once, the snapshot reused, and everything released at the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_azure_operator_restarted_before_its_jobs_takes_no_second_snapshot() -> Result<()> {
@@ -444,7 +444,7 @@ async fn an_azure_operator_restarted_before_its_jobs_takes_no_second_snapshot() 
     w.start_operator()?;
     apply_policy(&w, "azure-restart", None).await?;
     wait_for_a_snapshot(&w).await?;
-    // The refused Job makes the operator retry from the top (every 5 s): each retry must find
+    // The failed Job creation makes the operator retry from the top (every 5 s): each retry must find
     // the snapshot and reuse it.
     tokio::time::sleep(Duration::from_secs(12)).await;
     let taken = w.cloud.snapshots()?;
@@ -453,7 +453,10 @@ async fn an_azure_operator_restarted_before_its_jobs_takes_no_second_snapshot() 
         "one snapshot of the first machine's disk, however often it retried: {taken:?}, {} PUTs",
         w.cloud.snapshot_puts()?
     );
-    ensure!(w.jobs().await?.is_empty(), "a Job despite the quota");
+    ensure!(
+        w.jobs().await?.is_empty(),
+        "a Job despite the failing webhook"
+    );
 
     w.stop_operator().await?;
     w.allow_jobs().await?;

@@ -375,7 +375,7 @@ async fn a_disk_quota_error_degrades_the_policy_and_the_next_scan_recovers() -> 
 }
 
 /// The operator dies after making the scanner's disk (and its volume) and before the Job exists
-/// (a quota refuses Jobs, so every attempt stops there), and a new operator finishes the scan:
+/// (an unreachable admission webhook fails every Job creation, so every attempt stops there), and a new operator finishes the scan:
 /// one disk however often it retried, reused, and everything released at the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gcp_operator_restarted_before_its_job_makes_no_second_disk() -> Result<()> {
@@ -392,7 +392,7 @@ async fn a_gcp_operator_restarted_before_its_job_makes_no_second_disk() -> Resul
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // The refused Job makes the operator retry from the top (every 5 s): each retry must find
+    // The failed Job creation makes the operator retry from the top (every 5 s): each retry must find
     // the disk and reuse it.
     tokio::time::sleep(Duration::from_secs(12)).await;
     let (disks, snapshots) = w.cloud.gce.leftovers()?;
@@ -401,7 +401,10 @@ async fn a_gcp_operator_restarted_before_its_job_makes_no_second_disk() -> Resul
         "one snapshot and one disk of the first machine, however often it retried: disks \
          {disks:?}, snapshots {snapshots:?}"
     );
-    ensure!(w.jobs().await?.is_empty(), "a Job despite the quota");
+    ensure!(
+        w.jobs().await?.is_empty(),
+        "a Job despite the failing webhook"
+    );
 
     w.stop_operator().await?;
     w.allow_jobs().await?;

@@ -54,6 +54,7 @@ metadata:
     snapsentry.io/machine: $m
     snapsentry.io/cloud: image
     snapsentry.io/secret-type: aws-access-key
+    snapsentry.io/state: active
 spec:
   policy: $p
   machine: $m
@@ -755,35 +756,74 @@ async fn admit_jobs_of(w: &World, machine: &str) -> Result<()> {
     Ok(())
 }
 
-/// Fair progress. A quota that refuses every Job: the scan waits, visibly (`Degraded`
-/// `JobsRefused`, a `JobRefused` event), and goes on once Jobs are admitted. Then an admission
-/// policy that denies one machine's Job: that machine fails with the API server's reason (its
-/// `Scanned` condition, a `MachineScanFailed` event, the policy `Degraded`) while the other
-/// machines of the scan are scanned.
+/// Fair progress. A quota of one Job and a scan of three machines, three at a time: db-01
+/// (first in line) gets the Job; web-01 and web-02 are refused while it runs and wait, visibly
+/// (`JobsRefused` events), then fail with the quota's reason (`QuotaExceeded`, a
+/// `MachineScanFailed` event, the policy `Degraded`) once none of the scan's Jobs runs, and the
+/// scan finishes. Without the quota all three are scanned. Then an admission policy that denies
+/// one machine's Job: that machine fails with the API server's reason while the other machines
+/// of the scan are scanned.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_job_fails_its_machine_and_the_others_go_on() -> Result<()> {
-    let mut w = images_world("op-refused", "0.2").await?;
-    w.forbid_jobs().await?;
-    create_policy(&w, "lab", &["db-01", "web-01", "web-02"], 1).await?;
-    w.wait_policy(
-        "lab",
-        "Degraded=True JobsRefused",
-        Duration::from_secs(60),
-        |p| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Degraded"))
-                .is_some_and(|c| c.status == "True" && c.reason == "JobsRefused")
-        },
-    )
-    .await?;
-    ensure!(w.jobs().await?.is_empty(), "a Job despite the quota");
-    ensure!(
-        w.event_reasons().await?.iter().any(|r| r == "JobRefused"),
-        "a JobRefused event"
+    let mut w = images_world("op-refused", "1").await?;
+    w.limit_jobs(1).await?;
+    create_policy(&w, "lab", &["db-01", "web-01", "web-02"], 3).await?;
+    let quota = wait_scan_finished(&w, "lab", None).await?;
+    let m = quota.status.as_ref().unwrap().machines.clone().unwrap();
+    ensure!((m.scanned, m.failed) == (1, 2), "{m:?}");
+    let degraded = condition(&quota, "Degraded").context("Degraded")?;
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "MachinesFailed")
     );
-    w.allow_jobs().await?;
-    let first = wait_scan_finished(&w, "lab", None).await?;
+    ensure!(
+        degraded.message.contains("lab-web-01") && degraded.message.contains("exceeded quota"),
+        "{}",
+        degraded.message
+    );
+    let jobs = w.jobs().await?;
+    ensure!(
+        jobs.len() == 1,
+        "one Job under a quota of one: {}",
+        jobs.len()
+    );
+    let db_done = jobs[0]
+        .status
+        .as_ref()
+        .and_then(|s| s.completion_time.clone())
+        .context("db-01's Job completed")?;
+    let machines = w.machines().await?;
+    assert_eq!(phase(&machines["lab-db-01"]), Some(MachinePhase::Scanned));
+    for web in ["lab-web-01", "lab-web-02"] {
+        assert_eq!(phase(&machines[web]), Some(MachinePhase::Failed), "{web}");
+        let scanned = condition_of(&machines[web], "Scanned").context("Scanned")?;
+        assert_eq!(
+            (scanned.status.as_str(), scanned.reason.as_str()),
+            ("False", "QuotaExceeded"),
+            "{web}"
+        );
+        ensure!(
+            scanned.message.contains("exceeded quota: job-quota"),
+            "the API server's reason: {}",
+            scanned.message
+        );
+        // They waited while db-01's Job ran, and failed only once nothing could free the quota.
+        ensure!(
+            scanned.last_transition_time.0 >= db_done.0,
+            "{web} failed at {} before db-01's Job ended at {}",
+            scanned.last_transition_time.0,
+            db_done.0
+        );
+    }
+    let reasons = w.event_reasons().await?;
+    for reason in ["JobRefused", "MachineScanFailed"] {
+        ensure!(reasons.iter().any(|r| r == reason), "a {reason} event");
+    }
+
+    w.unlimit_jobs().await?;
+    let quota_id = quota.status.as_ref().unwrap().scan_id.clone();
+    w.scan_now("lab", "1").await?;
+    let first = wait_scan_finished(&w, "lab", quota_id.as_deref()).await?;
     let m = first.status.as_ref().unwrap().machines.clone().unwrap();
     ensure!((m.scanned, m.failed) == (3, 0), "{m:?}");
     assert_eq!(
@@ -800,10 +840,7 @@ async fn a_refused_job_fails_its_machine_and_the_others_go_on() -> Result<()> {
     admit_jobs_of(&w, "lab-db-01").await?;
     let second = second?;
     let m = second.status.as_ref().unwrap().machines.clone().unwrap();
-    ensure!(
-        (m.scanned, m.failed) == (2, 1),
-        "db-01 (first in line, concurrency 1) failed alone: {m:?}"
-    );
+    ensure!((m.scanned, m.failed) == (2, 1), "db-01 failed alone: {m:?}");
     let degraded = condition(&second, "Degraded").context("Degraded")?;
     assert_eq!(
         (degraded.status.as_str(), degraded.reason.as_str()),
@@ -863,4 +900,79 @@ fn condition_of<'a>(
         .conditions
         .iter()
         .find(|c| c.type_ == type_)
+}
+
+/// The operator's requests that wrote SecretFinding `name`s (anything but a read), by finding,
+/// and those sent to a finding's `status` (a subresource SecretFinding does not have).
+fn finding_writes(w: &World) -> (std::collections::BTreeMap<String, usize>, usize) {
+    let prefix = format!(
+        "/apis/snapsentry.io/v1alpha1/namespaces/{}/secretfindings/",
+        w.ns
+    );
+    let mut writes = std::collections::BTreeMap::new();
+    let mut to_status = 0;
+    for r in w.operator_requests.all() {
+        let Some(rest) = r.path.strip_prefix(&prefix) else {
+            continue;
+        };
+        if rest.ends_with("/status") {
+            to_status += 1;
+        } else if r.method.as_str() != "GET" {
+            *writes.entry(rest.to_owned()).or_insert(0) += 1;
+        }
+    }
+    (writes, to_status)
+}
+
+/// One request per new or changed finding, counted as the operator's client sends them: a first
+/// scan's findings each get one server-side apply carrying the operator's labels and status
+/// together; the next scan writes each at most once; nothing goes to a status subresource.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_per_new_or_changed_finding() -> Result<()> {
+    let mut w = images_world("op-requests", "0.2").await?;
+    create_policy(&w, "lab", &["web-01", "web-02", "db-01"], 3).await?;
+    let first = wait_scan_finished(&w, "lab", None).await?;
+    let findings = w
+        .api::<SecretFinding>()
+        .list(&ListParams::default())
+        .await?
+        .items;
+    ensure!(findings.len() == 3, "{} findings", findings.len());
+    let (writes, to_status) = finding_writes(&w);
+    ensure!(
+        to_status == 0,
+        "{to_status} requests to a status subresource"
+    );
+    for f in &findings {
+        let name = f.name_any();
+        ensure!(
+            writes.get(&name) == Some(&1),
+            "{name}: {:?} writes in the first scan",
+            writes.get(&name)
+        );
+        // The one request wrote both parts.
+        let status = f.status.as_ref().context("status")?;
+        ensure!(
+            status.severity.is_some() && status.state.is_some(),
+            "{status:?}"
+        );
+        ensure!(f.labels().contains_key(labels::NEW), "{:?}", f.labels());
+    }
+    ensure!(writes.len() == 3, "writes to other findings: {writes:?}");
+
+    w.operator_requests.clear();
+    w.scan_now("lab", "2").await?;
+    let first_id = first.status.as_ref().unwrap().scan_id.clone();
+    wait_scan_finished(&w, "lab", first_id.as_deref()).await?;
+    let (writes, to_status) = finding_writes(&w);
+    ensure!(
+        to_status == 0,
+        "{to_status} requests to a status subresource"
+    );
+    ensure!(
+        writes.values().all(|n| *n <= 1),
+        "at most one write per finding in the second scan: {writes:?}"
+    );
+    w.stop_operator().await?;
+    Ok(())
 }

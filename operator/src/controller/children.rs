@@ -1,5 +1,5 @@
 //! "Apply children" planning, as pure functions: which owned objects to write or delete so the
-//! cluster matches what correlation wants, which findings need a status patch, and how a scanner
+//! cluster matches what correlation wants, which findings need writing, and how a scanner
 //! Job ended.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -51,7 +51,8 @@ pub struct FindingWrite<'a> {
 }
 
 /// Updates whose status or `snapsentry.io/*` labels differ from the finding as it is (findings
-/// no longer there are skipped), with what differs: only that part is written.
+/// no longer there are skipped), with what differs; each is written in one request, labels and
+/// status together.
 pub fn changed_findings<'a>(
     findings: &[SecretFinding],
     updates: &'a [FindingUpdate],

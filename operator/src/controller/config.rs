@@ -12,6 +12,9 @@ use crate::job::{DEFAULT_TIMEOUT_SECONDS, JobSettings, ScannerPodDefaults};
 /// Default of [`Config::snapshot_ttl`].
 pub const DEFAULT_SNAPSHOT_TTL: SignedDuration = SignedDuration::from_hours(24);
 
+/// Default of [`Config::quota_wait`].
+pub const DEFAULT_QUOTA_WAIT: SignedDuration = SignedDuration::from_mins(30);
+
 /// Default of [`Config::write_concurrency`].
 pub const DEFAULT_WRITE_CONCURRENCY: usize = 16;
 
@@ -62,6 +65,11 @@ pub struct Config {
     /// `SNAPSENTRY_SNAPSHOT_TTL` (Go-style duration, default `24h`): snapshots a policy's scans
     /// left behind are deleted by the sweep at the next scan once they are this old.
     pub snapshot_ttl: SignedDuration,
+    /// `SNAPSENTRY_QUOTA_WAIT` (Go-style duration, default `30m`): how long a scan waits for a
+    /// ResourceQuota that refuses its scanner Jobs while other Jobs of the scan run (they free
+    /// quota as they end); past it, or at once when none of the scan's Jobs runs, the refused
+    /// machines fail (`QuotaExceeded`) and the scan goes on.
+    pub quota_wait: SignedDuration,
     /// `SNAPSENTRY_SCANNER_AWS_CREDENTIALS_SECRET`: Secret in [`Self::namespace`] (keys
     /// `accessKeyId`, `secretAccessKey`, optional `sessionToken`) whose credentials scanner Jobs
     /// of AWS machines get; unset, they use their service account's identity (IRSA).
@@ -133,13 +141,14 @@ impl Config {
             })
             .transpose()?
             .unwrap_or(DEFAULT_TIMEOUT_SECONDS);
-        let snapshot_ttl = var("SNAPSENTRY_SNAPSHOT_TTL")
-            .map(|v| {
+        let go_duration = |k: &str, default: SignedDuration| -> Result<SignedDuration> {
+            var(k).map_or(Ok(default), |v| {
                 crate::correlate::parse_go_duration(&v)
-                    .map_err(|e| Error::Config(format!("SNAPSENTRY_SNAPSHOT_TTL: {e}")))
+                    .map_err(|e| Error::Config(format!("{k}: {e}")))
             })
-            .transpose()?
-            .unwrap_or(DEFAULT_SNAPSHOT_TTL);
+        };
+        let snapshot_ttl = go_duration("SNAPSENTRY_SNAPSHOT_TTL", DEFAULT_SNAPSHOT_TTL)?;
+        let quota_wait = go_duration("SNAPSENTRY_QUOTA_WAIT", DEFAULT_QUOTA_WAIT)?;
         let scanner_pod = var("SNAPSENTRY_SCANNER_POD")
             .map(|v| {
                 ScannerPodDefaults::from_json(&v)
@@ -178,6 +187,7 @@ impl Config {
             scanner_pod,
             scanner_timeout_seconds,
             snapshot_ttl,
+            quota_wait,
             scanner_aws_credentials_secret: var("SNAPSENTRY_SCANNER_AWS_CREDENTIALS_SECRET")
                 .filter(|s| !s.is_empty()),
             pod_name,
@@ -257,6 +267,7 @@ mod tests {
         assert_eq!(c.listen.port(), 8080);
         assert_eq!(c.job_settings().ttl_seconds_after_finished, 3600);
         assert_eq!(c.snapshot_ttl, SignedDuration::from_hours(24));
+        assert_eq!(c.quota_wait, SignedDuration::from_mins(30));
         assert_eq!(c.write_concurrency, DEFAULT_WRITE_CONCURRENCY);
         assert_eq!(c.job_settings().max_findings, 500);
     }
@@ -281,6 +292,7 @@ mod tests {
             ("SNAPSENTRY_SCANNER_TIMEOUT_SECONDS", "600"),
             ("SNAPSENTRY_JOB_TTL_SECONDS", "60"),
             ("SNAPSENTRY_SNAPSHOT_TTL", "90m"),
+            ("SNAPSENTRY_QUOTA_WAIT", "5m"),
             (
                 "SNAPSENTRY_SCANNER_POD",
                 r#"{"imagePullSecrets":[{"name":"regcred"}],"priorityClassName":""}"#,
@@ -306,6 +318,7 @@ mod tests {
         assert_eq!(s.pod_defaults.image_pull_secrets[0].name, "regcred");
         assert!(c.leader_election);
         assert_eq!(c.snapshot_ttl, SignedDuration::from_mins(90));
+        assert_eq!(c.quota_wait, SignedDuration::from_mins(5));
         assert_eq!((c.write_concurrency, s.max_findings), (4, 100));
         // The chart renders an empty list as "".
         let mut vars = BASE.to_vec();
@@ -332,6 +345,7 @@ mod tests {
         );
         for (k, v) in [
             ("SNAPSENTRY_WRITE_CONCURRENCY", "0"),
+            ("SNAPSENTRY_QUOTA_WAIT", "soon"),
             ("SNAPSENTRY_MAX_FINDINGS_PER_MACHINE", "501"),
             ("SNAPSENTRY_MAX_FINDINGS_PER_MACHINE", "many"),
         ] {

@@ -243,8 +243,13 @@ impl<'a> Bounded<'a> {
     }
 }
 
-/// Patch finding statuses and the operator's labels, only the parts that changed, one request
-/// per part; delete findings past retention.
+/// Write the operator's labels and status of each finding where either differs from the finding
+/// as it is, in one server-side apply (SecretFinding has no status subresource: the request that
+/// sets the labels sets the status); delete findings past retention.
+///
+/// Every apply carries all of the operator's labels and the whole status: a field the operator
+/// owned and leaves out of an apply is removed, which is how a label that no longer applies
+/// (`snapsentry.io/target`) goes.
 async fn write_findings(
     scope: &Scope<'_>,
     findings: &[SecretFinding],
@@ -253,41 +258,29 @@ async fn write_findings(
     let api = &scope.api::<SecretFinding>();
     let params = &PatchParams::apply(contract::OPERATOR).force();
     let writes = changed_findings(findings, &correlation.findings);
-    tracing::info!(policy = %scope.name, findings = findings.len(), changed = writes.len(), "writing findings");
+    let (labels, status) = writes.iter().fold((0, 0), |(l, s), w| {
+        (l + usize::from(w.labels), s + usize::from(w.status))
+    });
+    tracing::info!(policy = %scope.name, findings = findings.len(), changed = writes.len(), labels, status, "writing findings");
     let mut requests = Bounded::new(scope);
     for w in writes {
         let update = w.update;
-        if w.labels {
-            let labels: BTreeMap<&str, &String> = OPERATOR_FINDING_LABELS
-                .iter()
-                .filter_map(|k| Some((*k, update.labels.get(*k)?)))
-                .collect();
-            let meta = serde_json::json!({
-                "apiVersion": SecretFinding::api_version(&()),
-                "kind": SecretFinding::kind(&()),
-                "metadata": { "name": update.name, "labels": labels },
-            });
-            let patch = async move {
-                api.patch(&update.name, params, &Patch::Apply(&meta))
-                    .await?;
-                Ok(())
-            };
-            requests.push(patch.boxed()).await?;
-        }
-        if w.status {
-            let status = serde_json::json!({
-                "apiVersion": SecretFinding::api_version(&()),
-                "kind": SecretFinding::kind(&()),
-                "metadata": { "name": update.name },
-                "status": update.status,
-            });
-            let patch = async move {
-                api.patch_status(&update.name, params, &Patch::Apply(&status))
-                    .await?;
-                Ok(())
-            };
-            requests.push(patch.boxed()).await?;
-        }
+        let labels: BTreeMap<&str, &String> = OPERATOR_FINDING_LABELS
+            .iter()
+            .filter_map(|k| Some((*k, update.labels.get(*k)?)))
+            .collect();
+        let body = serde_json::json!({
+            "apiVersion": SecretFinding::api_version(&()),
+            "kind": SecretFinding::kind(&()),
+            "metadata": { "name": update.name, "labels": labels },
+            "status": update.status,
+        });
+        let patch = async move {
+            api.patch(&update.name, params, &Patch::Apply(&body))
+                .await?;
+            Ok(())
+        };
+        requests.push(patch.boxed()).await?;
     }
     for name in &correlation.to_delete {
         requests.push(delete_if_present(api, name).boxed()).await?;

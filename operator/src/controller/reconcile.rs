@@ -235,7 +235,11 @@ async fn advance_scan(
     now: Timestamp,
 ) -> Result<bool> {
     let mut view = jobs::sync_machines(scope, scan_id, now).await?;
-    let refused = start::start_next(scope, &mut view, scan_id, now).await?;
+    // Since when the scan has waited for a quota: the `JobsRefused` condition's transition.
+    let waiting_since = condition(&status.conditions, "Degraded")
+        .filter(|c| c.status == "True" && c.reason == "JobsRefused")
+        .map(|c| c.last_transition_time.0);
+    let refused = start::start_next(scope, &mut view, scan_id, waiting_since, now).await?;
     snapshots::report_active(scope, &view);
     let counts = machine_counts(&view);
     status.machines = Some(counts.clone());
@@ -244,7 +248,12 @@ async fn advance_scan(
     }
     let generation = scope.policy.metadata.generation;
     if let Some(message) = refused {
-        // A quota refuses the scanner Jobs: visible on the policy while the scan waits.
+        // A quota refuses the scanner Jobs: visible on the policy while the scan waits, the
+        // condition's transition time saying since when (a `Degraded` of failed machines
+        // before is not waiting).
+        if waiting_since.is_none() {
+            status.conditions.retain(|c| c.type_ != "Degraded");
+        }
         set_condition(
             &mut status.conditions,
             "Degraded",

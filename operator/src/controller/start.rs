@@ -2,7 +2,7 @@
 //! read access, given its block volumes (a PersistentVolume and claim each) and grant Secret, and
 //! its scanner Job — or failed before having one, with what was prepared released.
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::PostParams;
@@ -25,8 +25,9 @@ use crate::job::{JobRequest, scanner_job};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JobRefusal {
     /// A ResourceQuota of the namespace is used up: every Job there is refused alike until Jobs
-    /// end or the quota grows, so starting other machines would only take more snapshots. The
-    /// scan waits (the policy `Degraded`, a Warning event) and tries again.
+    /// end or the quota grows, so starting other machines would only take more snapshots. While
+    /// other Jobs of the scan run (they free quota as they end) the scan waits (the policy
+    /// `Degraded` `JobsRefused`, a Warning event) and tries again; see [`quota_verdict`].
     Quota,
     /// Refused for this Job (an admission webhook or ValidatingAdmissionPolicy, an invalid
     /// object, RBAC, a missing namespace): the machine fails with the reason, the others go on.
@@ -43,21 +44,57 @@ pub fn job_refusal(status: &kube::core::Status) -> Option<JobRefusal> {
     }
 }
 
+/// What becomes of a machine whose scanner Job a ResourceQuota refuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuotaVerdict {
+    /// Other Jobs of the scan run and free quota as they end: try again later.
+    Wait,
+    /// Waiting cannot help, or did not: the machine fails (`QuotaExceeded`).
+    Fail,
+}
+
+/// A quota refusal's verdict, given how many other machines of the scan have a Job running
+/// (`running`), since when the scan has been waiting for quota (`waiting_since`, `None` when it
+/// was not) and how long it may (`wait`, `SNAPSENTRY_QUOTA_WAIT`).
+pub fn quota_verdict(
+    running: usize,
+    waiting_since: Option<Timestamp>,
+    now: Timestamp,
+    wait: SignedDuration,
+) -> QuotaVerdict {
+    if running == 0 {
+        return QuotaVerdict::Fail;
+    }
+    match waiting_since {
+        Some(since) if now.duration_since(since) >= wait => QuotaVerdict::Fail,
+        _ => QuotaVerdict::Wait,
+    }
+}
+
 /// Start the next machines under the policy's concurrency limit. A machine whose Job the API
-/// server refuses fails alone; a quota refusal stops the round and is returned (the scan waits).
+/// server refuses fails alone; so does one a quota refuses when [`quota_verdict`] says waiting
+/// cannot help. Otherwise a quota refusal stops the round and is returned (the scan waits;
+/// `waiting_since` is when it began to).
 pub(super) async fn start_next(
     scope: &Scope<'_>,
     view: &mut [ScannedMachine],
     scan_id: &str,
+    waiting_since: Option<Timestamp>,
     now: Timestamp,
 ) -> Result<Option<String>> {
     let next: Vec<String> = next_to_start(scope.policy, view)
         .iter()
         .map(|m| m.name_any())
         .collect();
+    let wait = scope.ctx.config.quota_wait;
     for name in next {
+        let running = view
+            .iter()
+            .filter(|m| m.name_any() != name && is_running(m))
+            .count();
+        let verdict = quota_verdict(running, waiting_since, now, wait);
         if let Some(m) = view.iter_mut().find(|m| m.name_any() == name) {
-            match start_machine(scope, m, scan_id, now).await {
+            match start_machine(scope, m, scan_id, verdict, now).await {
                 Ok(()) => {}
                 Err(Error::Kube(kube::Error::Api(s)))
                     if job_refusal(&s) == Some(JobRefusal::Quota) =>
@@ -66,7 +103,7 @@ pub(super) async fn start_next(
                         "the scanner Job of machine {name} was refused, the scan waits: {}",
                         s.message
                     );
-                    tracing::warn!(policy = %scope.name, machine = %name, %scan_id, error = %s.message, "scanner Job refused by a quota; retrying");
+                    tracing::warn!(policy = %scope.name, machine = %name, %scan_id, running, error = %s.message, "scanner Job refused by a quota while other Jobs run; retrying");
                     scope
                         .event(
                             EventType::Warning,
@@ -84,13 +121,23 @@ pub(super) async fn start_next(
     Ok(None)
 }
 
+/// Whether a machine's scanner Job runs (or is being prepared) in the current view.
+fn is_running(m: &ScannedMachine) -> bool {
+    matches!(
+        m.status.as_ref().and_then(|s| s.phase),
+        Some(MachinePhase::Snapshotting | MachinePhase::Scanning)
+    )
+}
+
 /// Snapshot a machine, grant the scanner read access, create its block volumes (PersistentVolume
 /// and claim each, if the provider has any), record it as `Scanning` in this scan, and create its
-/// grant Secret (if the provider granted anything) and its Job if absent.
+/// grant Secret (if the provider granted anything) and its Job if absent. A quota refusal of
+/// the Job fails the machine when `quota` says so and is returned otherwise.
 async fn start_machine(
     scope: &Scope<'_>,
     m: &mut ScannedMachine,
     scan_id: &str,
+    quota: QuotaVerdict,
     now: Timestamp,
 ) -> Result<()> {
     let name = m.name_any();
@@ -197,6 +244,15 @@ async fn start_machine(
             snapshots::release_finished(scope, m, scan_id).await;
             return Ok(());
         }
+        Err(kube::Error::Api(s))
+            if quota == QuotaVerdict::Fail && job_refusal(&s) == Some(JobRefusal::Quota) =>
+        {
+            let e = Error::QuotaExceeded(s.message);
+            tracing::warn!(policy = %scope.name, machine = %name, job = %job_name, error = %e, "scanner Job refused by a quota and waiting cannot help; the machine fails");
+            fail_before_job(scope, m, scan_id, "QuotaExceeded", "CreateJob", &e, now).await?;
+            snapshots::release_finished(scope, m, scan_id).await;
+            return Ok(());
+        }
         Err(e) => return Err(e.into()),
     };
     if let Some(secret) = &secret_name {
@@ -211,7 +267,7 @@ async fn start_machine(
 }
 
 /// Machine `m` failed in scan `scan_id` before its Job existed (`reason` `SnapshotFailed`,
-/// `GrantFailed`, `VolumeFailed` or `JobRefused`): record it in its status, with a Warning event (`action`).
+/// `GrantFailed`, `VolumeFailed`, `JobRefused` or `QuotaExceeded`): record it in its status, with a Warning event (`action`).
 async fn fail_before_job(
     scope: &Scope<'_>,
     m: &mut ScannedMachine,
@@ -286,5 +342,20 @@ mod tests {
         assert_eq!(refusal(500, "InternalError", unreachable), None);
         assert_eq!(refusal(503, "ServiceUnavailable", ""), None);
         assert_eq!(refusal(409, "AlreadyExists", "exists"), None);
+    }
+
+    #[test]
+    fn a_quota_refusal_waits_only_while_it_can_help() {
+        let now: Timestamp = "2026-12-07T04:00:00Z".parse().unwrap();
+        let wait = SignedDuration::from_mins(30);
+        let ago = |mins| Some(now - SignedDuration::from_mins(mins));
+        // No other Job runs: nothing will free the quota.
+        assert_eq!(quota_verdict(0, None, now, wait), QuotaVerdict::Fail);
+        assert_eq!(quota_verdict(0, ago(1), now, wait), QuotaVerdict::Fail);
+        // Others run: wait, up to the bound.
+        assert_eq!(quota_verdict(3, None, now, wait), QuotaVerdict::Wait);
+        assert_eq!(quota_verdict(3, ago(29), now, wait), QuotaVerdict::Wait);
+        assert_eq!(quota_verdict(3, ago(30), now, wait), QuotaVerdict::Fail);
+        assert_eq!(quota_verdict(1, ago(90), now, wait), QuotaVerdict::Fail);
     }
 }

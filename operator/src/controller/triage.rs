@@ -4,19 +4,15 @@
 //! scan. Counts, attack paths and recommendations follow at the next scan's correlation.
 //!
 //! The watch keeps no store (a finding is looked at as its event passes, never cached: memory
-//! does not grow with the findings) and writes only when the label is wrong. It writes the
-//! operator's labels as server-side apply with the operator's field manager — all of them, at
-//! their current values, so applying one label never drops the operator's ownership of the
-//! others.
+//! does not grow with the findings) and writes only when the label is wrong: a merge patch of
+//! the state label alone (see [`apply_triage`]).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::watcher;
-use snapsentry_crds::contract::{self, OPERATOR_FINDING_LABELS};
+use snapsentry_crds::contract;
 use snapsentry_crds::label_value::state_value;
 use snapsentry_crds::{FindingState, SecretFinding, labels};
 use tokio::sync::watch;
@@ -24,9 +20,9 @@ use tokio::sync::watch;
 use super::Context;
 use crate::error::Result;
 
-/// The operator's labels a finding should carry when its state label is not what its status and
-/// triage say; `None` when it is right (or the finding is not one of a policy's).
-pub fn relabel(finding: &SecretFinding) -> Option<BTreeMap<String, String>> {
+/// The state label a finding should carry when it does not carry it already (what its status
+/// and triage say); `None` when it is right (or the finding is not one of a policy's).
+pub fn relabel(finding: &SecretFinding) -> Option<&'static str> {
     let current = finding.metadata.labels.as_ref()?;
     current.get(labels::POLICY)?;
     let state = finding
@@ -35,15 +31,7 @@ pub fn relabel(finding: &SecretFinding) -> Option<BTreeMap<String, String>> {
         .and_then(|s| s.state)
         .unwrap_or(FindingState::Active);
     let want = state_value(state, finding.spec.triage.as_ref().map(|t| t.state));
-    if current.get(labels::STATE).map(String::as_str) == Some(want) {
-        return None;
-    }
-    let mut out: BTreeMap<String, String> = OPERATOR_FINDING_LABELS
-        .iter()
-        .filter_map(|k| Some(((*k).to_owned(), current.get(*k)?.clone())))
-        .collect();
-    out.insert(labels::STATE.to_owned(), want.to_owned());
-    Some(out)
+    (current.get(labels::STATE).map(String::as_str) != Some(want)).then_some(want)
 }
 
 /// Watch the findings of `api` until `shutdown`, relabelling triaged ones.
@@ -68,27 +56,26 @@ async fn watch_findings(api: Api<SecretFinding>, mut shutdown: watch::Receiver<b
     }
 }
 
-/// Writes the state label `f` should carry, if it does not.
+/// Writes the state label `f` should carry, if it does not: a merge patch of that one label.
+/// (Not a server-side apply with the operator's field manager: on a SecretFinding, which has no
+/// status subresource, an apply of labels alone would drop the operator's ownership of the
+/// status the scan's apply wrote, and with it the status.) The scan's next apply takes the label
+/// back into the operator's ownership.
 async fn apply_triage(api: &Api<SecretFinding>, f: &SecretFinding) -> Result<()> {
-    let Some(wanted) = relabel(f) else {
+    let Some(state) = relabel(f) else {
         return Ok(());
     };
     let (Some(name), Some(ns)) = (&f.metadata.name, &f.metadata.namespace) else {
         return Ok(());
     };
     let api: Api<SecretFinding> = Api::namespaced(api.clone().into_client(), ns);
-    let meta = serde_json::json!({
-        "apiVersion": SecretFinding::api_version(&()),
-        "kind": SecretFinding::kind(&()),
-        "metadata": { "name": name, "labels": wanted },
-    });
-    api.patch(
-        name,
-        &PatchParams::apply(contract::OPERATOR).force(),
-        &Patch::Apply(&meta),
-    )
-    .await?;
-    tracing::info!(finding = %name, namespace = %ns, state = %wanted[labels::STATE], "triage applied");
+    let patch = serde_json::json!({ "metadata": { "labels": { labels::STATE: state } } });
+    let params = PatchParams {
+        field_manager: Some(contract::OPERATOR.to_owned()),
+        ..PatchParams::default()
+    };
+    api.patch(name, &params, &Patch::Merge(&patch)).await?;
+    tracing::info!(finding = %name, namespace = %ns, %state, "triage applied");
     Ok(())
 }
 
@@ -146,20 +133,12 @@ mod tests {
     }
 
     #[test]
-    fn a_triaged_finding_gets_its_state_with_the_other_operator_labels_kept() {
-        let l = relabel(&finding("active", Some(TriageState::FalsePositive), false)).unwrap();
-        assert_eq!(l[labels::STATE], "falsePositive");
-        assert_eq!(l[labels::SEVERITY], "high");
-        // The operator's labels the finding carries (state, severity, verified, exposed,
-        // target-kind), no more.
-        assert_eq!(l.len(), 5);
-        assert!(
-            !l.contains_key(labels::MACHINE),
-            "the scanner's labels are not the operator's"
-        );
+    fn a_triaged_finding_gets_its_state() {
+        let f = finding("active", Some(TriageState::FalsePositive), false);
+        assert_eq!(relabel(&f), Some("falsePositive"));
         // Back to open.
-        let l = relabel(&finding("accepted", Some(TriageState::Open), false)).unwrap();
-        assert_eq!(l[labels::STATE], "active");
+        let f = finding("accepted", Some(TriageState::Open), false);
+        assert_eq!(relabel(&f), Some("active"));
     }
 
     #[test]
