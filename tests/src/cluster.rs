@@ -52,7 +52,7 @@ use tracing::{debug, info};
 use crate::controlplane::{
     self, ControlPlane, NodeAccess, Options, Server, Versions, free_ports, toolchain_dir,
 };
-use crate::process::{Failed, ok, tied_to_this_process};
+use crate::process::{Failed, ok, orphaned_temp_dirs, tied_to_this_process};
 use config::Layout;
 
 /// The node's name.
@@ -481,25 +481,11 @@ fn keep_logs(dirs: &[&Path], to: &Path) {
 /// Tears down what clusters of test processes that are gone left behind (a killed process drops
 /// nothing), then removes their directories.
 fn remove_stale(binaries: &Binaries) {
-    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|name| name.strip_prefix(DIR_PREFIX))
-            .and_then(|rest| rest.split_once('-'))
-            .and_then(|(pid, _)| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            info!(dir = %entry.path().display(), "tearing down a stale cluster");
-            teardown::kill_containers(&entry.path());
-            teardown::remove_node_state(&entry.path(), &binaries.kube_proxy);
-            let _ = fs::remove_dir_all(entry.path());
-        }
+    for dir in orphaned_temp_dirs(DIR_PREFIX) {
+        info!(dir = %dir.display(), "tearing down a stale cluster");
+        teardown::kill_containers(&dir);
+        teardown::remove_node_state(&dir, &binaries.kube_proxy);
+        let _ = fs::remove_dir_all(dir);
     }
 }
 

@@ -139,3 +139,24 @@ pub fn ok(out: Output, what: &str) -> Result<String, Failed> {
         })
     }
 }
+
+/// The directories under the temp dir named `<prefix><pid>-…` whose process `pid` is gone: what
+/// test processes that were killed left behind (a killed process drops nothing).
+pub fn orphaned_temp_dirs(prefix: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.strip_prefix(prefix))
+                .and_then(|rest| rest.split_once('-'))
+                .and_then(|(pid, _)| pid.parse::<u32>().ok())
+                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+        })
+        .map(|entry| entry.path())
+        .collect()
+}

@@ -207,7 +207,7 @@ async fn the_values_schema_refuses_typos_and_wrong_types() -> Result<()> {
     Ok(())
 }
 
-/// What the chart's `scanner.*` and `imagePullSecrets` values become: the operator's environment,
+/// What the chart's `scanner.*` (`image.pullPolicy` included) and `imagePullSecrets` values become: the operator's environment,
 /// read by its own configuration code, and the Job it builds from it.
 #[tokio::test]
 async fn the_scanner_job_gets_the_charts_pod_settings() -> Result<()> {
@@ -218,6 +218,8 @@ async fn the_scanner_job_gets_the_charts_pod_settings() -> Result<()> {
         &[
             "--set",
             "imagePullSecrets[0].name=regcred,scanner.priorityClassName=batch-low",
+            "--set",
+            "scanner.image.pullPolicy=Never",
             "--set",
             "scanner.nodeSelector.pool=scanners,scanner.tolerations[0].key=scan",
             "--set",
@@ -243,6 +245,13 @@ async fn the_scanner_job_gets_the_charts_pod_settings() -> Result<()> {
         "{pod:?}"
     );
     ensure!(pod.priority_class_name.as_deref() == Some("batch-low"));
+    ensure!(
+        pod.containers
+            .iter()
+            .all(|c| c.image_pull_policy.as_deref() == Some("Never")),
+        "{:?}",
+        pod.containers
+    );
     ensure!(pod.node_selector.as_ref().map(|n| n["pool"].as_str()) == Some("scanners"));
     ensure!(pod.tolerations.as_ref().map(Vec::len) == Some(1));
     ensure!(pod.affinity.is_some());

@@ -35,7 +35,7 @@ app.kubernetes.io/component: operator
 {{/* The scanner Jobs' pod settings as the operator reads them (SNAPSENTRY_SCANNER_POD). */}}
 {{- define "snapsentry.scannerPod" -}}
 {{- $s := .Values.scanner -}}
-{{- dict "imagePullSecrets" (.Values.imagePullSecrets | default list) "nodeSelector" ($s.nodeSelector | default dict) "tolerations" ($s.tolerations | default list) "affinity" ($s.affinity | default dict) "priorityClassName" ($s.priorityClassName | default "") "podAnnotations" ($s.podAnnotations | default dict) "podLabels" ($s.podLabels | default dict) | toJson -}}
+{{- dict "imagePullSecrets" (.Values.imagePullSecrets | default list) "imagePullPolicy" ($s.image.pullPolicy | default "") "nodeSelector" ($s.nodeSelector | default dict) "tolerations" ($s.tolerations | default list) "affinity" ($s.affinity | default dict) "priorityClassName" ($s.priorityClassName | default "") "podAnnotations" ($s.podAnnotations | default dict) "podLabels" ($s.podLabels | default dict) | toJson -}}
 {{- end -}}
 
 {{/* NetworkPolicy egress rules shared by the operator and the scanner Jobs. */}}

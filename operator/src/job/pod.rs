@@ -1,4 +1,5 @@
-//! Installation-wide pod settings of scanner Jobs: what the chart's `imagePullSecrets` and
+//! Installation-wide pod settings of scanner Jobs: what the chart's `imagePullSecrets`,
+//! `scanner.image.pullPolicy` and
 //! `scanner.{nodeSelector,tolerations,affinity,priorityClassName,podAnnotations,podLabels}` give
 //! every Job, passed to the operator as one JSON value (`SNAPSENTRY_SCANNER_POD`).
 //!
@@ -20,6 +21,10 @@ pub struct ScannerPodDefaults {
     /// Pull secrets of the scanner image.
     #[serde(default)]
     pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// The scanner container's `imagePullPolicy` (`Always`, `IfNotPresent`, `Never`); empty or
+    /// absent leaves the Kubernetes default.
+    #[serde(default)]
+    pub image_pull_policy: Option<String>,
     #[serde(default)]
     pub node_selector: BTreeMap<String, String>,
     #[serde(default)]
@@ -44,8 +49,8 @@ impl ScannerPodDefaults {
         serde_json::from_str(json)
     }
 
-    /// Sets the pod's scheduling and pull settings: the policy's node selector and tolerations
-    /// where it has them, else these defaults.
+    /// Sets the pod's scheduling and pull settings (the pull policy on every container): the
+    /// policy's node selector and tolerations where it has them, else these defaults.
     pub fn apply_to_pod(&self, pod: &mut PodSpec, scanner: &ScannerSpec) {
         let node_selector = if scanner.node_selector.is_empty() {
             &self.node_selector
@@ -66,6 +71,11 @@ impl ScannerPodDefaults {
             .filter(|name| !name.is_empty());
         pod.image_pull_secrets =
             (!self.image_pull_secrets.is_empty()).then(|| self.image_pull_secrets.clone());
+        if let Some(policy) = self.image_pull_policy.as_ref().filter(|p| !p.is_empty()) {
+            for container in &mut pod.containers {
+                container.image_pull_policy = Some(policy.clone());
+            }
+        }
     }
 
     /// Adds the extra labels (never over the Job's own) and annotations to the pod template's
@@ -88,8 +98,9 @@ impl ScannerPodDefaults {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::Container;
 
-    const CHART: &str = r#"{"imagePullSecrets":[{"name":"regcred"}],
+    const CHART: &str = r#"{"imagePullSecrets":[{"name":"regcred"}],"imagePullPolicy":"Never",
         "nodeSelector":{"pool":"scan"},"tolerations":[{"key":"scan","operator":"Exists"}],
         "affinity":{"nodeAffinity":{}},"priorityClassName":"low",
         "podAnnotations":{"a":"1"},"podLabels":{"team":"sec","snapsentry.io/policy":"spoof"}}"#;
@@ -110,8 +121,15 @@ mod tests {
     #[test]
     fn the_policy_wins_for_placement_the_job_for_its_labels() {
         let d = ScannerPodDefaults::from_json(CHART).unwrap();
-        let mut pod = PodSpec::default();
+        let mut pod = PodSpec {
+            containers: vec![Container::default()],
+            ..Default::default()
+        };
         d.apply_to_pod(&mut pod, &ScannerSpec::default());
+        assert_eq!(
+            pod.containers[0].image_pull_policy.as_deref(),
+            Some("Never")
+        );
         assert_eq!(pod.node_selector.as_ref().unwrap()["pool"], "scan");
         assert_eq!(pod.tolerations.as_ref().unwrap().len(), 1);
         assert!(pod.affinity.is_some());

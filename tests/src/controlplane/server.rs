@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tracing::debug;
 
 use super::{DIR_PREFIX, Error, POLL_INTERVAL};
-use crate::process::{log_tail, spawn_on_long_lived_thread};
+use crate::process::{log_tail, orphaned_temp_dirs, spawn_on_long_lived_thread};
 
 /// Lines of a component's log quoted in a startup error.
 const LOG_TAIL_LINES: usize = 40;
@@ -146,22 +146,8 @@ pub(crate) fn free_ports<const N: usize>() -> Result<[u16; N], Error> {
 /// Removes the directories of control planes whose test process is gone (a shared control plane is
 /// never dropped, and a killed process drops nothing).
 pub(super) fn remove_stale_dirs() {
-    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|name| name.strip_prefix(DIR_PREFIX))
-            .and_then(|rest| rest.split_once('-'))
-            .and_then(|(pid, _)| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            debug!(dir = %entry.path().display(), "removing stale control plane directory");
-            let _ = fs::remove_dir_all(entry.path());
-        }
+    for dir in orphaned_temp_dirs(DIR_PREFIX) {
+        debug!(dir = %dir.display(), "removing stale control plane directory");
+        let _ = fs::remove_dir_all(dir);
     }
 }
