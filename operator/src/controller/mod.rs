@@ -81,6 +81,23 @@ impl Context {
             providers: ProviderCache::default(),
         }
     }
+
+    /// One API per watched namespace, or one over all namespaces when none are configured.
+    pub fn watched_apis<K>(&self) -> Vec<Api<K>>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        if self.config.watch_namespaces.is_empty() {
+            vec![Api::all(self.client.clone())]
+        } else {
+            self.config
+                .watch_namespaces
+                .iter()
+                .map(|ns| Api::namespaced(self.client.clone(), ns))
+                .collect()
+        }
+    }
 }
 
 async fn reconcile(policy: Arc<ScanPolicy>, ctx: Arc<Context>) -> Result<Action> {
@@ -128,15 +145,7 @@ fn policy_of_job(job: Job) -> Option<ObjectRef<ScanPolicy>> {
 /// Run the ScanPolicy controllers (one per watched namespace, or one for all) and the triage
 /// watch ([`triage`]) until `shutdown`.
 pub async fn run(ctx: Arc<Context>, shutdown: watch::Receiver<bool>) {
-    let apis: Vec<Api<ScanPolicy>> = if ctx.config.watch_namespaces.is_empty() {
-        vec![Api::all(ctx.client.clone())]
-    } else {
-        ctx.config
-            .watch_namespaces
-            .iter()
-            .map(|ns| Api::namespaced(ctx.client.clone(), ns))
-            .collect()
-    };
+    let apis: Vec<Api<ScanPolicy>> = ctx.watched_apis();
     let controllers = apis.into_iter().map(|api| {
         let mut stop = shutdown.clone();
         let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.config.namespace);

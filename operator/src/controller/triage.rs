@@ -82,15 +82,7 @@ async fn apply_triage(api: &Api<SecretFinding>, f: &SecretFinding) -> Result<()>
 /// Watch the findings of the watched namespaces (all when none are configured) until
 /// `shutdown`.
 pub async fn run(ctx: Arc<Context>, shutdown: watch::Receiver<bool>) {
-    let apis: Vec<Api<SecretFinding>> = if ctx.config.watch_namespaces.is_empty() {
-        vec![Api::all(ctx.client.clone())]
-    } else {
-        ctx.config
-            .watch_namespaces
-            .iter()
-            .map(|ns| Api::namespaced(ctx.client.clone(), ns))
-            .collect()
-    };
+    let apis: Vec<Api<SecretFinding>> = ctx.watched_apis();
     futures::future::join_all(
         apis.into_iter()
             .map(|api| watch_findings(api, shutdown.clone())),
