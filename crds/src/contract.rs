@@ -182,20 +182,39 @@ pub fn finding_labels(
     spec: &SecretFindingSpec,
     assessment: &Assessment,
 ) -> BTreeMap<String, String> {
+    let mut out = scanner_finding_labels(&spec.policy, &spec.machine, spec.cloud, &spec.secret_type);
+    out.extend(assessment.labels());
+    out
+}
+
+/// The [`SCANNER_FINDING_LABELS`] of a finding of `policy` on `machine` (a cloud's) of a
+/// secret type.
+pub fn scanner_finding_labels(
+    policy: &str,
+    machine: &str,
+    cloud: Cloud,
+    secret_type: &str,
+) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (labels::POLICY.to_owned(), slugify(&spec.policy)),
-        (labels::MACHINE.to_owned(), slugify(&spec.machine)),
-        (labels::CLOUD.to_owned(), spec.cloud.as_str().to_owned()),
-        (labels::SECRET_TYPE.to_owned(), slugify(&spec.secret_type)),
-        (labels::SEVERITY.to_owned(), assessment.severity.clone()),
-        (labels::STATE.to_owned(), assessment.state.clone()),
-        (labels::VERIFIED.to_owned(), assessment.verified.clone()),
-        (labels::EXPOSED.to_owned(), assessment.exposed.to_string()),
-        (
-            labels::TARGET_KIND.to_owned(),
-            assessment.target_kind.clone(),
-        ),
+        (labels::POLICY.to_owned(), slugify(policy)),
+        (labels::MACHINE.to_owned(), slugify(machine)),
+        (labels::CLOUD.to_owned(), cloud.as_str().to_owned()),
+        (labels::SECRET_TYPE.to_owned(), slugify(secret_type)),
     ])
+}
+
+impl Assessment {
+    /// The five assessment labels of [`OPERATOR_FINDING_LABELS`] (the views' two are the
+    /// operator's alone).
+    pub fn labels(&self) -> [(String, String); 5] {
+        [
+            (labels::SEVERITY.to_owned(), self.severity.clone()),
+            (labels::STATE.to_owned(), self.state.clone()),
+            (labels::VERIFIED.to_owned(), self.verified.clone()),
+            (labels::EXPOSED.to_owned(), self.exposed.to_string()),
+            (labels::TARGET_KIND.to_owned(), self.target_kind.clone()),
+        ]
+    }
 }
 
 /// Longest object name Kubernetes accepts (a DNS subdomain).

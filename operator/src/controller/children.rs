@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::batch::v1::Job;
 use kube::ResourceExt;
-use snapsentry_crds::{MachinePhase, ScannedMachine, SecretFinding};
+use snapsentry_crds::{MachinePhase, ScannedMachine};
 
-use crate::correlate::FindingUpdate;
+use crate::correlate::{Changes, Desired, FindingUpdate};
 
 /// Owned objects to write and to delete.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -40,43 +40,25 @@ pub fn diff_owned<K: ResourceExt>(
     ChildPlan { apply, delete }
 }
 
-/// A finding to write, and which of its parts differ from the finding as it is.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct FindingWrite<'a> {
-    pub update: &'a FindingUpdate,
-    /// The operator's `snapsentry.io/*` labels differ.
-    pub labels: bool,
-    /// The status differs.
-    pub status: bool,
+/// A finding to write: its desired status and labels, what differs from the finding as it is,
+/// and whether it carries [`snapsentry_crds::labels::TARGET`] now.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FindingWrite {
+    pub update: FindingUpdate,
+    pub changes: Changes,
+    pub has_target_label: bool,
 }
 
-/// Updates whose status or `snapsentry.io/*` labels differ from the finding as it is (findings
-/// no longer there are skipped), with what differs; each is written in one request, labels and
-/// status together.
-pub fn changed_findings<'a>(
-    findings: &[SecretFinding],
-    updates: &'a [FindingUpdate],
-) -> Vec<FindingWrite<'a>> {
-    let by_name: BTreeMap<&str, &SecretFinding> = findings
-        .iter()
-        .filter_map(|f| Some((f.metadata.name.as_deref()?, f)))
-        .collect();
-    updates
-        .iter()
-        .filter_map(|u| {
-            let f = by_name.get(u.name.as_str())?;
-            let labels = u
-                .labels
-                .iter()
-                .any(|(k, v)| f.metadata.labels.as_ref().and_then(|l| l.get(k)) != Some(v));
-            let status = f.status.as_ref() != Some(&u.status);
-            (labels || status).then_some(FindingWrite {
-                update: u,
-                labels,
-                status,
-            })
-        })
-        .collect()
+/// The write `desired` needs, `None` when its status and the operator's labels
+/// ([`snapsentry_crds::contract::OPERATOR_FINDING_LABELS`]: each one there or not, as desired)
+/// are already as desired. Other labels are left alone.
+pub fn changed_finding(desired: Desired<'_>) -> Option<FindingWrite> {
+    let changes = desired.record.changes(&desired.update)?;
+    Some(FindingWrite {
+        update: desired.update,
+        changes,
+        has_target_label: desired.record.has_target_label,
+    })
 }
 
 /// How a scanner Job ended.
@@ -127,8 +109,10 @@ mod tests {
         SecretFindingStatus, Severity, TargetKind,
     };
 
+    use snapsentry_crds::SecretFinding;
+
     use super::*;
-    use crate::correlate::testing::{machine, ssh_finding};
+    use crate::correlate::testing::{machine, record, ssh_finding};
 
     fn path(name: &str, title: &str) -> AttackPath {
         AttackPath::new(
@@ -171,47 +155,46 @@ mod tests {
     }
 
     #[test]
-    fn only_changed_findings_are_patched() {
+    fn only_changed_findings_are_written() {
         let mut f = ssh_finding("a", "SHA256:k", "s1");
-        let name = f.metadata.name.clone().unwrap();
         let status = SecretFindingStatus {
             severity: Some(Severity::High),
             ..Default::default()
         };
-        let labels = BTreeMap::from([("snapsentry.io/severity".to_owned(), "high".to_owned())]);
+        let labels = BTreeMap::from([
+            ("snapsentry.io/severity".to_owned(), "high".to_owned()),
+            ("snapsentry.io/target".to_owned(), "db".to_owned()),
+        ]);
         let update = FindingUpdate {
-            name: name.clone(),
+            name: f.metadata.name.clone().unwrap(),
             status: status.clone(),
             labels: labels.clone(),
         };
-        let updates = [update];
-        // (labels, status) of each write.
-        let parts = |f: &SecretFinding| -> Vec<(bool, bool)> {
-            changed_findings(std::slice::from_ref(f), &updates)
-                .iter()
-                .map(|w| (w.labels, w.status))
-                .collect()
+        let write = |f: &SecretFinding| {
+            let record = record(f);
+            changed_finding(Desired {
+                record: &record,
+                update: update.clone(),
+            })
         };
-        assert_eq!(parts(&f), [(true, true)], "a new finding: both");
-        f.status = Some(status);
+        let w = write(&f).expect("a new finding is written");
+        assert_eq!(w.update, update);
         assert_eq!(
-            parts(&f),
-            [(true, false)],
-            "labels still differ, the status is written already"
+            w.changes,
+            Changes {
+                labels: true,
+                status: true
+            }
         );
-        let mut with_more = labels;
-        with_more.insert("team".into(), "x".into());
-        f.metadata.labels = Some(with_more);
-        assert!(
-            changed_findings(std::slice::from_ref(&f), &updates).is_empty(),
-            "other labels are left alone"
-        );
-        f.status = None;
-        assert_eq!(parts(&f), [(false, true)], "only the status");
-        assert!(
-            changed_findings(&[], &updates).is_empty(),
-            "a finding gone since is not written"
-        );
+        assert!(!w.has_target_label);
+        f.status = Some(status);
+        f.metadata.labels = Some(labels.clone());
+        assert_eq!(write(&f), None, "as desired");
+        let mut stale = labels;
+        stale.insert("snapsentry.io/new".into(), "true".into());
+        f.metadata.labels = Some(stale);
+        let w = write(&f).expect("an operator label not desired is a change");
+        assert!(w.changes.labels && !w.changes.status && w.has_target_label);
     }
 
     #[test]

@@ -21,13 +21,13 @@ use snapsentry_crds::{
     AttackPath, MachinePhase, Recommendation, ScanPolicyStatus, ScannedMachine, SecretFinding,
 };
 
-use super::children::{changed_findings, diff_owned};
+use super::children::{FindingWrite, changed_finding, diff_owned};
 use super::inventory::target_inventory;
 use super::scan::machine_counts;
 use super::scope::{Scope, delete_if_present, server_side_apply};
 use super::snapshots;
 use super::status::set_condition;
-use crate::correlate::{self, CorrelationInput};
+use crate::correlate::{self, CorrelationInput, Correlator, Desired, FindingRecord, Records};
 use crate::error::Result;
 
 /// Every machine is done: release snapshots left recorded, correlate, write the policy's
@@ -47,19 +47,21 @@ pub(super) async fn finish_scan(
     }
 
     let targets = target_inventory(scope).await;
-    // Page by page, each finding kept only as correlation reads it.
-    let findings: Vec<SecretFinding> = scope
+    // Page by page, each finding kept only as correlation reads it (a few hundred bytes).
+    let mut records = Records::new();
+    let findings: Vec<FindingRecord> = scope
         .list_as(
             &scope.api::<SecretFinding>(),
             &scope.policy_selector(),
-            correlate::compact,
+            |f| records.record(f),
         )
         .await?;
+    drop(records);
     // An invalid retention (reported in `Ready`; no scan starts with one, but one may have
     // started before the spec changed) deletes nothing rather than falling back to a default.
     let retention = correlate::parse_retention(policy.spec.resolved_retention.as_deref())
         .unwrap_or(jiff::SignedDuration::MAX);
-    let correlation = correlate::correlate(&CorrelationInput {
+    let input = CorrelationInput {
         policy: &scope.name,
         namespace: &scope.namespace,
         owner: policy.controller_owner_ref(&()),
@@ -68,9 +70,18 @@ pub(super) async fn finish_scan(
         targets: &targets,
         now,
         retention,
-    });
-
-    write_findings(scope, &findings, &correlation).await?;
+    };
+    let correlator = Correlator::new(&input);
+    let correlation = correlator.correlation();
+    write_findings(
+        scope,
+        findings.len(),
+        correlator.updates(),
+        &correlation.to_delete,
+    )
+    .await?;
+    drop(correlator);
+    drop(findings);
     let paths = sync_owned::<AttackPath>(scope, &correlation.attack_paths, |a, b| {
         a.spec == b.spec && a.metadata.labels == b.metadata.labels
     })
@@ -244,48 +255,60 @@ impl<'a> Bounded<'a> {
 }
 
 /// Write the operator's labels and status of each finding where either differs from the finding
-/// as it is, in one server-side apply (SecretFinding has no status subresource: the request that
-/// sets the labels sets the status); delete findings past retention.
-///
-/// Every apply carries all of the operator's labels and the whole status: a field the operator
-/// owned and leaves out of an apply is removed, which is how a label that no longer applies
-/// (`snapsentry.io/target`) goes.
-async fn write_findings(
+/// as it is (`updates` is read one at a time: only the writes in flight are held), then delete
+/// findings past retention.
+async fn write_findings<'a>(
     scope: &Scope<'_>,
-    findings: &[SecretFinding],
-    correlation: &correlate::Correlation,
+    total: usize,
+    updates: impl Iterator<Item = Desired<'a>>,
+    to_delete: &[String],
 ) -> Result<()> {
     let api = &scope.api::<SecretFinding>();
-    let params = &PatchParams::apply(contract::OPERATOR).force();
-    let writes = changed_findings(findings, &correlation.findings);
-    let (labels, status) = writes.iter().fold((0, 0), |(l, s), w| {
-        (l + usize::from(w.labels), s + usize::from(w.status))
-    });
-    tracing::info!(policy = %scope.name, findings = findings.len(), changed = writes.len(), labels, status, "writing findings");
     let mut requests = Bounded::new(scope);
-    for w in writes {
-        let update = w.update;
-        let labels: BTreeMap<&str, &String> = OPERATOR_FINDING_LABELS
-            .iter()
-            .filter_map(|k| Some((*k, update.labels.get(*k)?)))
-            .collect();
-        let body = serde_json::json!({
-            "apiVersion": SecretFinding::api_version(&()),
-            "kind": SecretFinding::kind(&()),
-            "metadata": { "name": update.name, "labels": labels },
-            "status": update.status,
-        });
-        let patch = async move {
-            api.patch(&update.name, params, &Patch::Apply(&body))
-                .await?;
+    let (mut changed, mut labels, mut status) = (0usize, 0usize, 0usize);
+    for w in updates.filter_map(changed_finding) {
+        changed += 1;
+        labels += usize::from(w.changes.labels);
+        status += usize::from(w.changes.status);
+        let (name, patch, params) = finding_request(&w);
+        let write = async move {
+            api.patch(&name, &params, &patch).await?;
             Ok(())
         };
-        requests.push(patch.boxed()).await?;
+        requests.push(write.boxed()).await?;
     }
-    for name in &correlation.to_delete {
+    for name in to_delete {
         requests.push(delete_if_present(api, name).boxed()).await?;
     }
-    requests.finish().await
+    requests.finish().await?;
+    tracing::info!(policy = %scope.name, findings = total, changed, labels, status, deleted = to_delete.len(), "findings written");
+    Ok(())
+}
+
+/// The request that makes a finding as `w` wants it: one server-side apply (SecretFinding has
+/// no status subresource: the request that sets the labels sets the status) of the operator's
+/// labels and the whole status, by name.
+///
+/// Every apply carries all of the operator's labels that apply and the whole status: a field
+/// the operator owned and leaves out of an apply is removed, which is how a label that no
+/// longer applies (`snapsentry.io/target`) goes.
+fn finding_request(w: &FindingWrite) -> (String, Patch<serde_json::Value>, PatchParams) {
+    let update = &w.update;
+    let labels: BTreeMap<&str, &String> = OPERATOR_FINDING_LABELS
+        .iter()
+        .filter_map(|k| Some((*k, update.labels.get(*k)?)))
+        .collect();
+    let body = serde_json::json!({
+        "apiVersion": SecretFinding::api_version(&()),
+        "kind": SecretFinding::kind(&()),
+        "metadata": { "name": update.name, "labels": labels },
+        "status": update.status,
+    });
+    (
+        update.name.clone(),
+        Patch::Apply(body),
+        PatchParams::apply(contract::OPERATOR).force(),
+    )
 }
 
 /// Apply the desired objects of a kind and delete the policy's others; returns how many are

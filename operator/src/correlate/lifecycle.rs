@@ -3,8 +3,9 @@
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use snapsentry_crds::{FindingState, ScannedMachine, SecretFindingSpec, SecretFindingStatus};
+use snapsentry_crds::{FindingState, ScannedMachine};
 
+use super::FindingRecord;
 use crate::error::{Error, Result};
 
 /// Resolved findings are kept this long unless the policy says otherwise (`720h`, 30 days).
@@ -18,10 +19,9 @@ pub const DEFAULT_RETENTION: SignedDuration = SignedDuration::from_hours(720);
 /// describes the previous scan, stays `Active`). A failed scan resolves nothing: it may simply
 /// not have reached the file. A finding seen again (the scanner moved its `scanId` to the last
 /// scan) is `Active` again. A finding whose machine is gone keeps `Active`: the machine's
-/// deletion is what removes it.
+/// deletion is what removes it. A finding resolved before keeps its `resolvedAt`.
 pub fn finding_state(
-    spec: &SecretFindingSpec,
-    previous: Option<&SecretFindingStatus>,
+    f: &FindingRecord,
     machine: Option<&ScannedMachine>,
     now: Timestamp,
 ) -> (FindingState, Option<Time>) {
@@ -29,13 +29,14 @@ pub fn finding_state(
         return (FindingState::Active, None);
     };
     let scan_time = last.finished_at.as_ref().or(last.started_at.as_ref());
-    let later = scan_time.is_none_or(|t| t.0 >= spec.last_seen.0);
-    if !(last.succeeded && last.scan_id != spec.scan_id && later) {
+    let later = scan_time.is_none_or(|t| t.0 >= f.last_seen);
+    if !(last.succeeded && last.scan_id != *f.scan_id && later) {
         return (FindingState::Active, None);
     }
-    let resolved_at = previous
-        .filter(|p| p.state == Some(FindingState::Resolved))
-        .and_then(|p| p.resolved_at.clone())
+    let resolved_at = f
+        .resolved_at
+        .filter(|_| f.state == Some(FindingState::Resolved))
+        .map(Time)
         .or_else(|| scan_time.cloned())
         .unwrap_or(Time(now));
     (FindingState::Resolved, Some(resolved_at))
@@ -101,6 +102,8 @@ pub fn parse_go_duration(value: &str) -> Result<SignedDuration> {
 
 #[cfg(test)]
 mod tests {
+    use snapsentry_crds::SecretFindingStatus;
+
     use super::*;
     use crate::correlate::testing::*;
 
@@ -108,7 +111,7 @@ mod tests {
     fn a_later_successful_scan_that_did_not_see_it_resolves_it() {
         let f = finding("a", "k1", "scan-1", ts(100));
         let m = machine_scanned("a", "scan-2", true, ts(200));
-        let (state, at) = finding_state(&f.spec, None, Some(&m), ts(300));
+        let (state, at) = finding_state(&record(&f), Some(&m), ts(300));
         assert_eq!(state, FindingState::Resolved);
         assert_eq!(at, Some(Time(ts(200))));
     }
@@ -118,7 +121,7 @@ mod tests {
         let f = finding("a", "k1", "scan-2", ts(100));
         let m = machine_scanned("a", "scan-2", true, ts(200));
         assert_eq!(
-            finding_state(&f.spec, None, Some(&m), ts(300)),
+            finding_state(&record(&f), Some(&m), ts(300)),
             (FindingState::Active, None)
         );
     }
@@ -128,7 +131,7 @@ mod tests {
         let f = finding("a", "k1", "scan-1", ts(100));
         let m = machine_scanned("a", "scan-2", false, ts(200));
         assert_eq!(
-            finding_state(&f.spec, None, Some(&m), ts(300)).0,
+            finding_state(&record(&f), Some(&m), ts(300)).0,
             FindingState::Active
         );
     }
@@ -139,7 +142,7 @@ mod tests {
         let f = finding("a", "k1", "scan-3", ts(250));
         let m = machine_scanned("a", "scan-2", true, ts(200));
         assert_eq!(
-            finding_state(&f.spec, None, Some(&m), ts(300)).0,
+            finding_state(&record(&f), Some(&m), ts(300)).0,
             FindingState::Active
         );
     }
@@ -148,13 +151,13 @@ mod tests {
     fn no_machine_or_no_scan_keeps_it_active() {
         let f = finding("a", "k1", "scan-1", ts(100));
         assert_eq!(
-            finding_state(&f.spec, None, None, ts(300)).0,
+            finding_state(&record(&f), None, ts(300)).0,
             FindingState::Active
         );
         let mut m = machine_scanned("a", "scan-2", true, ts(200));
         m.status = None;
         assert_eq!(
-            finding_state(&f.spec, None, Some(&m), ts(300)).0,
+            finding_state(&record(&f), Some(&m), ts(300)).0,
             FindingState::Active
         );
     }
@@ -162,14 +165,14 @@ mod tests {
     #[test]
     fn resolved_at_is_kept_across_reconciles() {
         // Resolved by scan-2 at 200; scan-3 at 900 did not see it either.
-        let f = finding("a", "k1", "scan-1", ts(100));
+        let mut f = finding("a", "k1", "scan-1", ts(100));
         let m = machine_scanned("a", "scan-3", true, ts(900));
-        let prev = SecretFindingStatus {
+        f.status = Some(SecretFindingStatus {
             state: Some(FindingState::Resolved),
             resolved_at: Some(Time(ts(200))),
             ..Default::default()
-        };
-        let (_, at) = finding_state(&f.spec, Some(&prev), Some(&m), ts(1000));
+        });
+        let (_, at) = finding_state(&record(&f), Some(&m), ts(1000));
         assert_eq!(at, Some(Time(ts(200))));
     }
 

@@ -2,6 +2,10 @@
 //! SecretFindings of one policy, plus inventory facts) to what the operator should write — every
 //! finding's status and labels, the findings to delete, the AttackPaths and Recommendations.
 //!
+//! Findings come in as [`FindingRecord`]s (a few hundred bytes each) and each finding's desired
+//! status and labels go out one at a time ([`Correlator::updates`]), so correlating a policy
+//! holds its records and small aggregates, never every finding's desired state.
+//!
 //! Nothing here talks to the API server or a cloud, and the output depends only on the input
 //! (names are hashes of what they describe, lists are sorted), so running it twice gives the
 //! same objects and the controller can apply them idempotently and delete whatever it owns that
@@ -14,6 +18,7 @@ mod coverage;
 mod lifecycle;
 mod paths;
 mod recommend;
+mod record;
 mod risk;
 mod verify;
 mod views;
@@ -28,10 +33,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use snapsentry_crds::{
-    AffectedResource, AttackPath, AttackPathSpec, Cloud, FindingState, PathEntry, PathSecret,
-    PathTarget, Recommendation, RecommendationSpec, RemediationSteps, ScannedMachine,
-    SecretFinding, SecretFindingStatus, Severity, SeverityCounts, TargetKind, TriageState,
-    Verification, labels as label_keys, limits,
+    AttackPath, FindingState, Recommendation, RecommendationSpec, ScannedMachine,
+    SecretFindingStatus, Severity, SeverityCounts, TargetKind, TriageState, Verification,
+    labels as label_keys,
 };
 
 pub use coverage::title as coverage_title;
@@ -39,6 +43,7 @@ pub use lifecycle::{
     DEFAULT_RETENTION, finding_state, parse_go_duration, parse_retention, past_retention,
 };
 pub use paths::title as attack_path_title;
+pub use record::{Changes, FindingRecord, OperatorDigest, Records, Shared, SshRecord};
 pub use recommend::{SECURITY_CONTROL, remediation_steps, title as recommendation_title};
 pub use risk::{Risk, RiskFacts, SecretClass, assess};
 pub use snapsentry_cloud::{TargetInventory, normalize_target_name};
@@ -61,7 +66,8 @@ pub struct CorrelationInput<'a> {
     /// Owner reference to the ScanPolicy, put on AttackPaths and Recommendations.
     pub owner: Option<OwnerReference>,
     pub machines: &'a [ScannedMachine],
-    pub findings: &'a [SecretFinding],
+    /// The policy's findings, as [`Records`] made them while their list pages arrived.
+    pub findings: &'a [FindingRecord],
     /// Resources the providers listed (databases, storage accounts).
     pub targets: &'a TargetInventory,
     pub now: Timestamp,
@@ -69,26 +75,10 @@ pub struct CorrelationInput<'a> {
     pub retention: SignedDuration,
 }
 
-/// A finding as correlation reads it: name, labels, spec and status, without what it never
-/// reads (managed fields, annotations, owner references, locations after the first). The
-/// controller keeps a policy's findings in this form as their list pages arrive, so holding
-/// them all costs about a kilobyte per finding, not the objects' size.
-pub fn compact(f: SecretFinding) -> SecretFinding {
-    let mut spec = f.spec;
-    spec.locations.truncate(1);
-    spec.locations.shrink_to_fit();
-    SecretFinding {
-        metadata: ObjectMeta {
-            name: f.metadata.name,
-            labels: f.metadata.labels,
-            ..Default::default()
-        },
-        spec,
-        status: f.status,
-    }
-}
-
-/// The desired status and labels of one SecretFinding.
+/// The desired status and labels of one SecretFinding: the four of the scanner
+/// ([`contract::SCANNER_FINDING_LABELS`], as the scanner writes them) and those of
+/// [`contract::OPERATOR_FINDING_LABELS`] that apply (no [`label_keys::TARGET`] without a
+/// target).
 #[derive(Clone, Debug, PartialEq)]
 pub struct FindingUpdate {
     pub name: String,
@@ -96,12 +86,18 @@ pub struct FindingUpdate {
     pub labels: BTreeMap<String, String>,
 }
 
-/// What correlation wants written.
+/// One finding's desired state, beside the finding as it is.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Desired<'a> {
+    pub record: &'a FindingRecord,
+    pub update: FindingUpdate,
+}
+
+/// What correlation wants written besides each finding's status and labels (those come one at
+/// a time from [`Correlator::updates`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Correlation {
-    /// Every finding that stays, by name.
-    pub findings: Vec<FindingUpdate>,
-    /// Resolved findings past the retention.
+    /// Resolved findings past the retention, by name.
     pub to_delete: Vec<String>,
     /// The complete desired set of AttackPaths of the policy, by name.
     pub attack_paths: Vec<AttackPath>,
@@ -112,180 +108,216 @@ pub struct Correlation {
     pub machine_findings: BTreeMap<String, SeverityCounts>,
     /// Open findings of the policy.
     pub open: SeverityCounts,
+    /// Findings labelled `active` by (assessed severity, secret-type label).
+    open_by_type: BTreeMap<(Severity, String), u64>,
 }
 
 impl Correlation {
-    /// Open findings by (assessed severity, secret-type label), for the `snapsentry_findings`
-    /// gauge.
+    /// Findings labelled `active` by (assessed severity, secret-type label), for the
+    /// `snapsentry_findings` gauge.
     pub fn open_by_severity_and_type(&self) -> BTreeMap<(Severity, String), u64> {
-        let mut out = BTreeMap::new();
-        for f in self
-            .findings
-            .iter()
-            .filter(|f| f.labels.get(label_keys::STATE).map(String::as_str) == Some("active"))
-        {
-            let severity = f.status.severity.unwrap_or(Severity::Info);
-            let secret_type = f
-                .labels
-                .get(label_keys::SECRET_TYPE)
-                .cloned()
-                .unwrap_or_default();
-            *out.entry((severity, secret_type)).or_insert(0) += 1;
-        }
-        out
+        self.open_by_type.clone()
     }
 }
 
 /// One finding after assessment, while correlation runs.
 struct Assessed<'a> {
-    finding: &'a SecretFinding,
-    name: String,
+    finding: &'a FindingRecord,
     status: SecretFindingStatus,
     open: bool,
 }
 
-/// Correlate one policy. See the module documentation.
-pub fn correlate(input: &CorrelationInput<'_>) -> Correlation {
-    let machines: BTreeMap<&str, &ScannedMachine> = input
-        .machines
-        .iter()
-        .filter_map(|m| Some((m.metadata.name.as_deref()?, m)))
-        .collect();
-    let index = AuthorizedIndex::new(input.machines);
+impl Assessed<'_> {
+    fn severity(&self) -> Severity {
+        self.status.severity.unwrap_or(self.finding.rule_severity)
+    }
 
-    // Lifecycle first: resolved findings neither hold keys nor count.
-    let mut out = Correlation::default();
-    let mut kept: Vec<(&SecretFinding, String, FindingState, Option<_>)> = Vec::new();
-    for f in input.findings {
-        let Some(name) = f.metadata.name.clone() else {
-            continue;
-        };
-        let machine = machines.get(f.spec.machine.as_str()).copied();
-        let (state, resolved_at) = finding_state(&f.spec, f.status.as_ref(), machine, input.now);
+    /// The [`label_keys::STATE`] value.
+    fn state_label(&self) -> &'static str {
+        state_value(
+            self.status.state.unwrap_or(FindingState::Active),
+            self.finding.triage,
+        )
+    }
+}
+
+/// Correlation of one policy, in two passes over its findings: [`Correlator::correlation`]
+/// for what is written once per policy, [`Correlator::updates`] for each finding's desired
+/// status and labels, one at a time. See the module documentation.
+pub struct Correlator<'a> {
+    input: &'a CorrelationInput<'a>,
+    machines: BTreeMap<&'a str, &'a ScannedMachine>,
+    index: AuthorizedIndex,
+    /// SSH key identity → machines where an active finding holds the key.
+    holders: BTreeMap<&'a str, BTreeSet<&'a str>>,
+}
+
+impl<'a> Correlator<'a> {
+    /// Index the machines, and the SSH keys active findings hold (lifecycle first: resolved
+    /// findings hold no key).
+    pub fn new(input: &'a CorrelationInput<'a>) -> Self {
+        let machines: BTreeMap<&str, &ScannedMachine> = input
+            .machines
+            .iter()
+            .filter_map(|m| Some((m.metadata.name.as_deref()?, m)))
+            .collect();
+        let mut holders: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for f in input.findings {
+            let machine = machines.get(&*f.machine).copied();
+            if finding_state(f, machine, input.now).0 == FindingState::Active
+                && let Some(id) = ssh_key_identity(f)
+            {
+                holders.entry(id).or_default().insert(&f.machine);
+            }
+        }
+        Self {
+            input,
+            index: AuthorizedIndex::new(input.machines),
+            machines,
+            holders,
+        }
+    }
+
+    /// Everything but the findings' own status and labels: deletions, counts, AttackPaths and
+    /// Recommendations.
+    pub fn correlation(&self) -> Correlation {
+        let input = self.input;
+        let mut out = Correlation::default();
+        for m in self.machines.keys() {
+            out.machine_findings
+                .insert((*m).to_owned(), SeverityCounts::default());
+        }
+        let mut recommendations = recommend::Accumulator::default();
+        let mut types: BTreeMap<&str, String> = BTreeMap::new();
+        for f in input.findings {
+            let Some(a) = self.assess(f) else {
+                out.to_delete.push(f.name.to_string());
+                continue;
+            };
+            let severity = a.severity();
+            if a.state_label() == "active" {
+                let secret_type = types
+                    .entry(&f.secret_type)
+                    .or_insert_with(|| slugify(&f.secret_type))
+                    .clone();
+                *out.open_by_type.entry((severity, secret_type)).or_insert(0) += 1;
+            }
+            if !a.open {
+                continue;
+            }
+            out.open.add(severity);
+            out.machine_findings
+                .entry(f.machine.to_string())
+                .or_default()
+                .add(severity);
+            out.attack_paths
+                .extend(paths::attack_paths(input, &self.machines, &a));
+            recommendations.add(&a);
+        }
+        out.to_delete.sort();
+        out.attack_paths
+            .sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        out.attack_paths
+            .dedup_by(|a, b| a.metadata.name == b.metadata.name);
+        out.recommendations = recommendations.finish(input, &self.machines);
+        out.recommendations
+            .extend(coverage::recommendations(input, &self.machines));
+        out
+    }
+
+    /// Each finding that stays, with its desired status and labels, in the input's order;
+    /// computed as the iterator is read, so no more than one is held.
+    pub fn updates(&self) -> impl Iterator<Item = Desired<'a>> + '_ {
+        self.input.findings.iter().filter_map(|f| {
+            let a = self.assess(f)?;
+            Some(Desired {
+                record: f,
+                update: self.update(a),
+            })
+        })
+    }
+
+    /// Assess one finding; `None` when it is resolved past the retention (to delete).
+    fn assess(&self, f: &'a FindingRecord) -> Option<Assessed<'a>> {
+        let input = self.input;
+        let machine = self.machines.get(&*f.machine).copied();
+        let (state, resolved_at) = finding_state(f, machine, input.now);
         if let Some(at) = &resolved_at
             && past_retention(at, input.now, input.retention)
         {
-            out.to_delete.push(name);
-            continue;
+            return None;
         }
-        kept.push((f, name, state, resolved_at));
-    }
-    let mut holders: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (f, _, state, _) in &kept {
-        if *state == FindingState::Active
-            && let Some(id) = ssh_key_identity(&f.spec)
-        {
-            holders
-                .entry(id.to_owned())
-                .or_default()
-                .insert(f.spec.machine.clone());
-        }
-    }
-
-    let mut assessed = Vec::with_capacity(kept.len());
-    for (f, name, state, resolved_at) in kept {
-        let machine = machines.get(f.spec.machine.as_str()).copied();
         let exposed = machine.is_some_and(|m| m.spec.exposure.internet_facing);
-        let expired = f
-            .spec
-            .metadata
-            .expires_at
-            .as_ref()
-            .is_some_and(|t| t.0 <= input.now);
-        let verdict = if f.spec.metadata.ssh.is_some() {
-            verify_ssh(&f.spec, &index, &holders)
+        let expired = f.expires_at.is_some_and(|t| t <= input.now);
+        let verdict = if f.ssh.is_some() {
+            verify_ssh(f, &self.index, &self.holders)
         } else {
-            verify_target(&f.spec, input.targets)
+            verify_target(f, input.targets)
         };
-        let triage = f.spec.triage.as_ref().map(|t| t.state);
         let triaged_away = matches!(
-            triage,
+            f.triage,
             Some(TriageState::Accepted | TriageState::FalsePositive)
         );
         let risk = assess(&RiskFacts {
-            rule_severity: f.spec.rule_severity,
-            class: SecretClass::of(&f.spec.rule_id, &f.spec.secret_type),
+            rule_severity: f.rule_severity,
+            class: SecretClass::of(&f.rule_id, &f.secret_type),
             verification: verdict.verification,
             target_exists: verdict.target.as_ref().and_then(|t| t.exists),
             expired,
-            encrypted: f.spec.metadata.ssh.as_ref().is_some_and(|s| s.encrypted),
+            encrypted: f.ssh.as_ref().is_some_and(|s| s.encrypted),
             exposed,
         });
         let (severity, score) = if triaged_away {
-            (f.spec.rule_severity, 0)
+            (f.rule_severity, 0)
         } else {
             (risk.severity, risk.score)
         };
-        let status = SecretFindingStatus {
-            state: Some(state),
-            resolved_at,
-            severity: Some(severity),
-            risk_score: Some(score),
-            verification: Some(verdict.verification),
-            target: verdict.target,
-            authorized_on: verdict.authorized_on,
-            same_key_on: verdict.same_key_on,
-            exposed,
-            expired,
-        };
-        assessed.push(Assessed {
+        Some(Assessed {
             finding: f,
-            name,
             open: state == FindingState::Active && !triaged_away,
-            status,
-        });
+            status: SecretFindingStatus {
+                state: Some(state),
+                resolved_at,
+                severity: Some(severity),
+                risk_score: Some(score),
+                verification: Some(verdict.verification),
+                target: verdict.target,
+                authorized_on: verdict.authorized_on,
+                same_key_on: verdict.same_key_on,
+                exposed,
+                expired,
+            },
+        })
     }
 
-    for m in machines.keys() {
-        out.machine_findings
-            .insert((*m).to_owned(), SeverityCounts::default());
-    }
-    for a in &assessed {
-        let severity = a.status.severity.unwrap_or(a.finding.spec.rule_severity);
-        if a.open {
-            out.open.add(severity);
-            out.machine_findings
-                .entry(a.finding.spec.machine.clone())
-                .or_default()
-                .add(severity);
-        }
-        let state = state_value(
-            a.status.state.unwrap_or(FindingState::Active),
-            a.finding.spec.triage.as_ref().map(|t| t.state),
+    /// The desired status and labels of an assessed finding.
+    fn update(&self, a: Assessed<'_>) -> FindingUpdate {
+        let f = a.finding;
+        let mut labels =
+            contract::scanner_finding_labels(self.input.policy, &f.machine, f.cloud, &f.secret_type);
+        let assessment = Assessment::new(
+            a.severity(),
+            a.state_label(),
+            a.status.verification.unwrap_or(Verification::NotApplicable),
+            a.status.exposed,
+            a.status
+                .target
+                .as_ref()
+                .map_or(TargetKind::None, |t| t.kind),
         );
-        let mut labels = contract::finding_labels(
-            &a.finding.spec,
-            &Assessment::new(
-                severity,
-                state,
-                a.status.verification.unwrap_or(Verification::NotApplicable),
-                a.status.exposed,
-                a.status
-                    .target
-                    .as_ref()
-                    .map_or(TargetKind::None, |t| t.kind),
-            ),
-        );
+        labels.extend(assessment.labels());
         views::add_view_labels(
             &mut labels,
-            &a.finding.spec,
+            f,
             &a.status,
-            machines.get(a.finding.spec.machine.as_str()).copied(),
+            self.machines.get(&*f.machine).copied(),
         );
-        out.findings.push(FindingUpdate {
-            name: a.name.clone(),
+        FindingUpdate {
+            name: f.name.to_string(),
             labels,
-            status: a.status.clone(),
-        });
+            status: a.status,
+        }
     }
-    out.findings.sort_by(|a, b| a.name.cmp(&b.name));
-    out.to_delete.sort();
-
-    out.attack_paths = attack_paths(input, &machines, &assessed);
-    out.recommendations = recommendations(input, &machines, &assessed);
-    out.recommendations
-        .extend(coverage::recommendations(input, &machines));
-    out
 }
 
 fn object_meta(
@@ -300,177 +332,6 @@ fn object_meta(
         owner_references: input.owner.clone().map(|o| vec![o]),
         ..Default::default()
     }
-}
-
-fn attack_paths(
-    input: &CorrelationInput<'_>,
-    machines: &BTreeMap<&str, &ScannedMachine>,
-    assessed: &[Assessed<'_>],
-) -> Vec<AttackPath> {
-    let mut out = Vec::new();
-    for a in assessed.iter().filter(|a| a.open) {
-        let spec = &a.finding.spec;
-        let machine = machines.get(spec.machine.as_str()).copied();
-        let exposure = machine.map(|m| m.spec.exposure.clone()).unwrap_or_default();
-        // (kind, target name, user, where the target authorizes the key)
-        let mut targets: Vec<(TargetKind, String, Option<String>, Option<String>)> = Vec::new();
-        if a.status.verification == Some(Verification::Verified) && spec.metadata.ssh.is_some() {
-            let mut seen = BTreeSet::new();
-            for on in &a.status.authorized_on {
-                if seen.insert(on.machine.clone()) {
-                    targets.push((
-                        TargetKind::Vm,
-                        on.machine.clone(),
-                        Some(on.user.clone()),
-                        on.source.clone(),
-                    ));
-                }
-            }
-        } else if let Some(t) = &a.status.target
-            && paths::is_path_target(t.kind)
-            && t.exists == Some(true)
-        {
-            targets.push((t.kind, t.name.clone(), None, None));
-        }
-        for (kind, target, user, source) in targets {
-            let target_cloud = (kind == TargetKind::Vm)
-                .then(|| machines.get(target.as_str()).map(|m| m.spec.cloud))
-                .flatten();
-            let name = format!(
-                "ap-{}",
-                short_hash(&[input.policy, &spec.machine, &a.name, kind.as_str(), &target])
-            );
-            let labels = BTreeMap::from([
-                (label_keys::POLICY.to_owned(), slugify(input.policy)),
-                (label_keys::MACHINE.to_owned(), slugify(&spec.machine)),
-                (label_keys::CLOUD.to_owned(), spec.cloud.as_str().to_owned()),
-                (label_keys::TARGET_KIND.to_owned(), kind.as_str().to_owned()),
-                (
-                    label_keys::EXPOSED.to_owned(),
-                    exposure.internet_facing.to_string(),
-                ),
-                (
-                    label_keys::MANAGED_BY.to_owned(),
-                    contract::OPERATOR.to_owned(),
-                ),
-            ]);
-            let spec = AttackPathSpec {
-                policy: input.policy.to_owned(),
-                cloud: spec.cloud,
-                title: attack_path_title(spec.cloud, exposure.internet_facing, kind, target_cloud),
-                risk: a.status.severity.unwrap_or(spec.rule_severity),
-                entry: PathEntry {
-                    machine: spec.machine.clone(),
-                    exposed: exposure.internet_facing,
-                    exposure_reasons: exposure.reasons.clone(),
-                },
-                secret: PathSecret {
-                    finding: a.name.clone(),
-                    secret_type: spec.secret_type.clone(),
-                    path: spec
-                        .locations
-                        .first()
-                        .map(|l| l.path.clone())
-                        .unwrap_or_default(),
-                },
-                target: PathTarget {
-                    kind,
-                    name: target,
-                    user,
-                    source,
-                    cloud: target_cloud,
-                },
-            };
-            out.push(AttackPath {
-                metadata: object_meta(input, name, labels),
-                spec,
-            });
-        }
-    }
-    out.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    out.dedup_by(|a, b| a.metadata.name == b.metadata.name);
-    out
-}
-
-fn recommendations(
-    input: &CorrelationInput<'_>,
-    machines: &BTreeMap<&str, &ScannedMachine>,
-    assessed: &[Assessed<'_>],
-) -> Vec<Recommendation> {
-    // cloud → machine → counts; cloud → secret type → rule id (first seen, for the steps).
-    let mut by_cloud: BTreeMap<Cloud, BTreeMap<&str, SeverityCounts>> = BTreeMap::new();
-    let mut types: BTreeMap<Cloud, BTreeMap<&str, &str>> = BTreeMap::new();
-    let mut worst: BTreeMap<Cloud, Severity> = BTreeMap::new();
-    for a in assessed.iter().filter(|a| a.open) {
-        let spec = &a.finding.spec;
-        let severity = a.status.severity.unwrap_or(spec.rule_severity);
-        by_cloud
-            .entry(spec.cloud)
-            .or_default()
-            .entry(&spec.machine)
-            .or_default()
-            .add(severity);
-        types
-            .entry(spec.cloud)
-            .or_default()
-            .entry(&spec.secret_type)
-            .or_insert(&spec.rule_id);
-        let w = worst.entry(spec.cloud).or_insert(severity);
-        *w = (*w).max(severity);
-    }
-    let mut out = Vec::new();
-    for (cloud, per_machine) in by_cloud {
-        let mut affected: Vec<AffectedResource> = per_machine
-            .iter()
-            .map(|(m, c)| AffectedResource {
-                machine: (*m).to_owned(),
-                instance_id: machines
-                    .get(m)
-                    .map_or_else(|| (*m).to_owned(), |sm| sm.spec.instance_id.clone()),
-                findings: c.total,
-                critical: c.critical,
-                high: c.high,
-                ..Default::default()
-            })
-            .collect();
-        // Worst machines first, so the listed 100 are the ones to fix first.
-        affected.sort_by(|a, b| {
-            (b.critical, b.high, b.findings)
-                .cmp(&(a.critical, a.high, a.findings))
-                .then(a.machine.cmp(&b.machine))
-        });
-        let affected_count = affected.len() as u32;
-        affected.truncate(limits::MAX_AFFECTED);
-        let total: u32 = per_machine.values().map(|c| c.total).sum();
-        let remediation = types
-            .remove(&cloud)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(secret_type, rule_id)| RemediationSteps {
-                secret_type: secret_type.to_owned(),
-                steps: remediation_steps(rule_id, secret_type),
-            })
-            .collect();
-        let spec = RecommendationSpec {
-            cloud,
-            title: recommendation_title(cloud).to_owned(),
-            security_control: SECURITY_CONTROL.to_owned(),
-            severity: worst.get(&cloud).copied().unwrap_or(Severity::Info),
-            description: format!(
-                "{total} plaintext secret(s) were found on {affected_count} {} selected by policy {}. \
-                 Anyone who reads these disks (or their snapshots and backups) can use the secrets \
-                 to move to the resources they open. Rotate each secret at its issuer, then remove \
-                 it from the disk.",
-                recommend::machines_noun(cloud),
-                input.policy
-            ),
-            affected_count,
-            affected_resources: affected,
-            remediation,
-        };
-        out.push(recommendation(input, "secrets", spec));
-    }
-    out
 }
 
 /// The Recommendation `<policy>-<kind>-<cloud>` of `spec` (kind `secrets` or `coverage`), with

@@ -1,6 +1,98 @@
 //! Attack paths: entry machine → secret → target, titled as Defender for Cloud titles them.
 
-use snapsentry_crds::{Cloud, TargetKind};
+use std::collections::{BTreeMap, BTreeSet};
+
+use snapsentry_crds::contract;
+use snapsentry_crds::{
+    AttackPath, AttackPathSpec, Cloud, PathEntry, PathSecret, PathTarget, ScannedMachine,
+    TargetKind, Verification, labels as label_keys,
+};
+
+use super::{Assessed, CorrelationInput, object_meta, short_hash, slugify};
+
+/// The AttackPaths of one open finding: one per machine authorizing a verified SSH key, or one
+/// to the existing resource a secret names (see [`is_path_target`]).
+pub(super) fn attack_paths(
+    input: &CorrelationInput<'_>,
+    machines: &BTreeMap<&str, &ScannedMachine>,
+    a: &Assessed<'_>,
+) -> Vec<AttackPath> {
+    let f = a.finding;
+    let machine = machines.get(&*f.machine).copied();
+    let exposure = machine.map(|m| m.spec.exposure.clone()).unwrap_or_default();
+    // (kind, target name, user, where the target authorizes the key)
+    let mut targets: Vec<(TargetKind, String, Option<String>, Option<String>)> = Vec::new();
+    if a.status.verification == Some(Verification::Verified) && f.ssh.is_some() {
+        let mut seen = BTreeSet::new();
+        for on in &a.status.authorized_on {
+            if seen.insert(on.machine.clone()) {
+                targets.push((
+                    TargetKind::Vm,
+                    on.machine.clone(),
+                    Some(on.user.clone()),
+                    on.source.clone(),
+                ));
+            }
+        }
+    } else if let Some(t) = &a.status.target
+        && is_path_target(t.kind)
+        && t.exists == Some(true)
+    {
+        targets.push((t.kind, t.name.clone(), None, None));
+    }
+    let mut out = Vec::with_capacity(targets.len());
+    for (kind, target, user, source) in targets {
+        let target_cloud = (kind == TargetKind::Vm)
+            .then(|| machines.get(target.as_str()).map(|m| m.spec.cloud))
+            .flatten();
+        let name = format!(
+            "ap-{}",
+            short_hash(&[input.policy, &f.machine, &f.name, kind.as_str(), &target])
+        );
+        let labels = BTreeMap::from([
+            (label_keys::POLICY.to_owned(), slugify(input.policy)),
+            (label_keys::MACHINE.to_owned(), slugify(&f.machine)),
+            (label_keys::CLOUD.to_owned(), f.cloud.as_str().to_owned()),
+            (label_keys::TARGET_KIND.to_owned(), kind.as_str().to_owned()),
+            (
+                label_keys::EXPOSED.to_owned(),
+                exposure.internet_facing.to_string(),
+            ),
+            (
+                label_keys::MANAGED_BY.to_owned(),
+                contract::OPERATOR.to_owned(),
+            ),
+        ]);
+        let spec = AttackPathSpec {
+            policy: input.policy.to_owned(),
+            cloud: f.cloud,
+            title: title(f.cloud, exposure.internet_facing, kind, target_cloud),
+            risk: a.severity(),
+            entry: PathEntry {
+                machine: f.machine.to_string(),
+                exposed: exposure.internet_facing,
+                exposure_reasons: exposure.reasons.clone(),
+            },
+            secret: PathSecret {
+                finding: f.name.to_string(),
+                secret_type: f.secret_type.to_string(),
+                path: f.path.as_deref().unwrap_or_default().to_owned(),
+            },
+            target: PathTarget {
+                kind,
+                name: target,
+                user,
+                source,
+                cloud: target_cloud,
+            },
+        };
+        out.push(AttackPath {
+            metadata: object_meta(input, name, labels),
+            spec,
+        });
+    }
+    out
+}
 
 /// The title of a path from a machine of `cloud` through a secret to a `target` of this kind; a
 /// VM target is named by its own cloud (`target_cloud`, default the entry's), so a path that

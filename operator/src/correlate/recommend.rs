@@ -1,9 +1,108 @@
 //! Recommendations: one per cloud, "… should have secrets findings resolved", with remediation
 //! steps per secret type.
 
-use snapsentry_crds::Cloud;
+use std::collections::BTreeMap;
+
+use snapsentry_crds::{
+    AffectedResource, Cloud, Recommendation, RecommendationSpec, RemediationSteps,
+    ScannedMachine, Severity, SeverityCounts, limits,
+};
 
 use super::risk::SecretClass;
+use super::{Assessed, CorrelationInput, recommendation};
+
+/// The "secrets" Recommendations, gathered one open finding at a time.
+#[derive(Default)]
+pub(super) struct Accumulator<'a> {
+    /// cloud → machine → counts.
+    by_cloud: BTreeMap<Cloud, BTreeMap<&'a str, SeverityCounts>>,
+    /// cloud → secret type → rule id (first seen, for the steps).
+    types: BTreeMap<Cloud, BTreeMap<&'a str, &'a str>>,
+    worst: BTreeMap<Cloud, Severity>,
+}
+
+impl<'a> Accumulator<'a> {
+    /// Count an open finding.
+    pub(super) fn add(&mut self, a: &Assessed<'a>) {
+        let f = a.finding;
+        let severity = a.severity();
+        self.by_cloud
+            .entry(f.cloud)
+            .or_default()
+            .entry(&f.machine)
+            .or_default()
+            .add(severity);
+        self.types
+            .entry(f.cloud)
+            .or_default()
+            .entry(&f.secret_type)
+            .or_insert(&f.rule_id);
+        let w = self.worst.entry(f.cloud).or_insert(severity);
+        *w = (*w).max(severity);
+    }
+
+    /// One Recommendation per cloud with open findings.
+    pub(super) fn finish(
+        mut self,
+        input: &CorrelationInput<'_>,
+        machines: &BTreeMap<&str, &ScannedMachine>,
+    ) -> Vec<Recommendation> {
+        let mut out = Vec::new();
+        for (cloud, per_machine) in self.by_cloud {
+            let mut affected: Vec<AffectedResource> = per_machine
+                .iter()
+                .map(|(m, c)| AffectedResource {
+                    machine: (*m).to_owned(),
+                    instance_id: machines
+                        .get(m)
+                        .map_or_else(|| (*m).to_owned(), |sm| sm.spec.instance_id.clone()),
+                    findings: c.total,
+                    critical: c.critical,
+                    high: c.high,
+                    ..Default::default()
+                })
+                .collect();
+            // Worst machines first, so the listed 100 are the ones to fix first.
+            affected.sort_by(|a, b| {
+                (b.critical, b.high, b.findings)
+                    .cmp(&(a.critical, a.high, a.findings))
+                    .then(a.machine.cmp(&b.machine))
+            });
+            let affected_count = affected.len() as u32;
+            affected.truncate(limits::MAX_AFFECTED);
+            let total: u32 = per_machine.values().map(|c| c.total).sum();
+            let remediation = self
+                .types
+                .remove(&cloud)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(secret_type, rule_id)| RemediationSteps {
+                    secret_type: secret_type.to_owned(),
+                    steps: remediation_steps(rule_id, secret_type),
+                })
+                .collect();
+            let spec = RecommendationSpec {
+                cloud,
+                title: title(cloud).to_owned(),
+                security_control: SECURITY_CONTROL.to_owned(),
+                severity: self.worst.get(&cloud).copied().unwrap_or(Severity::Info),
+                description: format!(
+                    "{total} plaintext secret(s) were found on {affected_count} {} selected by policy {}. \
+                     Anyone who reads these disks (or their snapshots and backups) can use the secrets \
+                     to move to the resources they open. Rotate each secret at its issuer, then remove \
+                     it from the disk.",
+                    machines_noun(cloud),
+                    input.policy
+                ),
+                affected_count,
+                affected_resources: affected,
+                remediation,
+            };
+            out.push(recommendation(input, "secrets", spec));
+        }
+        out
+    }
+}
 
 /// Security control every recommendation sits under.
 pub const SECURITY_CONTROL: &str = "Remediate vulnerabilities";

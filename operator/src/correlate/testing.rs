@@ -1,11 +1,16 @@
 //! Builders for correlation tests.
 
-use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use snapsentry_crds::{
     AuthorizedKey, Cloud, CloudAuthorizedKey, Exposure, FindingLocation, FindingMetadata,
     ScanPolicySpec, ScanSummary, ScannedMachine, ScannedMachineSpec, ScannedMachineStatus,
     SecretFinding, SecretFindingSpec, Severity, SshKeyFacts,
+};
+
+use super::{
+    Correlation, CorrelationInput, Correlator, FindingRecord, FindingUpdate, Records,
+    TargetInventory,
 };
 
 /// A ScanPolicy spec with nothing set (no providers, no schedule); tests set what they need.
@@ -171,4 +176,68 @@ pub fn finding(machine: &str, key: &str, scan_id: &str, last_seen: Timestamp) ->
     let mut f = ssh_finding(machine, key, scan_id);
     f.spec.last_seen = Time(last_seen);
     f
+}
+
+/// The record correlation reads of `f`.
+pub fn record(f: &SecretFinding) -> FindingRecord {
+    Records::new()
+        .record(f.clone())
+        .expect("test findings have names")
+}
+
+/// A [`CorrelationInput`] with whole findings, made into records by [`correlate`].
+#[derive(Clone, Debug)]
+pub struct TestInput<'a> {
+    pub policy: &'a str,
+    pub namespace: &'a str,
+    pub owner: Option<OwnerReference>,
+    pub machines: &'a [ScannedMachine],
+    pub findings: &'a [SecretFinding],
+    pub targets: &'a TargetInventory,
+    pub now: Timestamp,
+    pub retention: SignedDuration,
+}
+
+/// Everything correlation wants written: the [`Correlation`] and every finding's update (from
+/// [`Correlator::updates`], by name).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Collected {
+    pub correlation: Correlation,
+    pub findings: Vec<FindingUpdate>,
+}
+
+impl std::ops::Deref for Collected {
+    type Target = Correlation;
+
+    fn deref(&self) -> &Correlation {
+        &self.correlation
+    }
+}
+
+/// Correlate `input` as the controller does (records made one finding at a time, both passes)
+/// and collect every update.
+pub fn correlate(input: &TestInput<'_>) -> Collected {
+    let mut records = Records::new();
+    let findings: Vec<FindingRecord> = input
+        .findings
+        .iter()
+        .filter_map(|f| records.record(f.clone()))
+        .collect();
+    let input = CorrelationInput {
+        policy: input.policy,
+        namespace: input.namespace,
+        owner: input.owner.clone(),
+        machines: input.machines,
+        findings: &findings,
+        targets: input.targets,
+        now: input.now,
+        retention: input.retention,
+    };
+    let correlator = Correlator::new(&input);
+    let mut updates: Vec<FindingUpdate> = correlator.updates().map(|d| d.update).collect();
+    updates.sort_by(|a, b| a.name.cmp(&b.name));
+    Collected {
+        correlation: correlator.correlation(),
+        findings: updates,
+    }
 }

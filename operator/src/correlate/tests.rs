@@ -19,8 +19,8 @@ fn input<'a>(
     findings: &'a [SecretFinding],
     targets: &'a TargetInventory,
     now: Timestamp,
-) -> CorrelationInput<'a> {
-    CorrelationInput {
+) -> TestInput<'a> {
+    TestInput {
         policy: "prod",
         namespace: "security",
         owner: None,
@@ -32,7 +32,7 @@ fn input<'a>(
     }
 }
 
-fn update<'a>(c: &'a Correlation, name: &str) -> &'a FindingUpdate {
+fn update<'a>(c: &'a Collected, name: &str) -> &'a FindingUpdate {
     c.findings
         .iter()
         .find(|f| f.name == name)

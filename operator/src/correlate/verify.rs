@@ -4,11 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use snapsentry_crds::{
-    AssessedTarget, AuthorizedOn, ScannedMachine, SecretFindingSpec, TargetKind, Verification,
-};
+use snapsentry_crds::{AssessedTarget, AuthorizedOn, ScannedMachine, TargetKind, Verification};
 
-use super::{MAX_RELATED, TargetInventory};
+use super::{FindingRecord, MAX_RELATED, TargetInventory};
 
 /// Public key fingerprint → machines (and users) that authorize it, with where: a disk's
 /// `authorized_keys` file (`status.authorizedKeys`) or the cloud's own key source
@@ -69,13 +67,8 @@ impl AuthorizedIndex {
 
 /// Identity of a private key across machines: its public key fingerprint when the scanner could
 /// derive it, else the keyed fingerprint of the private key itself (equal for equal keys).
-pub fn ssh_key_identity(spec: &SecretFindingSpec) -> Option<&str> {
-    let ssh = spec.metadata.ssh.as_ref()?;
-    Some(
-        ssh.public_key_fingerprint
-            .as_deref()
-            .unwrap_or(&spec.fingerprint),
-    )
+pub fn ssh_key_identity(f: &FindingRecord) -> Option<&str> {
+    Some(&f.ssh.as_ref()?.identity)
 }
 
 /// What verification concluded for one finding.
@@ -93,25 +86,21 @@ pub struct Verdict {
 /// The target of a verified key is the first machine authorizing it (all of them are in
 /// `authorized_on`); an unverified key has no target.
 pub fn verify_ssh(
-    spec: &SecretFindingSpec,
+    f: &FindingRecord,
     index: &AuthorizedIndex,
-    holders: &BTreeMap<String, BTreeSet<String>>,
+    holders: &BTreeMap<&str, BTreeSet<&str>>,
 ) -> Verdict {
-    let public = spec
-        .metadata
-        .ssh
-        .as_ref()
-        .and_then(|s| s.public_key_fingerprint.as_deref());
+    let public = f.ssh.as_ref().and_then(|s| s.public_key_fingerprint());
     let authorized_on = public
-        .map(|fp| index.authorized_on(fp, &spec.machine))
+        .map(|fp| index.authorized_on(fp, &f.machine))
         .unwrap_or_default();
-    let same_key_on = ssh_key_identity(spec)
+    let same_key_on = ssh_key_identity(f)
         .and_then(|id| holders.get(id))
         .into_iter()
         .flatten()
-        .filter(|m| **m != spec.machine)
+        .filter(|m| **m != &*f.machine)
         .take(MAX_RELATED)
-        .cloned()
+        .map(|m| (*m).to_owned())
         .collect();
     let target = authorized_on.first().map(|a| AssessedTarget {
         kind: TargetKind::Vm,
@@ -135,22 +124,18 @@ pub fn verify_ssh(
 /// Existence of the resource does not prove the secret works, so the verdict is `Unverified`
 /// whenever the inventory can say something about the target's kind, and `NotApplicable` when
 /// there is nothing to check against (no target, or a kind no provider lists).
-pub fn verify_target(spec: &SecretFindingSpec, inventory: &TargetInventory) -> Verdict {
-    let target = spec
-        .metadata
-        .target
-        .as_ref()
-        .filter(|t| t.kind != TargetKind::None);
+pub fn verify_target(f: &FindingRecord, inventory: &TargetInventory) -> Verdict {
+    let target = f.target.as_deref().filter(|(kind, _)| *kind != TargetKind::None);
     let verification = match target {
-        Some(t) if inventory.covers(t.kind) => Verification::Unverified,
+        Some((kind, _)) if inventory.covers(*kind) => Verification::Unverified,
         _ => Verification::NotApplicable,
     };
     Verdict {
         verification,
-        target: target.map(|t| AssessedTarget {
-            kind: t.kind,
-            name: t.name.clone(),
-            exists: inventory.exists(t.kind, &t.name),
+        target: target.map(|(kind, name)| AssessedTarget {
+            kind: *kind,
+            name: name.to_string(),
+            exists: inventory.exists(*kind, name),
         }),
         authorized_on: Vec::new(),
         same_key_on: Vec::new(),
@@ -170,7 +155,7 @@ mod tests {
             with_authorized(machine("b", false), "deploy", "SHA256:k1"),
         ];
         let f = ssh_finding("a", "SHA256:k1", "s1");
-        let v = verify_ssh(&f.spec, &AuthorizedIndex::new(&machines), &BTreeMap::new());
+        let v = verify_ssh(&record(&f), &AuthorizedIndex::new(&machines), &BTreeMap::new());
         assert_eq!(v.verification, Verification::Verified);
         assert_eq!(
             v.authorized_on,
@@ -211,7 +196,7 @@ mod tests {
             with_cloud_authorized(machine("d", false), "root", "SHA256:k2", "x"),
         ];
         let f = ssh_finding("a", "SHA256:k1", "s1");
-        let v = verify_ssh(&f.spec, &AuthorizedIndex::new(&machines), &BTreeMap::new());
+        let v = verify_ssh(&record(&f), &AuthorizedIndex::new(&machines), &BTreeMap::new());
         assert_eq!(v.verification, Verification::Verified);
         let on: Vec<_> = v
             .authorized_on
@@ -236,7 +221,7 @@ mod tests {
         ];
         let index = AuthorizedIndex::new(&machines);
         for fp in ["SHA256:k1", "SHA256:other"] {
-            let v = verify_ssh(&ssh_finding("a", fp, "s1").spec, &index, &BTreeMap::new());
+            let v = verify_ssh(&record(&ssh_finding("a", fp, "s1")), &index, &BTreeMap::new());
             assert_eq!(v.verification, Verification::Unverified);
             assert!(v.authorized_on.is_empty() && v.target.is_none());
         }
@@ -245,11 +230,11 @@ mod tests {
     #[test]
     fn the_same_key_on_several_machines() {
         let holders = BTreeMap::from([(
-            "SHA256:k1".to_owned(),
-            BTreeSet::from(["a".to_owned(), "c".to_owned(), "d".to_owned()]),
+            "SHA256:k1",
+            BTreeSet::from(["a", "c", "d"]),
         )]);
         let v = verify_ssh(
-            &ssh_finding("a", "SHA256:k1", "s1").spec,
+            &record(&ssh_finding("a", "SHA256:k1", "s1")),
             &AuthorizedIndex::default(),
             &holders,
         );
@@ -263,7 +248,7 @@ mod tests {
             .map(|i| with_authorized(machine(&format!("m{i:02}"), false), "u", "SHA256:k1"))
             .collect();
         let v = verify_ssh(
-            &ssh_finding("x", "SHA256:k1", "s1").spec,
+            &record(&ssh_finding("x", "SHA256:k1", "s1")),
             &AuthorizedIndex::new(&machines),
             &BTreeMap::new(),
         );
@@ -276,7 +261,7 @@ mod tests {
         inv.insert(TargetKind::Rds, "db.x.rds.amazonaws.com");
         inv.complete_for.insert(TargetKind::Rds);
         let mut f = finding_of_type("a", "Database connection string", "s1");
-        let v = verify_target(&f.spec, &inv);
+        let v = verify_target(&record(&f), &inv);
         assert_eq!(
             (v.verification, v.target),
             (Verification::NotApplicable, None)
@@ -286,7 +271,7 @@ mod tests {
             kind: TargetKind::Rds,
             name: "db.x.rds.amazonaws.com".into(),
         });
-        let v = verify_target(&f.spec, &inv);
+        let v = verify_target(&record(&f), &inv);
         assert_eq!(v.verification, Verification::Unverified);
         assert_eq!(v.target.unwrap().exists, Some(true));
 
@@ -295,7 +280,7 @@ mod tests {
             name: "gone.x.rds.amazonaws.com".into(),
         });
         assert_eq!(
-            verify_target(&f.spec, &inv).target.unwrap().exists,
+            verify_target(&record(&f), &inv).target.unwrap().exists,
             Some(false)
         );
 
@@ -303,7 +288,7 @@ mod tests {
             kind: TargetKind::StorageAccount,
             name: "acct".into(),
         });
-        let v = verify_target(&f.spec, &inv);
+        let v = verify_target(&record(&f), &inv);
         assert_eq!(v.verification, Verification::NotApplicable);
         assert_eq!(v.target.unwrap().exists, None);
     }

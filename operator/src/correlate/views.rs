@@ -6,14 +6,14 @@
 use std::collections::BTreeMap;
 
 use snapsentry_crds::label_value::slugify;
-use snapsentry_crds::{
-    FindingState, ScannedMachine, SecretFindingSpec, SecretFindingStatus, labels,
-};
+use snapsentry_crds::{FindingState, ScannedMachine, SecretFindingStatus, labels};
+
+use super::FindingRecord;
 
 /// Add [`labels::TARGET`] (when the assessment names a target) and [`labels::NEW`] to `out`.
 pub fn add_view_labels(
     out: &mut BTreeMap<String, String>,
-    spec: &SecretFindingSpec,
+    f: &FindingRecord,
     status: &SecretFindingStatus,
     machine: Option<&ScannedMachine>,
 ) {
@@ -22,14 +22,14 @@ pub fn add_view_labels(
     }
     out.insert(
         labels::NEW.to_owned(),
-        is_new(spec, status.state, machine).to_string(),
+        is_new(f, status.state, machine).to_string(),
     );
 }
 
 /// An active finding that the latest scan of its machine saw (`spec.scanId` is that scan's id)
 /// for the first time (`firstSeen` is not before that scan started).
 pub fn is_new(
-    spec: &SecretFindingSpec,
+    f: &FindingRecord,
     state: Option<FindingState>,
     machine: Option<&ScannedMachine>,
 ) -> bool {
@@ -42,7 +42,7 @@ pub fn is_new(
     let Some(started) = last.started_at.as_ref().or(last.finished_at.as_ref()) else {
         return false;
     };
-    last.scan_id == spec.scan_id && spec.first_seen.0 >= started.0
+    last.scan_id == *f.scan_id && f.first_seen >= started.0
 }
 
 #[cfg(test)]
@@ -66,15 +66,15 @@ mod tests {
         f.spec.first_seen = Time(ts(110));
         let m = scanned("scan-2", 100);
         let active = Some(FindingState::Active);
-        assert!(is_new(&f.spec, active, Some(&m)));
+        assert!(is_new(&record(&f), active, Some(&m)));
         // First seen by an earlier scan, seen again now.
         f.spec.first_seen = Time(ts(10));
-        assert!(!is_new(&f.spec, active, Some(&m)));
+        assert!(!is_new(&record(&f), active, Some(&m)));
         // Last seen by an earlier scan: not in the latest one at all.
         f.spec.first_seen = Time(ts(110));
-        assert!(!is_new(&f.spec, active, Some(&scanned("scan-3", 200))));
-        assert!(!is_new(&f.spec, Some(FindingState::Resolved), Some(&m)));
-        assert!(!is_new(&f.spec, active, None));
+        assert!(!is_new(&record(&f), active, Some(&scanned("scan-3", 200))));
+        assert!(!is_new(&record(&f), Some(FindingState::Resolved), Some(&m)));
+        assert!(!is_new(&record(&f), active, None));
     }
 
     #[test]
@@ -90,11 +90,11 @@ mod tests {
             ..Default::default()
         };
         let mut out = BTreeMap::new();
-        add_view_labels(&mut out, &f.spec, &status, None);
+        add_view_labels(&mut out, &record(&f), &status, None);
         assert_eq!(out[labels::TARGET], "billing.x.eu-west-1.rds.amazonaws.com");
         assert_eq!(out[labels::NEW], "false");
         let mut out = BTreeMap::new();
-        add_view_labels(&mut out, &f.spec, &SecretFindingStatus::default(), None);
+        add_view_labels(&mut out, &record(&f), &SecretFindingStatus::default(), None);
         assert!(!out.contains_key(labels::TARGET));
     }
 }
