@@ -182,7 +182,8 @@ pub fn finding_labels(
     spec: &SecretFindingSpec,
     assessment: &Assessment,
 ) -> BTreeMap<String, String> {
-    let mut out = scanner_finding_labels(&spec.policy, &spec.machine, spec.cloud, &spec.secret_type);
+    let mut out =
+        scanner_finding_labels(&spec.policy, &spec.machine, spec.cloud, &spec.secret_type);
     out.extend(assessment.labels());
     out
 }

@@ -43,8 +43,8 @@ pub use lifecycle::{
     DEFAULT_RETENTION, finding_state, parse_go_duration, parse_retention, past_retention,
 };
 pub use paths::title as attack_path_title;
-pub use record::{Changes, FindingRecord, OperatorDigest, Records, Shared, SshRecord};
 pub use recommend::{SECURITY_CONTROL, remediation_steps, title as recommendation_title};
+pub use record::{Changes, FindingRecord, OperatorDigest, Records, Shared, SshRecord};
 pub use risk::{Risk, RiskFacts, SecretClass, assess};
 pub use snapsentry_cloud::{TargetInventory, normalize_target_name};
 pub use verify::{AuthorizedIndex, Verdict, ssh_key_identity, verify_ssh, verify_target};
@@ -293,8 +293,12 @@ impl<'a> Correlator<'a> {
     /// The desired status and labels of an assessed finding.
     fn update(&self, a: Assessed<'_>) -> FindingUpdate {
         let f = a.finding;
-        let mut labels =
-            contract::scanner_finding_labels(self.input.policy, &f.machine, f.cloud, &f.secret_type);
+        let mut labels = contract::scanner_finding_labels(
+            self.input.policy,
+            &f.machine,
+            f.cloud,
+            &f.secret_type,
+        );
         let assessment = Assessment::new(
             a.severity(),
             a.state_label(),

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use snapsentry_crds::{
-    AffectedResource, Cloud, Recommendation, RecommendationSpec, RemediationSteps,
-    ScannedMachine, Severity, SeverityCounts, limits,
+    AffectedResource, Cloud, Recommendation, RecommendationSpec, RemediationSteps, ScannedMachine,
+    Severity, SeverityCounts, limits,
 };
 
 use super::risk::SecretClass;

@@ -312,7 +312,8 @@ mod tests {
             status: status.clone(),
             labels: desired.clone(),
         };
-        let changes = |f: &SecretFinding| Records::new().record(f.clone()).unwrap().changes(&update);
+        let changes =
+            |f: &SecretFinding| Records::new().record(f.clone()).unwrap().changes(&update);
         let both = Changes {
             labels: true,
             status: true,

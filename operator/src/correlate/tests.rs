@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use jiff::SignedDuration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use snapsentry_crds::{
-    Cloud, FindingState, SecretTarget, Severity, TargetKind, Triage, TriageState, Verification,
-    labels as keys, limits,
+    Cloud, FindingState, SecretFinding, SecretTarget, Severity, TargetKind, Triage, TriageState,
+    Verification, labels as keys, limits,
 };
 
 use super::testing::*;

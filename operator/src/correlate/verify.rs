@@ -125,7 +125,10 @@ pub fn verify_ssh(
 /// whenever the inventory can say something about the target's kind, and `NotApplicable` when
 /// there is nothing to check against (no target, or a kind no provider lists).
 pub fn verify_target(f: &FindingRecord, inventory: &TargetInventory) -> Verdict {
-    let target = f.target.as_deref().filter(|(kind, _)| *kind != TargetKind::None);
+    let target = f
+        .target
+        .as_deref()
+        .filter(|(kind, _)| *kind != TargetKind::None);
     let verification = match target {
         Some((kind, _)) if inventory.covers(*kind) => Verification::Unverified,
         _ => Verification::NotApplicable,
@@ -155,7 +158,11 @@ mod tests {
             with_authorized(machine("b", false), "deploy", "SHA256:k1"),
         ];
         let f = ssh_finding("a", "SHA256:k1", "s1");
-        let v = verify_ssh(&record(&f), &AuthorizedIndex::new(&machines), &BTreeMap::new());
+        let v = verify_ssh(
+            &record(&f),
+            &AuthorizedIndex::new(&machines),
+            &BTreeMap::new(),
+        );
         assert_eq!(v.verification, Verification::Verified);
         assert_eq!(
             v.authorized_on,
@@ -196,7 +203,11 @@ mod tests {
             with_cloud_authorized(machine("d", false), "root", "SHA256:k2", "x"),
         ];
         let f = ssh_finding("a", "SHA256:k1", "s1");
-        let v = verify_ssh(&record(&f), &AuthorizedIndex::new(&machines), &BTreeMap::new());
+        let v = verify_ssh(
+            &record(&f),
+            &AuthorizedIndex::new(&machines),
+            &BTreeMap::new(),
+        );
         assert_eq!(v.verification, Verification::Verified);
         let on: Vec<_> = v
             .authorized_on
@@ -221,7 +232,11 @@ mod tests {
         ];
         let index = AuthorizedIndex::new(&machines);
         for fp in ["SHA256:k1", "SHA256:other"] {
-            let v = verify_ssh(&record(&ssh_finding("a", fp, "s1")), &index, &BTreeMap::new());
+            let v = verify_ssh(
+                &record(&ssh_finding("a", fp, "s1")),
+                &index,
+                &BTreeMap::new(),
+            );
             assert_eq!(v.verification, Verification::Unverified);
             assert!(v.authorized_on.is_empty() && v.target.is_none());
         }
@@ -229,10 +244,7 @@ mod tests {
 
     #[test]
     fn the_same_key_on_several_machines() {
-        let holders = BTreeMap::from([(
-            "SHA256:k1",
-            BTreeSet::from(["a", "c", "d"]),
-        )]);
+        let holders = BTreeMap::from([("SHA256:k1", BTreeSet::from(["a", "c", "d"]))]);
         let v = verify_ssh(
             &record(&ssh_finding("a", "SHA256:k1", "s1")),
             &AuthorizedIndex::default(),
