@@ -21,7 +21,7 @@ pub mod providers;
 pub mod reconcile;
 pub mod scan;
 pub mod scanner_cluster;
-mod scope;
+pub mod scope;
 mod snapshots;
 mod start;
 pub mod status;
