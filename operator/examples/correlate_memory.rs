@@ -135,6 +135,16 @@ fn managed(manager: &str, labels: &[&str], spec: &[&str], status: &[&str]) -> Ma
     }
 }
 
+/// The public key fingerprint of SSH key `k`.
+fn ssh_key(k: usize) -> String {
+    format!("SHA256:{k:043}")
+}
+
+/// Every tenth machine is internet-facing.
+fn exposed(i: usize) -> bool {
+    i.is_multiple_of(10)
+}
+
 fn machine_name(i: usize) -> String {
     format!("{POLICY}-web-{i:05}")
 }
@@ -143,9 +153,11 @@ fn machine_name(i: usize) -> String {
 /// condition, the last scan's summary, managed fields of the operator and the scanner.
 fn machine(i: usize) -> ScannedMachine {
     let name = machine_name(i);
-    let authorized = |k: usize, user: &str| AuthorizedKey {
+    // Machine i holds key i/2 (see `finding`) and authorizes key i/2 + 1 for `deploy`: each key
+    // is held by two machines and authorized on two others, whatever the fleet's size.
+    let authorized = |fingerprint: String, user: &str| AuthorizedKey {
         user: user.into(),
-        fingerprint: format!("SHA256:{:043}", (i + k) % 5_000),
+        fingerprint,
         path: format!("/home/{user}/.ssh/authorized_keys"),
     };
     ScannedMachine {
@@ -202,8 +214,8 @@ fn machine(i: usize) -> ScannedMachine {
             platform: Some("linux".into()),
             state: Some("running".into()),
             exposure: Exposure {
-                internet_facing: i % 10 == 0,
-                reasons: if i % 10 == 0 {
+                internet_facing: exposed(i),
+                reasons: if exposed(i) {
                     vec!["public IPv4 203.0.113.7, security group sg-0123 open to 0.0.0.0/0".into()]
                 } else {
                     vec![]
@@ -240,12 +252,16 @@ fn machine(i: usize) -> ScannedMachine {
                     id: format!("vol-{i:017x}/p1"),
                     filesystem: Some("ext4".into()),
                     scanned: true,
-                    ..Default::default()
+                    error: None,
+                    skip_reason: None,
                 }],
                 findings: 20,
                 ..Default::default()
             }),
-            authorized_keys: vec![authorized(1, "deploy"), authorized(2, "ubuntu")],
+            authorized_keys: vec![
+                authorized(ssh_key(i / 2 + 1), "deploy"),
+                authorized(format!("SHA256:{:043}", 9_000_000 + i), "ubuntu"),
+            ],
             findings: Some(SeverityCounts::default()),
             coverage: None,
         }),
@@ -254,7 +270,7 @@ fn machine(i: usize) -> ScannedMachine {
 
 /// Finding `k` of machine `i` as the scanner leaves it on a first scan: its nine labels, a
 /// provisional status, one location, managed fields. One in twenty is an SSH key (held by a
-/// few machines, authorized on others), one in ten names an RDS database.
+/// another machine, authorized on two others), one in ten names an RDS database.
 fn finding(i: usize, k: usize) -> SecretFinding {
     let machine = machine_name(i);
     let (rule_id, secret_type) = match k % 4 {
@@ -278,7 +294,7 @@ fn finding(i: usize, k: usize) -> SecretFinding {
     if ssh {
         metadata.ssh = Some(SshKeyFacts {
             algorithm: "ssh-ed25519".into(),
-            public_key_fingerprint: Some(format!("SHA256:{:043}", i % 5_000)),
+            public_key_fingerprint: Some(ssh_key(i / 2)),
             encrypted: false,
         });
     }
@@ -315,7 +331,7 @@ fn finding(i: usize, k: usize) -> SecretFinding {
         last_seen: time(30),
         triage: None,
     };
-    let assessment = contract::Assessment::scanned(&spec, i % 10 == 0, None);
+    let assessment = contract::Assessment::scanned(&spec, exposed(i), None);
     let finding_labels = contract::finding_labels(&spec, &assessment);
     SecretFinding {
         metadata: ObjectMeta {
@@ -354,7 +370,7 @@ fn finding(i: usize, k: usize) -> SecretFinding {
             state: Some(FindingState::Active),
             severity: Some(Severity::High),
             verification: Some(Verification::Unverified),
-            exposed: i % 10 == 0,
+            exposed: exposed(i),
             ..Default::default()
         }),
     }
@@ -432,13 +448,24 @@ fn run(machines: usize, per_machine: usize) {
     };
     let correlator = Correlator::new(&input);
     let correlation = correlator.correlation();
+    let aggregates_peak = peak_bytes() - before_correlation;
+    let aggregates_kept = now_bytes() - before_correlation;
+    reset_peak();
     let (mut changed, mut labels, mut status) = (0usize, 0usize, 0usize);
     for w in correlator.updates().filter_map(changed_finding) {
         changed += 1;
         labels += usize::from(w.changes.labels);
         status += usize::from(w.changes.status);
     }
-    let correlation_peak = peak_bytes() - before_correlation;
+    let updates_peak = peak_bytes() - before_correlation - aggregates_kept;
+    let correlation_peak =
+        (before_correlation + aggregates_peak).max(peak_bytes()) - before_correlation;
+    println!(
+        "correlation: indexes and aggregates keep {} (peak {}), reading every update peaks {} above that",
+        mib(aggregates_kept),
+        mib(aggregates_peak),
+        mib(updates_peak),
+    );
     println!(
         "correlation: {} open, {} attack paths, {} recommendations; {changed} findings to write ({labels} labels, {status} status); peaked at {} above the records ({} bytes a finding)",
         correlation.open.total,

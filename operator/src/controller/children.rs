@@ -19,23 +19,45 @@ pub struct ChildPlan {
     pub delete: Vec<String>,
 }
 
+/// An object the policy owns as listed: its name and whether it is as desired — all that is
+/// kept of it, so comparing a policy's AttackPaths never holds them twice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Existing {
+    pub name: String,
+    /// A desired object of that name is there and `same` said yes.
+    pub same: bool,
+}
+
+impl Existing {
+    /// What is kept of `current`, compared with the desired object of its name.
+    pub fn of<K: ResourceExt>(
+        current: &K,
+        desired: &BTreeMap<String, &K>,
+        same: impl Fn(&K, &K) -> bool,
+    ) -> Self {
+        let name = current.name_any();
+        let same = desired.get(&name).is_some_and(|d| same(current, d));
+        Self { name, same }
+    }
+}
+
 /// Compare the objects a policy owns (`current`, listed by label) with the desired set.
-pub fn diff_owned<K: ResourceExt>(
-    current: &[K],
-    desired: &[K],
-    same: impl Fn(&K, &K) -> bool,
-) -> ChildPlan {
+pub fn diff_owned<K: ResourceExt>(current: &[Existing], desired: &[K]) -> ChildPlan {
     let wanted: BTreeSet<String> = desired.iter().map(|d| d.name_any()).collect();
-    let existing: BTreeMap<String, &K> = current.iter().map(|c| (c.name_any(), c)).collect();
+    let as_desired: BTreeSet<&str> = current
+        .iter()
+        .filter(|c| c.same)
+        .map(|c| c.name.as_str())
+        .collect();
     let apply = desired
         .iter()
-        .filter(|d| !existing.get(&d.name_any()).is_some_and(|c| same(c, d)))
         .map(|d| d.name_any())
+        .filter(|n| !as_desired.contains(n.as_str()))
         .collect();
     let delete = current
         .iter()
-        .map(|c| c.name_any())
-        .filter(|n| !wanted.contains(n))
+        .filter(|c| !wanted.contains(&c.name))
+        .map(|c| c.name.clone())
         .collect();
     ChildPlan { apply, delete }
 }
@@ -147,11 +169,19 @@ mod tests {
     fn owned_objects_diff() {
         let current = [path("ap-1", "t"), path("ap-2", "t"), path("ap-3", "old")];
         let desired = [path("ap-1", "t"), path("ap-3", "new"), path("ap-4", "t")];
-        let plan = diff_owned(&current, &desired, |a, b| a.spec == b.spec);
+        let diff = |current: &[AttackPath], desired: &[AttackPath]| {
+            let by_name: BTreeMap<String, &AttackPath> =
+                desired.iter().map(|d| (d.name_any(), d)).collect();
+            let existing: Vec<Existing> = current
+                .iter()
+                .map(|c| Existing::of(c, &by_name, |a, b| a.spec == b.spec))
+                .collect();
+            diff_owned(&existing, desired)
+        };
+        let plan = diff(&current, &desired);
         assert_eq!(plan.apply, ["ap-3", "ap-4"]);
         assert_eq!(plan.delete, ["ap-2"]);
-        let none = diff_owned(&current, &current, |a, b| a.spec == b.spec);
-        assert_eq!(none, ChildPlan::default());
+        assert_eq!(diff(&current, &current), ChildPlan::default());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use snapsentry_crds::{
     AttackPath, MachinePhase, Recommendation, ScanPolicyStatus, ScannedMachine, SecretFinding,
 };
 
-use super::children::{FindingWrite, changed_finding, diff_owned};
+use super::children::{Existing, FindingWrite, changed_finding, diff_owned};
 use super::inventory::target_inventory;
 use super::scan::machine_counts;
 use super::scope::{Scope, delete_if_present, server_side_apply};
@@ -311,8 +311,8 @@ fn finding_request(w: &FindingWrite) -> (String, Patch<serde_json::Value>, Patch
     )
 }
 
-/// Apply the desired objects of a kind and delete the policy's others; returns how many are
-/// desired.
+/// Apply the desired objects of a kind that are missing or differ, and delete the policy's
+/// others; returns how many are desired.
 async fn sync_owned<K>(
     scope: &Scope<'_>,
     desired: &[K],
@@ -327,9 +327,14 @@ where
         + Sync,
 {
     let api = &scope.api::<K>();
-    let current = scope.list(api, &scope.policy_selector()).await?;
-    let plan = diff_owned(&current, desired, same);
     let by_name: BTreeMap<String, &K> = desired.iter().map(|d| (d.name_any(), d)).collect();
+    // Page by page, each existing object kept only as its name and whether it is as desired.
+    let current = scope
+        .list_as(api, &scope.policy_selector(), |c| {
+            Some(Existing::of(&c, &by_name, &same))
+        })
+        .await?;
+    let plan = diff_owned(&current, desired);
     let mut apply = Vec::with_capacity(plan.apply.len());
     for name in &plan.apply {
         apply.extend(by_name.get(name).copied());
