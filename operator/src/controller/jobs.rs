@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::ResourceExt;
 use kube::runtime::events::EventType;
 use snapsentry_crds::{
@@ -68,6 +68,21 @@ pub fn phase_in_scan(
     }
 }
 
+/// What the operator reads of a listed scanner Job: its name, labels and status — not its pod
+/// template nor managed fields, most of its size (a scan's Jobs are listed at every reconcile
+/// while it runs).
+fn as_read(job: Job) -> Job {
+    Job {
+        metadata: ObjectMeta {
+            name: job.metadata.name,
+            labels: job.metadata.labels,
+            ..Default::default()
+        },
+        spec: None,
+        status: job.status,
+    }
+}
+
 /// Each of the policy's machines with its phase in scan `scan_id` (from the scan's Jobs),
 /// synchronised into its status.
 pub(super) async fn sync_machines(
@@ -77,7 +92,9 @@ pub(super) async fn sync_machines(
 ) -> Result<Vec<ScannedMachine>> {
     let jobs_api = scope.jobs();
     let jobs: BTreeMap<String, Job> = scope
-        .list(&jobs_api, &scope.job_selector(Some(scan_id)))
+        .list_as(&jobs_api, &scope.job_selector(Some(scan_id)), |j| {
+            Some(as_read(j))
+        })
         .await?
         .into_iter()
         .filter_map(|j| Some((j.labels().get(labels::MACHINE)?.clone(), j)))
@@ -287,7 +304,10 @@ pub(super) async fn patch_machine_status(
 pub(super) async fn delete_all(scope: &Scope<'_>) -> Result<()> {
     let jobs = scope.jobs();
     let selector = scope.job_selector(None);
-    for job in scope.list(&jobs, &selector).await? {
+    for job in scope
+        .list_as(&jobs, &selector, |j| Some(as_read(j)))
+        .await?
+    {
         delete_if_present(&jobs, &job.name_any()).await?;
     }
     grants::delete_selected(&scope.secrets(), &selector).await?;
