@@ -264,6 +264,7 @@ async fn write_findings<'a>(
     to_delete: &[String],
 ) -> Result<()> {
     let api = &scope.api::<SecretFinding>();
+    tracing::info!(policy = %scope.name, findings = total, "writing findings");
     let mut requests = Bounded::new(scope);
     let (mut changed, mut labels, mut status) = (0usize, 0usize, 0usize);
     for w in updates.filter_map(changed_finding) {
