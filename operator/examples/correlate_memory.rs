@@ -484,6 +484,15 @@ fn run(machines: usize, per_machine: usize) {
         correlation_peak / findings_total.max(1),
     );
     drop(correlator);
+    let mut correlation = correlation;
+    let paths = correlation.attack_paths.len();
+    let before_paths = now_bytes();
+    correlation.attack_paths = Vec::new();
+    println!(
+        "of which the AttackPaths: {} ({} bytes each)",
+        mib(before_paths - now_bytes()),
+        (before_paths - now_bytes()) / paths.max(1),
+    );
     drop(correlation);
     let total_peak = peak_bytes().max(before_records + listing_peak) - start;
     println!(
