@@ -174,6 +174,18 @@ impl Assessment {
                 .unwrap_or_else(|| target_kind.as_str().to_owned()),
         }
     }
+
+    /// The five assessment labels of [`OPERATOR_FINDING_LABELS`] (the views' two are the
+    /// operator's alone).
+    pub fn labels(&self) -> [(String, String); 5] {
+        [
+            (labels::SEVERITY.to_owned(), self.severity.clone()),
+            (labels::STATE.to_owned(), self.state.clone()),
+            (labels::VERIFIED.to_owned(), self.verified.clone()),
+            (labels::EXPOSED.to_owned(), self.exposed.to_string()),
+            (labels::TARGET_KIND.to_owned(), self.target_kind.clone()),
+        ]
+    }
 }
 
 /// All nine `snapsentry.io/*` labels of a SecretFinding: the scanner's from its spec, the
@@ -202,20 +214,6 @@ pub fn scanner_finding_labels(
         (labels::CLOUD.to_owned(), cloud.as_str().to_owned()),
         (labels::SECRET_TYPE.to_owned(), slugify(secret_type)),
     ])
-}
-
-impl Assessment {
-    /// The five assessment labels of [`OPERATOR_FINDING_LABELS`] (the views' two are the
-    /// operator's alone).
-    pub fn labels(&self) -> [(String, String); 5] {
-        [
-            (labels::SEVERITY.to_owned(), self.severity.clone()),
-            (labels::STATE.to_owned(), self.state.clone()),
-            (labels::VERIFIED.to_owned(), self.verified.clone()),
-            (labels::EXPOSED.to_owned(), self.exposed.to_string()),
-            (labels::TARGET_KIND.to_owned(), self.target_kind.clone()),
-        ]
-    }
 }
 
 /// Longest object name Kubernetes accepts (a DNS subdomain).

@@ -542,3 +542,69 @@ fn owner_and_namespace_are_set_on_what_correlation_creates() {
         );
     }
 }
+
+/// The gauge, the counts and the update stream agree: every update labelled `active` is counted
+/// once under its severity and secret type, triaged and resolved ones are not, and one finding
+/// past the retention is neither updated nor counted but deleted.
+#[test]
+fn aggregates_match_the_updates() {
+    let machines = vec![
+        with_last_scan(machine("a", true), "s2", true, ts(100)),
+        with_last_scan(
+            with_authorized(machine("b", false), "root", KEY),
+            "s2",
+            true,
+            ts(100),
+        ),
+    ];
+    let mut triaged = finding_of_type("b", "GitHub token", "s2");
+    triaged.spec.triage = Some(Triage {
+        state: TriageState::Accepted,
+        note: None,
+        by: None,
+    });
+    // Seen by s1 only: resolved by s2.
+    let resolved = finding_of_type("a", "Password in .env file", "s1");
+    let mut expired = finding_of_type("b", "Certificate", "s1");
+    expired.status = Some(snapsentry_crds::SecretFindingStatus {
+        state: Some(FindingState::Resolved),
+        resolved_at: Some(Time(ts(-3_000_000))),
+        ..Default::default()
+    });
+    let findings = vec![
+        ssh_finding("a", KEY, "s2"),
+        finding_of_type("a", "AWS access key", "s2"),
+        finding_of_type("b", "AWS access key", "s2"),
+        triaged,
+        resolved,
+        expired.clone(),
+    ];
+    let c = correlate(&input(
+        &machines,
+        &findings,
+        &TargetInventory::default(),
+        ts(200),
+    ));
+    assert_eq!(c.to_delete, [expired.metadata.name.clone().unwrap()]);
+    assert_eq!(c.findings.len(), 5);
+    let mut from_updates: BTreeMap<(Severity, String), u64> = BTreeMap::new();
+    for u in c
+        .findings
+        .iter()
+        .filter(|u| u.labels[keys::STATE] == "active")
+    {
+        *from_updates
+            .entry((
+                u.status.severity.unwrap(),
+                u.labels[keys::SECRET_TYPE].clone(),
+            ))
+            .or_default() += 1;
+    }
+    assert_eq!(from_updates.values().sum::<u64>(), 3);
+    assert_eq!(c.open_by_severity_and_type(), from_updates);
+    assert_eq!(c.open.total, 3);
+    assert_eq!(
+        c.machine_findings["a"].total + c.machine_findings["b"].total,
+        3
+    );
+}
