@@ -147,7 +147,7 @@ impl Assessed<'_> {
 pub struct Correlator<'a> {
     input: &'a CorrelationInput<'a>,
     machines: BTreeMap<&'a str, &'a ScannedMachine>,
-    index: AuthorizedIndex,
+    index: AuthorizedIndex<'a>,
     /// SSH key identity → machines where an active finding holds the key.
     holders: BTreeMap<&'a str, BTreeSet<&'a str>>,
 }

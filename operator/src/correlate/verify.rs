@@ -12,16 +12,17 @@ use super::{FindingRecord, MAX_RELATED, TargetInventory};
 /// `authorized_keys` file (`status.authorizedKeys`) or the cloud's own key source
 /// (`spec.cloudAuthorizedKeys`, such as GCE's project metadata `ssh-keys`). Both count alike.
 #[derive(Clone, Debug, Default)]
-pub struct AuthorizedIndex {
-    /// fingerprint → (machine, user) → source (the disk's file when both authorize it).
-    by_fingerprint: BTreeMap<String, BTreeMap<(String, String), String>>,
+pub struct AuthorizedIndex<'a> {
+    /// fingerprint → (machine, user, source), sorted by machine and user, one source for each
+    /// (the disk's file when both authorize it). Borrowed from the machines: a fleet's keys cost
+    /// an entry each, not a map each.
+    by_fingerprint: BTreeMap<&'a str, Vec<(&'a str, &'a str, &'a str)>>,
 }
 
-impl AuthorizedIndex {
+impl<'a> AuthorizedIndex<'a> {
     /// Index the `status.authorizedKeys` and `spec.cloudAuthorizedKeys` of every machine.
-    pub fn new(machines: &[ScannedMachine]) -> Self {
-        let mut by_fingerprint: BTreeMap<String, BTreeMap<(String, String), String>> =
-            BTreeMap::new();
+    pub fn new(machines: &'a [ScannedMachine]) -> Self {
+        let mut by_fingerprint: BTreeMap<&str, Vec<(&str, &str, &str)>> = BTreeMap::new();
         for m in machines {
             let Some(name) = m.metadata.name.as_deref() else {
                 continue;
@@ -38,11 +39,16 @@ impl AuthorizedIndex {
                 .map(|k| (&k.fingerprint, &k.user, &k.source));
             for (fingerprint, user, source) in on_disk.chain(from_cloud) {
                 by_fingerprint
-                    .entry(fingerprint.clone())
+                    .entry(fingerprint)
                     .or_default()
-                    .entry((name.to_owned(), user.clone()))
-                    .or_insert_with(|| source.clone());
+                    .push((name, user, source));
             }
+        }
+        for entries in by_fingerprint.values_mut() {
+            // Stable: of the entries of one (machine, user), the first indexed (the disk's) stays.
+            entries.sort_by_key(|(machine, user, _)| (*machine, *user));
+            entries.dedup_by_key(|(machine, user, _)| (*machine, *user));
+            entries.shrink_to_fit();
         }
         Self { by_fingerprint }
     }
@@ -54,12 +60,12 @@ impl AuthorizedIndex {
             .get(fingerprint)
             .into_iter()
             .flatten()
-            .filter(|((machine, _), _)| machine != source)
+            .filter(|(machine, _, _)| *machine != source)
             .take(MAX_RELATED)
-            .map(|((machine, user), from)| AuthorizedOn {
-                machine: machine.clone(),
-                user: user.clone(),
-                source: Some(from.clone()),
+            .map(|(machine, user, from)| AuthorizedOn {
+                machine: (*machine).to_owned(),
+                user: (*user).to_owned(),
+                source: Some((*from).to_owned()),
             })
             .collect()
     }
@@ -87,7 +93,7 @@ pub struct Verdict {
 /// `authorized_on`); an unverified key has no target.
 pub fn verify_ssh(
     f: &FindingRecord,
-    index: &AuthorizedIndex,
+    index: &AuthorizedIndex<'_>,
     holders: &BTreeMap<&str, BTreeSet<&str>>,
 ) -> Verdict {
     let public = f.ssh.as_ref().and_then(|s| s.public_key_fingerprint());
