@@ -9,6 +9,8 @@
 //! | [`AttackPath`] | `ap` | operator | entry machine → secret → target |
 //! | [`Recommendation`] | `rec` | operator | per-cloud "resolve secrets findings" with affected resources |
 //!
+//! [`assess`] is a finding's assessment (its status and operator labels), computed the same way by
+//! the scanner Job that writes the finding and by the operator's correlation after the scan.
 //! [`contract`] holds what the operator, the scanner and users agree on — label keys and who
 //! owns them, annotations, field managers, object names; the labels make `kubectl get sf -l …`
 //! the query language. Every list in a status is bounded (see [`limits`]): storing findings as
@@ -26,6 +28,7 @@
 // as duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod assess;
 mod assignment;
 mod attack_path;
 mod common;

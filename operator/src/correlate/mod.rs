@@ -14,9 +14,7 @@ mod coverage;
 mod lifecycle;
 mod paths;
 mod recommend;
-mod risk;
 mod verify;
-mod views;
 
 #[cfg(test)]
 pub(crate) mod testing;
@@ -27,11 +25,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use snapsentry_crds::assess::{self, Facts, LatestScan, is_new};
 use snapsentry_crds::{
     AffectedResource, AttackPath, AttackPathSpec, Cloud, FindingState, PathEntry, PathSecret,
     PathTarget, Recommendation, RecommendationSpec, RemediationSteps, ScannedMachine,
-    SecretFinding, SecretFindingStatus, Severity, SeverityCounts, TargetKind, TriageState,
-    Verification, labels as label_keys, limits,
+    SecretFinding, SecretFindingStatus, Severity, SeverityCounts, TargetKind, Verification,
+    labels as label_keys, limits,
 };
 
 pub use coverage::title as coverage_title;
@@ -40,13 +39,13 @@ pub use lifecycle::{
 };
 pub use paths::title as attack_path_title;
 pub use recommend::{SECURITY_CONTROL, remediation_steps, title as recommendation_title};
-pub use risk::{Risk, RiskFacts, SecretClass, assess};
 pub use snapsentry_cloud::{TargetInventory, normalize_target_name};
+pub use snapsentry_crds::assess::risk::{Risk, RiskFacts, SecretClass, assess};
 pub use verify::{AuthorizedIndex, Verdict, ssh_key_identity, verify_ssh, verify_target};
 
 /// Most entries in `authorizedOn` and `sameKeyOn`.
 pub const MAX_RELATED: usize = 20;
-use snapsentry_crds::contract::{self, Assessment};
+use snapsentry_crds::contract;
 pub use snapsentry_crds::label_value::{
     bounded, is_valid_label_value, short_hash, slugify, state_value,
 };
@@ -141,6 +140,7 @@ struct Assessed<'a> {
     finding: &'a SecretFinding,
     name: String,
     status: SecretFindingStatus,
+    labels: BTreeMap<String, String>,
     open: bool,
 }
 
@@ -185,54 +185,28 @@ pub fn correlate(input: &CorrelationInput<'_>) -> Correlation {
     let mut assessed = Vec::with_capacity(kept.len());
     for (f, name, state, resolved_at) in kept {
         let machine = machines.get(f.spec.machine.as_str()).copied();
-        let exposed = machine.is_some_and(|m| m.spec.exposure.internet_facing);
-        let expired = f
-            .spec
-            .metadata
-            .expires_at
-            .as_ref()
-            .is_some_and(|t| t.0 <= input.now);
         let verdict = if f.spec.metadata.ssh.is_some() {
             verify_ssh(&f.spec, &index, &holders)
         } else {
             verify_target(&f.spec, input.targets)
         };
-        let triage = f.spec.triage.as_ref().map(|t| t.state);
-        let triaged_away = matches!(
-            triage,
-            Some(TriageState::Accepted | TriageState::FalsePositive)
-        );
-        let risk = assess(&RiskFacts {
-            rule_severity: f.spec.rule_severity,
-            class: SecretClass::of(&f.spec.rule_id, &f.spec.secret_type),
-            verification: verdict.verification,
-            target_exists: verdict.target.as_ref().and_then(|t| t.exists),
-            expired,
-            encrypted: f.spec.metadata.ssh.as_ref().is_some_and(|s| s.encrypted),
-            exposed,
-        });
-        let (severity, score) = if triaged_away {
-            (f.spec.rule_severity, 0)
-        } else {
-            (risk.severity, risk.score)
-        };
-        let status = SecretFindingStatus {
-            state: Some(state),
+        // The scanner Job computes the same with what it knows (`assess::scanned`): for a
+        // finding that needs no fleet facts the two agree and the finish writes nothing.
+        let a = assess::assess(Facts {
+            spec: &f.spec,
+            state,
             resolved_at,
-            severity: Some(severity),
-            risk_score: Some(score),
-            verification: Some(verdict.verification),
-            target: verdict.target,
-            authorized_on: verdict.authorized_on,
-            same_key_on: verdict.same_key_on,
-            exposed,
-            expired,
-        };
+            verdict,
+            exposed: machine.is_some_and(|m| m.spec.exposure.internet_facing),
+            now: input.now,
+            new: is_new(&f.spec, state, LatestScan::of(machine)),
+        });
         assessed.push(Assessed {
             finding: f,
             name,
-            open: state == FindingState::Active && !triaged_away,
-            status,
+            open: a.open,
+            status: a.status,
+            labels: a.labels,
         });
     }
 
@@ -249,32 +223,9 @@ pub fn correlate(input: &CorrelationInput<'_>) -> Correlation {
                 .or_default()
                 .add(severity);
         }
-        let state = state_value(
-            a.status.state.unwrap_or(FindingState::Active),
-            a.finding.spec.triage.as_ref().map(|t| t.state),
-        );
-        let mut labels = contract::finding_labels(
-            &a.finding.spec,
-            &Assessment::new(
-                severity,
-                state,
-                a.status.verification.unwrap_or(Verification::NotApplicable),
-                a.status.exposed,
-                a.status
-                    .target
-                    .as_ref()
-                    .map_or(TargetKind::None, |t| t.kind),
-            ),
-        );
-        views::add_view_labels(
-            &mut labels,
-            &a.finding.spec,
-            &a.status,
-            machines.get(a.finding.spec.machine.as_str()).copied(),
-        );
         out.findings.push(FindingUpdate {
             name: a.name.clone(),
-            labels,
+            labels: a.labels.clone(),
             status: a.status.clone(),
         });
     }

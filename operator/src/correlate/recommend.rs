@@ -3,7 +3,7 @@
 
 use snapsentry_crds::Cloud;
 
-use super::risk::SecretClass;
+use super::SecretClass;
 
 /// Security control every recommendation sits under.
 pub const SECURITY_CONTROL: &str = "Remediate vulnerabilities";

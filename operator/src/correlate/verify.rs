@@ -4,9 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use snapsentry_crds::{
-    AssessedTarget, AuthorizedOn, ScannedMachine, SecretFindingSpec, TargetKind, Verification,
-};
+pub use snapsentry_crds::assess::Verdict;
+use snapsentry_crds::{AuthorizedOn, ScannedMachine, SecretFindingSpec};
 
 use super::{MAX_RELATED, TargetInventory};
 
@@ -78,15 +77,6 @@ pub fn ssh_key_identity(spec: &SecretFindingSpec) -> Option<&str> {
     )
 }
 
-/// What verification concluded for one finding.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Verdict {
-    pub verification: Verification,
-    pub target: Option<AssessedTarget>,
-    pub authorized_on: Vec<AuthorizedOn>,
-    pub same_key_on: Vec<String>,
-}
-
 /// Verify an SSH private key finding.
 ///
 /// `holders` maps [`ssh_key_identity`] to the machines where an active finding holds that key.
@@ -113,55 +103,23 @@ pub fn verify_ssh(
         .take(MAX_RELATED)
         .cloned()
         .collect();
-    let target = authorized_on.first().map(|a| AssessedTarget {
-        kind: TargetKind::Vm,
-        name: a.machine.clone(),
-        exists: Some(true),
-    });
-    Verdict {
-        verification: if authorized_on.is_empty() {
-            Verification::Unverified
-        } else {
-            Verification::Verified
-        },
-        target,
-        authorized_on,
-        same_key_on,
-    }
+    Verdict::ssh(authorized_on, same_key_on)
 }
 
-/// Check the resource a non-SSH secret names against the inventory.
-///
-/// Existence of the resource does not prove the secret works, so the verdict is `Unverified`
-/// whenever the inventory can say something about the target's kind, and `NotApplicable` when
-/// there is nothing to check against (no target, or a kind no provider lists).
+/// Check the resource a non-SSH secret names against the inventory ([`Verdict::target`]).
 pub fn verify_target(spec: &SecretFindingSpec, inventory: &TargetInventory) -> Verdict {
-    let target = spec
-        .metadata
-        .target
-        .as_ref()
-        .filter(|t| t.kind != TargetKind::None);
-    let verification = match target {
-        Some(t) if inventory.covers(t.kind) => Verification::Unverified,
-        _ => Verification::NotApplicable,
-    };
-    Verdict {
-        verification,
-        target: target.map(|t| AssessedTarget {
-            kind: t.kind,
-            name: t.name.clone(),
-            exists: inventory.exists(t.kind, &t.name),
-        }),
-        authorized_on: Vec::new(),
-        same_key_on: Vec::new(),
-    }
+    Verdict::target(
+        spec,
+        |kind| inventory.covers(kind),
+        |kind, name| inventory.exists(kind, name),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::correlate::testing::*;
-    use snapsentry_crds::SecretTarget;
+    use snapsentry_crds::{AssessedTarget, SecretTarget, TargetKind, Verification};
 
     #[test]
     fn a_key_authorized_on_another_machine_is_verified() {
