@@ -243,6 +243,36 @@ impl<'a> Bounded<'a> {
     }
 }
 
+/// The JSON patch (RFC 6902) that makes a finding's assessment `update`'s: the whole `status`
+/// replaced, each of [`OPERATOR_FINDING_LABELS`] set, or removed when the update has none
+/// (added first, so the removal cannot fail on a label already gone).
+///
+/// Not a server-side apply: the scanner Job's apply also sets these fields
+/// (`snapsentry_crds::assess::scanned`), and with server-side apply a field the operator leaves
+/// out would stay as long as the scanner's last apply holds it — a key no longer authorized
+/// elsewhere would keep its `status.target` and `snapsentry.io/target`. An update removes it for
+/// every manager.
+fn finding_patch(update: &correlate::FindingUpdate) -> serde_json::Value {
+    let mut ops =
+        vec![serde_json::json!({ "op": "add", "path": "/status", "value": update.status })];
+    for key in OPERATOR_FINDING_LABELS {
+        let path = format!(
+            "/metadata/labels/{}",
+            key.replace('~', "~0").replace('/', "~1")
+        );
+        match update.labels.get(key) {
+            Some(value) => {
+                ops.push(serde_json::json!({ "op": "add", "path": path, "value": value }))
+            }
+            None => {
+                ops.push(serde_json::json!({ "op": "add", "path": path, "value": "" }));
+                ops.push(serde_json::json!({ "op": "remove", "path": path }));
+            }
+        }
+    }
+    serde_json::Value::Array(ops)
+}
+
 /// Write the operator's labels and status of each finding where either differs from the finding
 /// as it is, in one server-side apply (SecretFinding has no status subresource: the request that
 /// sets the labels sets the status); delete findings past retention.
@@ -256,7 +286,10 @@ async fn write_findings(
     correlation: &correlate::Correlation,
 ) -> Result<()> {
     let api = &scope.api::<SecretFinding>();
-    let params = &PatchParams::apply(contract::OPERATOR).force();
+    let params = &PatchParams {
+        field_manager: Some(contract::OPERATOR.into()),
+        ..PatchParams::default()
+    };
     let writes = changed_findings(findings, &correlation.findings);
     let (labels, status) = writes.iter().fold((0, 0), |(l, s), w| {
         (l + usize::from(w.labels), s + usize::from(w.status))
@@ -265,22 +298,12 @@ async fn write_findings(
     let mut requests = Bounded::new(scope);
     for w in writes {
         let update = w.update;
-        let labels: BTreeMap<&str, &String> = OPERATOR_FINDING_LABELS
-            .iter()
-            .filter_map(|k| Some((*k, update.labels.get(*k)?)))
-            .collect();
-        let body = serde_json::json!({
-            "apiVersion": SecretFinding::api_version(&()),
-            "kind": SecretFinding::kind(&()),
-            "metadata": { "name": update.name, "labels": labels },
-            "status": update.status,
-        });
-        let patch = async move {
-            api.patch(&update.name, params, &Patch::Apply(&body))
-                .await?;
+        let patch = Patch::<()>::Json(serde_json::from_value(finding_patch(update))?);
+        let write = async move {
+            api.patch(&update.name, params, &patch).await?;
             Ok(())
         };
-        requests.push(patch.boxed()).await?;
+        requests.push(write.boxed()).await?;
     }
     for name in &correlation.to_delete {
         requests.push(delete_if_present(api, name).boxed()).await?;
