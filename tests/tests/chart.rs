@@ -490,16 +490,20 @@ async fn only_snapsentry_writes_status(
         .patch("roles-web-01", &apply, &Patch::Apply(&status(41)))
         .await
         .context("the operator writes the status again")?;
-    // The scanner Jobs' service account writes the provisional assessment with the finding.
+    // The scanner Jobs' service account writes the provisional assessment with the finding, in
+    // one apply.
     let scanner: Api<SecretFinding> = Api::namespaced(
         client_as(cp, ns, snapsentry_tests::chart_rbac::SCANNER).await?,
         ns,
     );
+    let mut with_status = snapsentry_tests::sample::finding("roles-web-01");
+    with_status.status = Some(Default::default());
+    with_status.status.as_mut().unwrap().risk_score = Some(42);
     let written = scanner
         .patch(
             "roles-web-01",
             &PatchParams::apply("snapsentry-scanner").force(),
-            &Patch::Apply(&status(42)),
+            &Patch::Apply(&with_status),
         )
         .await
         .context("the scanner writes the status")?;

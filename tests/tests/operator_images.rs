@@ -908,9 +908,11 @@ fn finding_writes(w: &World) -> (std::collections::BTreeMap<String, usize>, usiz
     w.operator_requests.finding_writes(&w.ns)
 }
 
-/// One request per new or changed finding, counted as the operator's client sends them: a first
-/// scan's findings each get one server-side apply carrying the operator's labels and status
-/// together; the next scan writes each at most once; nothing goes to a status subresource.
+/// One request per new or changed finding, counted as the operator's client sends them: the
+/// stand-in scanner writes no assessment, so a first scan's findings each get one write carrying
+/// the operator's labels and status together; the next scan writes each at most once; nothing
+/// goes to a status subresource. (With the real scanner, which writes the provisional assessment
+/// itself, the finish writes only what needs fleet facts: `finish_writes.rs`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_request_per_new_or_changed_finding() -> Result<()> {
     let mut w = images_world("op-requests", "0.2").await?;
