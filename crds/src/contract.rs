@@ -20,8 +20,8 @@ use crate::{Cloud, SecretFindingSpec, Severity, TargetKind, Verification};
 /// Field manager of everything the operator writes, and the value of
 /// [`labels::MANAGED_BY`] on every object and cloud resource it creates.
 pub const OPERATOR: &str = "snapsentry-operator";
-/// Field manager of what the scanner writes (SecretFinding spec and labels, its part of a
-/// ScannedMachine's status).
+/// Field manager of what the scanner writes (SecretFinding spec, labels and provisional status,
+/// its part of a ScannedMachine's status).
 pub const SCANNER: &str = "snapsentry-scanner";
 
 /// Where a scanner Job's container finds the files of its read grant (for Azure, one SAS URL per
@@ -123,7 +123,8 @@ pub const OPERATOR_FINDING_LABELS: [&str; 7] = [
     labels::NEW,
 ];
 
-/// The operator-owned part of a finding's labels, as label values.
+/// The assessment part of a finding's labels (five of the seven; [`crate::assess`] adds
+/// [`labels::TARGET`] and [`labels::NEW`]), as label values.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Assessment {
     /// [`labels::SEVERITY`].

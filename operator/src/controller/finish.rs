@@ -344,3 +344,54 @@ where
     requests.finish().await?;
     Ok(desired.len())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use snapsentry_crds::{SecretFindingStatus, labels};
+
+    use super::*;
+
+    #[test]
+    fn a_finding_patch_replaces_the_status_and_sets_or_removes_each_assessment_label() {
+        let mut wanted: BTreeMap<String, String> = OPERATOR_FINDING_LABELS
+            .iter()
+            .map(|k| ((*k).to_owned(), "x".to_owned()))
+            .collect();
+        wanted.remove(labels::TARGET);
+        wanted.insert(labels::POLICY.to_owned(), "not-written".to_owned());
+        let update = correlate::FindingUpdate {
+            name: "f".into(),
+            status: SecretFindingStatus {
+                risk_score: Some(7),
+                ..Default::default()
+            },
+            labels: wanted,
+        };
+        let ops = finding_patch(&update);
+        let ops = ops.as_array().unwrap();
+        assert_eq!(ops[0]["op"], "add");
+        assert_eq!(ops[0]["path"], "/status");
+        assert_eq!(ops[0]["value"]["riskScore"], 7);
+        let paths = |op: &str| -> Vec<String> {
+            ops.iter()
+                .filter(|o| o["op"] == op)
+                .filter_map(|o| o["path"].as_str().map(str::to_owned))
+                .collect()
+        };
+        let target = "/metadata/labels/snapsentry.io~1target";
+        assert_eq!(paths("remove"), [target]);
+        let added = paths("add");
+        // The status, the seven labels (the target one only to remove it), nothing else.
+        assert_eq!(added.len(), 1 + OPERATOR_FINDING_LABELS.len());
+        assert!(added.contains(&"/metadata/labels/snapsentry.io~1new".to_owned()));
+        assert!(!added.iter().any(|p| p.ends_with("~1policy")));
+        // The removal comes right after the add that makes it safe.
+        let at = |p: &str, op: &str| ops.iter().position(|o| o["path"] == p && o["op"] == op);
+        assert_eq!(at(target, "remove"), at(target, "add").map(|i| i + 1));
+        // A JSON patch as kube sends it.
+        let _: Patch<()> =
+            Patch::Json(serde_json::from_value(serde_json::Value::Array(ops.clone())).unwrap());
+    }
+}

@@ -17,6 +17,8 @@ mod recommend;
 mod verify;
 
 #[cfg(test)]
+mod scanned_tests;
+#[cfg(test)]
 pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
