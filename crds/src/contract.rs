@@ -158,8 +158,8 @@ impl Assessment {
     }
 }
 
-/// All nine `snapsentry.io/*` labels of a SecretFinding: the scanner's from its spec, the
-/// operator's from `assessment`.
+/// Nine of the eleven `snapsentry.io/*` labels of a SecretFinding: the evidence's from its spec,
+/// the assessment's from `assessment` ([`crate::assess`] adds the other two).
 pub fn finding_labels(
     spec: &SecretFindingSpec,
     assessment: &Assessment,

@@ -274,12 +274,12 @@ fn finding_patch(update: &correlate::FindingUpdate) -> serde_json::Value {
 }
 
 /// Write the operator's labels and status of each finding where either differs from the finding
-/// as it is, in one server-side apply (SecretFinding has no status subresource: the request that
-/// sets the labels sets the status); delete findings past retention.
+/// as it is, in one request ([`finding_patch`]; SecretFinding has no status subresource: the
+/// request that sets the labels sets the status); delete findings past retention.
 ///
-/// Every apply carries all of the operator's labels and the whole status: a field the operator
-/// owned and leaves out of an apply is removed, which is how a label that no longer applies
-/// (`snapsentry.io/target`) goes.
+/// Every patch carries all of the operator's labels and the whole status: a label that no
+/// longer applies (`snapsentry.io/target`) or a status field the assessment dropped goes, even
+/// though the scanner Job's apply also set it.
 async fn write_findings(
     scope: &Scope<'_>,
     findings: &[SecretFinding],
