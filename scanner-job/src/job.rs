@@ -39,9 +39,8 @@ use kube::{Client, Resource, ResourceExt};
 use snapsentry_crds::label_value::slugify;
 use snapsentry_crds::{
     ASSIGNMENT_ENV, FINGERPRINT_KEY_ENV, MachineCoverage, MachinePhase, ScanAssignment,
-    ScanProgress, ScanSummary, ScannedMachine, SecretFinding, limits,
+    ScanProgress, ScanSummary, ScannedMachine, SecretFinding, contract, labels, limits,
 };
-use snapsentry_crds::{contract, labels};
 
 use crate::finding::{FindingScope, cap_findings, finding_object, group_findings, over_cap_error};
 use crate::options::ScanOptions;
