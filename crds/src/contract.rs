@@ -1,9 +1,11 @@
 //! The contract between the operator, the scanner and the people who query them — in one file,
 //! so both binaries call the same functions and a newcomer learns it from one place.
 //!
-//! - [`labels`]: the `snapsentry.io/*` label keys; [`finding_labels`] builds the nine query
-//!   labels of a SecretFinding both processes write (the operator adds two for the views), and [`SCANNER_FINDING_LABELS`] / [`OPERATOR_FINDING_LABELS`] say
-//!   which process owns which of them.
+//! - [`labels`]: the `snapsentry.io/*` label keys; [`scanner_finding_labels`] and
+//!   [`Assessment::labels`] build nine of the eleven query labels of a SecretFinding
+//!   ([`crate::assess`] all eleven), and
+//!   [`SCANNER_FINDING_LABELS`] / [`OPERATOR_FINDING_LABELS`] say which are facts of the evidence
+//!   and which the assessment, and who writes them when.
 //! - [`annotations`] and [`FINALIZER`]: the operator's bookkeeping on objects.
 //! - [`OPERATOR`] and [`SCANNER`]: field managers (and the `managed-by` value).
 //! - [`GRANTS_DIR`]: where a scanner Job reads the credentials its provider granted it.
@@ -14,13 +16,13 @@
 use std::collections::BTreeMap;
 
 use crate::label_value::{short_hash, slugify, verification_value};
-use crate::{Cloud, SecretFindingSpec, Severity, TargetKind, Verification};
+use crate::{Cloud, Severity, TargetKind, Verification};
 
 /// Field manager of everything the operator writes, and the value of
 /// [`labels::MANAGED_BY`] on every object and cloud resource it creates.
 pub const OPERATOR: &str = "snapsentry-operator";
-/// Field manager of what the scanner writes (SecretFinding spec and labels, its part of a
-/// ScannedMachine's status).
+/// Field manager of what the scanner writes (SecretFinding spec, labels and provisional status,
+/// its part of a ScannedMachine's status).
 pub const SCANNER: &str = "snapsentry-scanner";
 
 /// Where a scanner Job's container finds the files of its read grant (for Azure, one SAS URL per
@@ -96,10 +98,22 @@ pub const SCANNER_FINDING_LABELS: [&str; 4] = [
     labels::SECRET_TYPE,
 ];
 
-/// SecretFinding labels the operator owns: its assessment after correlating the fleet. The
-/// scanner sets the first five only as the starting point of a finding it writes (see
-/// [`Assessment::scanned`]); the operator's apply after each scan has the last word. The last
-/// two ([`labels::TARGET`], [`labels::NEW`], for the views) only the operator writes.
+/// SecretFinding labels of the assessment, with the `status`: what [`crate::assess`] computes.
+///
+/// Who writes them, when:
+/// - the scanner Job, in the server-side apply (field manager [`SCANNER`]) that writes the
+///   finding, writes all seven and the whole `status` ([`crate::assess::scanned`]): the verdict
+///   the finding already carries, or before any the provisional one, with exposure, expiry, risk
+///   and [`labels::NEW`] as they are now. For a finding whose assessment needs no fleet facts this
+///   is final: the operator's correlation computes the same and writes nothing;
+/// - the operator, after correlating the policy's findings, writes every finding whose labels or
+///   status differ from its assessment (SSH keys verified across machines, targets checked
+///   against the inventory, `Resolved`, the fleet having changed). It replaces the `status`
+///   wholesale and sets or removes each of these labels with a JSON patch (an update, not a
+///   server-side apply), so a field it drops — [`labels::TARGET`], `status.target`,
+///   `status.authorizedOn`, `status.resolvedAt` — goes even though the scanner's apply also set
+///   it: with server-side apply a field stays while any manager's last apply holds it;
+/// - the operator's triage watch rewrites [`labels::STATE`] alone when people triage.
 pub const OPERATOR_FINDING_LABELS: [&str; 7] = [
     labels::STATE,
     labels::VERIFIED,
@@ -110,7 +124,8 @@ pub const OPERATOR_FINDING_LABELS: [&str; 7] = [
     labels::NEW,
 ];
 
-/// The operator-owned part of a finding's labels, as label values.
+/// The assessment part of a finding's labels (five of the seven; [`crate::assess`] adds
+/// [`labels::TARGET`] and [`labels::NEW`]), as label values.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Assessment {
     /// [`labels::SEVERITY`].
@@ -143,38 +158,6 @@ impl Assessment {
         }
     }
 
-    /// What the scanner writes for a finding it has just seen on a machine that is `exposed`
-    /// now: the operator's values the finding already carries (`existing` labels), so a rescan
-    /// does not undo the assessment, or before any assessment the rule's severity, `unverified`
-    /// and the target the scanner recognised. A finding seen again is `active` again unless
-    /// people triaged it (`accepted`, `falsePositive`).
-    pub fn scanned(
-        spec: &SecretFindingSpec,
-        exposed: bool,
-        existing: Option<&BTreeMap<String, String>>,
-    ) -> Self {
-        let old = |key: &str| existing.and_then(|l| l.get(key)).cloned();
-        let state = match old(labels::STATE).as_deref() {
-            Some(s @ ("accepted" | "falsePositive")) => s.to_owned(),
-            _ => "active".to_owned(),
-        };
-        let target_kind = spec
-            .metadata
-            .target
-            .as_ref()
-            .map_or(TargetKind::None, |t| t.kind);
-        Self {
-            severity: old(labels::SEVERITY)
-                .unwrap_or_else(|| spec.rule_severity.as_str().to_owned()),
-            state,
-            verified: old(labels::VERIFIED)
-                .unwrap_or_else(|| verification_value(Verification::Unverified).to_owned()),
-            exposed,
-            target_kind: old(labels::TARGET_KIND)
-                .unwrap_or_else(|| target_kind.as_str().to_owned()),
-        }
-    }
-
     /// The five assessment labels of [`OPERATOR_FINDING_LABELS`] (the views' two are the
     /// operator's alone).
     pub fn labels(&self) -> [(String, String); 5] {
@@ -186,18 +169,6 @@ impl Assessment {
             (labels::TARGET_KIND.to_owned(), self.target_kind.clone()),
         ]
     }
-}
-
-/// All nine `snapsentry.io/*` labels of a SecretFinding: the scanner's from its spec, the
-/// operator's from `assessment`.
-pub fn finding_labels(
-    spec: &SecretFindingSpec,
-    assessment: &Assessment,
-) -> BTreeMap<String, String> {
-    let mut out =
-        scanner_finding_labels(&spec.policy, &spec.machine, spec.cloud, &spec.secret_type);
-    out.extend(assessment.labels());
-    out
 }
 
 /// The [`SCANNER_FINDING_LABELS`] of a finding of `policy` on `machine` (a cloud's) of a

@@ -4,11 +4,13 @@
 //! | kind | short | written by | holds |
 //! |---|---|---|---|
 //! | [`ScanPolicy`] | `sp` | the user (GitOps) | what to scan, when, how |
-//! | [`SecretFinding`] | `sf` | scanner (spec), operator (status), user (`spec.triage`) | one secret on one machine, never its value |
+//! | [`SecretFinding`] | `sf` | scanner (spec, provisional status), operator (status), user (`spec.triage`) | one secret on one machine, never its value |
 //! | [`ScannedMachine`] | `sm` | operator + scanner | inventory and last scan of one machine |
 //! | [`AttackPath`] | `ap` | operator | entry machine → secret → target |
 //! | [`Recommendation`] | `rec` | operator | per-cloud "resolve secrets findings" with affected resources |
 //!
+//! [`assess`] is a finding's assessment (its status and operator labels), computed the same way by
+//! the scanner Job that writes the finding and by the operator's correlation after the scan.
 //! [`contract`] holds what the operator, the scanner and users agree on — label keys and who
 //! owns them, annotations, field managers, object names; the labels make `kubectl get sf -l …`
 //! the query language. Every list in a status is bounded (see [`limits`]): storing findings as
@@ -26,6 +28,7 @@
 // as duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod assess;
 mod assignment;
 mod attack_path;
 mod common;
@@ -81,11 +84,13 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
     crds
 }
 
-/// The SecretFinding CRD without the status subresource kube's derive adds: the operator writes
-/// a finding's labels and status in one request (a status subresource would ignore the labels,
-/// and a create its status), so a scan costs one request per new or changed finding. Who may
-/// change `status` is then up to admission: the chart's ValidatingAdmissionPolicy lets only the
-/// operator's service account (see `docs/contracts.md`).
+/// The SecretFinding CRD without the status subresource kube's derive adds: a finding's labels
+/// and status are written in one request — the scanner Job's apply that writes the finding with
+/// its provisional assessment, the operator's write after a scan where the fleet changes it (a
+/// status subresource would ignore the labels, and a create its status) — so a scan costs at
+/// most one request per new or changed finding. Who may change `status` is then up to
+/// admission: the chart's ValidatingAdmissionPolicy lets only the operator's and the scanner
+/// Jobs' service accounts (see `docs/contracts.md`).
 pub fn secret_finding_crd() -> CustomResourceDefinition {
     let mut crd = SecretFinding::crd();
     for version in &mut crd.spec.versions {

@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Resource;
-use snapsentry_crds::contract::{self, Assessment, finding_name};
+use snapsentry_crds::assess;
+use snapsentry_crds::contract::finding_name;
 use snapsentry_crds::from_engine::confidence_value;
 use snapsentry_crds::label_value::slugify;
 use snapsentry_crds::{
@@ -265,15 +266,18 @@ fn merge_metadata(m: &mut FindingMetadata, f: &Finding) {
 }
 
 /// The server-side apply body of one SecretFinding, named [`FindingScope::name`]: spec (never
-/// `triage`) and the nine query labels. Labels the operator refines after correlation
-/// (severity, state, verified, target-kind) keep an existing finding's value, so a rescan does
-/// not undo the operator's assessment (see [`Assessment::scanned`]).
+/// `triage`), all eleven query labels and the whole status — the assessment of
+/// [`assess::scanned`], the same code the operator's correlation runs, so a finding that needs no
+/// fleet facts is final as written. An `existing` finding keeps its `firstSeen`, its triage (for
+/// the state label) and the verdict the operator gave it. `started` is when this scan started
+/// (the `lastScan.startedAt` the Job writes at the end).
 pub(crate) fn finding_object(
     scope: &FindingScope,
     g: &Group,
     existing: Option<&SecretFinding>,
     exposed: bool,
     now: &Time,
+    started: &Time,
 ) -> Result<serde_json::Value, serde_json::Error> {
     let spec = SecretFindingSpec {
         policy: scope.policy.clone(),
@@ -290,14 +294,17 @@ pub(crate) fn finding_object(
         scan_id: scope.scan_id.clone(),
         first_seen: existing.map_or_else(|| now.clone(), |f| f.spec.first_seen.clone()),
         last_seen: now.clone(),
-        triage: None,
+        // Read for the state label only: the scanner never writes `spec.triage`.
+        triage: existing.and_then(|f| f.spec.triage.clone()),
     };
-    let assessment = Assessment::scanned(
+    let assessed = assess::scanned(
         &spec,
+        existing.and_then(|f| f.status.as_ref()),
         exposed,
-        existing.and_then(|f| f.metadata.labels.as_ref()),
+        now.0,
+        started,
     );
-    let labels = contract::finding_labels(&spec, &assessment);
+    let labels = assessed.labels;
     let mut spec = serde_json::to_value(&spec)?;
     if let Some(obj) = spec.as_object_mut() {
         obj.remove("triage");
@@ -314,12 +321,14 @@ pub(crate) fn finding_object(
         "kind": SecretFinding::kind(&()),
         "metadata": metadata,
         "spec": spec,
+        "status": assessed.status,
     }))
 }
 
 #[cfg(test)]
 mod tests {
     use k8s_openapi::jiff::Timestamp;
+    use snapsentry_crds::{AssessedTarget, FindingState, Triage, TriageState, Verification};
 
     use super::*;
 
@@ -456,32 +465,53 @@ mod tests {
             location_count: 0,
         };
         let now = Time(Timestamp::now());
-        let fresh = finding_object(&a, &g, None, true, &now).unwrap();
+        let started = Time(now.0 - std::time::Duration::from_secs(60));
+        let fresh = finding_object(&a, &g, None, true, &now, &started).unwrap();
         let l = &fresh["metadata"]["labels"];
         assert_eq!(l["snapsentry.io/policy"], "lab");
         assert_eq!(l["snapsentry.io/secret-type"], "aws-access-key");
         assert_eq!(l["snapsentry.io/state"], "active");
-        assert_eq!(l["snapsentry.io/verified"], "unverified");
+        assert_eq!(l["snapsentry.io/verified"], "not-applicable");
         assert_eq!(l["snapsentry.io/exposed"], "true");
         assert_eq!(l["snapsentry.io/target-kind"], "none");
         assert_eq!(l["snapsentry.io/severity"], "high");
+        assert_eq!(l["snapsentry.io/new"], "true");
+        assert!(l.get("snapsentry.io/target").is_none());
         assert!(fresh["spec"].get("triage").is_none());
-
-        let mut old: SecretFinding =
+        let written: SecretFinding =
             serde_json::from_value(fresh.clone()).expect("the apply body is a SecretFinding");
+        let status = written.status.clone().expect("a status");
+        assert_eq!(status.state, Some(FindingState::Active));
+        assert_eq!(status.risk_score, Some(80));
+        assert!(status.exposed);
+
+        // Triaged by people, verified by the operator: both stay.
+        let mut old = written;
         let first = Time("2026-01-01T00:00:00Z".parse().unwrap());
         old.spec.first_seen = first.clone();
-        old.metadata.labels.as_mut().unwrap().extend([
-            ("snapsentry.io/state".to_owned(), "falsePositive".to_owned()),
-            ("snapsentry.io/verified".to_owned(), "verified".to_owned()),
-            ("snapsentry.io/severity".to_owned(), "critical".to_owned()),
-        ]);
-        let again = finding_object(&a, &g, Some(&old), false, &now).unwrap();
+        old.spec.triage = Some(Triage {
+            state: TriageState::FalsePositive,
+            note: None,
+            by: None,
+        });
+        let assessed = old.status.as_mut().unwrap();
+        assessed.verification = Some(Verification::Verified);
+        assessed.target = Some(AssessedTarget {
+            kind: TargetKind::Vm,
+            name: "lab-db".into(),
+            exists: Some(true),
+        });
+        let again = finding_object(&a, &g, Some(&old), false, &now, &started).unwrap();
         let l = &again["metadata"]["labels"];
         assert_eq!(l["snapsentry.io/state"], "falsePositive");
         assert_eq!(l["snapsentry.io/verified"], "verified");
-        assert_eq!(l["snapsentry.io/severity"], "critical");
+        assert_eq!(l["snapsentry.io/target"], "lab-db");
+        assert_eq!(l["snapsentry.io/target-kind"], "vm");
+        assert_eq!(l["snapsentry.io/severity"], "high");
         assert_eq!(l["snapsentry.io/exposed"], "false");
+        assert_eq!(l["snapsentry.io/new"], "false");
+        assert_eq!(again["status"]["riskScore"], 0);
+        assert!(again["spec"].get("triage").is_none());
         assert_eq!(
             again["spec"]["firstSeen"],
             serde_json::to_value(&first).unwrap()

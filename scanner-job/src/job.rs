@@ -8,11 +8,13 @@
 //!    progress update per [`Options::progress_interval`]);
 //! 2. scans every assigned disk ([`scan_disks`]) with the CLI's pipeline ([`crate::scan`]: walk →
 //!    engine, on all cores) and [`ScanOptions`] from the assignment's rules;
-//! 3. writes one SecretFinding per (rule, fingerprint), as the finding model
-//!    ([`crate::finding`]) builds it — at most [`limits::MAX_LOCATIONS`]
-//!    locations and the assignment's `maxFindings` objects — by server-side apply as
-//!    [`contract::SCANNER`], keeping `spec.firstSeen` of an existing finding and never sending
-//!    `spec.triage` (people's triage, applied by another field manager, survives a rescan);
+//! 3. lists the machine's SecretFindings once (by label, paginated) and writes one per (rule,
+//!    fingerprint), as the finding model ([`crate::finding`]) builds it — at most
+//!    [`limits::MAX_LOCATIONS`] locations and the assignment's `maxFindings` objects — by
+//!    server-side apply as [`contract::SCANNER`]: spec, labels and the provisional assessment
+//!    (`status`, [`snapsentry_crds::assess::scanned`]), keeping `spec.firstSeen` and the
+//!    operator's verdict of an existing finding and never sending `spec.triage` (people's triage,
+//!    applied by another field manager, survives a rescan);
 //! 4. applies the scan summary (`lastScan`, with the snapshot read counters: blocks fetched,
 //!    retries), the authorized SSH keys and `phase: Scanned` (or
 //!    `Failed` when no volume could be scanned) and clears `progress`.
@@ -23,6 +25,7 @@
 //! Exit codes: 0 when the scan finished (findings or not); 1 when the API server could not be
 //! reached or written, or no volume could be scanned; 2 on an unusable assignment or key.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -31,12 +34,12 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
-use kube::{Client, Resource};
-use snapsentry_crds::contract;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::{Client, Resource, ResourceExt};
+use snapsentry_crds::label_value::slugify;
 use snapsentry_crds::{
     ASSIGNMENT_ENV, FINGERPRINT_KEY_ENV, MachineCoverage, MachinePhase, ScanAssignment,
-    ScanProgress, ScanSummary, ScannedMachine, SecretFinding, limits,
+    ScanProgress, ScanSummary, ScannedMachine, SecretFinding, contract, labels, limits,
 };
 
 use crate::finding::{FindingScope, cap_findings, finding_object, group_findings, over_cap_error};
@@ -243,7 +246,10 @@ pub async fn run(
             name: a.machine.clone(),
         })?;
     let exposed = machine.spec.exposure.internet_facing;
-    let started = Timestamp::now();
+    // To the second, as `lastScan.startedAt` is stored: the findings' `snapsentry.io/new` is
+    // judged against it here and again by the operator after the scan.
+    let started = Timestamp::from_second(Timestamp::now().as_second())
+        .map_err(|e| Error::Config(e.to_string()))?;
     let clock = Instant::now();
     tracing::info!(
         policy = %a.policy, namespace = %a.namespace, machine = %a.machine, scan_id = %a.scan_id,
@@ -322,10 +328,21 @@ pub async fn run(
     let findings_api: Api<SecretFinding> = Api::namespaced(client.clone(), &a.namespace);
     let mut names = Vec::with_capacity(groups.len());
     let scope = FindingScope::of_assignment(a);
+    let mut existing = if groups.is_empty() {
+        BTreeMap::new()
+    } else {
+        machine_findings(&findings_api, a).await?
+    };
     for g in &groups {
         let name = scope.name(g);
-        let existing = findings_api.get_opt(&name).await?;
-        let object = finding_object(&scope, g, existing.as_ref(), exposed, &now)?;
+        let object = finding_object(
+            &scope,
+            g,
+            existing.remove(&name).as_ref(),
+            exposed,
+            &now,
+            &Time(started),
+        )?;
         findings_api
             .patch(
                 &name,
@@ -406,6 +423,39 @@ pub async fn run(
         findings: names,
     })
 }
+
+/// The SecretFindings of the assignment's machine, by name: one paginated list by the policy and
+/// machine labels (not a GET per finding), what each finding written carries forward.
+async fn machine_findings(
+    api: &Api<SecretFinding>,
+    a: &ScanAssignment,
+) -> Result<BTreeMap<String, SecretFinding>, Error> {
+    let selector = format!(
+        "{}={},{}={}",
+        labels::POLICY,
+        slugify(&a.policy),
+        labels::MACHINE,
+        slugify(&a.machine)
+    );
+    let mut params = ListParams::default().labels(&selector).limit(LIST_PAGE);
+    let mut out = BTreeMap::new();
+    loop {
+        let page = api.list(&params).await?;
+        for f in page.items {
+            // Slugs may collide: the spec says whose it is.
+            if f.spec.policy == a.policy && f.spec.machine == a.machine {
+                out.insert(f.name_any(), f);
+            }
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// Findings per list page.
+const LIST_PAGE: u32 = 500;
 
 /// Server-side apply of the scanner's fields of a ScannedMachine's status.
 async fn apply_machine_status(

@@ -1,6 +1,7 @@
 //! The requests a client sends, recorded as they leave it: how a test proves how many requests
 //! the operator makes (one per changed finding), not only what they leave behind.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use http::Method;
@@ -38,6 +39,26 @@ impl RequestLog {
     /// Everything recorded so far.
     pub fn all(&self) -> Vec<Request> {
         self.lock().clone()
+    }
+
+    /// The requests that wrote SecretFindings of namespace `ns` (anything but a read), counted by
+    /// finding name, and how many went to a finding's `status` (a subresource SecretFinding does
+    /// not have).
+    pub fn finding_writes(&self, ns: &str) -> (BTreeMap<String, usize>, usize) {
+        let prefix = format!("/apis/snapsentry.io/v1alpha1/namespaces/{ns}/secretfindings/");
+        let mut writes = BTreeMap::new();
+        let mut to_status = 0;
+        for r in self.all() {
+            let Some(rest) = r.path.strip_prefix(&prefix) else {
+                continue;
+            };
+            if rest.ends_with("/status") {
+                to_status += 1;
+            } else if r.method != Method::GET {
+                *writes.entry(rest.to_owned()).or_insert(0) += 1;
+            }
+        }
+        (writes, to_status)
     }
 
     /// Forget what was recorded.

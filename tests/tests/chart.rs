@@ -3,7 +3,8 @@
 //! dry run, the values the operator reads reaching the scanner Job it builds, GitOps rendering
 //! with an existing fingerprint Secret, the documented CRD upgrade step, and the built-in `view`
 //! and `edit` roles reading and triaging findings through the chart's aggregated ClusterRoles,
-//! with only the operator writing a finding's status (the chart's ValidatingAdmissionPolicy).
+//! with only the operator and its scanner Jobs writing a finding's status (the chart's
+//! ValidatingAdmissionPolicy).
 
 use std::collections::BTreeMap;
 
@@ -325,13 +326,15 @@ async fn view_reads_findings_and_edit_triages() -> Result<()> {
         )
         .await
         .context("apply the finding")?;
-    // The operator's service account, allowed to patch findings here through `edit` (the
-    // chart's own bindings belong to the tests' `snapsentry` namespace).
+    // The operator's and the scanner's service accounts, allowed to patch findings here through
+    // `edit` (the chart's own bindings belong to the tests' `snapsentry` namespace).
     let operator_account = snapsentry_tests::chart_rbac::OPERATOR;
+    let scanner_account = snapsentry_tests::chart_rbac::SCANNER;
     for (account, role) in [
         ("reader", "view"),
         ("triager", "edit"),
         (operator_account, "edit"),
+        (scanner_account, "edit"),
     ] {
         let sa = ServiceAccount {
             metadata: ObjectMeta {
@@ -401,14 +404,14 @@ async fn view_reads_findings_and_edit_triages() -> Result<()> {
         patched.spec.triage.map(|t| t.note) == Some(Some("test key".into())),
         "triage not kept"
     );
-    only_the_operator_writes_status(cp, &admin, ns, &triager).await
+    only_snapsentry_writes_status(cp, &admin, ns, &triager).await
 }
 
 /// With the chart's ValidatingAdmissionPolicy (bound to namespace `ns` through
-/// `operator.watchNamespaces`), the operator's service account (of a release `snapsentry` in
-/// `ns`) writes a finding's status and `editor` (bound to `edit`) cannot change it, nor can anyone
-/// else create a finding with one.
-async fn only_the_operator_writes_status(
+/// `operator.watchNamespaces`), the operator's and the scanner's service accounts (of a release
+/// `snapsentry` in `ns`) write a finding's status and `editor` (bound to `edit`) cannot change it,
+/// nor can anyone else create a finding with one.
+async fn only_snapsentry_writes_status(
     cp: &ControlPlane,
     admin: &kube::Client,
     ns: &str,
@@ -465,7 +468,7 @@ async fn only_the_operator_writes_status(
         refused.code == 403
             && refused
                 .message
-                .contains("written by the snapsentry operator only"),
+                .contains("written by the snapsentry operator and its scanner Jobs only"),
         "{refused:?}"
     );
     let kept = editor.get("roles-web-01").await?;
@@ -487,6 +490,27 @@ async fn only_the_operator_writes_status(
         .patch("roles-web-01", &apply, &Patch::Apply(&status(41)))
         .await
         .context("the operator writes the status again")?;
+    // The scanner Jobs' service account writes the provisional assessment with the finding, in
+    // one apply.
+    let scanner: Api<SecretFinding> = Api::namespaced(
+        client_as(cp, ns, snapsentry_tests::chart_rbac::SCANNER).await?,
+        ns,
+    );
+    let mut with_status = snapsentry_tests::sample::finding("roles-web-01");
+    with_status.status = Some(Default::default());
+    with_status.status.as_mut().unwrap().risk_score = Some(42);
+    let written = scanner
+        .patch(
+            "roles-web-01",
+            &PatchParams::apply("snapsentry-scanner").force(),
+            &Patch::Apply(&with_status),
+        )
+        .await
+        .context("the scanner writes the status")?;
+    ensure!(
+        written.status.and_then(|s| s.risk_score) == Some(42),
+        "the scanner's status is kept"
+    );
     // A finding created with a status by anyone else is refused too.
     let mut sf = snapsentry_tests::sample::finding("roles-web-02");
     sf.status = Some(Default::default());

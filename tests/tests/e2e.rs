@@ -14,6 +14,7 @@ mod container_images;
 mod controlplane;
 mod fake_arm;
 mod fake_gce;
+mod finish_writes;
 mod gcp_provider;
 mod moto;
 mod operator_aws;

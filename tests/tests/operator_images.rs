@@ -902,31 +902,17 @@ fn condition_of<'a>(
         .find(|c| c.type_ == type_)
 }
 
-/// The operator's requests that wrote SecretFinding `name`s (anything but a read), by finding,
-/// and those sent to a finding's `status` (a subresource SecretFinding does not have).
+/// The operator's requests that wrote SecretFindings, by finding, and those sent to a finding's
+/// `status`.
 fn finding_writes(w: &World) -> (std::collections::BTreeMap<String, usize>, usize) {
-    let prefix = format!(
-        "/apis/snapsentry.io/v1alpha1/namespaces/{}/secretfindings/",
-        w.ns
-    );
-    let mut writes = std::collections::BTreeMap::new();
-    let mut to_status = 0;
-    for r in w.operator_requests.all() {
-        let Some(rest) = r.path.strip_prefix(&prefix) else {
-            continue;
-        };
-        if rest.ends_with("/status") {
-            to_status += 1;
-        } else if r.method.as_str() != "GET" {
-            *writes.entry(rest.to_owned()).or_insert(0) += 1;
-        }
-    }
-    (writes, to_status)
+    w.operator_requests.finding_writes(&w.ns)
 }
 
-/// One request per new or changed finding, counted as the operator's client sends them: a first
-/// scan's findings each get one server-side apply carrying the operator's labels and status
-/// together; the next scan writes each at most once; nothing goes to a status subresource.
+/// One request per new or changed finding, counted as the operator's client sends them: the
+/// stand-in scanner writes no assessment, so a first scan's findings each get one write carrying
+/// the operator's labels and status together; the next scan writes each at most once; nothing
+/// goes to a status subresource. (With the real scanner, which writes the provisional assessment
+/// itself, the finish writes only what needs fleet facts: `finish_writes.rs`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_request_per_new_or_changed_finding() -> Result<()> {
     let mut w = images_world("op-requests", "0.2").await?;

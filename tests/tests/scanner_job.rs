@@ -16,10 +16,16 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use snapsentry_crds::contract::OPERATOR_FINDING_LABELS;
 use snapsentry_crds::{
     AssignedDisk, AssignmentRules, Cloud, DiskSource, Exposure, MachineCoverage, MachinePhase,
     ScanAssignment, ScannedMachine, ScannedMachineSpec, SecretFinding, SkipReason, TriageState,
     labels,
+};
+use snapsentry_operator::controller::children::changed_finding;
+use snapsentry_operator::correlate::{
+    CorrelationInput, Correlator, DEFAULT_RETENTION, Desired, FindingRecord, Records,
+    TargetInventory,
 };
 use snapsentry_scanner::job::{self, Options};
 use snapsentry_tests::chart_rbac;
@@ -112,6 +118,68 @@ fn assignment(ns: &str, machine: &str, scan_id: &str, disks: Vec<AssignedDisk>) 
         rules: AssignmentRules::default(),
         max_findings: 500,
     }
+}
+
+/// What the Job wrote — every finding's status and labels — is what the operator's correlation
+/// makes of the namespace's findings and machines as they are (image machines have no
+/// inventory), so the operator's finish would write none of them; every operator label is there
+/// (`snapsentry.io/target` only for a finding with a target).
+async fn correlation_agrees(client: &kube::Client, ns: &str) -> Result<()> {
+    let findings = Api::<SecretFinding>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let machines = Api::<ScannedMachine>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let targets = TargetInventory::default();
+    let mut records = Records::new();
+    let kept: Vec<FindingRecord> = findings
+        .iter()
+        .filter_map(|f| records.record(f.clone()))
+        .collect();
+    let input = CorrelationInput {
+        policy: "lab-images",
+        namespace: ns,
+        owner: None,
+        machines: &machines,
+        findings: &kept,
+        targets: &targets,
+        now: k8s_openapi::jiff::Timestamp::now(),
+        retention: DEFAULT_RETENTION,
+    };
+    let updates: Vec<Desired<'_>> = Correlator::new(&input).updates().collect();
+    ensure!(updates.len() == findings.len());
+    for f in &findings {
+        let name = f.metadata.name.as_deref().unwrap_or_default();
+        let update = &updates
+            .iter()
+            .find(|d| d.update.name == name)
+            .with_context(|| format!("{name} correlated"))?
+            .update;
+        ensure!(
+            f.status.as_ref() == Some(&update.status),
+            "{name}: the Job wrote {:?}, correlation makes {:?}",
+            f.status,
+            update.status
+        );
+        ensure!(
+            f.metadata.labels.as_ref() == Some(&update.labels),
+            "{name}: the Job wrote {:?}, correlation makes {:?}",
+            f.metadata.labels,
+            update.labels
+        );
+        for key in OPERATOR_FINDING_LABELS {
+            let want = key != labels::TARGET || update.status.target.is_some();
+            ensure!(update.labels.contains_key(key) == want, "{name}: {key}");
+        }
+    }
+    ensure!(
+        updates.into_iter().all(|d| changed_finding(d).is_none()),
+        "the operator's finish would write findings"
+    );
+    Ok(())
 }
 
 /// The planted machine: its image, its private key's lines and `ssh-keygen -lf`'s fingerprint.
@@ -217,8 +285,8 @@ async fn job_writes_grouped_findings_and_machine_status_and_keeps_triage() -> Re
         progress_interval: Duration::from_millis(20),
         ..Options::default()
     };
-    // The Job runs as the scanner's service account with the chart's RBAC; it may not even list
-    // findings.
+    // The Job runs as the scanner's service account with the chart's RBAC: it lists findings
+    // (its machine's, once per Job) but may not delete them.
     let scanner = scanner_client(cp, &client).await?;
     let as_scanner: Api<ScannedMachine> = Api::namespaced(scanner.clone(), ns);
     for attempt in 0.. {
@@ -233,11 +301,11 @@ async fn job_writes_grouped_findings_and_machine_status_and_keeps_triage() -> Re
         }
     }
     let denied = Api::<SecretFinding>::namespaced(scanner.clone(), ns)
-        .list(&ListParams::default())
+        .delete_collection(&Default::default(), &ListParams::default())
         .await;
     ensure!(
         matches!(&denied, Err(kube::Error::Api(s)) if s.code == 403),
-        "the scanner may not list findings: {denied:?}"
+        "the scanner may not delete findings: {denied:?}"
     );
 
     let first = assignment(ns, "lab-images-web-01", "20261122-140000", disks.clone());
@@ -298,18 +366,18 @@ async fn job_writes_grouped_findings_and_machine_status_and_keeps_triage() -> Re
     );
     ensure!(ssh_facts.algorithm == "ssh-ed25519" && !ssh_facts.encrypted);
 
-    // The nine query labels.
+    // The query labels (all of them, and the status, are checked against correlation below).
     let l = aws.metadata.labels.clone().unwrap_or_default();
     for (k, v) in [
         (labels::POLICY, "lab-images"),
         (labels::MACHINE, "lab-images-web-01"),
         (labels::CLOUD, "image"),
         (labels::SECRET_TYPE, "aws-access-key"),
-        (labels::SEVERITY, aws.spec.rule_severity.as_str()),
         (labels::STATE, "active"),
-        (labels::VERIFIED, "unverified"),
+        (labels::VERIFIED, "not-applicable"),
         (labels::EXPOSED, "true"),
         (labels::TARGET_KIND, "none"),
+        (labels::NEW, "true"),
     ] {
         ensure!(
             l.get(k).map(String::as_str) == Some(v),
@@ -373,6 +441,8 @@ async fn job_writes_grouped_findings_and_machine_status_and_keeps_triage() -> Re
         planted.ssh_fingerprint
     );
 
+    correlation_agrees(&client, ns).await?;
+
     // A person triages the AWS finding with their own field manager.
     let triage = serde_json::json!({
         "apiVersion": "snapsentry.io/v1alpha1", "kind": "SecretFinding",
@@ -389,7 +459,9 @@ async fn job_writes_grouped_findings_and_machine_status_and_keeps_triage() -> Re
         .context("triage")?;
 
     // A rescan: same names, no duplicates, firstSeen kept, lastSeen and scanId updated, triage
-    // kept.
+    // kept. Times are stored to the second: a scan starting in the second the findings were
+    // first seen would see them as new.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let second = assignment(ns, "lab-images-web-01", "20261123-030000", disks);
     let out2 = job::run(scanner, &second, KEY.to_vec(), &options).await?;
     ensure!(
@@ -421,6 +493,14 @@ async fn job_writes_grouped_findings_and_machine_status_and_keeps_triage() -> Re
     let sm = sm_api.get("lab-images-web-01").await?;
     let last = sm.status.and_then(|s| s.last_scan).context("lastScan")?;
     ensure!(last.scan_id == "20261123-030000");
+    // The rescan kept people's triage in the state label, and no finding is new.
+    let l = aws2.metadata.labels.clone().unwrap_or_default();
+    ensure!(
+        l.get(labels::STATE).map(String::as_str) == Some("falsePositive")
+            && l.get(labels::NEW).map(String::as_str) == Some("false"),
+        "{l:?}"
+    );
+    correlation_agrees(&client, ns).await?;
 
     // No secret value anywhere: objects (as YAML) and everything logged at trace level.
     let pieces = secret_pieces(&planted);

@@ -8,7 +8,7 @@
 //! chart's Grafana dashboard ConfigMap, rendered by helm and applied.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -19,11 +19,11 @@ use kube::api::Api;
 use snapsentry_crds::{AttackPath, ScanPolicy};
 use snapsentry_tests::ControlPlane;
 use snapsentry_tests::browser::Browser;
-use snapsentry_tests::planted::{AWS_KEY_ID, AWS_SECRET, alice_key_pair};
+use snapsentry_tests::planted::{self, AWS_KEY_ID, AWS_SECRET};
 use snapsentry_tests::world::{self, World, images};
 
-const KEY: &str = "home/alice/.ssh/id_ed25519";
-const AWS: &str = "home/alice/.aws/credentials";
+const KEY: &str = planted::WEB_KEY;
+const AWS: &str = planted::WEB_AWS;
 
 /// The plugin binary of this workspace (built by `cargo test --workspace` or `cargo build -p
 /// kubectl-snapsentry`).
@@ -52,37 +52,6 @@ fn run(w: &World<images::Images>, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
-/// web-01 (alice's key and AWS keys) and db-01 (authorizes alice's key for bob) as trees, and
-/// their ext4 images; the private key's text.
-fn build(trees: &Path, images: &Path) -> Result<String> {
-    let (web, db) = (trees.join("web-01"), trees.join("db-01"));
-    for d in [
-        web.join("home/alice/.ssh"),
-        web.join("home/alice/.aws"),
-        db.join("home/bob/.ssh"),
-    ] {
-        std::fs::create_dir_all(d)?;
-    }
-    let private_key = alice_key_pair(&web.join(KEY), &db.join("home/bob/.ssh/authorized_keys"))?;
-    std::fs::write(
-        web.join(AWS),
-        format!(
-            "[default]\naws_access_key_id = {AWS_KEY_ID}\naws_secret_access_key = {AWS_SECRET}\n"
-        ),
-    )?;
-    image(trees, images, "web-01")?;
-    image(trees, images, "db-01")?;
-    Ok(private_key)
-}
-
-fn image(trees: &Path, images: &Path, machine: &str) -> Result<()> {
-    Ok(snapsentry_tests::image::ext4(
-        &trees.join(machine),
-        &images.join(format!("{machine}.raw")),
-        32,
-    )?)
-}
-
 async fn wait(w: &World<images::Images>, previous: Option<&str>) -> Result<ScanPolicy> {
     Ok(
         w.wait_scan_finished("lab", previous, Duration::from_secs(90))
@@ -105,7 +74,7 @@ async fn plugin_views_of_a_real_scan() -> Result<()> {
     let browser = Browser::find()?;
     let mut w = World::start(images::setup("plugin")?).await?;
     let trees = tempfile::tempdir()?;
-    let private_key = build(trees.path(), w.cloud.dir.path())?;
+    let private_key = planted::web_and_db(trees.path(), w.cloud.dir.path())?;
     let mut never: Vec<&str> = vec![AWS_SECRET, AWS_KEY_ID];
     never.extend(
         private_key
@@ -270,7 +239,7 @@ async fn plugin_views_of_a_real_scan() -> Result<()> {
     // The AWS keys are removed from web-01 and the policy rescanned: they are resolved, the key
     // is seen again (not new), nothing is new.
     std::fs::remove_file(trees.path().join("web-01").join(AWS))?;
-    image(trees.path(), w.cloud.dir.path(), "web-01")?;
+    planted::lab_image(trees.path(), w.cloud.dir.path(), "web-01")?;
     w.scan_now("lab", "aws-removed").await?;
     wait(&w, first.as_deref()).await?;
     let after = w.findings().await?;

@@ -62,13 +62,12 @@ pub fn diff_owned<K: ResourceExt>(current: &[Existing], desired: &[K]) -> ChildP
     ChildPlan { apply, delete }
 }
 
-/// A finding to write: its desired status and labels, what differs from the finding as it is,
-/// and whether it carries [`snapsentry_crds::labels::TARGET`] now.
+/// A finding to write: its desired status and labels, and what differs from the finding as it
+/// is.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FindingWrite {
     pub update: FindingUpdate,
     pub changes: Changes,
-    pub has_target_label: bool,
 }
 
 /// The write `desired` needs, `None` when its status and the operator's labels
@@ -79,7 +78,6 @@ pub fn changed_finding(desired: Desired<'_>) -> Option<FindingWrite> {
     Some(FindingWrite {
         update: desired.update,
         changes,
-        has_target_label: desired.record.has_target_label,
     })
 }
 
@@ -216,7 +214,6 @@ mod tests {
                 status: true
             }
         );
-        assert!(!w.has_target_label);
         f.status = Some(status);
         f.metadata.labels = Some(labels.clone());
         assert_eq!(write(&f), None, "as desired");
@@ -224,7 +221,7 @@ mod tests {
         stale.insert("snapsentry.io/new".into(), "true".into());
         f.metadata.labels = Some(stale);
         let w = write(&f).expect("an operator label not desired is a change");
-        assert!(w.changes.labels && !w.changes.status && w.has_target_label);
+        assert!(w.changes.labels && !w.changes.status);
     }
 
     #[test]

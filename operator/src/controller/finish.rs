@@ -254,6 +254,36 @@ impl<'a> Bounded<'a> {
     }
 }
 
+/// The JSON patch (RFC 6902) that makes a finding's assessment `update`'s: the whole `status`
+/// replaced, each of [`OPERATOR_FINDING_LABELS`] set, or removed when the update has none
+/// (added first, so the removal cannot fail on a label already gone).
+///
+/// Not a server-side apply: the scanner Job's apply also sets these fields
+/// (`snapsentry_crds::assess::scanned`), and with server-side apply a field the operator leaves
+/// out would stay as long as the scanner's last apply holds it — a key no longer authorized
+/// elsewhere would keep its `status.target` and `snapsentry.io/target`. An update removes it for
+/// every manager.
+fn finding_patch(update: &correlate::FindingUpdate) -> serde_json::Value {
+    let mut ops =
+        vec![serde_json::json!({ "op": "add", "path": "/status", "value": update.status })];
+    for key in OPERATOR_FINDING_LABELS {
+        let path = format!(
+            "/metadata/labels/{}",
+            key.replace('~', "~0").replace('/', "~1")
+        );
+        match update.labels.get(key) {
+            Some(value) => {
+                ops.push(serde_json::json!({ "op": "add", "path": path, "value": value }))
+            }
+            None => {
+                ops.push(serde_json::json!({ "op": "add", "path": path, "value": "" }));
+                ops.push(serde_json::json!({ "op": "remove", "path": path }));
+            }
+        }
+    }
+    serde_json::Value::Array(ops)
+}
+
 /// Write the operator's labels and status of each finding where either differs from the finding
 /// as it is (`updates` is read one at a time: only the writes in flight are held), then delete
 /// findings past retention.
@@ -271,7 +301,7 @@ async fn write_findings<'a>(
         changed += 1;
         labels += usize::from(w.changes.labels);
         status += usize::from(w.changes.status);
-        let (name, patch, params) = finding_request(&w);
+        let (name, patch, params) = finding_request(&w)?;
         let write = async move {
             api.patch(&name, &params, &patch).await?;
             Ok(())
@@ -286,30 +316,17 @@ async fn write_findings<'a>(
     Ok(())
 }
 
-/// The request that makes a finding as `w` wants it: one server-side apply (SecretFinding has
-/// no status subresource: the request that sets the labels sets the status) of the operator's
-/// labels and the whole status, by name.
-///
-/// Every apply carries all of the operator's labels that apply and the whole status: a field
-/// the operator owned and leaves out of an apply is removed, which is how a label that no
-/// longer applies (`snapsentry.io/target`) goes.
-fn finding_request(w: &FindingWrite) -> (String, Patch<serde_json::Value>, PatchParams) {
-    let update = &w.update;
-    let labels: BTreeMap<&str, &String> = OPERATOR_FINDING_LABELS
-        .iter()
-        .filter_map(|k| Some((*k, update.labels.get(*k)?)))
-        .collect();
-    let body = serde_json::json!({
-        "apiVersion": SecretFinding::api_version(&()),
-        "kind": SecretFinding::kind(&()),
-        "metadata": { "name": update.name, "labels": labels },
-        "status": update.status,
-    });
-    (
-        update.name.clone(),
-        Patch::Apply(body),
-        PatchParams::apply(contract::OPERATOR).force(),
-    )
+/// The request that makes a finding as `w` wants it: the JSON patch of [`finding_patch`], by
+/// the operator's field manager.
+fn finding_request(w: &FindingWrite) -> Result<(String, Patch<()>, PatchParams)> {
+    Ok((
+        w.update.name.clone(),
+        Patch::Json(serde_json::from_value(finding_patch(&w.update))?),
+        PatchParams {
+            field_manager: Some(contract::OPERATOR.into()),
+            ..PatchParams::default()
+        },
+    ))
 }
 
 /// Apply the desired objects of a kind that are missing or differ, and delete the policy's
@@ -349,4 +366,55 @@ where
     }
     requests.finish().await?;
     Ok(desired.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use snapsentry_crds::{SecretFindingStatus, labels};
+
+    use super::*;
+
+    #[test]
+    fn a_finding_patch_replaces_the_status_and_sets_or_removes_each_assessment_label() {
+        let mut wanted: BTreeMap<String, String> = OPERATOR_FINDING_LABELS
+            .iter()
+            .map(|k| ((*k).to_owned(), "x".to_owned()))
+            .collect();
+        wanted.remove(labels::TARGET);
+        wanted.insert(labels::POLICY.to_owned(), "not-written".to_owned());
+        let update = correlate::FindingUpdate {
+            name: "f".into(),
+            status: SecretFindingStatus {
+                risk_score: Some(7),
+                ..Default::default()
+            },
+            labels: wanted,
+        };
+        let ops = finding_patch(&update);
+        let ops = ops.as_array().unwrap();
+        assert_eq!(ops[0]["op"], "add");
+        assert_eq!(ops[0]["path"], "/status");
+        assert_eq!(ops[0]["value"]["riskScore"], 7);
+        let paths = |op: &str| -> Vec<String> {
+            ops.iter()
+                .filter(|o| o["op"] == op)
+                .filter_map(|o| o["path"].as_str().map(str::to_owned))
+                .collect()
+        };
+        let target = "/metadata/labels/snapsentry.io~1target";
+        assert_eq!(paths("remove"), [target]);
+        let added = paths("add");
+        // The status, the seven labels (the target one only to remove it), nothing else.
+        assert_eq!(added.len(), 1 + OPERATOR_FINDING_LABELS.len());
+        assert!(added.contains(&"/metadata/labels/snapsentry.io~1new".to_owned()));
+        assert!(!added.iter().any(|p| p.ends_with("~1policy")));
+        // The removal comes right after the add that makes it safe.
+        let at = |p: &str, op: &str| ops.iter().position(|o| o["path"] == p && o["op"] == op);
+        assert_eq!(at(target, "remove"), at(target, "add").map(|i| i + 1));
+        // A JSON patch as kube sends it.
+        let _: Patch<()> =
+            Patch::Json(serde_json::from_value(serde_json::Value::Array(ops.clone())).unwrap());
+    }
 }

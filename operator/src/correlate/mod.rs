@@ -19,10 +19,10 @@ mod lifecycle;
 mod paths;
 mod recommend;
 mod record;
-mod risk;
 mod verify;
-mod views;
 
+#[cfg(test)]
+mod scanned_tests;
 #[cfg(test)]
 pub(crate) mod testing;
 #[cfg(test)]
@@ -32,10 +32,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use snapsentry_crds::assess::{self, Facts, LatestScan, is_new};
 use snapsentry_crds::{
     AttackPath, FindingState, Recommendation, RecommendationSpec, ScannedMachine,
-    SecretFindingStatus, Severity, SeverityCounts, TargetKind, TriageState, Verification,
-    labels as label_keys,
+    SecretFindingStatus, Severity, SeverityCounts, labels as label_keys,
 };
 
 pub use coverage::title as coverage_title;
@@ -45,13 +45,13 @@ pub use lifecycle::{
 pub use paths::title as attack_path_title;
 pub use recommend::{SECURITY_CONTROL, remediation_steps, title as recommendation_title};
 pub use record::{Changes, FindingRecord, OperatorDigest, Records, Shared, SshRecord};
-pub use risk::{Risk, RiskFacts, SecretClass, assess};
 pub use snapsentry_cloud::{TargetInventory, normalize_target_name};
+pub use snapsentry_crds::assess::risk::{Risk, RiskFacts, SecretClass, assess};
 pub use verify::{AuthorizedIndex, Verdict, ssh_key_identity, verify_ssh, verify_target};
 
 /// Most entries in `authorizedOn` and `sameKeyOn`.
 pub const MAX_RELATED: usize = 20;
-use snapsentry_crds::contract::{self, Assessment};
+use snapsentry_crds::contract;
 pub use snapsentry_crds::label_value::{
     bounded, is_valid_label_value, short_hash, slugify, state_value,
 };
@@ -124,6 +124,8 @@ impl Correlation {
 struct Assessed<'a> {
     finding: &'a FindingRecord,
     status: SecretFindingStatus,
+    /// All eleven labels (the target one when there is a target).
+    labels: BTreeMap<String, String>,
     open: bool,
 }
 
@@ -247,78 +249,36 @@ impl<'a> Correlator<'a> {
         {
             return None;
         }
-        let exposed = machine.is_some_and(|m| m.spec.exposure.internet_facing);
-        let expired = f.expires_at.is_some_and(|t| t <= input.now);
         let verdict = if f.ssh.is_some() {
             verify_ssh(f, &self.index, &self.holders)
         } else {
             verify_target(f, input.targets)
         };
-        let triaged_away = matches!(
-            f.triage,
-            Some(TriageState::Accepted | TriageState::FalsePositive)
-        );
-        let risk = assess(&RiskFacts {
-            rule_severity: f.rule_severity,
-            class: SecretClass::of(&f.rule_id, &f.secret_type),
-            verification: verdict.verification,
-            target_exists: verdict.target.as_ref().and_then(|t| t.exists),
-            expired,
-            encrypted: f.ssh.as_ref().is_some_and(|s| s.encrypted),
-            exposed,
+        let evidence = f.evidence(input.policy);
+        // The scanner Job computes the same with what it knows (`assess::scanned`): for a
+        // finding that needs no fleet facts the two agree and the finish writes nothing.
+        let a = assess::assess(Facts {
+            evidence,
+            state,
+            resolved_at,
+            verdict,
+            exposed: machine.is_some_and(|m| m.spec.exposure.internet_facing),
+            now: input.now,
+            new: is_new(&evidence, state, LatestScan::of(machine)),
         });
-        let (severity, score) = if triaged_away {
-            (f.rule_severity, 0)
-        } else {
-            (risk.severity, risk.score)
-        };
         Some(Assessed {
             finding: f,
-            open: state == FindingState::Active && !triaged_away,
-            status: SecretFindingStatus {
-                state: Some(state),
-                resolved_at,
-                severity: Some(severity),
-                risk_score: Some(score),
-                verification: Some(verdict.verification),
-                target: verdict.target,
-                authorized_on: verdict.authorized_on,
-                same_key_on: verdict.same_key_on,
-                exposed,
-                expired,
-            },
+            open: a.open,
+            status: a.status,
+            labels: a.labels,
         })
     }
 
     /// The desired status and labels of an assessed finding.
     fn update(&self, a: Assessed<'_>) -> FindingUpdate {
-        let f = a.finding;
-        let mut labels = contract::scanner_finding_labels(
-            self.input.policy,
-            &f.machine,
-            f.cloud,
-            &f.secret_type,
-        );
-        let assessment = Assessment::new(
-            a.severity(),
-            a.state_label(),
-            a.status.verification.unwrap_or(Verification::NotApplicable),
-            a.status.exposed,
-            a.status
-                .target
-                .as_ref()
-                .map_or(TargetKind::None, |t| t.kind),
-        );
-        labels.extend(assessment.labels());
-        views::add_view_labels(
-            &mut labels,
-            f,
-            &a.status,
-            self.machines.get(&*f.machine).copied(),
-        );
         FindingUpdate {
-            name: f.name.to_string(),
-            labels,
+            name: a.finding.name.to_string(),
+            labels: a.labels,
             status: a.status,
         }
     }

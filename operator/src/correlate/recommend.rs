@@ -8,7 +8,7 @@ use snapsentry_crds::{
     Severity, SeverityCounts, limits,
 };
 
-use super::risk::SecretClass;
+use super::SecretClass;
 use super::{Assessed, CorrelationInput, recommendation};
 
 /// The "secrets" Recommendations, gathered one open finding at a time.

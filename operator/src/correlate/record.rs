@@ -12,10 +12,10 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use jiff::Timestamp;
+use snapsentry_crds::assess::Evidence;
 use snapsentry_crds::contract::OPERATOR_FINDING_LABELS;
 use snapsentry_crds::{
     Cloud, FindingState, SecretFinding, SecretFindingStatus, Severity, TargetKind, TriageState,
-    labels,
 };
 
 use super::FindingUpdate;
@@ -52,8 +52,6 @@ pub struct FindingRecord {
     pub resolved_at: Option<Timestamp>,
     /// The finding's operator-owned part as it is.
     pub current: OperatorDigest,
-    /// Whether the finding carries [`labels::TARGET`] now.
-    pub has_target_label: bool,
 }
 
 /// What a record keeps of an SSH private key.
@@ -142,6 +140,25 @@ impl FindingRecord {
         (changes.labels || changes.status).then_some(changes)
     }
 
+    /// What the assessment reads of this finding, a finding of policy `policy`.
+    pub fn evidence<'a>(&'a self, policy: &'a str) -> Evidence<'a> {
+        Evidence {
+            policy,
+            machine: &self.machine,
+            cloud: self.cloud,
+            rule_id: &self.rule_id,
+            secret_type: &self.secret_type,
+            rule_severity: self.rule_severity,
+            scan_id: &self.scan_id,
+            first_seen: self.first_seen,
+            expires_at: self.expires_at,
+            ssh: self.ssh.is_some(),
+            encrypted: self.ssh.as_ref().is_some_and(|s| s.encrypted),
+            triage: self.triage,
+            target: self.target.as_deref().map(|(kind, name)| (*kind, &**name)),
+        }
+    }
+
     /// Bytes this record holds on the heap besides the strings it shares with others.
     pub fn own_heap_bytes(&self) -> usize {
         self.name.len()
@@ -180,11 +197,6 @@ impl Records {
     /// The record of `f`; the rest of `f` is dropped. A finding without a name has no record.
     pub fn record(&mut self, f: SecretFinding) -> Option<FindingRecord> {
         let current = OperatorDigest::of(f.metadata.labels.as_ref(), f.status.as_ref());
-        let has_target_label = f
-            .metadata
-            .labels
-            .as_ref()
-            .is_some_and(|l| l.contains_key(labels::TARGET));
         let name = f.metadata.name?.into_boxed_str();
         let spec = f.spec;
         let meta = spec.metadata;
@@ -226,7 +238,6 @@ impl Records {
             state,
             resolved_at,
             current,
-            has_target_label,
         })
     }
 
@@ -244,6 +255,7 @@ impl Records {
 mod tests {
     use super::*;
     use crate::correlate::testing::*;
+    use snapsentry_crds::labels;
 
     #[test]
     fn a_record_is_small() {
@@ -337,7 +349,6 @@ mod tests {
         with_more.insert(labels::TARGET.into(), "db".into());
         f.metadata.labels = Some(with_more.clone());
         assert!(changes(&f).is_some_and(|c| c.labels && !c.status));
-        assert!(Records::new().record(f.clone()).unwrap().has_target_label);
         with_more.remove(labels::TARGET);
         with_more.remove(labels::NEW);
         f.metadata.labels = Some(with_more);

@@ -4,7 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use snapsentry_crds::{AssessedTarget, AuthorizedOn, ScannedMachine, TargetKind, Verification};
+pub use snapsentry_crds::assess::Verdict;
+use snapsentry_crds::{AuthorizedOn, ScannedMachine};
 
 use super::{FindingRecord, MAX_RELATED, TargetInventory};
 
@@ -77,15 +78,6 @@ pub fn ssh_key_identity(f: &FindingRecord) -> Option<&str> {
     Some(&f.ssh.as_ref()?.identity)
 }
 
-/// What verification concluded for one finding.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Verdict {
-    pub verification: Verification,
-    pub target: Option<AssessedTarget>,
-    pub authorized_on: Vec<AuthorizedOn>,
-    pub same_key_on: Vec<String>,
-}
-
 /// Verify an SSH private key finding.
 ///
 /// `holders` maps [`ssh_key_identity`] to the machines where an active finding holds that key.
@@ -108,54 +100,23 @@ pub fn verify_ssh(
         .take(MAX_RELATED)
         .map(|m| (*m).to_owned())
         .collect();
-    let target = authorized_on.first().map(|a| AssessedTarget {
-        kind: TargetKind::Vm,
-        name: a.machine.clone(),
-        exists: Some(true),
-    });
-    Verdict {
-        verification: if authorized_on.is_empty() {
-            Verification::Unverified
-        } else {
-            Verification::Verified
-        },
-        target,
-        authorized_on,
-        same_key_on,
-    }
+    Verdict::ssh(authorized_on, same_key_on)
 }
 
-/// Check the resource a non-SSH secret names against the inventory.
-///
-/// Existence of the resource does not prove the secret works, so the verdict is `Unverified`
-/// whenever the inventory can say something about the target's kind, and `NotApplicable` when
-/// there is nothing to check against (no target, or a kind no provider lists).
+/// Check the resource a non-SSH secret names against the inventory ([`Verdict::target`]).
 pub fn verify_target(f: &FindingRecord, inventory: &TargetInventory) -> Verdict {
-    let target = f
-        .target
-        .as_deref()
-        .filter(|(kind, _)| *kind != TargetKind::None);
-    let verification = match target {
-        Some((kind, _)) if inventory.covers(*kind) => Verification::Unverified,
-        _ => Verification::NotApplicable,
-    };
-    Verdict {
-        verification,
-        target: target.map(|(kind, name)| AssessedTarget {
-            kind: *kind,
-            name: name.to_string(),
-            exists: inventory.exists(*kind, name),
-        }),
-        authorized_on: Vec::new(),
-        same_key_on: Vec::new(),
-    }
+    Verdict::target(
+        f.target.as_deref().map(|(kind, name)| (*kind, &**name)),
+        |kind| inventory.covers(kind),
+        |kind, name| inventory.exists(kind, name),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::correlate::testing::*;
-    use snapsentry_crds::SecretTarget;
+    use snapsentry_crds::{AssessedTarget, SecretTarget, TargetKind, Verification};
 
     #[test]
     fn a_key_authorized_on_another_machine_is_verified() {

@@ -114,7 +114,12 @@ impl Report {
         let mut out = String::new();
         for g in &groups {
             // Not exposed: a local scan knows nothing of the machine's network.
-            let object = finding_object(&scope, g, None, false, &now)?;
+            let mut object = finding_object(&scope, g, None, false, &now, &now)?;
+            // People apply these with kubectl: a finding's status is for the operator and its
+            // scanner Jobs to write (the chart's admission policy refuses anyone else's).
+            if let Some(o) = object.as_object_mut() {
+                o.remove("status");
+            }
             out.push_str("---\n");
             out.push_str(&serde_yaml::to_string(&object)?);
         }

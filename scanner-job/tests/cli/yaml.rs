@@ -71,20 +71,41 @@ fn yaml_is_a_stream_of_secret_finding_manifests() {
         assert_eq!(d.spec.location_count as usize, d.spec.locations.len());
         assert!(d.spec.triage.is_none() && d.status.is_none());
         let labels = d.metadata.labels.as_ref().unwrap();
+        // The provisional assessment of a new finding (`snapsentry_crds::assess`): an SSH key is
+        // unverified until another machine authorizes it; anything else has no inventory to be
+        // checked against.
+        let verified = if d.spec.metadata.ssh.is_some() {
+            "unverified"
+        } else {
+            "not-applicable"
+        };
         for (k, v) in [
             ("snapsentry.io/machine", "app-server"),
             ("snapsentry.io/policy", "snapsentry-scan"),
             ("snapsentry.io/cloud", "image"),
             ("snapsentry.io/state", "active"),
-            ("snapsentry.io/verified", "unverified"),
+            ("snapsentry.io/verified", verified),
+            ("snapsentry.io/exposed", "false"),
+            ("snapsentry.io/new", "true"),
         ] {
             assert_eq!(labels.get(k).map(String::as_str), Some(v), "{name}: {k}");
         }
-        assert_eq!(
-            labels.get("snapsentry.io/severity"),
-            Some(&d.spec.rule_severity.as_str().to_owned())
+        // All of them as a Job writes a new finding, on a machine not exposed, at the run's time.
+        let assessed = snapsentry_crds::assess::scanned(
+            &d.spec,
+            None,
+            false,
+            d.spec.last_seen.0,
+            &d.spec.first_seen,
         );
-        assert_eq!(labels.len(), 9, "{labels:?}");
+        assert_eq!(labels, &assessed.labels, "{name}");
+        let target = d.spec.metadata.target.is_some();
+        assert_eq!(
+            labels.contains_key("snapsentry.io/target"),
+            target,
+            "{labels:?}"
+        );
+        assert_eq!(labels.len(), 10 + usize::from(target), "{labels:?}");
     }
     let aws = docs
         .iter()

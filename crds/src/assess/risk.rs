@@ -1,15 +1,19 @@
 //! Risk: an assessed severity and a 0–100 score for one finding.
 
-use snapsentry_crds::{Severity, Verification};
+use crate::{Severity, Verification};
 
 /// The facts risk is computed from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RiskFacts {
+    /// The severity the rule gives the secret type.
     pub rule_severity: Severity,
+    /// Broad class of the secret type.
     pub class: SecretClass,
+    /// What verification concluded.
     pub verification: Verification,
     /// Whether the secret's target exists (`None`: no target or unknown).
     pub target_exists: Option<bool>,
+    /// The secret has expired.
     pub expired: bool,
     /// An SSH private key protected by a passphrase.
     pub encrypted: bool,
@@ -59,7 +63,9 @@ impl SecretClass {
 /// The assessed severity and score.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Risk {
+    /// The assessed severity (the band of `score`).
     pub severity: Severity,
+    /// 0–100.
     pub score: u32,
 }
 
