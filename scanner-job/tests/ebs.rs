@@ -353,14 +353,23 @@ fn throttling_and_server_errors_are_retried_counted_and_change_nothing() {
     assert!(get["serverErrors"].as_u64().unwrap() > 0, "{counters}");
     let reads = faulty.snapshot_reads.expect("counters");
     eprintln!("with faults: {reads:?}, moto: {counters}");
-    assert_eq!(
-        reads.retries, injected,
-        "every injected fault was retried once: {counters}"
+    // Every injected fault was retried. A transport failure is retried and counted too (a pooled
+    // keep-alive connection moto had closed, on a loaded machine), and moto may not have seen
+    // that request at all, or counted it before the answer was lost: so the reader counts at
+    // least the injected faults, and moto's calls beyond the blocks fetched and the faults it
+    // injected are at most those extra retries.
+    assert!(
+        reads.retries >= injected,
+        "every injected fault was retried: {counters}"
     );
-    assert_eq!(
-        get["calls"].as_u64().unwrap(),
-        reads.blocks_fetched + reads.retries,
-        "{counters}"
+    let calls = get["calls"].as_u64().unwrap();
+    assert!(
+        calls >= reads.blocks_fetched + injected,
+        "every fetched block and every fault was a call: {counters}"
+    );
+    assert!(
+        calls - reads.blocks_fetched - injected <= reads.retries - injected,
+        "no call went uncounted: {counters}"
     );
 }
 
