@@ -59,6 +59,25 @@ fn machines(scan_id: &str, started: Timestamp) -> Vec<ScannedMachine> {
     out
 }
 
+/// Correlation of policy `prod` at `now`.
+fn correlated(
+    machines: &[ScannedMachine],
+    findings: &[SecretFinding],
+    targets: &TargetInventory,
+    now: Timestamp,
+) -> Collected {
+    correlate(&TestInput {
+        policy: "prod",
+        namespace: "security",
+        owner: None,
+        machines,
+        findings,
+        targets,
+        now,
+        retention: DEFAULT_RETENTION,
+    })
+}
+
 /// The findings the finish writes after correlation `c`, by name, sorted.
 fn written(findings: &[SecretFinding], c: &Collected) -> Vec<String> {
     let mut out: Vec<String> = findings
@@ -112,16 +131,7 @@ fn the_finish_writes_only_what_the_fleet_changes_and_a_rescan_converges() {
     let mut inventory = TargetInventory::default();
     inventory.insert(TargetKind::StorageAccount, "acct");
     let fleet = machines(s1, t1);
-    let c = correlate(&TestInput {
-        policy: "prod",
-        namespace: "security",
-        owner: None,
-        machines: &fleet,
-        findings: &findings,
-        targets: &inventory,
-        now: ts(140),
-        retention: DEFAULT_RETENTION,
-    });
+    let c = correlated(&fleet, &findings, &inventory, ts(140));
     let changed = written(&findings, &c);
     let mut fleet_facts = [
         account.metadata.name.clone().unwrap(),
@@ -153,16 +163,7 @@ fn the_finish_writes_only_what_the_fleet_changes_and_a_rescan_converges() {
         .map(|f| as_written(f.clone(), Some(f), true, s2, t2, ts(1010)))
         .collect();
     let fleet = machines(s2, t2);
-    let c = correlate(&TestInput {
-        policy: "prod",
-        namespace: "security",
-        owner: None,
-        machines: &fleet,
-        findings: &rescanned,
-        targets: &inventory,
-        now: ts(1040),
-        retention: DEFAULT_RETENTION,
-    });
+    let c = correlated(&fleet, &rescanned, &inventory, ts(1040));
     assert_eq!(written(&rescanned, &c), Vec::<String>::new());
     assert!(c.findings.iter().all(|u| u.labels[labels::NEW] == "false"));
 }
