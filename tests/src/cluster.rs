@@ -241,21 +241,16 @@ impl Cluster {
     }
 
     /// The OCI runtime spec containerd gave the container `id` (a Pod's `containerID` without
-    /// its `containerd://` prefix), as JSON: what runc was told to run; `None` when containerd
-    /// no longer has the container (the kubelet removes a finished pod's containers with the pod,
-    /// e.g. once its Job's TTL has passed).
-    pub fn container_spec(&self, id: &str) -> Result<Option<serde_json::Value>, Error> {
+    /// its `containerd://` prefix), as JSON: what runc was told to run.
+    pub fn container_spec(&self, id: &str) -> Result<serde_json::Value, Error> {
         let out = self
             .ctr()
             .args(["containers", "info", id])
             .output()
             .map_err(io_error("running ctr"))?;
-        if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not found") {
-            return Ok(None);
-        }
         let info: serde_json::Value = serde_json::from_str(&ok(out, "ctr containers info")?)
             .map_err(|e| io_error("parsing ctr containers info")(io::Error::other(e)))?;
-        Ok(Some(info["Spec"].clone()))
+        Ok(info["Spec"].clone())
     }
 
     /// `ctr` against this cluster's containerd, in the kubelet's `k8s.io` namespace.
