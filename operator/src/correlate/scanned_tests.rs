@@ -66,16 +66,7 @@ fn correlated(
     targets: &TargetInventory,
     now: Timestamp,
 ) -> Collected {
-    correlate(&TestInput {
-        policy: "prod",
-        namespace: "security",
-        owner: None,
-        machines,
-        findings,
-        targets,
-        now,
-        retention: DEFAULT_RETENTION,
-    })
+    correlate(&super::tests::input(machines, findings, targets, now))
 }
 
 /// The findings the finish writes after correlation `c`, by name, sorted.

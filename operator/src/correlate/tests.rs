@@ -14,7 +14,7 @@ use super::*;
 
 const KEY: &str = "SHA256:seedkey";
 
-fn input<'a>(
+pub(super) fn input<'a>(
     machines: &'a [snapsentry_crds::ScannedMachine],
     findings: &'a [SecretFinding],
     targets: &'a TargetInventory,
