@@ -33,8 +33,10 @@ use snapsentry_tests::repo;
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const NS: &str = "snapsentry";
 const CLAIM: &str = "vm-images";
-/// The Job TTL the chart is installed with: short, so the test sees the TTL controller act.
-const JOB_TTL_SECONDS: u64 = 5;
+/// The Job TTL the chart is installed with: short, so the test sees the TTL controller act, yet
+/// long enough that neither Job (nor its pod, whose container runc's spec is read from) is gone
+/// between the first Job's end and the test reading them after the scan's finish.
+const JOB_TTL_SECONDS: u64 = 30;
 /// Where the private key is planted on web-01's disk.
 const KEY_PATH: &str = "/home/alice/.ssh/id_ed25519";
 
@@ -230,7 +232,7 @@ async fn the_chart_runs_real_scanner_pods_on_a_kubelet() -> Result<()> {
         "kubectl apply the policy",
     )?;
     let policies: Api<ScanPolicy> = Api::namespaced(client.clone(), NS);
-    let policy = wait_for("the scan to finish", Duration::from_secs(240), || async {
+    let finished = wait_for("the scan to finish", Duration::from_secs(240), || async {
         let p = policies.get("lab").await?;
         let finished = p.status.as_ref().is_some_and(|s| {
             s.scan_id.is_some()
@@ -244,7 +246,8 @@ async fn the_chart_runs_real_scanner_pods_on_a_kubelet() -> Result<()> {
             Err(format!("{:?}", p.status))
         })
     })
-    .await?;
+    .await;
+    let policy = finished.map_err(|e| e.context(cluster_state(cp)))?;
     let status = policy.status.clone().context("policy status")?;
     let counts = status.machines.clone().context("machine counts")?;
     ensure!(
@@ -401,6 +404,33 @@ async fn the_chart_runs_real_scanner_pods_on_a_kubelet() -> Result<()> {
         no_leak(path, text, &forbidden)?;
     }
     Ok(())
+}
+
+/// What the cluster shows of the scan when it did not finish: the Jobs, pods and Events of the
+/// namespace, the node's conditions (disk or memory pressure) and the operator's last log lines.
+fn cluster_state(cp: &ControlPlane) -> String {
+    let show = |args: &[&str]| match cp.kubectl(args) {
+        Ok(out) => format!(
+            "$ kubectl {}\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => format!("$ kubectl {}: {e:#}\n", args.join(" ")),
+    };
+    [
+        show(&["get", "jobs,pods", "-n", NS, "-o", "wide"]),
+        show(&["get", "events", "-n", NS, "--sort-by=.lastTimestamp"]),
+        show(&["describe", "nodes"]),
+        show(&[
+            "logs",
+            "-n",
+            NS,
+            "deployment/snapsentry-operator",
+            "--tail=60",
+        ]),
+    ]
+    .concat()
 }
 
 /// The pod's security settings as the chart and the operator set them, then the container's OCI
