@@ -22,9 +22,8 @@
 //!
 //! Environment: `SCALE_CONCURRENCY` (the policy's concurrency, default 20), `SCALE_TIMEOUT_SECONDS`
 //! (per scan, default 7200: 10,000 machines take about 92 minutes), `SCALE_JOB_TTL_SECONDS`
-//! (finished Jobs are deleted after this long, as a cluster's TTL-after-finished controller
-//! does with the operator's
-//! `SNAPSENTRY_JOB_TTL_SECONDS`; default 60, 0 keeps them), `SCALE_SCANS` (2, the default, adds
+//! (finished Jobs are deleted after this long, as a cluster's TTL-after-finished controller does
+//! with the operator's `SNAPSENTRY_JOB_TTL_SECONDS`; default 60, 0 keeps them), `SCALE_SCANS` (2, the default, adds
 //! the steady-state scan; 1 runs the first scan only), `SCALE_BIN_DIR` (where `snapsentry-operator` and `snapsentry-scan`
 //! are; default the cargo profile directory this example was built into).
 
